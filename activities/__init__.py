@@ -1,0 +1,31 @@
+"""Activities: every side effect of the control plane, one small function each.
+
+Each activity is `fn(services, input) -> JSON-able`. Composition roots bind them to a
+`Services` container with `bind(services)` and register the result with their engine, so the
+same functions run under the embedded durabletask worker and under Azure Functions.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+from activities import clusters, jobs, resources
+
+ACTIVITIES: dict[str, Callable] = {
+    "observe_job": jobs.observe_job,
+    "kill_job": jobs.kill_job,
+    "complete_job": jobs.complete_job,
+    "requeue_job": jobs.requeue_job,
+    "provision_cluster": clusters.provision_cluster,
+    "delete_resource": resources.delete_resource,
+}
+
+
+def bind(services) -> dict[str, Callable]:
+    def named(name, fn):
+        bound = partial(fn, services)
+        bound.__name__ = name
+        return bound
+
+    return {name: named(name, fn) for name, fn in ACTIVITIES.items()}

@@ -1,0 +1,173 @@
+"""Job lifecycle activities. Each one reads the store (the source of truth), changes it with a
+compare-and-set, and reports a fresh view of the job for the orchestration to decide on."""
+
+from __future__ import annotations
+
+import time
+
+from activities.scheduling import job_properties, run_pass
+from batchai.lifecycle import NODE_LOST, job_instance, TERMINAL, node_is_lost, parse_time, set_execution_state, task_outcome, utcnow
+from batchai.ports import Record
+
+QUEUED_RECHECK_SECONDS = 30.0
+RUNNING_RECHECK_SECONDS = 5.0
+TERMINATING_RECHECK_SECONDS = 2.0
+LAUNCH_GRACE_SECONDS = 30.0  # running without tasks for this long: the launch was interrupted
+
+TERMINATED = {"code": "JobTerminated", "message": "The job was terminated by the user."}
+TIMED_OUT = {"code": "JobTimedOut", "message": "The job exceeded its maxWallClockTime and was terminated."}
+
+
+def _attempt_tasks(svc, record: Record):
+    attempt = record.internal.get("attempt", 1)
+    return [t for t in svc.store.tasks(job=record.id) if t.attempt == attempt]
+
+
+def _view(svc, record: Record | None) -> dict:
+    if record is None:
+        return {"state": "gone"}
+    props = record.properties
+    state = props["executionState"]
+    view = {"state": state, "attempt": record.internal.get("attempt", 1), "wait": QUEUED_RECHECK_SECONDS}
+    if state in TERMINAL or state == "queued":
+        return view
+    now = time.time()
+    tasks = _attempt_tasks(svc, record)
+    outcome = task_outcome(tasks)
+    if outcome is None:
+        for t in tasks:
+            if t.state != "finished" and node_is_lost(svc.store.get_node(t.node), t, now, svc.settings.node_timeout_seconds):
+                outcome = {"nodeLost": True, "node": t.node}
+                break
+    if outcome is None and not tasks and now - parse_time(props["executionStateTransitionTime"]).timestamp() > LAUNCH_GRACE_SECONDS:
+        outcome = {"nodeLost": True, "node": None}
+    view["outcome"] = outcome
+    if state == "running":
+        start = parse_time(props["executionInfo"]["startTime"]).timestamp()
+        remaining = start + job_properties(record).constraints.max_wall_clock_time.total_seconds() - now
+        view["deadlineExceeded"] = remaining <= 0
+        view["wait"] = max(0.1, min(RUNNING_RECHECK_SECONDS, remaining))
+    else:
+        requested = record.internal.get("killRequestedAt")
+        view["killRequested"] = requested is not None
+        view["killExpired"] = requested is not None and now - requested > svc.settings.kill_grace_seconds
+        view["tasksDone"] = all(t.state == "finished" for t in tasks)
+        view["wait"] = TERMINATING_RECHECK_SECONDS
+    return view
+
+
+def observe_job(svc, inp: dict) -> dict:
+    """The job as stored now; a queued job first gets a scheduling pass on its cluster."""
+    record = svc.store.get(inp["jobId"])
+    if record is not None and record.properties["executionState"] == "queued":
+        run_pass(svc, record.properties["cluster"]["id"])
+        record = svc.store.get(inp["jobId"])
+    return _view(svc, record)
+
+
+def _stop_tasks(svc, record: Record) -> None:
+    """Pending tasks never start; running ones are killed by their node agents."""
+    woken = set()
+    for t in _attempt_tasks(svc, record):
+        if svc.store.update_task(t.id, only_if_state=["pending"], state="finished", error="terminated", end_time=utcnow()):
+            continue
+        if svc.store.update_task(t.id, only_if_state=["running"], state="killing"):
+            woken.add(t.node)
+    svc.wake_nodes(sorted(woken))
+
+
+def kill_job(svc, inp: dict) -> dict:
+    """Begin ending a running job: `reason` is "terminate" (the user asked) or "timeout"."""
+    reason = inp.get("reason", "terminate")
+
+    def request(r: Record):
+        state = r.properties["executionState"]
+        if state not in ("running", "terminating") or r.internal.get("killRequestedAt"):
+            return None
+        if state == "running":
+            set_execution_state(r, "terminating", utcnow())
+        r.internal.setdefault("endReason", reason)
+        r.internal["killRequestedAt"] = time.time()
+        r.internal.setdefault("events", []).append({"time": utcnow(), "event": f"kill requested ({reason})"})
+        return r
+
+    record = svc.store.mutate(inp["jobId"], request) or svc.store.get(inp["jobId"])
+    if record is not None:
+        _stop_tasks(svc, record)
+    return _view(svc, record)
+
+
+def complete_job(svc, inp: dict) -> dict:
+    """Move the job to its one terminal state, free its nodes, and start what waits for them."""
+    record = svc.store.get(inp["jobId"])
+    if record is None:
+        return {"state": "gone"}
+    outcome = task_outcome(_attempt_tasks(svc, record)) or {}
+    now = utcnow()
+
+    def finish(r: Record):
+        state = r.properties["executionState"]
+        if state in TERMINAL or state == "queued":
+            return None
+        info = r.properties.setdefault("executionInfo", {"startTime": now})
+        info["endTime"] = now
+        if outcome.get("exitCode") is not None:
+            info["exitCode"] = outcome["exitCode"]
+        if state == "terminating":
+            info["errors"] = [TIMED_OUT if r.internal.get("endReason") == "timeout" else TERMINATED]
+            final = "failed"
+        elif outcome.get("exitCode") == 0:
+            final = "succeeded"
+        else:
+            final = "failed"
+            if outcome.get("error"):
+                info["errors"] = [{"code": "JobFailed", "message": outcome["error"]}]
+        set_execution_state(r, final, now)
+        r.internal.setdefault("events", []).append({"time": now, "event": final, "attempt": r.internal.get("attempt", 1)})
+        return r
+
+    updated = svc.store.mutate(record.id, finish)
+    if updated is not None:
+        _stop_tasks(svc, updated)
+        svc.store.release_nodes(record.id)
+        run_pass(svc, record.properties["cluster"]["id"])
+    return _view(svc, updated or svc.store.get(record.id))
+
+
+def requeue_job(svc, inp: dict) -> dict:
+    """A node of the job was lost: void the attempt and queue it again, or fail it when out of retries."""
+    record = svc.store.get(inp["jobId"])
+    if record is None:
+        return {"state": "gone"}
+    lost_nodes = {t.node for t in _attempt_tasks(svc, record) if t.error == NODE_LOST}
+    lost_nodes |= {n for n in [(inp.get("outcome") or {}).get("node")] if n}
+    for node_id in lost_nodes:
+        svc.store.update_node(node_id, state="unusable", job=None, error="The node stopped responding.")
+    _stop_tasks(svc, record)
+    now = utcnow()
+
+    def again(r: Record):
+        if r.properties["executionState"] != "running" or r.internal.get("attempt", 1) != record.internal.get("attempt", 1):
+            return None
+        attempt = r.internal.get("attempt", 1)
+        r.internal.setdefault("events", []).append({"time": now, "event": "node lost", "attempt": attempt, "nodes": sorted(lost_nodes)})
+        if attempt >= svc.settings.max_attempts:
+            set_execution_state(r, "failed", now)
+            r.properties["executionInfo"]["endTime"] = now
+            r.properties["executionInfo"]["errors"] = [{
+                "code": "NodeFailure",
+                "message": f"The job's nodes failed {attempt} times; the retry budget is exhausted.",
+            }]
+        else:
+            r.internal["attempt"] = attempt + 1
+            set_execution_state(r, "queued", now)
+        return r
+
+    updated = svc.store.mutate(record.id, again)
+    svc.store.release_nodes(record.id)
+    run_pass(svc, record.properties["cluster"]["id"])
+    return _view(svc, updated or svc.store.get(record.id))
+
+
+def wake(svc, record: Record) -> None:
+    svc.engine.raise_event(job_instance(record), "wake")

@@ -1,0 +1,50 @@
+"""Deleting a resource and everything under it, as one long-running operation."""
+
+from __future__ import annotations
+
+from activities.clusters import stop_cluster_nodes
+from activities.jobs import _stop_tasks, wake
+from batchai.lifecycle import ACTIVE, set_execution_state, utcnow
+
+CLUSTER_DELETED = {"code": "ClusterDeleted", "message": "The job's cluster was deleted."}
+
+
+def delete_resource(svc, inp: dict) -> dict:
+    """Stop what runs under the resource (jobs' processes, clusters' nodes), then delete the tree."""
+    resource_id, op_id = inp["resourceId"], inp["operationId"]
+    root = svc.store.get(resource_id)
+    if root is not None:
+        doomed = [root] + [r for r in _descendants(svc, root)]
+        for r in doomed:
+            if r.type == "jobs" and r.properties.get("executionState") in ("running", "terminating"):
+                _stop_tasks(svc, r)
+        for r in doomed:
+            if r.type == "clusters":
+                _fail_jobs_of(svc, r.id)
+                stop_cluster_nodes(svc, r.id)
+        svc.store.delete_tree(resource_id)
+    svc.store.finish_operation(op_id, "Succeeded")
+    return {"deleted": resource_id}
+
+
+def _descendants(svc, record):
+    for kind in {"workspaces": ["clusters", "fileServers", "experiments"], "experiments": ["jobs"]}.get(record.type, []):
+        for child in svc.store.children(record.id, kind):
+            yield child
+            yield from _descendants(svc, child)
+
+
+def _fail_jobs_of(svc, cluster_id: str) -> None:
+    now = utcnow()
+
+    def fail(r):
+        if r.properties.get("executionState") not in ACTIVE:
+            return None
+        info = r.properties.setdefault("executionInfo", {"startTime": now})
+        info.update(endTime=now, errors=[CLUSTER_DELETED])
+        return set_execution_state(r, "failed", now)
+
+    for job in svc.store.jobs(states=ACTIVE, cluster=cluster_id):
+        _stop_tasks(svc, job)
+        if svc.store.mutate(job.id, fail) is not None:
+            wake(svc, job)

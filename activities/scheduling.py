@@ -1,0 +1,123 @@
+"""The scheduling pass: start the queued jobs of a cluster that fit on its idle nodes.
+
+Placement itself is the pure `batchai.scheduling.place`; this module claims the nodes
+(all-or-nothing, in the store), moves the job to `running`, writes the per-node tasks and wakes
+the nodes and the started jobs' lifecycles.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import defaultdict
+
+from batchai import ids
+from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
+from batchai.lifecycle import job_instance, set_execution_state, utcnow
+from batchai.model import JobCreateParameters
+from batchai.ports import NodeRecord, Record, TaskRecord
+from batchai.scheduling import QueuedJob, place
+
+_cluster_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def job_properties(record: Record):
+    return JobCreateParameters.model_validate({"properties": record.properties}).properties
+
+
+def usable(node: NodeRecord, now: float, timeout: float) -> bool:
+    return node.state == "idle" and node.job is None and now - node.last_seen <= timeout
+
+
+def run_pass(svc, cluster_id: str) -> list[str]:
+    """Start what fits now; returns the ids of the jobs started."""
+    with _cluster_locks[ids.key(cluster_id)]:
+        queued = svc.store.jobs(states=["queued"], cluster=cluster_id)
+        if not queued:
+            return []
+        now = time.time()
+        nodes = {n.id: n for n in svc.store.nodes(cluster_id) if usable(n, now, svc.settings.node_timeout_seconds)}
+        by_id = {r.id: r for r in queued}
+        plan = place(
+            [QueuedJob(r.id, r.properties.get("nodeCount", 1), r.properties.get("schedulingPriority", "normal"), r.seq) for r in queued],
+            list(nodes),
+        )
+        started = [job_id for job_id, node_ids in plan if launch(svc, by_id[job_id], [nodes[n] for n in node_ids])]
+    for job_id in started:
+        svc.engine.raise_event(job_instance(by_id[job_id]), "wake")
+    return started
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_context(svc, record: Record, nodes: list[NodeRecord]) -> LaunchContext:
+    cluster = svc.store.get(record.properties["cluster"]["id"])
+    return LaunchContext(
+        job_id=record.id,
+        job_name=record.name,
+        job_uuid=record.internal["uuid"],
+        attempt=record.internal["attempt"],
+        output_segment=record.properties["jobOutputDirectoryPathSegment"],
+        cluster_mount_root=str(svc.settings.cluster_mount_root(cluster.internal["uuid"])),
+        job_dir=str(svc.settings.job_dir(record.internal["uuid"])),
+        nodes=tuple(PlacedNode(n.id, n.name, n.address or "127.0.0.1", n.root) for n in nodes),
+        master_port=_free_port(),
+        python=svc.settings.python,
+    )
+
+
+def launch(svc, record: Record, nodes: list[NodeRecord]) -> bool:
+    cluster_id = record.properties["cluster"]["id"]
+    if not svc.store.claim_nodes(cluster_id, record.id, [n.id for n in nodes]):
+        return False
+    try:
+        props = job_properties(record)
+        ctx = launch_context(svc, record, nodes)
+        tasks = plan_job(props, ctx)
+        paths = job_paths(props, ctx)
+    except UnsupportedToolkit as exc:
+        svc.store.release_nodes(record.id)
+        fail_unlaunchable(svc, record.id, "UnsupportedToolkit", str(exc))
+        return False
+    now = utcnow()
+
+    def start(r: Record):
+        if r.properties.get("executionState") != "queued":
+            return None
+        set_execution_state(r, "running", now)
+        r.properties["executionInfo"] = {"startTime": now}
+        r.internal["paths"] = {"stdouterr": paths.stdouterr, "outputs": paths.outputs}
+        r.internal["nodes"] = [n.id for n in nodes]
+        r.internal.setdefault("events", []).append(
+            {"time": now, "event": "started", "attempt": r.internal["attempt"], "nodes": [n.name for n in nodes]}
+        )
+        return r
+
+    if svc.store.mutate(record.id, start) is None:
+        svc.store.release_nodes(record.id)
+        return False
+    svc.store.put_tasks([
+        TaskRecord(id=t.task_id, job=record.id, node=t.node_id, attempt=ctx.attempt, spec=t.to_json()) for t in tasks
+    ])
+    svc.wake_nodes([n.id for n in nodes])
+    return True
+
+
+def fail_unlaunchable(svc, job_id: str, code: str, message: str) -> None:
+    now = utcnow()
+
+    def fail(r: Record):
+        if r.properties.get("executionState") != "queued":
+            return None
+        set_execution_state(r, "failed", now)
+        r.properties["executionInfo"] = {"startTime": now, "endTime": now, "errors": [{"code": code, "message": message}]}
+        return r
+
+    record = svc.store.mutate(job_id, fail)
+    if record is not None:
+        svc.engine.raise_event(job_instance(record), "wake")

@@ -1,0 +1,332 @@
+"""The embedded Store: one SQLite file in WAL mode.
+
+Every read-modify-write runs in a `BEGIN IMMEDIATE` transaction, so a mutation is a
+compare-and-set: the change function sees the current record and may refuse it. That is what
+makes state transitions exactly-once even when two activities race, or when the control plane
+is killed and restarted mid-transition.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from batchai import ids
+from batchai.ports import Conflict, Mutation, NodeRecord, Record, TaskRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    key TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    parent TEXT,
+    seq INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    state TEXT,
+    cluster TEXT,
+    body TEXT NOT NULL,
+    internal TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS resources_parent ON resources(parent, type, seq);
+CREATE INDEX IF NOT EXISTS resources_jobs ON resources(type, state, cluster, seq);
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY, cluster TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
+    job TEXT, pid INTEGER, boot_id TEXT, address TEXT, root TEXT,
+    last_seen REAL NOT NULL DEFAULT 0, error TEXT
+);
+CREATE INDEX IF NOT EXISTS nodes_cluster ON nodes(cluster, name);
+CREATE INDEX IF NOT EXISTS nodes_job ON nodes(job);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, job TEXT NOT NULL, node TEXT NOT NULL, attempt INTEGER NOT NULL,
+    spec TEXT NOT NULL, state TEXT NOT NULL, boot_id TEXT, exit_code INTEGER, error TEXT,
+    start_time TEXT, end_time TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job);
+CREATE INDEX IF NOT EXISTS tasks_node ON tasks(node, state);
+CREATE TABLE IF NOT EXISTS operations (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, resource TEXT NOT NULL, status TEXT NOT NULL,
+    error TEXT, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_NODE_FIELDS = [f.name for f in fields(NodeRecord)]
+_TASK_FIELDS = [f.name for f in fields(TaskRecord)]
+
+
+def _state_of(record: Record) -> str | None:
+    props = record.body.get("properties", {})
+    return props.get("executionState") if record.type == "jobs" else props.get("provisioningState")
+
+
+def _cluster_of(record: Record) -> str | None:
+    if record.type != "jobs":
+        return None
+    cluster = record.body.get("properties", {}).get("cluster") or {}
+    return ids.key(cluster["id"]) if cluster.get("id") else None
+
+
+class SqliteStore:
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        self._local = threading.local()
+        with self._tx() as db:
+            db.executescript(_SCHEMA)
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=OFF")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> Record:
+        return Record(
+            id=row["id"], type=row["type"], name=row["name"], parent=row["parent"],
+            body=json.loads(row["body"]), internal=json.loads(row["internal"]),
+            etag=row["etag"], seq=row["seq"],
+        )
+
+    # -- resources ----------------------------------------------------------------------
+    def create(self, record: Record) -> Record:
+        record.etag = uuid.uuid4().hex
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM resources WHERE key=?", (ids.key(record.id),)).fetchone():
+                raise Conflict(record.id)
+            record.seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM resources").fetchone()[0]
+            db.execute(
+                "INSERT INTO resources VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (ids.key(record.id), record.id, record.type, record.name,
+                 ids.key(record.parent) if record.parent else None, record.seq, record.etag,
+                 _state_of(record), _cluster_of(record), json.dumps(record.body), json.dumps(record.internal)),
+            )
+        return record
+
+    def get(self, resource_id: str) -> Record | None:
+        row = self._db().execute("SELECT * FROM resources WHERE key=?", (ids.key(resource_id),)).fetchone()
+        return self._record(row) if row else None
+
+    def children(self, parent_id: str, type: str, *, after_seq: int = 0, limit: int | None = None) -> list[Record]:
+        rows = self._db().execute(
+            "SELECT * FROM resources WHERE parent=? AND type=? AND seq>? ORDER BY seq LIMIT ?",
+            (ids.key(parent_id), type, after_seq, -1 if limit is None else limit),
+        ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def workspaces(self, prefix: str, *, after_seq: int = 0, limit: int | None = None) -> list[Record]:
+        pattern = ids.key(prefix).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+        rows = self._db().execute(
+            "SELECT * FROM resources WHERE type='workspaces' AND key LIKE ? ESCAPE '\\' AND seq>? ORDER BY seq LIMIT ?",
+            (pattern, after_seq, -1 if limit is None else limit),
+        ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def mutate(self, resource_id: str, change: Mutation) -> Record | None:
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM resources WHERE key=?", (ids.key(resource_id),)).fetchone()
+            if row is None:
+                return None
+            updated = change(self._record(row))
+            if updated is None:
+                return None
+            updated.etag = uuid.uuid4().hex
+            db.execute(
+                "UPDATE resources SET body=?, internal=?, etag=?, state=?, cluster=? WHERE key=?",
+                (json.dumps(updated.body), json.dumps(updated.internal), updated.etag,
+                 _state_of(updated), _cluster_of(updated), ids.key(resource_id)),
+            )
+            return updated
+
+    def delete_tree(self, resource_id: str) -> list[Record]:
+        k = ids.key(resource_id)
+        pattern = k.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT * FROM resources WHERE key=? OR key LIKE ? ESCAPE '\\' ORDER BY seq DESC", (k, pattern)
+            ).fetchall()
+            keys = [r["key"] for r in rows]
+            db.executemany("DELETE FROM resources WHERE key=?", [(x,) for x in keys])
+            db.executemany("DELETE FROM tasks WHERE job=?", [(x,) for x in keys])
+            db.executemany("UPDATE nodes SET job=NULL, state='idle' WHERE job=? AND state='running'", [(x,) for x in keys])
+            db.executemany("DELETE FROM nodes WHERE cluster=?", [(x,) for x in keys])
+        return [self._record(r) for r in rows]
+
+    def jobs(self, *, states: Iterable[str], cluster: str | None = None) -> list[Record]:
+        states = list(states)
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT * FROM resources WHERE type='jobs' AND state IN ({marks})"
+        args: list = list(states)
+        if cluster is not None:
+            sql += " AND cluster=?"
+            args.append(ids.key(cluster))
+        rows = self._db().execute(sql + " ORDER BY seq", args).fetchall()
+        return [self._record(r) for r in rows]
+
+    # -- nodes --------------------------------------------------------------------------
+    @staticmethod
+    def _node(row: sqlite3.Row) -> NodeRecord:
+        return NodeRecord(**{f: row[f] for f in _NODE_FIELDS})
+
+    def put_node(self, node: NodeRecord) -> None:
+        node.cluster = ids.key(node.cluster)
+        with self._tx() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO nodes ({','.join(_NODE_FIELDS)}) VALUES ({','.join('?' * len(_NODE_FIELDS))})",
+                [asdict(node)[f] for f in _NODE_FIELDS],
+            )
+
+    def get_node(self, node_id: str) -> NodeRecord | None:
+        row = self._db().execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+        return self._node(row) if row else None
+
+    def nodes(self, cluster: str | None = None) -> list[NodeRecord]:
+        if cluster is None:
+            rows = self._db().execute("SELECT * FROM nodes ORDER BY cluster, name").fetchall()
+        else:
+            rows = self._db().execute("SELECT * FROM nodes WHERE cluster=? ORDER BY name", (ids.key(cluster),)).fetchall()
+        return [self._node(r) for r in rows]
+
+    def update_node(self, node_id: str, **changes) -> NodeRecord | None:
+        unknown = set(changes) - set(_NODE_FIELDS)
+        assert not unknown, unknown
+        with self._tx() as db:
+            if changes:
+                db.execute(
+                    f"UPDATE nodes SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?", [*changes.values(), node_id]
+                )
+            row = db.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+        return self._node(row) if row else None
+
+    def claim_nodes(self, cluster: str, job: str, node_ids: list[str]) -> bool:
+        """Reserve all of `node_ids` for `job`, or none: gang placement is all-or-nothing."""
+        job_key = ids.key(job)
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM nodes WHERE job=?", (job_key,)).fetchone():
+                return False
+            marks = ",".join("?" * len(node_ids))
+            free = db.execute(
+                f"SELECT COUNT(*) FROM nodes WHERE cluster=? AND state='idle' AND job IS NULL AND id IN ({marks})",
+                [ids.key(cluster), *node_ids],
+            ).fetchone()[0]
+            if free != len(node_ids):
+                return False
+            db.execute(f"UPDATE nodes SET state='running', job=? WHERE id IN ({marks})", [job_key, *node_ids])
+        return True
+
+    def release_nodes(self, job: str) -> list[str]:
+        with self._tx() as db:
+            rows = db.execute("SELECT id FROM nodes WHERE job=?", (ids.key(job),)).fetchall()
+            db.execute("UPDATE nodes SET job=NULL, state=CASE WHEN state='running' THEN 'idle' ELSE state END WHERE job=?",
+                       (ids.key(job),))
+        return [r["id"] for r in rows]
+
+    def delete_node(self, node_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM nodes WHERE id=?", (node_id,))
+
+    def delete_nodes(self, cluster: str) -> list[NodeRecord]:
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM nodes WHERE cluster=?", (ids.key(cluster),)).fetchall()
+            db.execute("DELETE FROM nodes WHERE cluster=?", (ids.key(cluster),))
+        return [self._node(r) for r in rows]
+
+    # -- tasks --------------------------------------------------------------------------
+    @staticmethod
+    def _task(row: sqlite3.Row) -> TaskRecord:
+        values = {f: row[f] for f in _TASK_FIELDS}
+        values["spec"] = json.loads(values["spec"])
+        return TaskRecord(**values)
+
+    def put_tasks(self, tasks: list[TaskRecord]) -> None:
+        with self._tx() as db:
+            for t in tasks:
+                row = asdict(t)
+                row["job"] = ids.key(t.job)
+                row["spec"] = json.dumps(t.spec)
+                db.execute(
+                    f"INSERT INTO tasks ({','.join(_TASK_FIELDS)}) VALUES ({','.join('?' * len(_TASK_FIELDS))})",
+                    [row[f] for f in _TASK_FIELDS],
+                )
+
+    def tasks(self, *, job: str | None = None, node: str | None = None, states: Iterable[str] | None = None) -> list[TaskRecord]:
+        sql, args = "SELECT * FROM tasks WHERE 1=1", []
+        if job is not None:
+            sql += " AND job=?"
+            args.append(ids.key(job))
+        if node is not None:
+            sql += " AND node=?"
+            args.append(node)
+        if states is not None:
+            states = list(states)
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += states
+        return [self._task(r) for r in self._db().execute(sql + " ORDER BY rowid", args).fetchall()]
+
+    def update_task(self, task_id: str, *, only_if_state: Iterable[str] | None = None, **changes) -> bool:
+        unknown = set(changes) - set(_TASK_FIELDS)
+        assert not unknown and changes, unknown
+        sql = f"UPDATE tasks SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?"
+        args = [*changes.values(), task_id]
+        if only_if_state is not None:
+            allowed = list(only_if_state)
+            sql += f" AND state IN ({','.join('?' * len(allowed))})"
+            args += allowed
+        with self._tx() as db:
+            return db.execute(sql, args).rowcount == 1
+
+    # -- operations ---------------------------------------------------------------------
+    def create_operation(self, op_id: str, kind: str, resource_id: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO operations VALUES (?,?,?,?,?,?)", (op_id, kind, resource_id, "InProgress", None, time.time()))
+
+    def get_operation(self, op_id: str) -> dict | None:
+        row = self._db().execute("SELECT * FROM operations WHERE id=?", (op_id,)).fetchone()
+        return dict(row) if row else None
+
+    def operations(self, status: str) -> list[dict]:
+        return [dict(r) for r in self._db().execute("SELECT * FROM operations WHERE status=?", (status,)).fetchall()]
+
+    def finish_operation(self, op_id: str, status: str, error: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE operations SET status=?, error=? WHERE id=?", (status, error, op_id))
+
+    # -- settings -----------------------------------------------------------------------
+    def setting(self, name: str, default) -> str:
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM settings WHERE name=?", (name,)).fetchone()
+            if row:
+                return row[0]
+            value = default()
+            db.execute("INSERT INTO settings VALUES (?, ?)", (name, value))
+            return value
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None

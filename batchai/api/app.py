@@ -1,0 +1,87 @@
+"""The FastAPI application: the ARM routes of Microsoft.BatchAI 2018-05-01 plus the node side door.
+
+The same ASGI app is served by uvicorn in the embedded host and wrapped by the Functions HTTP
+trigger on Azure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from batchai.api import clusters, files, jobs, nodes, operations, workspaces
+from batchai.api.arm import require_api_version
+from batchai.api.nodes import NodeWaker
+from batchai.errors import ApiError
+from batchai.services import Services
+
+log = logging.getLogger("batchai.api")
+OPEN_PREFIXES = ("/_files/", "/internal/", "/healthz")
+
+
+def _error(status: int, code: str, message: str, target: str | None = None) -> JSONResponse:
+    return JSONResponse(ApiError(status, code, message, target).to_body(), status_code=status)
+
+
+def create_app(services: Services, *, token: str, node_token: str, signing_key: bytes) -> FastAPI:
+    app = FastAPI(title="Batch AI (open rebuild)", version="2018-05-01", docs_url=None, redoc_url=None)
+    app.state.services = services
+    app.state.node_token = node_token
+    app.state.signing_key = signing_key
+    app.state.node_waker = waker = NodeWaker()
+    services.wake_nodes = waker.wake
+
+    @app.on_event("startup")
+    async def _bind_loop():
+        waker.loop = asyncio.get_running_loop()
+
+    @app.middleware("http")
+    async def arm_gate(request: Request, call_next):
+        path = request.url.path
+        if path.startswith(OPEN_PREFIXES):
+            return await call_next(request)
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer ") or not hmac.compare_digest(header[7:], token):
+            return _error(401, "AuthenticationFailed", "The request needs 'Authorization: Bearer <token>' with the server's token.")
+        try:
+            require_api_version(request)
+        except ApiError as exc:
+            return JSONResponse(exc.to_body(), status_code=exc.status)
+        return await call_next(request)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse(exc.to_body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        target = ".".join(str(p) for p in first["loc"][1:]) or None
+        return _error(400, "InvalidRequestContent", f"{target or 'request'}: {first['msg']}", target)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        if exc.status_code == 404:
+            return _error(404, "ResourceNotFound", f"No such resource or operation: {request.method} {request.url.path}")
+        if exc.status_code == 405:
+            return _error(405, "MethodNotAllowed", f"{request.method} is not supported on {request.url.path}")
+        return _error(exc.status_code, "Error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "InternalServerError", "The server failed to process the request.")
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    for module in (workspaces, clusters, jobs, operations, files, nodes):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,97 @@
+"""ARM conventions shared by every route: api-version, bodies, paging and long-running operations."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from urllib.parse import urlencode
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from batchai import API_VERSION
+from batchai.errors import ApiError
+
+MAX_PAGE = 1000
+POLL_SECONDS = "1"
+
+
+def require_api_version(request: Request) -> None:
+    """Every ARM request names `api-version=2018-05-01` (nextLinks carry it too)."""
+    version = request.query_params.get("api-version")
+    if version is None:
+        raise ApiError(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.", "api-version")
+    if version != API_VERSION:
+        raise ApiError(400, "InvalidApiVersionParameter",
+                       f"The api-version '{version}' is invalid. The supported version is '{API_VERSION}'.", "api-version")
+
+
+async def json_body(request: Request, *, required: bool = True) -> dict:
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise ApiError.bad_request("The request body is required.")
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError.bad_request(f"The request body is not valid JSON: {exc}.")
+    if not isinstance(body, dict):
+        raise ApiError.bad_request("The request body must be a JSON object.")
+    return body
+
+
+def page_size(request: Request) -> int:
+    text = request.query_params.get("maxresults")
+    if text is None:
+        return MAX_PAGE
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_PAGE:
+        raise ApiError.bad_request(f"maxresults must be an integer from 1 to {MAX_PAGE}.", target="maxresults")
+    return size
+
+
+def skip_token(request: Request) -> int:
+    try:
+        return max(0, int(request.query_params.get("$skiptoken", "0")))
+    except ValueError:
+        raise ApiError.bad_request("The $skiptoken is not valid.", target="$skiptoken")
+
+
+def next_link(request: Request, token: int) -> str:
+    """The SDK GETs nextLink verbatim: it must carry every parameter, api-version included."""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "$skiptoken"]
+    params.append(("$skiptoken", str(token)))
+    return str(request.url.replace(query=urlencode(params)))
+
+
+def paged(request: Request, items: list[dict], token: int | None) -> JSONResponse:
+    return JSONResponse({"value": items, "nextLink": next_link(request, token) if token is not None else None})
+
+
+def page_records(request: Request, fetch, render) -> JSONResponse:
+    """Page a store listing by creation sequence: `fetch(after_seq, limit)` -> records."""
+    size = page_size(request)
+    records = fetch(skip_token(request), size + 1)
+    more = len(records) > size
+    records = records[:size]
+    return paged(request, [render(r) for r in records], records[-1].seq if more else None)
+
+
+def operation_url(request: Request, subscription: str, location: str, op_id: str) -> str:
+    base = str(request.base_url).rstrip("/")
+    return (f"{base}/subscriptions/{subscription}/providers/Microsoft.BatchAI/locations/{location}"
+            f"/operationresults/{op_id}?api-version={API_VERSION}")
+
+
+def accepted(request: Request, subscription: str, location: str, op_id: str) -> Response:
+    return Response(status_code=202, headers={
+        "Location": operation_url(request, subscription, location, op_id), "Retry-After": POLL_SECONDS,
+    })
+
+
+def new_operation_id() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,156 @@
+"""Clusters (nodes of one VM size) and file servers."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from batchai import ids
+from batchai.api import render
+from batchai.api.arm import json_body, page_records, paged
+from batchai.api.deletion import begin_delete
+from batchai.api.deps import WS, new_record, require, services, workspace_path
+from batchai.errors import ApiError
+from batchai.lifecycle import utcnow
+from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
+from batchai.ports import Conflict
+
+router = APIRouter()
+CLUSTER = WS + "/clusters/{cluster}"
+FILE_SERVER = WS + "/fileServers/{fs}"
+
+
+def cluster_path(sub, rg, ws, cluster) -> str:
+    validate_name("cluster", cluster, "clusterName")
+    return ids.child_id(workspace_path(sub, rg, ws), "clusters", cluster)
+
+
+def _render(request: Request, record):
+    svc = services(request)
+    return render.cluster(record, svc.store, svc.settings.node_timeout_seconds)
+
+
+def target_nodes(scale: dict) -> int:
+    if "manual" in scale:
+        return scale["manual"]["targetNodeCount"]
+    return scale["autoScale"].get("initialNodeCount", 0)
+
+
+@router.put(CLUSTER)
+async def create_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
+    rid = cluster_path(sub, rg, ws, cluster)
+    params = parse(ClusterCreateParameters, await json_body(request))
+    svc = services(request)
+    workspace = require(svc, ids.workspace_id(sub, rg, ws), "workspace")
+    props = params.properties.to_wire()
+    record = new_record(rid, "clusters", cluster, workspace.id, props)
+    record.internal = {"uuid": uuid.uuid4().hex, "target": target_nodes(props["scaleSettings"]), "allocationTime": utcnow()}
+    setup = props.get("nodeSetup", {}).get("setupTask")
+    if setup is not None:
+        setup["stdOutErrPathSuffix"] = f"{sub}/{rg}/workspaces/{ws}/clusters/{cluster}/{record.internal['uuid']}"
+    try:
+        record = svc.store.create(record)
+    except Conflict:
+        raise ApiError.conflict(f"The cluster '{cluster}' already exists; change it with an update (PATCH).")
+    svc.engine.schedule("cluster_provision", {"clusterId": rid}, f"provision-{record.internal['uuid']}-0")
+    return JSONResponse(_render(request, record))
+
+
+@router.patch(CLUSTER)
+async def update_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
+    rid = cluster_path(sub, rg, ws, cluster)
+    params = parse(ClusterUpdateParameters, await json_body(request))
+    svc = services(request)
+    require(svc, rid, "cluster")
+    scale = params.properties.scale_settings.to_wire()
+
+    def rescale(r):
+        r.properties["scaleSettings"] = scale
+        r.internal["target"] = target_nodes(scale)
+        r.internal["allocationTime"] = utcnow()
+        r.internal["generation"] = r.internal.get("generation", 0) + 1
+        return r
+    record = svc.store.mutate(rid, rescale)
+    svc.engine.schedule("cluster_provision", {"clusterId": rid},
+                        f"provision-{record.internal['uuid']}-{record.internal['generation']}")
+    return JSONResponse(_render(request, record))
+
+
+@router.get(CLUSTER)
+def get_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
+    return _render(request, require(services(request), cluster_path(sub, rg, ws, cluster), "cluster"))
+
+
+@router.delete(CLUSTER)
+def delete_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
+    svc = services(request)
+    record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
+    return begin_delete(request, record, svc.store.get(record.parent).body["location"])
+
+
+@router.get(WS + "/clusters")
+def list_clusters(request: Request, sub: str, rg: str, ws: str):
+    svc = services(request)
+    rid = workspace_path(sub, rg, ws)
+    require(svc, rid, "workspace")
+    return page_records(request, lambda after, n: svc.store.children(rid, "clusters", after_seq=after, limit=n),
+                        lambda r: _render(request, r))
+
+
+def remote_login(nodes) -> list[dict]:
+    """Local nodes run no SSH server: port 0 says so; the address is where the node's processes run."""
+    return [{"nodeId": n.name, "ipAddress": n.address or "127.0.0.1", "port": 0} for n in nodes]
+
+
+@router.api_route(CLUSTER + "/listRemoteLoginInformation", methods=["POST", "GET"])
+def cluster_remote_login(request: Request, sub: str, rg: str, ws: str, cluster: str):
+    svc = services(request)
+    record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
+    return paged(request, remote_login(svc.store.nodes(record.id)), None)
+
+
+def file_server_path(sub, rg, ws, fs) -> str:
+    validate_name("file server", fs, "fileServerName")
+    return ids.child_id(workspace_path(sub, rg, ws), "fileServers", fs)
+
+
+@router.put(FILE_SERVER)
+async def create_file_server(request: Request, sub: str, rg: str, ws: str, fs: str):
+    rid = file_server_path(sub, rg, ws, fs)
+    params = parse(FileServerCreateParameters, await json_body(request))
+    svc = services(request)
+    workspace = require(svc, ids.workspace_id(sub, rg, ws), "workspace")
+    props = params.properties.to_wire()
+    record = new_record(rid, "fileServers", fs, workspace.id, props)
+    record.internal = {"uuid": uuid.uuid4().hex}
+    export = svc.settings.data_dir / "fileservers" / record.internal["uuid"]
+    export.mkdir(parents=True, exist_ok=True)
+    props = record.properties
+    props["mountSettings"] = {"mountPoint": str(export), "fileServerPublicIP": "127.0.0.1", "fileServerInternalIP": "127.0.0.1"}
+    try:
+        record = svc.store.create(record)
+    except Conflict:
+        raise ApiError.conflict(f"The file server '{fs}' already exists.")
+    return JSONResponse(render.file_server(record))
+
+
+@router.get(FILE_SERVER)
+def get_file_server(request: Request, sub: str, rg: str, ws: str, fs: str):
+    return render.file_server(require(services(request), file_server_path(sub, rg, ws, fs), "file server"))
+
+
+@router.delete(FILE_SERVER)
+def delete_file_server(request: Request, sub: str, rg: str, ws: str, fs: str):
+    svc = services(request)
+    record = require(svc, file_server_path(sub, rg, ws, fs), "file server")
+    return begin_delete(request, record, svc.store.get(record.parent).body["location"])
+
+
+@router.get(WS + "/fileServers")
+def list_file_servers(request: Request, sub: str, rg: str, ws: str):
+    svc = services(request)
+    rid = workspace_path(sub, rg, ws)
+    require(svc, rid, "workspace")
+    return page_records(request, lambda after, n: svc.store.children(rid, "fileServers", after_seq=after, limit=n), render.file_server)

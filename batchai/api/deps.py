@@ -1,0 +1,39 @@
+"""Request-scoped access to the control plane's parts, and shared lookups."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from batchai import ids
+from batchai.errors import ApiError
+from batchai.lifecycle import utcnow
+from batchai.model import validate_name, validate_resource_group
+from batchai.ports import Record
+from batchai.services import Services
+
+RG = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.BatchAI"
+WS = RG + "/workspaces/{ws}"
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def workspace_path(sub: str, rg: str, ws: str) -> str:
+    validate_resource_group(rg)
+    validate_name("workspace", ws, "workspaceName")
+    return ids.workspace_id(sub, rg, ws)
+
+
+def require(svc: Services, resource_id: str, what: str) -> Record:
+    record = svc.store.get(resource_id)
+    if record is None:
+        raise ApiError.not_found(f"The {what} '{resource_id.rsplit('/', 1)[-1]}' was not found.")
+    return record
+
+
+def new_record(resource_id: str, kind: str, name: str, parent: str, properties: dict, **envelope) -> Record:
+    now = utcnow()
+    properties = {**properties, "creationTime": now, "provisioningState": "succeeded", "provisioningStateTransitionTime": now}
+    return Record(id=resource_id, type=kind, name=name, parent=parent,
+                  body={"type": ids.TYPES[kind], **envelope, "properties": properties})

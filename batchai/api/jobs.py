@@ -1,0 +1,92 @@
+"""Jobs: create (queued and handed to a durable lifecycle), read, terminate, delete, outputs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from batchai import ids
+from batchai.api import render
+from batchai.api.arm import accepted, json_body, new_operation_id, page_records, paged
+from batchai.api.clusters import remote_login
+from batchai.api.deletion import begin_delete
+from batchai.api.deps import WS, require, services
+from batchai.api.files import list_output_files
+from batchai.api.workspaces import experiment_path
+from batchai.submission import submit_job
+from batchai.lifecycle import job_instance, set_execution_state, utcnow
+from batchai.model import JobCreateParameters, parse, validate_name
+
+router = APIRouter()
+JOBS = WS + "/experiments/{exp}/jobs"
+JOB = JOBS + "/{job}"
+
+
+def job_path(sub, rg, ws, exp, job) -> str:
+    validate_name("job", job, "jobName")
+    return ids.child_id(experiment_path(sub, rg, ws, exp), "jobs", job)
+
+
+@router.put(JOB)
+async def create_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
+    rid = job_path(sub, rg, ws, exp, job)
+    params = parse(JobCreateParameters, await json_body(request))
+    return JSONResponse(submit_job(services(request), rid, params))
+
+
+@router.get(JOB)
+def get_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
+    return render.job(require(services(request), job_path(sub, rg, ws, exp, job), "job"))
+
+
+@router.delete(JOB)
+def delete_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
+    svc = services(request)
+    record = require(svc, job_path(sub, rg, ws, exp, job), "job")
+    return begin_delete(request, record, svc.store.get(ids.workspace_id(sub, rg, ws)).body["location"])
+
+
+@router.get(JOBS)
+def list_jobs(request: Request, sub: str, rg: str, ws: str, exp: str):
+    svc = services(request)
+    rid = experiment_path(sub, rg, ws, exp)
+    require(svc, rid, "experiment")
+    return page_records(request, lambda after, n: svc.store.children(rid, "jobs", after_seq=after, limit=n), render.job)
+
+
+@router.post(JOB + "/terminate")
+def terminate_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
+    svc = services(request)
+    rid = job_path(sub, rg, ws, exp, job)
+    require(svc, rid, "job")
+    now = utcnow()
+
+    def terminate(r):
+        if r.properties["executionState"] not in ("queued", "running"):
+            return None
+        if r.properties["executionState"] == "queued":
+            r.properties["executionInfo"] = {"startTime": now}
+        r.internal.setdefault("events", []).append({"time": now, "event": "terminate requested"})
+        return set_execution_state(r, "terminating", now)
+
+    svc.store.mutate(rid, terminate)
+    record = svc.store.get(rid)
+    svc.engine.raise_event(job_instance(record), "wake")
+    op_id = new_operation_id()
+    svc.store.create_operation(op_id, "terminate", rid)
+    return accepted(request, sub, svc.store.get(ids.workspace_id(sub, rg, ws)).body["location"], op_id)
+
+
+@router.api_route(JOB + "/listOutputFiles", methods=["POST", "GET"])
+def output_files(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
+    record = require(services(request), job_path(sub, rg, ws, exp, job), "job")
+    return list_output_files(request, record)
+
+
+@router.api_route(JOB + "/listRemoteLoginInformation", methods=["POST", "GET"])
+def job_remote_login(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
+    svc = services(request)
+    record = require(svc, job_path(sub, rg, ws, exp, job), "job")
+    node_ids = record.internal.get("nodes", []) if record.properties["executionState"] in ("running", "terminating") else []
+    nodes = [n for n in (svc.store.get_node(i) for i in node_ids) if n is not None]
+    return paged(request, remote_login(nodes), None)

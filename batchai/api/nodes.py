@@ -1,0 +1,150 @@
+"""The node agents' side door: register, heartbeat (long poll), task hand-out and results.
+
+Agents authenticate with the node token, not the user's. A heartbeat carries what the agent
+runs and what finished; the answer carries tasks to start and to kill. Finished results are
+recorded with a compare-and-set, so a result re-sent after a lost answer is harmless, and the
+job's lifecycle is woken to look at the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections import defaultdict
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from batchai.errors import ApiError
+from batchai.lifecycle import NODE_LOST, job_instance
+from batchai.scheduling import QueuedJob, queue_order
+
+router = APIRouter(prefix="/internal/v1/nodes")
+MAX_WAIT_SECONDS = 30.0
+
+
+class NodeWaker:
+    """Wakes long-polling heartbeats from any thread (activities run on the engine's threads)."""
+
+    def __init__(self):
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def event(self, node_id: str) -> asyncio.Event:
+        return self._events[node_id]
+
+    def wake(self, node_ids: list[str]) -> None:
+        if self.loop is None:
+            return
+        for node_id in node_ids:
+            self.loop.call_soon_threadsafe(self._events[node_id].set)
+
+
+def _authorize(request: Request) -> None:
+    header = request.headers.get("authorization", "")
+    if not hmac.compare_digest(header, f"Bearer {request.app.state.node_token}"):
+        raise ApiError(401, "AuthenticationFailed", "The node token is missing or wrong.")
+
+
+def _wake_job(svc, job_key: str) -> None:
+    record = svc.store.get(job_key)
+    if record is not None:
+        svc.engine.raise_event(job_instance(record), "wake")
+
+
+def _register(svc, node_id: str, body: dict) -> dict:
+    node = svc.store.get_node(node_id)
+    if node is None:
+        return {"heartbeatSeconds": svc.settings.heartbeat_seconds}
+    if node.boot_id and node.boot_id != body["bootId"]:
+        # The agent restarted: whatever it ran under its old boot is gone.
+        for t in svc.store.tasks(node=node_id, states=["running", "killing"]):
+            if svc.store.update_task(t.id, only_if_state=["running", "killing"], state="finished", error=NODE_LOST):
+                _wake_job(svc, t.job)
+    joined = node.state == "starting"
+    svc.store.update_node(
+        node_id, boot_id=body["bootId"], pid=body.get("pid"), address=body.get("address"), root=body.get("root"),
+        last_seen=time.time(), state="idle" if joined else node.state,
+    )
+    if joined:
+        _wake_queue_head(svc, node.cluster)
+    return {"heartbeatSeconds": svc.settings.heartbeat_seconds}
+
+
+def _wake_queue_head(svc, cluster: str) -> None:
+    """New capacity: the first queued job's lifecycle runs a scheduling pass for everyone."""
+    queued = svc.store.jobs(states=["queued"], cluster=cluster)
+    if queued:
+        head = queue_order([QueuedJob(r.id, 1, r.properties.get("schedulingPriority", "normal"), r.seq) for r in queued])[0]
+        _wake_job(svc, head.id)
+
+
+def _record_results(svc, node_id: str, body: dict) -> list[str]:
+    acked = []
+    for result in body.get("finished", []):
+        task_id = result["taskId"]
+        if svc.store.update_task(
+            task_id, only_if_state=["pending", "running", "killing"], state="finished",
+            exit_code=result.get("exitCode"), error=result.get("error"),
+            start_time=result.get("startTime"), end_time=result.get("endTime"),
+        ):
+            task = svc.store.tasks(node=node_id)
+            job = next((t.job for t in task if t.id == task_id), None)
+            if job:
+                _wake_job(svc, job)
+        acked.append(task_id)
+    return acked
+
+
+def _orders(svc, node_id: str, body: dict) -> tuple[list[dict], list[str]]:
+    """Tasks to start (new ones, and ones the agent never confirmed) and tasks to kill."""
+    boot = body["bootId"]
+    reported = set(body.get("running", [])) | {f["taskId"] for f in body.get("finished", [])}
+    start, kill = [], []
+    for t in svc.store.tasks(node=node_id, states=["pending", "running", "killing"]):
+        if t.state == "pending":
+            if svc.store.update_task(t.id, only_if_state=["pending"], state="running", boot_id=boot):
+                start.append(t.spec)
+        elif t.state == "running" and t.boot_id == boot and t.id not in reported:
+            start.append(t.spec)
+        elif t.state == "killing":
+            kill.append(t.id)
+    stray = set(body.get("running", [])) - {t.id for t in svc.store.tasks(node=node_id, states=["running", "killing"])}
+    return start, kill + sorted(stray)
+
+
+def _beat(svc, node_id: str, body: dict) -> dict | None:
+    node = svc.store.get_node(node_id)
+    if node is None:
+        return {"start": [], "kill": list(body.get("running", [])), "ack": [], "action": "shutdown"}
+    if node.boot_id != body.get("bootId"):
+        return {"start": [], "kill": [], "ack": [], "action": "register"}
+    svc.store.update_node(node_id, last_seen=time.time())
+    acked = _record_results(svc, node_id, body)
+    start, kill = _orders(svc, node_id, body)
+    return {"start": start, "kill": kill, "ack": acked, "action": "ok"}
+
+
+@router.post("/{node_id}/register")
+async def register(request: Request, node_id: str):
+    _authorize(request)
+    body = await request.json()
+    return await run_in_threadpool(_register, request.app.state.services, node_id, body)
+
+
+@router.post("/{node_id}/heartbeat")
+async def heartbeat(request: Request, node_id: str):
+    _authorize(request)
+    body = await request.json()
+    svc, waker = request.app.state.services, request.app.state.node_waker
+    event = waker.event(node_id)
+    event.clear()
+    answer = await run_in_threadpool(_beat, svc, node_id, body)
+    if answer["start"] or answer["kill"] or answer["action"] != "ok" or answer["ack"]:
+        return answer
+    try:
+        await asyncio.wait_for(event.wait(), timeout=min(float(body.get("waitSeconds", 0)), MAX_WAIT_SECONDS))
+    except asyncio.TimeoutError:
+        return answer
+    return await run_in_threadpool(_beat, svc, node_id, {**body, "finished": []})

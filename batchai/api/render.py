@@ -1,0 +1,52 @@
+"""Stored records -> response bodies: read-only fields computed, secrets removed."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+from batchai.lifecycle import node_state_counts
+from batchai.model import redact_cluster, redact_file_server, redact_job
+from batchai.ports import Record
+
+
+def _envelope(record: Record, properties: dict) -> dict:
+    body = {"id": record.id, "name": record.name, "type": record.body.get("type")}
+    for extra in ("location", "tags"):
+        if extra in record.body:
+            body[extra] = copy.deepcopy(record.body[extra])
+    body["properties"] = properties
+    return body
+
+
+def workspace(record: Record) -> dict:
+    return _envelope(record, copy.deepcopy(record.properties))
+
+
+def experiment(record: Record) -> dict:
+    return _envelope(record, copy.deepcopy(record.properties))
+
+
+def job(record: Record) -> dict:
+    return _envelope(record, redact_job(record.properties))
+
+
+def file_server(record: Record) -> dict:
+    return _envelope(record, redact_file_server(record.properties))
+
+
+def cluster(record: Record, store, node_timeout: float) -> dict:
+    props = redact_cluster(record.properties)
+    nodes = store.nodes(record.id)
+    counts = node_state_counts(nodes, time.time(), node_timeout)
+    target = record.internal.get("target", 0)
+    live = [n for n in nodes if n.state != "leaving"]
+    resizing = counts["preparingNodeCount"] > 0 or counts["leavingNodeCount"] > 0 or len(live) != target
+    props["currentNodeCount"] = len(live)
+    props["nodeStateCounts"] = counts
+    props["allocationState"] = "resizing" if resizing else "steady"
+    props["allocationStateTransitionTime"] = record.internal.get("allocationTime", props.get("creationTime"))
+    errors = [{"code": "NodeUnusable", "message": f"{n.name}: {n.error}"} for n in nodes if n.error]
+    if errors:
+        props["errors"] = errors
+    return _envelope(record, props)

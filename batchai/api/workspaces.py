@@ -1,0 +1,111 @@
+"""Workspaces and experiments: the containers of a team's clusters and jobs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from batchai import ids
+from batchai.api import render
+from batchai.api.arm import json_body, page_records
+from batchai.api.deletion import begin_delete
+from batchai.api.deps import RG, WS, new_record, require, services, workspace_path
+from batchai.model import WorkspaceCreateParameters, WorkspaceUpdateParameters, parse, validate_name
+from batchai.ports import Conflict
+
+router = APIRouter()
+
+
+@router.put(WS)
+async def create_workspace(request: Request, sub: str, rg: str, ws: str):
+    rid = workspace_path(sub, rg, ws)
+    params = parse(WorkspaceCreateParameters, await json_body(request))
+    svc = services(request)
+    record = new_record(rid, "workspaces", ws, ids.resource_group_id(sub, rg), {},
+                        location=params.location, tags=params.tags or {})
+    try:
+        record = svc.store.create(record)
+    except Conflict:
+        def retag(r):
+            r.body["tags"] = params.tags or {}
+            return r
+        record = svc.store.mutate(rid, retag)
+    return JSONResponse(render.workspace(record))
+
+
+@router.patch(WS)
+async def update_workspace(request: Request, sub: str, rg: str, ws: str):
+    rid = workspace_path(sub, rg, ws)
+    params = parse(WorkspaceUpdateParameters, await json_body(request))
+    svc = services(request)
+    require(svc, rid, "workspace")
+
+    def retag(r):
+        if params.tags is not None:
+            r.body["tags"] = params.tags
+        return r
+    return JSONResponse(render.workspace(svc.store.mutate(rid, retag)))
+
+
+@router.get(WS)
+def get_workspace(request: Request, sub: str, rg: str, ws: str):
+    return render.workspace(require(services(request), workspace_path(sub, rg, ws), "workspace"))
+
+
+@router.delete(WS)
+def delete_workspace(request: Request, sub: str, rg: str, ws: str):
+    record = require(services(request), workspace_path(sub, rg, ws), "workspace")
+    return begin_delete(request, record, record.body["location"])
+
+
+@router.get(RG + "/workspaces")
+def list_workspaces_by_group(request: Request, sub: str, rg: str):
+    store = services(request).store
+    prefix = ids.resource_group_id(sub, rg) + "/providers/Microsoft.BatchAI/workspaces"
+    return page_records(request, lambda after, n: store.workspaces(prefix, after_seq=after, limit=n), render.workspace)
+
+
+@router.get("/subscriptions/{sub}/providers/Microsoft.BatchAI/workspaces")
+def list_workspaces(request: Request, sub: str):
+    store = services(request).store
+    return page_records(request, lambda after, n: store.workspaces(f"/subscriptions/{sub}", after_seq=after, limit=n), render.workspace)
+
+
+EXPERIMENT = WS + "/experiments/{exp}"
+
+
+def experiment_path(sub: str, rg: str, ws: str, exp: str) -> str:
+    validate_name("experiment", exp, "experimentName")
+    return ids.child_id(workspace_path(sub, rg, ws), "experiments", exp)
+
+
+@router.put(EXPERIMENT)
+def create_experiment(request: Request, sub: str, rg: str, ws: str, exp: str):
+    rid = experiment_path(sub, rg, ws, exp)
+    svc = services(request)
+    workspace = require(svc, ids.workspace_id(sub, rg, ws), "workspace")
+    try:
+        record = svc.store.create(new_record(rid, "experiments", exp, workspace.id, {}))
+    except Conflict:
+        record = svc.store.get(rid)
+    return render.experiment(record)
+
+
+@router.get(EXPERIMENT)
+def get_experiment(request: Request, sub: str, rg: str, ws: str, exp: str):
+    return render.experiment(require(services(request), experiment_path(sub, rg, ws, exp), "experiment"))
+
+
+@router.delete(EXPERIMENT)
+def delete_experiment(request: Request, sub: str, rg: str, ws: str, exp: str):
+    svc = services(request)
+    record = require(svc, experiment_path(sub, rg, ws, exp), "experiment")
+    return begin_delete(request, record, svc.store.get(record.parent).body["location"])
+
+
+@router.get(WS + "/experiments")
+def list_experiments(request: Request, sub: str, rg: str, ws: str):
+    store = services(request).store
+    rid = workspace_path(sub, rg, ws)
+    require(services(request), rid, "workspace")
+    return page_records(request, lambda after, n: store.children(rid, "experiments", after_seq=after, limit=n), render.experiment)

@@ -1,0 +1,24 @@
+"""Launch plans: a job and its placement in, per-node tasks out. Pure functions, one module per toolkit."""
+
+from __future__ import annotations
+
+from batchai.frameworks import custom, pytorch
+from batchai.frameworks.context import LaunchContext, PlacedNode
+from batchai.frameworks.environment import JobPaths, job_paths
+from batchai.frameworks.plan import NodeTask, Process
+
+PLANNERS = {"custom": custom.plan, "pytorch": pytorch.plan}
+
+
+class UnsupportedToolkit(Exception):
+    pass
+
+
+def plan_job(props, ctx: LaunchContext) -> list[NodeTask]:
+    planner = PLANNERS.get(props.tool_type)
+    if planner is None:
+        raise UnsupportedToolkit(f"toolkit '{props.tool_type}' cannot run on local nodes yet")
+    return planner(props, ctx)
+
+
+__all__ = ["LaunchContext", "PlacedNode", "JobPaths", "job_paths", "plan_job", "NodeTask", "Process", "UnsupportedToolkit"]

@@ -1,0 +1,61 @@
+"""Pieces every launch plan shares: per-node tasks with job preparation, log file names."""
+
+from __future__ import annotations
+
+from batchai.frameworks.context import LaunchContext, PlacedNode
+from batchai.frameworks.environment import node_dirs, node_environment
+from batchai.frameworks.plan import NodeTask, Process
+
+
+def log_process(stdouterr: str, name: str, command: str, env: dict[str, str] | None = None) -> Process:
+    stem = f"-{name}" if name else ""
+    return Process(name=name, command=command, stdout=f"{stdouterr}/stdout{stem}.txt",
+                   stderr=f"{stdouterr}/stderr{stem}.txt", env=env or {})
+
+
+def python_command(settings, ctx: LaunchContext) -> str:
+    parts = [settings.python_interpreter_path or ctx.python, settings.python_script_file_path]
+    if settings.command_line_args:
+        parts.append(settings.command_line_args)
+    return " ".join(parts)
+
+
+def host_file(ctx: LaunchContext, slots: list[int]) -> str:
+    """OpenMPI host file: one line per node of the job, with its share of the ranks."""
+    return "".join(f"{n.name} slots={s}\n" for n, s in zip(ctx.nodes, slots))
+
+
+def split_ranks(process_count: int, node_count: int) -> list[list[int]]:
+    """Contiguous, as even as possible: 5 ranks on 2 nodes -> [[0, 1, 2], [3, 4]]."""
+    base, extra = divmod(process_count, node_count)
+    out, start = [], 0
+    for i in range(node_count):
+        size = base + (1 if i < extra else 0)
+        out.append(list(range(start, start + size)))
+        start += size
+    return out
+
+
+def node_task(props, ctx: LaunchContext, node: PlacedNode, processes_for, slots: list[int]) -> NodeTask:
+    """A node's task: environment, directories, host file and preparation, plus its processes.
+
+    `processes_for(env, stdouterr)` returns the node's processes; it gets the node's environment
+    so per-process variables can build on it.
+    """
+    env = node_environment(props, ctx, node)
+    stdouterr = env["AZ_BATCHAI_STDOUTERR_DIR"]
+    prep = None
+    if props.job_preparation is not None:
+        prep = log_process(stdouterr, "job_prep", props.job_preparation.command_line)
+    return NodeTask(
+        task_id=f"{ctx.job_uuid}-{ctx.attempt}-{node.name}",
+        job_id=ctx.job_id,
+        node_id=node.id,
+        cwd=env["AZ_BATCHAI_JOB_TEMP"],
+        env=env,
+        execution_log=f"{stdouterr}/execution-{node.name}.log",
+        dirs=node_dirs(env),
+        files={env["AZ_BATCHAI_MPI_HOST_FILE"]: host_file(ctx, slots)},
+        preparation=prep,
+        processes=processes_for(env, stdouterr),
+    )

@@ -1,0 +1,48 @@
+"""What a job runs on each node: the contract between launch plans, the control plane and node agents.
+
+A launch plan is pure data. The control plane computes it once per attempt, stores it with the
+node's task, and the node agent executes it literally: it never interprets job properties itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Process:
+    """One OS process of a job on a node; its exit code counts toward the job's."""
+
+    name: str  # log stem suffix: "" -> stdout.txt, "0" -> stdout-0.txt, "wk-0" -> stdout-wk-0.txt
+    command: str  # run with /bin/bash -c
+    stdout: str  # absolute file paths, opened for append
+    stderr: str
+    env: dict[str, str] = field(default_factory=dict)  # on top of NodeTask.env
+
+
+@dataclass(frozen=True)
+class NodeTask:
+    """Everything one node does for one job attempt."""
+
+    task_id: str
+    job_id: str
+    node_id: str
+    cwd: str
+    env: dict[str, str]  # AZ_BATCHAI_*, user variables and secrets: never logged
+    execution_log: str  # the agent appends its lifecycle lines here
+    dirs: list[str] = field(default_factory=list)  # created (mkdir -p) before anything runs
+    files: dict[str, str] = field(default_factory=dict)  # path -> content, e.g. the MPI host file
+    preparation: Process | None = None  # jobPreparation: runs first; non-zero fails the task
+    processes: list[Process] = field(default_factory=list)  # started together after preparation
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "NodeTask":
+        prep = data.get("preparation")
+        return cls(
+            **{k: v for k, v in data.items() if k not in ("preparation", "processes")},
+            preparation=Process(**prep) if prep else None,
+            processes=[Process(**p) for p in data.get("processes", [])],
+        )

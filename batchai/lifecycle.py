@@ -1,0 +1,97 @@
+"""Job and node state, as pure functions over stored records.
+
+Activities apply these inside the store's compare-and-set, so every transition is decided from
+what is stored now (the source of truth), never from what an event claimed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from batchai.ports import NodeRecord, Record, TaskRecord
+
+TERMINAL = ("succeeded", "failed")
+ACTIVE = ("queued", "running", "terminating")
+NODE_LOST = "node_lost"  # a task error: its node died or restarted; not the job's fault
+
+
+def job_instance(record: Record) -> str:
+    """The durable instance id of a job's lifecycle: one per job, stable across restarts."""
+    return f"job-{record.internal['uuid']}"
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def set_execution_state(record: Record, state: str, now: str) -> Record:
+    props = record.properties
+    props["executionState"] = state
+    props["executionStateTransitionTime"] = now
+    return record
+
+
+def task_outcome(tasks: list[TaskRecord]) -> dict | None:
+    """The job attempt's result once it is decided, else None.
+
+    A lost node decides at once (the attempt is void); so does the first process that fails;
+    success needs every node's task to have finished with 0.
+    """
+    if not tasks:
+        return None
+    finished = [t for t in tasks if t.state == "finished"]
+    lost = [t for t in finished if t.error == NODE_LOST]
+    if lost:
+        return {"nodeLost": True, "node": lost[0].node}
+    failed = [t for t in finished if t.exit_code not in (0, None)]
+    if failed:
+        first = failed[0]
+        return {"exitCode": first.exit_code, "error": first.error, "node": first.node}
+    if len(finished) == len(tasks):
+        return {"exitCode": 0}
+    return None
+
+
+def node_is_lost(node: NodeRecord | None, task: TaskRecord, now: float, timeout: float) -> bool:
+    if node is None or node.state == "unusable":
+        return True
+    if task.boot_id and node.boot_id and node.boot_id != task.boot_id:
+        return True
+    return node.last_seen > 0 and now - node.last_seen > timeout
+
+
+def node_state_counts(nodes: list[NodeRecord], now: float, timeout: float) -> dict[str, int]:
+    counts = {"idleNodeCount": 0, "runningNodeCount": 0, "preparingNodeCount": 0, "unusableNodeCount": 0, "leavingNodeCount": 0}
+    for n in nodes:
+        if n.state == "unusable" or (n.state in ("idle", "running") and n.last_seen and now - n.last_seen > timeout):
+            counts["unusableNodeCount"] += 1
+        elif n.state == "starting":
+            counts["preparingNodeCount"] += 1
+        elif n.state == "leaving":
+            counts["leavingNodeCount"] += 1
+        else:
+            counts[f"{n.state}NodeCount"] += 1
+    return counts
+
+
+def next_step(view: dict) -> str:
+    """What a job lifecycle does next, from an observed view: wait, complete, requeue, kill, done."""
+    state = view["state"]
+    if state in TERMINAL or state == "gone":
+        return "done"
+    if state == "queued":
+        return "wait"
+    if state == "running":
+        if view.get("outcome"):
+            return "requeue" if view["outcome"].get("nodeLost") else "complete"
+        if view.get("deadlineExceeded"):
+            return "kill"
+        return "wait"
+    # terminating
+    if view.get("outcome") or view.get("tasksDone") or view.get("killExpired"):
+        return "complete"
+    return "wait" if view.get("killRequested") else "kill"

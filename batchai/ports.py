@@ -1,0 +1,119 @@
+"""The ports of the control plane: what orchestrations' activities and the API need from the world.
+
+One port, several adapters (ARCHITECTURE.md). The embedded adapters live in `batchai.adapters`.
+Records are plain dataclasses so adapters stay interchangeable and easy to fake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+
+class Conflict(Exception):
+    """A create found the resource already there, or a conditional write lost its race."""
+
+
+@dataclass
+class Record:
+    """A stored resource: the wire body (with secrets: responses redact them) plus internals."""
+
+    id: str  # ARM id as first spelled
+    type: str  # workspaces | clusters | fileServers | experiments | jobs
+    name: str
+    parent: str | None  # ARM id of the parent resource (resource group for workspaces)
+    body: dict  # full wire JSON: {"location"?, "tags"?, "properties": {...}}
+    internal: dict = field(default_factory=dict)  # never on the wire: uuid, attempt, paths, ...
+    etag: str = ""
+    seq: int = 0  # creation order: paging and FIFO
+
+    @property
+    def properties(self) -> dict:
+        return self.body.setdefault("properties", {})
+
+
+@dataclass
+class NodeRecord:
+    id: str
+    cluster: str  # cluster ARM id
+    name: str
+    state: str  # starting | idle | running | unusable | leaving
+    job: str | None = None  # job ARM id while reserved
+    pid: int | None = None
+    boot_id: str | None = None
+    address: str | None = None
+    root: str | None = None
+    last_seen: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class TaskRecord:
+    id: str
+    job: str  # job ARM id
+    node: str  # node id
+    attempt: int
+    spec: dict  # NodeTask JSON
+    state: str = "pending"  # pending | running | killing | finished
+    boot_id: str | None = None  # agent boot that accepted it
+    exit_code: int | None = None
+    error: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+
+
+Mutation = Callable[[Record], "Record | None"]
+
+
+class Store(Protocol):
+    """The resource hierarchy, nodes, per-node tasks and long-running operations."""
+
+    # resources
+    def create(self, record: Record) -> Record: ...  # raises Conflict when the id exists
+    def get(self, resource_id: str) -> Record | None: ...
+    def children(self, parent_id: str, type: str, *, after_seq: int = 0, limit: int | None = None) -> list[Record]: ...
+    def workspaces(self, prefix: str, *, after_seq: int = 0, limit: int | None = None) -> list[Record]: ...
+    def mutate(self, resource_id: str, change: Mutation) -> Record | None: ...
+    def delete_tree(self, resource_id: str) -> list[Record]: ...
+    def jobs(self, *, states: Iterable[str], cluster: str | None = None) -> list[Record]: ...
+
+    # nodes
+    def put_node(self, node: NodeRecord) -> None: ...
+    def get_node(self, node_id: str) -> NodeRecord | None: ...
+    def nodes(self, cluster: str | None = None) -> list[NodeRecord]: ...
+    def update_node(self, node_id: str, **fields) -> NodeRecord | None: ...
+    def claim_nodes(self, cluster: str, job: str, node_ids: list[str]) -> bool: ...
+    def release_nodes(self, job: str) -> list[str]: ...
+    def delete_node(self, node_id: str) -> None: ...
+    def delete_nodes(self, cluster: str) -> list[NodeRecord]: ...
+
+    # tasks
+    def put_tasks(self, tasks: list[TaskRecord]) -> None: ...
+    def tasks(self, *, job: str | None = None, node: str | None = None, states: Iterable[str] | None = None) -> list[TaskRecord]: ...
+    def update_task(self, task_id: str, *, only_if_state: Iterable[str] | None = None, **fields) -> bool: ...
+
+    # long-running operations
+    def create_operation(self, op_id: str, kind: str, resource_id: str) -> None: ...
+    def get_operation(self, op_id: str) -> dict | None: ...
+    def operations(self, status: str) -> list[dict]: ...
+    def finish_operation(self, op_id: str, status: str, error: str | None = None) -> None: ...
+
+    # settings that must survive restarts (signing key)
+    def setting(self, name: str, default: Callable[[], str]) -> str: ...
+
+
+class Engine(Protocol):
+    """The durable engine, as the control plane's triggers and activities use it."""
+
+    def schedule(self, name: str, input: dict, instance_id: str) -> str: ...
+    def raise_event(self, instance_id: str, name: str, data=None) -> bool: ...
+    def status(self, instance_id: str) -> dict | None: ...
+
+
+class Compute(Protocol):
+    """Machines for cluster nodes: local agent processes, or VM scale set instances."""
+
+    def node_root(self, cluster_key: str, node_name: str): ...
+    def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict: ...
+    def is_alive(self, node: dict) -> bool: ...
+    def stop_node(self, node: dict, *, grace: float = 5.0) -> None: ...

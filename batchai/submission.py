@@ -1,0 +1,64 @@
+"""The one create-job path: HTTP, queue messages and blob drops all end here, so they behave alike."""
+
+from __future__ import annotations
+
+import uuid
+
+from batchai import ids
+from batchai.api import render
+from batchai.errors import ApiError
+from batchai.lifecycle import job_instance, set_execution_state, utcnow
+from batchai.api.deps import new_record
+from batchai.model import JobCreateParameters
+from batchai.ports import Conflict
+
+
+def cluster_capacity(cluster) -> int:
+    scale = cluster.properties.get("scaleSettings") or {}
+    if "autoScale" in scale:
+        return scale["autoScale"]["maximumNodeCount"]
+    return scale.get("manual", {}).get("targetNodeCount", 0)
+
+
+def check_cluster(svc, props, workspace_id: str):
+    cluster_id = props.cluster.id
+    parsed = ids.parse(cluster_id)
+    if parsed is None or parsed.kind != "clusters" or ids.key(parsed.workspace_id) != ids.key(workspace_id):
+        raise ApiError.bad_request("properties.cluster.id must be the id of a cluster in the job's workspace.", target="properties.cluster.id")
+    cluster = svc.store.get(cluster_id)
+    if cluster is None:
+        raise ApiError.bad_request(f"The cluster '{parsed.name}' does not exist.", target="properties.cluster.id")
+    capacity = cluster_capacity(cluster)
+    if props.node_count > capacity:
+        raise ApiError.bad_request(
+            f"properties.nodeCount ({props.node_count}) exceeds the {capacity} node(s) cluster '{parsed.name}' can have.",
+            target="properties.nodeCount")
+    return cluster
+
+
+def submit_job(svc, job_id: str, params: JobCreateParameters) -> dict:
+    """The one create-job path: validate against the cluster, store queued, start the lifecycle."""
+    parsed = ids.parse(job_id)
+    experiment = svc.store.get(ids.child_id(parsed.workspace_id, "experiments", parsed.experiment))
+    if experiment is None:
+        raise ApiError.not_found(f"The experiment '{parsed.experiment}' was not found.")
+    props = params.properties
+    cluster = check_cluster(svc, props, parsed.workspace_id)
+    props.cluster.id = cluster.id
+    job_uuid = uuid.uuid4().hex
+    wire = props.to_wire()
+    wire["toolType"] = props.tool_type
+    wire["jobOutputDirectoryPathSegment"] = ids.output_segment(job_id, job_uuid)
+    record = new_record(job_id, "jobs", parsed.name, experiment.id, wire)
+    set_execution_state(record, "queued", record.properties["creationTime"])
+    record.internal = {"uuid": job_uuid, "attempt": 1, "events": [{"time": utcnow(), "event": "queued"}]}
+    try:
+        record = svc.store.create(record)
+    except Conflict:
+        raise ApiError.conflict(f"The job '{parsed.name}' already exists in experiment '{parsed.experiment}'.")
+    try:
+        svc.engine.schedule("job_lifecycle", {"jobId": job_id}, job_instance(record))
+    except Exception:
+        svc.store.delete_tree(job_id)
+        raise
+    return render.job(record)

@@ -1,0 +1,121 @@
+"""The embedded composition root: the whole control plane in one process, no cloud account.
+
+durabletask's in-memory engine runs the orchestrations, SQLite holds the resources, local node
+agents are the machines, and uvicorn serves the same ASGI app the Functions HTTP trigger wraps.
+On start it reconciles: every cluster gets its nodes back and every unfinished job gets a
+lifecycle again, so a `kill -9` loses nothing (the store is the source of truth).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from activities import bind
+from batchai.adapters.durabletask_engine import DurableTaskEngine
+from batchai.adapters.local_compute import LocalCompute
+from batchai.adapters.sqlite_store import SqliteStore
+from batchai.api.app import create_app
+from batchai.lifecycle import ACTIVE, job_instance
+from batchai.services import Services, Settings
+from orchestrations import ORCHESTRATIONS
+
+log = logging.getLogger("batchai.host")
+
+
+def load_token(data_dir: Path) -> str:
+    """BATCHAI_TOKEN, else the token generated on first start and kept in the data dir."""
+    if os.environ.get("BATCHAI_TOKEN"):
+        return os.environ["BATCHAI_TOKEN"]
+    path = data_dir / "token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+@dataclass
+class EmbeddedHost:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    settings: Settings | None = None
+
+    def build(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = self.settings or Settings(data_dir=self.data_dir)
+        self.store = SqliteStore(self.data_dir / "store.db")
+        self.token = load_token(self.data_dir)
+        node_token = self.store.setting("node_token", lambda: secrets.token_urlsafe(32))
+        signing_key = self.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
+        self.control_plane_file = self.data_dir / "control-plane.json"
+        compute = LocalCompute(self.data_dir, control_plane_file=self.control_plane_file, token=node_token,
+                               python=sys.executable, heartbeat=self.settings.heartbeat_seconds)
+        self.engine = DurableTaskEngine()
+        self.services = Services(store=self.store, compute=compute, engine=self.engine, settings=self.settings)
+        for name, fn in ORCHESTRATIONS.items():
+            self.engine.register_orchestration(name, fn)
+        for name, fn in bind(self.services).items():
+            self.engine.register_activity(name, fn)
+        self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key)
+
+    def bind_socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        return sock
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def reconcile(self) -> None:
+        """Give every cluster its nodes and every unfinished job or deletion its orchestration."""
+        now = time.time()
+        for node in self.store.nodes():
+            self.store.update_node(node.id, last_seen=now)  # agents get a grace period to reconnect
+        stamp = uuid.uuid4().hex[:8]
+        for workspace in self.store.workspaces("/subscriptions"):
+            for cluster in self.store.children(workspace.id, "clusters"):
+                self.engine.schedule("cluster_provision", {"clusterId": cluster.id}, f"provision-{cluster.internal['uuid']}-{stamp}")
+        for job in self.store.jobs(states=ACTIVE):
+            self.engine.schedule("job_lifecycle", {"jobId": job.id}, job_instance(job))
+        for op in self.store.operations("InProgress"):
+            if op["kind"] == "delete":
+                self.engine.schedule("resource_deletion", {"resourceId": op["resource"], "operationId": op["id"]}, f"delete-{op['id']}")
+
+    def serve(self) -> None:
+        """Run in the foreground until SIGINT/SIGTERM."""
+        self.build()
+        sock = self.bind_socket()
+        self.control_plane_file.write_text(json.dumps({"url": self.url}))
+        self.engine.start()
+        try:
+            self.reconcile()
+            config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
+            server = uvicorn.Server(config)
+            log.info("Batch AI control plane on %s (data dir %s)", self.url, self.data_dir)
+            server.run(sockets=[sock])
+        finally:
+            self.stop_idle_nodes()
+            self.engine.stop()
+
+    def stop_idle_nodes(self) -> None:
+        """Idle agents stop with the control plane; busy ones keep their jobs running for a restart."""
+        for node in self.store.nodes():
+            if node.job is None:
+                self.services.compute.stop_node({"id": node.id, "pid": node.pid}, grace=2.0)
+                self.store.update_node(node.id, state="starting", boot_id=None, pid=None)

@@ -97,10 +97,9 @@ class EmbeddedHost:
             if op["kind"] == "delete":
                 self.engine.schedule("resource_deletion", {"resourceId": op["resource"], "operationId": op["id"]}, f"delete-{op['id']}")
 
-    def serve(self) -> None:
-        """Run in the foreground until SIGINT/SIGTERM."""
-        self.build()
-        sock = self.bind_socket()
+    def serve(self, sock: socket.socket | None = None) -> None:
+        """Run in the foreground until SIGINT/SIGTERM (`build()` first)."""
+        sock = sock or self.bind_socket()
         self.control_plane_file.write_text(json.dumps({"url": self.url}))
         self.engine.start()
         try:

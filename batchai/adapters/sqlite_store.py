@@ -78,8 +78,7 @@ class SqliteStore:
     def __init__(self, path: Path | str):
         self.path = str(path)
         self._local = threading.local()
-        with self._tx() as db:
-            db.executescript(_SCHEMA)
+        self._db().executescript(_SCHEMA)
 
     # -- plumbing -----------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:

@@ -1,0 +1,375 @@
+"""`batchai`: run the embedded control plane, and drive any Batch AI endpoint from the shell.
+
+Human tables by default; `--json` prints the service's JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from batchai.cli.client import CliError, Client
+
+DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+DEFAULT_DATA_DIR = Path(os.environ.get("BATCHAI_DATA_DIR", Path.home() / ".batchai"))
+
+app = typer.Typer(help="Open, serverless Azure Batch AI.", no_args_is_help=True, pretty_exceptions_enable=False)
+workspace_app = typer.Typer(help="Workspaces: the top of the resource hierarchy.", no_args_is_help=True)
+cluster_app = typer.Typer(help="Clusters of nodes of one VM size.", no_args_is_help=True)
+experiment_app = typer.Typer(help="Experiments: groups of related jobs.", no_args_is_help=True)
+job_app = typer.Typer(help="Jobs: training, sweeps and batch scoring.", no_args_is_help=True)
+app.add_typer(workspace_app, name="workspace")
+app.add_typer(cluster_app, name="cluster")
+app.add_typer(experiment_app, name="experiment")
+app.add_typer(job_app, name="job")
+
+console = Console()
+TERMINAL = ("succeeded", "failed")
+
+
+class Context:
+    def __init__(self, url: str, token: str | None, data_dir: Path, subscription: str, resource_group: str, as_json: bool):
+        self.url, self._token, self.data_dir = url, token, data_dir
+        self.subscription, self.resource_group, self.as_json = subscription, resource_group, as_json
+
+    @property
+    def client(self) -> Client:
+        token = self._token
+        if not token:
+            path = self.data_dir / "token"
+            if not path.exists():
+                raise CliError(f"no token: set BATCHAI_TOKEN or point --data-dir at the server's data dir ({path} is missing)")
+            token = path.read_text().strip()
+        return Client(self.url, token, self.subscription, self.resource_group)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    url: str = typer.Option("http://127.0.0.1:8080", envvar="BATCHAI_URL", help="Control plane URL."),
+    token: Optional[str] = typer.Option(None, envvar="BATCHAI_TOKEN", help="Bearer token (default: <data-dir>/token)."),
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, envvar="BATCHAI_DATA_DIR", help="The embedded server's data directory."),
+    subscription: str = typer.Option(DEFAULT_SUBSCRIPTION, envvar="BATCHAI_SUBSCRIPTION"),
+    resource_group: str = typer.Option("default", "--resource-group", "-g", envvar="BATCHAI_RESOURCE_GROUP"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+):
+    ctx.obj = Context(url, token, data_dir, subscription, resource_group, as_json)
+
+
+def run(fn):
+    try:
+        return fn()
+    except CliError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1)
+
+
+def show(ctx: Context, data, columns: list[tuple[str, callable]]) -> None:
+    if ctx.as_json:
+        print(json.dumps(data, indent=2))
+        return
+    rows = data if isinstance(data, list) else [data]
+    table = Table(*[c for c, _ in columns])
+    for row in rows:
+        table.add_row(*[str(get(row) if get(row) is not None else "") for _, get in columns])
+    console.print(table)
+
+
+# -- serve ------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, help="Port (0: any free port)."),
+    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, envvar="BATCHAI_DATA_DIR", help="Where the store, logs and nodes live."),
+):
+    """Run the embedded control plane in the foreground (Ctrl-C stops it)."""
+    import logging
+
+    from function_app.embedded import EmbeddedHost
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    host_ = EmbeddedHost(data_dir=data_dir, host=host, port=port)
+    host_.build()
+    sock = host_.bind_socket()
+    print(f"Batch AI control plane listening on {host_.url}", flush=True)
+    print(f"data dir: {host_.data_dir}  token file: {host_.data_dir / 'token'}", flush=True)
+    host_.serve(sock)
+
+
+# -- workspaces -------------------------------------------------------------------------
+WS_COLUMNS = [("name", lambda r: r["name"]), ("location", lambda r: r.get("location")),
+              ("state", lambda r: r["properties"].get("provisioningState")), ("created", lambda r: r["properties"].get("creationTime"))]
+
+
+@workspace_app.command("create")
+def workspace_create(ctx: typer.Context, name: str, location: str = typer.Option("local", "--location", "-l")):
+    c = ctx.obj
+    run(lambda: show(c, c.client.put(c.client.workspace(name), {"location": location}), WS_COLUMNS))
+
+
+@workspace_app.command("list")
+def workspace_list(ctx: typer.Context):
+    c = ctx.obj
+    path = f"/subscriptions/{c.subscription}/resourceGroups/{c.resource_group}/providers/Microsoft.BatchAI/workspaces"
+    run(lambda: show(c, c.client.list(path), WS_COLUMNS))
+
+
+@workspace_app.command("show")
+def workspace_show(ctx: typer.Context, name: str):
+    c = ctx.obj
+    run(lambda: show(c, c.client.get(c.client.workspace(name)), WS_COLUMNS))
+
+
+@workspace_app.command("delete")
+def workspace_delete(ctx: typer.Context, name: str):
+    """Delete a workspace with all its clusters, experiments and jobs."""
+    c = ctx.obj
+    run(lambda: c.client.delete(c.client.workspace(name)))
+
+
+# -- clusters ---------------------------------------------------------------------------
+def _counts(r):
+    n = r["properties"].get("nodeStateCounts", {})
+    return f"idle {n.get('idleNodeCount', 0)} / running {n.get('runningNodeCount', 0)} / preparing {n.get('preparingNodeCount', 0)} / unusable {n.get('unusableNodeCount', 0)}"
+
+
+CLUSTER_COLUMNS = [("name", lambda r: r["name"]), ("vm size", lambda r: r["properties"].get("vmSize")),
+                   ("allocation", lambda r: r["properties"].get("allocationState")),
+                   ("nodes", lambda r: r["properties"].get("currentNodeCount")), ("node states", _counts)]
+
+
+@cluster_app.command("create")
+def cluster_create(
+    ctx: typer.Context, name: str,
+    workspace: str = typer.Option(..., "--workspace", "-w"),
+    nodes: int = typer.Option(1, "--nodes", "-n", help="Target node count (manual scale)."),
+    vm_size: str = typer.Option("STANDARD_D1_V2", "--vm-size"),
+    low_priority: bool = typer.Option(False, "--low-priority"),
+    wait: bool = typer.Option(True, help="Wait until every node has joined."),
+):
+    c = ctx.obj
+    body = {"properties": {
+        "vmSize": vm_size, "vmPriority": "lowpriority" if low_priority else "dedicated",
+        "scaleSettings": {"manual": {"targetNodeCount": nodes, "nodeDeallocationOption": "requeue"}},
+        "userAccountSettings": {"adminUserName": "batchai"},
+    }}
+
+    def create():
+        path = c.client.cluster(workspace, name)
+        cluster = c.client.put(path, body)
+        deadline = time.time() + 120
+        while wait and cluster["properties"]["allocationState"] != "steady" and time.time() < deadline:
+            time.sleep(0.3)
+            cluster = c.client.get(path)
+        show(c, cluster, CLUSTER_COLUMNS)
+    run(create)
+
+
+@cluster_app.command("list")
+def cluster_list(ctx: typer.Context, workspace: str = typer.Option(..., "--workspace", "-w")):
+    c = ctx.obj
+    run(lambda: show(c, c.client.list(f"{c.client.workspace(workspace)}/clusters"), CLUSTER_COLUMNS))
+
+
+@cluster_app.command("show")
+def cluster_show(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
+    c = ctx.obj
+    run(lambda: show(c, c.client.get(c.client.cluster(workspace, name)), CLUSTER_COLUMNS))
+
+
+@cluster_app.command("delete")
+def cluster_delete(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
+    c = ctx.obj
+    run(lambda: c.client.delete(c.client.cluster(workspace, name)))
+
+
+# -- experiments ------------------------------------------------------------------------
+EXP_COLUMNS = [("name", lambda r: r["name"]), ("state", lambda r: r["properties"].get("provisioningState")),
+               ("created", lambda r: r["properties"].get("creationTime"))]
+
+
+@experiment_app.command("create")
+def experiment_create(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
+    c = ctx.obj
+    run(lambda: show(c, c.client.put(c.client.experiment(workspace, name)), EXP_COLUMNS))
+
+
+@experiment_app.command("list")
+def experiment_list(ctx: typer.Context, workspace: str = typer.Option(..., "--workspace", "-w")):
+    c = ctx.obj
+    run(lambda: show(c, c.client.list(f"{c.client.workspace(workspace)}/experiments"), EXP_COLUMNS))
+
+
+@experiment_app.command("show")
+def experiment_show(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
+    c = ctx.obj
+    run(lambda: show(c, c.client.get(c.client.experiment(workspace, name)), EXP_COLUMNS))
+
+
+@experiment_app.command("delete")
+def experiment_delete(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
+    c = ctx.obj
+    run(lambda: c.client.delete(c.client.experiment(workspace, name)))
+
+
+# -- jobs -------------------------------------------------------------------------------
+JOB_COLUMNS = [("name", lambda r: r["name"]), ("tool", lambda r: r["properties"].get("toolType")),
+               ("nodes", lambda r: r["properties"].get("nodeCount")),
+               ("state", lambda r: r["properties"].get("executionState")),
+               ("exit code", lambda r: r["properties"].get("executionInfo", {}).get("exitCode")),
+               ("started", lambda r: r["properties"].get("executionInfo", {}).get("startTime")),
+               ("ended", lambda r: r["properties"].get("executionInfo", {}).get("endTime"))]
+
+WorkspaceOpt = typer.Option(..., "--workspace", "-w")
+ExperimentOpt = typer.Option(..., "--experiment", "-e")
+
+
+def job_body(client: Client, workspace: str, cluster: str | None, job_file: Path | None, command: str | None,
+             nodes: int | None, placeholders: list[str]) -> dict:
+    from batchai.errors import ApiError
+    from batchai.model import load_job_file
+
+    cluster_id = client.cluster(workspace, cluster) if cluster else None
+    if job_file is not None:
+        values = dict(p.split("=", 1) for p in placeholders)
+        try:
+            raw = json.loads(job_file.read_text())
+            params = load_job_file(raw, cluster_id=cluster_id, placeholders=values)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read {job_file}: {exc}") from None
+        except ApiError as exc:
+            raise CliError(f"{job_file}: {exc.message}" + (f" ({exc.target})" if exc.target else "")) from None
+        if nodes is not None:
+            params.properties.node_count = nodes
+        return {"properties": params.properties.to_wire()}
+    if command is None:
+        raise CliError("give a job file (-f) or a command line (--command)")
+    if cluster_id is None:
+        raise CliError("--cluster is required")
+    return {"properties": {
+        "cluster": {"id": cluster_id}, "nodeCount": nodes or 1,
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT", "customToolkitSettings": {"commandLine": command},
+    }}
+
+
+@job_app.command("create")
+def job_create(
+    ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
+    cluster: Optional[str] = typer.Option(None, "--cluster", "-c", help="Cluster name in the workspace."),
+    job_file: Optional[Path] = typer.Option(None, "--file", "-f", help="An original Batch AI job file (job.json)."),
+    command: Optional[str] = typer.Option(None, "--command", help="A custom-toolkit command line instead of a file."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", "-n", help="Node count (overrides the file)."),
+    placeholder: list[str] = typer.Option([], "--placeholder", "-p", help="NAME=VALUE for <NAME> in the job file."),
+):
+    """Submit a job: from an original job file, or a command line."""
+    c = ctx.obj
+
+    def create():
+        body = job_body(c.client, workspace, cluster, job_file, command, nodes, placeholder)
+        show(c, c.client.put(c.client.job(workspace, experiment, name), body), JOB_COLUMNS)
+    run(create)
+
+
+@job_app.command("list")
+def job_list(ctx: typer.Context, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+    c = ctx.obj
+    run(lambda: show(c, c.client.list(f"{c.client.experiment(workspace, experiment)}/jobs"), JOB_COLUMNS))
+
+
+@job_app.command("show")
+def job_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+    c = ctx.obj
+    run(lambda: show(c, c.client.get(c.client.job(workspace, experiment, name)), JOB_COLUMNS))
+
+
+@job_app.command("delete")
+def job_delete(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+    c = ctx.obj
+    run(lambda: c.client.delete(c.client.job(workspace, experiment, name)))
+
+
+@job_app.command("terminate")
+def job_terminate(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+    """Stop a job's processes on every node; it ends failed with a termination error."""
+    c = ctx.obj
+    run(lambda: c.client.post(f"{c.client.job(workspace, experiment, name)}/terminate"))
+
+
+@job_app.command("wait")
+def job_wait(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
+             timeout: float = typer.Option(3600, help="Seconds.")):
+    """Wait until the job succeeds or fails; exit 1 when it failed."""
+    c = ctx.obj
+
+    def wait():
+        path, deadline = c.client.job(workspace, experiment, name), time.time() + timeout
+        while (job := c.client.get(path))["properties"]["executionState"] not in TERMINAL:
+            if time.time() > deadline:
+                raise CliError("timed out")
+            time.sleep(0.5)
+        show(c, job, JOB_COLUMNS)
+        return job
+    if run(wait)["properties"]["executionState"] != "succeeded":
+        raise typer.Exit(1)
+
+
+FILE_COLUMNS = [("name", lambda r: r["name"]), ("type", lambda r: r["fileType"]),
+                ("size", lambda r: r.get("properties", {}).get("contentLength")),
+                ("modified", lambda r: r.get("properties", {}).get("lastModified"))]
+
+
+def list_files(client: Client, job_path: str, output_dir: str, directory: str = ".") -> list[dict]:
+    return client.list(f"{job_path}/listOutputFiles", method="POST", outputdirectoryid=output_dir,
+                       directory=directory, linkexpiryinminutes=60)
+
+
+@job_app.command("files")
+def job_files(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
+              output_dir: str = typer.Option("stdouterr", "--output-dir", "-d", help="stdouterr or an output directory id."),
+              path: str = typer.Option(".", "--path", help="Sub-directory to list.")):
+    """List a job's log files or the files of one of its output directories."""
+    c = ctx.obj
+    run(lambda: show(c, list_files(c.client, c.client.job(workspace, experiment, name), output_dir, path), FILE_COLUMNS))
+
+
+@job_app.command("logs")
+def job_logs(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
+             file: Optional[str] = typer.Option(None, "--file", help="One log file (default: every stdout/stderr file)."),
+             follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends.")):
+    """Print a job's stdout/stderr, optionally following it until the job ends."""
+    c = ctx.obj
+
+    def stream():
+        client = c.client
+        job_path = client.job(workspace, experiment, name)
+        offsets: dict[str, int] = {}
+        while True:
+            state = client.get(job_path)["properties"]["executionState"]
+            for entry in list_files(client, job_path, "stdouterr"):
+                if entry["fileType"] != "file" or (file and entry["name"] != file) or entry["name"].startswith("execution"):
+                    continue
+                chunk = client.download(entry["downloadUrl"], offsets.get(entry["name"], 0))
+                if chunk:
+                    offsets[entry["name"]] = offsets.get(entry["name"], 0) + len(chunk)
+                    for line in chunk.decode(errors="replace").splitlines():
+                        print(f"[{entry['name']}] {line}" if not file else line, flush=True)
+            if not follow or state in TERMINAL:
+                return
+            time.sleep(0.5)
+    run(stream)
+
+
+def entrypoint():
+    app(prog_name="batchai")
+
+
+if __name__ == "__main__":
+    sys.exit(entrypoint())

@@ -1,0 +1,68 @@
+"""Pure parts: ids, $VAR expansion, placement order and gang fit, job outcome, next step."""
+
+from batchai import ids
+from batchai.frameworks.expand import expand
+from batchai.lifecycle import next_step, node_state_counts, task_outcome
+from batchai.ports import NodeRecord, TaskRecord
+from batchai.scheduling import QueuedJob, place
+
+SUB = "00000000-0000-0000-0000-000000000000"
+
+
+def test_ids_round_trip():
+    ws = ids.workspace_id(SUB, "rg", "ws")
+    job = ids.child_id(ids.child_id(ws, "experiments", "e1"), "jobs", "j1")
+    parsed = ids.parse(job)
+    assert (parsed.kind, parsed.name, parsed.experiment, parsed.workspace) == ("jobs", "j1", "e1", "ws")
+    assert ids.parse(ids.child_id(ws, "fileservers", "fs")).kind == "fileServers"
+    assert ids.parse("/subscriptions/x/resourceGroups/rg/providers/Other/workspaces/w") is None
+    assert ids.key(job.upper()) == ids.key(job)
+    assert ids.output_segment(job, "u1") == f"{SUB}/rg/workspaces/ws/experiments/e1/jobs/j1/u1"
+
+
+def test_expand_like_the_service():
+    env = {"A": "1", "ROOT": "/mnt"}
+    assert expand("$ROOT/x/${A}", env) == "/mnt/x/1"
+    assert expand("$UNDEFINED/y", env) == "/y"
+    assert expand("no vars $", env) == "no vars $"
+
+
+def test_priority_then_fifo():
+    jobs = [QueuedJob("low", 1, "low", 1), QueuedJob("n2", 1, "normal", 3), QueuedJob("n1", 1, "normal", 2), QueuedJob("hi", 1, "high", 4)]
+    assert [j for j, _ in place(jobs, ["a", "b", "c", "d"])] == ["hi", "n1", "n2", "low"]
+
+
+def test_gang_placement_never_overtakes_the_head():
+    jobs = [QueuedJob("big", 3, seq=1), QueuedJob("small", 1, seq=2)]
+    assert place(jobs, ["a", "b"]) == []
+    assert place(jobs, ["a", "b", "c", "d"]) == [("big", ["a", "b", "c"]), ("small", ["d"])]
+
+
+def _task(node, state="finished", exit_code=0, error=None):
+    return TaskRecord(id=node, job="j", node=node, attempt=1, spec={}, state=state, exit_code=exit_code, error=error)
+
+
+def test_task_outcome():
+    assert task_outcome([]) is None
+    assert task_outcome([_task("a"), _task("b", state="running", exit_code=None)]) is None
+    assert task_outcome([_task("a"), _task("b")]) == {"exitCode": 0}
+    assert task_outcome([_task("a", exit_code=3), _task("b", state="running", exit_code=None)])["exitCode"] == 3
+    assert task_outcome([_task("a", error="node_lost", exit_code=None)])["nodeLost"]
+
+
+def test_next_step():
+    assert next_step({"state": "queued"}) == "wait"
+    assert next_step({"state": "running", "outcome": {"exitCode": 0}}) == "complete"
+    assert next_step({"state": "running", "outcome": {"nodeLost": True}}) == "requeue"
+    assert next_step({"state": "running", "deadlineExceeded": True}) == "kill"
+    assert next_step({"state": "terminating"}) == "kill"
+    assert next_step({"state": "terminating", "killRequested": True}) == "wait"
+    assert next_step({"state": "terminating", "killRequested": True, "tasksDone": True}) == "complete"
+    assert next_step({"state": "failed"}) == "done"
+
+
+def test_node_state_counts_treat_silence_as_unusable():
+    nodes = [NodeRecord("a", "c", "n0", "idle", last_seen=100.0), NodeRecord("b", "c", "n1", "running", last_seen=10.0),
+             NodeRecord("c", "c", "n2", "starting")]
+    counts = node_state_counts(nodes, now=101.0, timeout=15.0)
+    assert counts["idleNodeCount"] == 1 and counts["unusableNodeCount"] == 1 and counts["preparingNodeCount"] == 1

@@ -1,0 +1,92 @@
+"""The SQLite store: hierarchy, compare-and-set mutations, gang claims, cascading deletes."""
+
+import threading
+
+import pytest
+
+from batchai.adapters.sqlite_store import SqliteStore
+from batchai.ports import Conflict, NodeRecord, Record, TaskRecord
+
+WS = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/ws"
+CL = WS + "/clusters/c1"
+EXP = WS + "/experiments/e1"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SqliteStore(tmp_path / "store.db")
+    s.create(Record(WS, "workspaces", "ws", "/subscriptions/s/resourceGroups/rg", {"properties": {}}))
+    s.create(Record(CL, "clusters", "c1", WS, {"properties": {}}))
+    s.create(Record(EXP, "experiments", "e1", WS, {"properties": {}}))
+    return s
+
+
+def job(name, state="queued"):
+    return Record(f"{EXP}/jobs/{name}", "jobs", name, EXP, {"properties": {"executionState": state, "cluster": {"id": CL}}})
+
+
+def test_wal_and_create_conflict(store):
+    assert store._db().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with pytest.raises(Conflict):
+        store.create(Record(WS.upper().replace("SUBSCRIPTIONS", "subscriptions"), "workspaces", "ws", None, {}))
+
+
+def test_children_paging_and_case_insensitive_get(store):
+    for i in range(5):
+        store.create(job(f"j{i}"))
+    first = store.children(EXP, "jobs", limit=2)
+    rest = store.children(EXP, "jobs", after_seq=first[-1].seq)
+    assert [r.name for r in first + rest] == [f"j{i}" for i in range(5)]
+    assert store.get((EXP + "/jobs/J3").upper().replace("SUBSCRIPTIONS", "subscriptions")).name == "j3"
+    assert [r.name for r in store.workspaces("/subscriptions/s")] == ["ws"]
+
+
+def test_mutation_is_compare_and_set(store):
+    store.create(job("j"))
+    winners = []
+
+    def finish(tag):
+        def change(r):
+            if r.properties["executionState"] != "queued":
+                return None
+            r.properties["executionState"] = tag
+            return r
+        if store.mutate(f"{EXP}/jobs/j", change):
+            winners.append(tag)
+
+    threads = [threading.Thread(target=finish, args=(f"t{i}",)) for i in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(winners) == 1
+    assert store.jobs(states=winners, cluster=CL)[0].name == "j"
+
+
+def test_claim_nodes_all_or_nothing(store):
+    for i in range(3):
+        store.put_node(NodeRecord(f"n{i}", CL, f"node-{i}", "idle"))
+    assert store.claim_nodes(CL, f"{EXP}/jobs/a", ["n0", "n1"])
+    assert not store.claim_nodes(CL, f"{EXP}/jobs/b", ["n1", "n2"])  # n1 taken: nothing claimed
+    assert store.get_node("n2").job is None
+    assert not store.claim_nodes(CL, f"{EXP}/jobs/a", ["n2"])  # a job holds one gang at a time
+    assert sorted(store.release_nodes(f"{EXP}/jobs/a")) == ["n0", "n1"]
+    assert {n.state for n in store.nodes(CL)} == {"idle"}
+
+
+def test_task_transitions_are_conditional(store):
+    store.put_tasks([TaskRecord("t1", f"{EXP}/jobs/a", "n0", 1, {"x": 1})])
+    assert store.update_task("t1", only_if_state=["pending"], state="running")
+    assert not store.update_task("t1", only_if_state=["pending"], state="running")
+    assert store.tasks(job=f"{EXP}/jobs/a")[0].spec == {"x": 1}
+
+
+def test_delete_tree_cascades(store):
+    store.create(job("j"))
+    store.put_node(NodeRecord("n0", CL, "node-0", "idle"))
+    deleted = store.delete_tree(WS)
+    assert {r.type for r in deleted} == {"workspaces", "clusters", "experiments", "jobs"}
+    assert store.get(CL) is None and store.nodes(CL) == []
+
+
+def test_settings_survive_reopen(store, tmp_path):
+    key = store.setting("k", lambda: "v1")
+    assert SqliteStore(tmp_path / "store.db").setting("k", lambda: "other") == key == "v1"

@@ -1,0 +1,100 @@
+"""A live `batchai serve` (a real process: it can be killed -9 and restarted) and SDK clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+TOKEN = "test-token-123"
+SUB = "00000000-0000-0000-0000-000000000000"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Server:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 30) -> "Server":
+        (self.data_dir / "control-plane.json").unlink(missing_ok=True)
+        env = {**os.environ, "BATCHAI_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
+        self.log = open(self.data_dir / "serve.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "batchai.cli.main", "serve", "--port", "0", "--data-dir", str(self.data_dir)],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            cp = self.data_dir / "control-plane.json"
+            if cp.exists() and cp.read_text():
+                self.url = json.loads(cp.read_text())["url"]
+                try:
+                    if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.data_dir / "serve.log").read_text())
+            time.sleep(0.05)
+        raise TimeoutError("batchai serve did not start")
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+
+
+def kill_agents(data_dir: Path) -> None:
+    """Leave no node agent (or its tasks) behind, whatever the test did."""
+    out = subprocess.run(["pgrep", "-f", f"batchai.agent.*{data_dir}"], capture_output=True, text=True).stdout
+    for pid in out.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("batchai")
+    srv = Server(data_dir).start()
+    yield srv
+    srv.stop()
+    kill_agents(data_dir)
+
+
+@pytest.fixture(scope="module")
+def sdk(server):
+    from azure.core.credentials import AccessToken
+    from azure.core.pipeline.policies import SansIOHTTPPolicy
+    from azure.mgmt.batchai import BatchAI
+
+    class StaticToken:
+        def get_token(self, *scopes, **kwargs):
+            return AccessToken(TOKEN, int(time.time()) + 3600)
+
+    class AllowHttp(SansIOHTTPPolicy):
+        def on_request(self, request):
+            request.context["enforce_https"] = False
+
+    return BatchAI(StaticToken(), SUB, base_url=server.url, per_call_policies=[AllowHttp()], polling_interval=0.2)

@@ -1,0 +1,68 @@
+"""`kill -9` of the control plane mid-run, then a restart on the same data dir."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+
+from tests.integration.conftest import SUB, Server, kill_agents
+
+BASE = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/w"
+V = {"api-version": "2018-05-01"}
+pytestmark = pytest.mark.timeout(180)
+
+
+def wait_state(http, job, states, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = http.get(f"{BASE}/experiments/e/jobs/{job}", params=V).json()["properties"]["executionState"]
+        if state in states:
+            return state
+        time.sleep(0.2)
+    raise TimeoutError(f"{job} never reached {states}")
+
+
+def test_kill9_then_restart_finishes_each_job_exactly_once(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    server = Server(data).start()
+    try:
+        http = server.http()
+        http.put(BASE, params=V, json={"location": "local"})
+        http.put(f"{BASE}/clusters/c", params=V, json={"properties": {
+            "vmSize": "D1", "userAccountSettings": {"adminUserName": "u"}, "scaleSettings": {"manual": {"targetNodeCount": 2}}}})
+        http.put(f"{BASE}/experiments/e", params=V)
+        command = f"echo $$ >> {marks}/$JOB.start; sleep 4; echo done >> {marks}/$JOB.end"
+        for name in ("long", "queued"):
+            body = {"properties": {"cluster": {"id": f"{BASE}/clusters/c"}, "nodeCount": 2, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT",
+                                   "environmentVariables": [{"name": "JOB", "value": name}],
+                                   "customToolkitSettings": {"commandLine": command}}}
+            assert http.put(f"{BASE}/experiments/e/jobs/{name}", params=V, json=body).status_code == 200
+        wait_state(http, "long", ["running"])
+        deadline = time.time() + 30
+        while not (marks / "long.start").exists():
+            assert time.time() < deadline
+            time.sleep(0.1)
+
+        server.kill9()
+        time.sleep(1.0)
+        server.start()
+        http = server.http()
+
+        assert wait_state(http, "long", ["succeeded", "failed"]) == "succeeded"
+        assert wait_state(http, "queued", ["succeeded", "failed"]) == "succeeded"
+        for name in ("long", "queued"):
+            assert len((marks / f"{name}.start").read_text().split()) == 1, f"{name} ran more than once"
+            assert (marks / f"{name}.end").read_text() == "done\n"
+        db = sqlite3.connect(data / "store.db")
+        for (internal,) in db.execute("SELECT internal FROM resources WHERE type='jobs'"):
+            events = [e["event"] for e in json.loads(internal)["events"]]
+            assert sum(e in ("succeeded", "failed") for e in events) == 1, events
+    finally:
+        server.stop()
+        kill_agents(data)

@@ -1,0 +1,359 @@
+"""The node agent's loop: register, heartbeat (long poll), start and kill tasks, report results.
+
+Standard library only. One protocol request is in flight at a time, made by a worker thread; the
+main thread only waits for a stop (SIGTERM/SIGINT, `action: "shutdown"`, or being orphaned) and
+then shuts down. Tasks run in their own threads (see runner.py), so heartbeats go on while they
+run. Finished results are re-sent on every heartbeat until the control plane acknowledges them.
+
+The pids of the tasks' running processes (each its own process group) are kept in
+`{root}/agent.pids`, one per line, so that something outside the agent (LocalCompute.kill_node)
+can kill a node's tasks after the agent itself is gone.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from urllib.parse import quote, urlsplit
+
+from batchai.agent.runner import KILL_GRACE_SECONDS, TERMINATED, TaskRunner, utc_now
+from batchai.frameworks.plan import NodeTask
+
+log = logging.getLogger("batchai.agent")
+
+TOKEN_ENV = "BATCHAI_NODE_TOKEN"
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 2.0
+REGISTER_TIMEOUT = 10.0
+LONG_POLL_SLACK = 10.0  # client timeout of a heartbeat = waitSeconds + this
+SHUTDOWN_KILL_GRACE = 2.0  # on SIGTERM of the agent: tasks get this long between SIGTERM and SIGKILL
+FINAL_REPORT_TIMEOUT = 2.0
+PIDS_FILE = "agent.pids"
+INTERNAL_ERROR = "internal error"
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, text: str):
+        super().__init__(f"HTTP {status}: {text[:200]}")
+        self.status = status
+
+
+class Unreachable(Exception):
+    pass
+
+
+class ControlPlane:
+    """Where the control plane is (a fixed URL, or a JSON file re-read after failures) and how to call it."""
+
+    def __init__(self, *, token: str, url: str | None = None, url_file: str | None = None):
+        if not url and not url_file:
+            raise ValueError("a URL or a control-plane file is needed")
+        self._token = token
+        self._file = url_file
+        self.url = url.rstrip("/") if url else None
+        if self._file:
+            self.reload()
+
+    def reload(self) -> bool:
+        """Re-reads the control-plane file; true if the URL changed."""
+        if not self._file:
+            return False
+        try:
+            with open(self._file, encoding="utf-8") as f:
+                url = str(json.load(f)["url"]).rstrip("/")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.debug("cannot read the control-plane file %s: %s", self._file, e)
+            return False
+        if url == self.url:
+            return False
+        log.info("control plane at %s", url)
+        self.url = url
+        return True
+
+    def post(self, path: str, body: dict, timeout: float) -> dict:
+        if not self.url:
+            raise Unreachable("the control plane's address is not known yet")
+        parts = urlsplit(self.url)
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        data = json.dumps(body).encode()
+        try:
+            conn = cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+            try:
+                conn.request("POST", parts.path.rstrip("/") + path, body=data, headers={
+                    "Authorization": f"Bearer {self._token}",
+                    "Content-Type": "application/json",
+                    "Connection": "close",
+                })
+                resp = conn.getresponse()
+                text = resp.read().decode("utf-8", "replace")
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException) as e:
+            raise Unreachable(f"{type(e).__name__}: {e}") from None
+        if resp.status != 200:
+            raise HttpError(resp.status, text)
+        try:
+            answer = json.loads(text) if text else {}
+        except ValueError:
+            raise Unreachable("the control plane's answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise Unreachable("the control plane's answer is not a JSON object")
+        return answer
+
+
+class Agent:
+    def __init__(
+        self, *, node_id: str, cluster_id: str, name: str, root: str, control_plane: ControlPlane,
+        address: str = "127.0.0.1", heartbeat: float = 1.0, orphan_timeout: float = 600.0,
+    ):
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.name = name
+        self.root = os.path.abspath(root)
+        self.cp = control_plane
+        self.address = address
+        self.interval = heartbeat
+        self.orphan_timeout = orphan_timeout
+        self.boot_id = uuid.uuid4().hex
+        self.base_env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+        self._paths = f"/internal/v1/nodes/{quote(node_id, safe='')}"
+        self._lock = threading.Lock()
+        self._runners: dict[str, TaskRunner] = {}  # running tasks
+        self._finished: dict[str, dict] = {}  # results not yet acknowledged
+        self._seen: set[str] = set()  # every task id this boot has accepted
+        self._stopping = False
+        self._stop_reason: str | None = None  # set by the signal handler or the worker
+        self._stop = threading.Event()  # set by the main thread once it shuts down
+        self._wake = threading.Event()  # a task finished: heartbeat now
+        self._registered = False
+        self._last_ok = time.monotonic()
+        self._backoff = BACKOFF_MIN
+        self._failing = False
+
+    # ----- main thread ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        os.makedirs(self.root, exist_ok=True)
+        self._write_pids()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        log.info("agent %s (node %s, boot %s, pid %d) starting", self.name, self.node_id, self.boot_id, os.getpid())
+        worker = threading.Thread(target=self._work, name="heartbeat", daemon=True)
+        worker.start()
+        while self._stop_reason is None:
+            self._stop.wait(0.1)  # the signal handler only sets a field: no locks in handlers
+        return self._shutdown(self._stop_reason)
+
+    def request_stop(self, reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    def _on_signal(self, signum, frame) -> None:
+        self.request_stop(f"signal {signum}")
+
+    def _shutdown(self, reason: str) -> int:
+        log.info("stopping (%s)", reason)
+        with self._lock:
+            self._stopping = True
+            runners = list(self._runners.values())
+        self._stop.set()
+        self._wake.set()
+        for r in runners:
+            r.kill(grace=SHUTDOWN_KILL_GRACE)
+        deadline = time.monotonic() + SHUTDOWN_KILL_GRACE + 1.0
+        for r in runners:
+            r.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            running = sorted(self._runners)
+            finished = list(self._finished.values())
+        if finished and reason != "orphaned":
+            try:
+                self.cp.post(f"{self._paths}/heartbeat", {
+                    "bootId": self.boot_id, "running": running, "finished": finished, "waitSeconds": 0,
+                }, timeout=FINAL_REPORT_TIMEOUT)
+                log.info("reported %d finished task(s)", len(finished))
+            except (Unreachable, HttpError) as e:
+                log.warning("could not report the last results: %s", e)
+        self._write_pids()
+        log.info("agent stopped")
+        return 1 if reason == INTERNAL_ERROR else 0
+
+    # ----- worker thread ----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set() and self._stop_reason is None:
+                if not self._registered:
+                    self._register()
+                else:
+                    self._heartbeat()
+        except Exception:  # noqa: BLE001 - a bug here must stop the agent, not leave it mute
+            log.exception("the agent's loop failed")
+            self.request_stop(INTERNAL_ERROR)
+
+    def _call(self, what: str, body: dict, timeout: float) -> dict:
+        try:
+            answer = self.cp.post(f"{self._paths}/{what}", body, timeout)
+        except HttpError as e:
+            # refused, not unreachable: a heartbeat refused with 401/404 registers again at once
+            self._failed(what, e, pause=not (what == "heartbeat" and e.status in (401, 404)))
+            raise
+        except Unreachable as e:
+            self._failed(what, e)
+            raise
+        if self._failing:
+            log.info("control plane reachable again")
+        self._failing = False
+        self._last_ok = time.monotonic()
+        self._backoff = BACKOFF_MIN
+        return answer
+
+    def _failed(self, what: str, error: Exception, pause: bool = True) -> None:
+        if not self._failing:
+            log.warning("%s failed: %s", what, error)
+        else:
+            log.debug("%s failed: %s", what, error)
+        self._failing = True
+        moved = self.cp.reload()
+        with self._lock:
+            idle = not self._runners
+        if idle and time.monotonic() - self._last_ok > self.orphan_timeout:
+            log.warning("no answer from the control plane for %.0f s and no task running", self.orphan_timeout)
+            self.request_stop("orphaned")
+            return
+        if moved:  # the control plane is somewhere else now: try there at once
+            self._backoff = BACKOFF_MIN
+            return
+        if not pause:
+            self._stop.wait(BACKOFF_MIN)
+            return
+        self._stop.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+
+    def _register(self) -> None:
+        body = {
+            "clusterId": self.cluster_id, "name": self.name, "address": self.address,
+            "pid": os.getpid(), "bootId": self.boot_id, "root": self.root,
+        }
+        try:
+            answer = self._call("register", body, REGISTER_TIMEOUT)
+        except (Unreachable, HttpError):
+            return
+        seconds = answer.get("heartbeatSeconds")
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
+            self.interval = float(seconds)
+        self._registered = True
+        log.info("registered with %s (heartbeat %.2f s)", self.cp.url, self.interval)
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            running = sorted(self._runners)
+            finished = list(self._finished.values())
+        sent = time.monotonic()
+        body = {"bootId": self.boot_id, "running": running, "finished": finished, "waitSeconds": self.interval}
+        try:
+            answer = self._call("heartbeat", body, self.interval + LONG_POLL_SLACK)
+        except HttpError as e:
+            if e.status in (401, 404):
+                log.info("heartbeat refused (%d): registering again", e.status)
+                self._registered = False
+            return
+        except Unreachable:
+            return
+        if self._apply(answer):
+            self._wake.clear()
+            return
+        remaining = self.interval - (time.monotonic() - sent)
+        if remaining > 0:
+            self._wake.wait(remaining)
+        self._wake.clear()
+
+    def _apply(self, answer: dict) -> bool:
+        """Acts on a heartbeat's answer; true if anything changed (then heartbeat again at once).
+
+        Orders that change nothing (a start of a known task, a kill of an unknown one) do not count,
+        so a control plane that repeats them cannot make the agent spin.
+        """
+        action = answer.get("action") or "ok"
+        if action == "shutdown":
+            log.info("the control plane asked this node to shut down")
+            self.request_stop("shutdown")
+            return True
+        with self._lock:
+            acked = [t for t in answer.get("ack") or [] if isinstance(t, str) and self._finished.pop(t, None)]
+        started = [self._start(spec) for spec in answer.get("start") or []]
+        killed = [self._kill(task_id) for task_id in answer.get("kill") or []]
+        if action == "register":
+            log.info("the control plane asked this node to register again")
+            self._registered = False
+        return bool(acked) or any(started) or any(killed) or action != "ok"
+
+    # ----- tasks ------------------------------------------------------------------------------
+
+    def _start(self, spec) -> bool:
+        """Starts a task unless this boot already has it; true if it did something."""
+        task_id = spec.get("task_id") if isinstance(spec, dict) else None
+        if not isinstance(task_id, str):
+            log.warning("ignoring a task without an id")
+            return False
+        with self._lock:
+            if self._stopping or task_id in self._seen:
+                return False
+            self._seen.add(task_id)
+            try:
+                task = NodeTask.from_json(spec)
+            except (TypeError, ValueError, KeyError, AttributeError) as e:
+                log.warning("task %s is malformed: %s", task_id, e)
+                now = utc_now()
+                self._finished[task_id] = {
+                    "taskId": task_id, "exitCode": 1, "error": f"the node agent cannot read the task: {e}",
+                    "startTime": now, "endTime": now,
+                }
+                self._wake.set()
+                return True
+            runner = TaskRunner(
+                task, node_name=self.name, base_env=self.base_env,
+                on_pids=self._write_pids, on_done=self._task_done,
+            )
+            self._runners[task_id] = runner
+        log.info("task %s (job %s) starting", task_id, task.job_id)
+        runner.start()
+        return True
+
+    def _kill(self, task_id) -> bool:
+        """Kills a running task (idempotent); true if this order started the kill."""
+        with self._lock:
+            runner = self._runners.get(task_id) if isinstance(task_id, str) else None
+        if runner is None or not runner.kill(grace=KILL_GRACE_SECONDS):
+            return False
+        log.info("killing task %s", task_id)
+        return True
+
+    def _task_done(self, runner: TaskRunner) -> None:
+        result = dict(runner.result or {})
+        with self._lock:
+            self._runners.pop(runner.task_id, None)
+            self._finished[runner.task_id] = result
+        log.info("task %s finished with exit code %s%s", runner.task_id, result.get("exitCode"),
+                 f" ({result['error']})" if result.get("error") == TERMINATED else "")
+        self._write_pids()
+        self._wake.set()
+
+    def _write_pids(self) -> None:
+        """`{root}/agent.pids`: the pid (= process group id) of every running task process."""
+        with self._lock:
+            pids = sorted({pid for r in self._runners.values() for pid in r.pids()})
+            path = os.path.join(self.root, PIDS_FILE)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write("".join(f"{pid}\n" for pid in pids))
+                os.replace(tmp, path)
+            except OSError as e:
+                log.warning("cannot write %s: %s", path, e)

@@ -1,0 +1,250 @@
+"""Runs one NodeTask on this host: directories, files, preparation, then all processes at once.
+
+Standard library only. Every OS process of a task runs as `/bin/bash -c command` in its own
+session (so its process group id is its pid and a kill reaches everything it started), with
+stdout/stderr files opened for append and handed to the child, so output lands in the files as it
+is written. Lifecycle lines go to the task's execution log; environment values never do.
+
+A task's exit code is the first non-zero exit code in `processes` order (a process killed by a
+signal counts as 128 + signal), else 0. A non-zero preparation ends the task before any process
+starts. A kill sends SIGTERM to every process group of the task and SIGKILL `grace` seconds later.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from datetime import datetime, timezone
+from typing import Callable
+
+from batchai.frameworks.plan import NodeTask, Process
+
+KILL_GRACE_SECONDS = 5.0
+TERMINATED = "terminated"
+
+
+def utc_now() -> str:
+    """UTC ISO-8601 with a Z, millisecond precision."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def exit_code_of(returncode: int) -> int:
+    """Popen's returncode as a shell would report it: -N (killed by signal N) -> 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _parents(*paths: str) -> None:
+    for path in paths:
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+
+
+class TaskRunner:
+    """Runs one task, synchronously with run() or in its own thread with start().
+
+    `base_env` is the agent's environment without its token; task.env and process.env go on top.
+    `on_pids` is called (no arguments) whenever the set of live pids changes; `on_done` is called
+    with the runner once the result is known.
+    """
+
+    def __init__(
+        self,
+        task: NodeTask,
+        *,
+        node_name: str,
+        base_env: dict[str, str] | None = None,
+        on_pids: Callable[[], None] | None = None,
+        on_done: Callable[["TaskRunner"], None] | None = None,
+    ):
+        self.task = task
+        self.node_name = node_name
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.on_pids = on_pids
+        self.on_done = on_done
+        self.result: dict | None = None
+        self._lock = threading.Lock()
+        self._live: dict[int, subprocess.Popen] = {}  # pid -> process, while it runs
+        self._groups: list[int] = []  # every process group this task started
+        self._killed = False
+        self._over = False  # every process has exited: a kill comes too late
+        self._thread: threading.Thread | None = None
+        self._log_lock = threading.Lock()
+
+    # ----- public -----------------------------------------------------------------------------
+
+    @property
+    def task_id(self) -> str:
+        return self.task.task_id
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=f"task-{self.task_id}", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return self.result is not None
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return sorted(self._live)
+
+    def kill(self, grace: float = KILL_GRACE_SECONDS) -> bool:
+        """SIGTERM to every live process group of the task now, SIGKILL after `grace` seconds.
+
+        False if the task was killed already or has no process left to kill.
+        """
+        with self._lock:
+            if self._over or self._killed:
+                return False
+            self._killed = True
+            groups = list(self._groups)
+            live = list(self._live)
+        for pgid in live:
+            _signal_group(pgid, signal.SIGTERM)
+        timer = threading.Timer(grace, self._force_kill, args=(groups,))
+        timer.daemon = True
+        timer.start()
+        return True
+
+    def run(self) -> dict:
+        """Runs the task to its end and returns its result (the heartbeat's `finished` entry)."""
+        t = self.task
+        start_time = utc_now()
+        code, error = 0, None
+        try:
+            _parents(t.execution_log)
+            self._log(f"task {t.task_id} started on node {self.node_name}")
+            for d in t.dirs:
+                os.makedirs(d, exist_ok=True)
+            procs = ([t.preparation] if t.preparation else []) + list(t.processes)
+            _parents(*(p.stdout for p in procs), *(p.stderr for p in procs))
+            for path, content in t.files.items():
+                _parents(path)
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(content)
+            os.makedirs(t.cwd, exist_ok=True)
+            code, error = self._run_all()
+        except Exception as e:  # noqa: BLE001 - any failure becomes the task's result
+            code, error = 1, f"the node agent could not run the task: {e}"
+            self._log(error)
+        with self._lock:
+            self._over = True
+            killed = self._killed
+        if killed:
+            error = TERMINATED
+            code = code or 128 + signal.SIGTERM
+        self._log(f"task {t.task_id} finished with exit code {code}")
+        self.result = {
+            "taskId": t.task_id,
+            "exitCode": code,
+            "error": error,
+            "startTime": start_time,
+            "endTime": utc_now(),
+        }
+        if self.on_done is not None:
+            self.on_done(self)
+        return self.result
+
+    # ----- internals --------------------------------------------------------------------------
+
+    def _run_all(self) -> tuple[int, str | None]:
+        t = self.task
+        if t.preparation is not None:
+            proc = self._spawn(t.preparation)
+            if proc is None:  # killed before it started
+                return 0, None
+            rc = exit_code_of(proc.wait())
+            self._exited(proc)
+            self._log(f"preparation exited with {rc}")
+            if rc != 0:
+                return rc, f"job preparation failed with exit code {rc}"
+        started: list[tuple[Process, subprocess.Popen]] = []
+        try:
+            for p in t.processes:
+                proc = self._spawn(p)
+                if proc is None:
+                    break
+                self._log(f"process {_label(p)} started pid {proc.pid}")
+                started.append((p, proc))
+        except Exception:
+            for _, proc in started:  # all or nothing: no process may outlive a task that failed to start
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+                self._exited(proc)
+            raise
+        codes: list[int | None] = [None] * len(started)
+
+        def wait(i: int, p: Process, proc: subprocess.Popen) -> None:
+            codes[i] = exit_code_of(proc.wait())
+            self._exited(proc)
+            self._log(f"process {_label(p)} exited with {codes[i]}")
+
+        waiters = [threading.Thread(target=wait, args=(i, p, proc), daemon=True) for i, (p, proc) in enumerate(started)]
+        for w in waiters:
+            w.start()
+        for w in waiters:
+            w.join()
+        return next((c for c in codes if c), 0), None
+
+    def _spawn(self, p: Process) -> subprocess.Popen | None:
+        env = {**self.base_env, **self.task.env, **p.env}
+        with self._lock:
+            if self._killed:
+                return None
+            out = open(p.stdout, "ab")
+            try:
+                err = open(p.stderr, "ab")
+                try:
+                    proc = subprocess.Popen(
+                        ["/bin/bash", "-c", p.command], cwd=self.task.cwd, env=env,
+                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                        start_new_session=True, close_fds=True,
+                    )
+                finally:
+                    err.close()
+            finally:
+                out.close()
+            self._live[proc.pid] = proc
+            self._groups.append(proc.pid)
+        self._pids_changed()
+        return proc
+
+    def _exited(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._live.pop(proc.pid, None)
+        self._pids_changed()
+
+    def _pids_changed(self) -> None:
+        if self.on_pids is not None:
+            try:
+                self.on_pids()
+            except Exception:  # noqa: BLE001 - bookkeeping must not break the task
+                pass
+
+    def _force_kill(self, groups: list[int]) -> None:
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGKILL)
+
+    def _log(self, line: str) -> None:
+        """One timestamped lifecycle line in the execution log (never environment values)."""
+        try:
+            with self._log_lock, open(self.task.execution_log, "a", encoding="utf-8") as f:
+                f.write(f"{utc_now()} {line}\n")
+        except OSError:
+            pass
+
+
+def _label(p: Process) -> str:
+    return p.name or "main"

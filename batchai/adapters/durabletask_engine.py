@@ -1,0 +1,197 @@
+"""The embedded durable engine: durabletask's in-memory backend, worker and client, in process.
+
+`DurableTaskFlow` is the Flow port over a durabletask `OrchestrationContext`;
+`DurableTaskEngine` is the Engine port (schedule, raise_event, status) plus registration.
+The backend is a real gRPC server on a loopback port chosen by the OS, so two control
+planes (or two test runs) never collide.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Sequence
+
+import grpc
+from durabletask import client as dt_client
+from durabletask import task as dt
+from durabletask import worker as dt_worker
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from durabletask.testing import InMemoryOrchestrationBackend
+
+from batchai.flow import Flow, FlowTask, FlowTaskFailed, Orchestration, Retry, drive
+
+
+
+def retry_policy(retry: Retry | None) -> dt.RetryPolicy | None:
+    if retry is None:
+        return None
+    return dt.RetryPolicy(first_retry_interval=retry.first_interval, max_number_of_attempts=retry.max_attempts,
+                          backoff_coefficient=retry.backoff)
+
+
+class DurableTaskFlow(Flow):
+    def __init__(self, ctx: dt.OrchestrationContext):
+        self._ctx = ctx
+
+    def activity(self, name: str, input: Any = None, *, retry: Retry | None = None) -> FlowTask:
+        return FlowTask(self._ctx.call_activity(name, input=input, retry_policy=retry_policy(retry)))
+
+    def child(self, name: str, input: Any, instance_id: str) -> FlowTask:
+        return FlowTask(self._ctx.call_sub_orchestrator(name, input=input, instance_id=instance_id))
+
+    def timer(self, delay: timedelta) -> FlowTask:
+        return FlowTask(self._ctx.create_timer(delay))
+
+    def event(self, name: str) -> FlowTask:
+        return FlowTask(self._ctx.wait_for_external_event(name))
+
+    def all(self, tasks: Sequence[FlowTask]) -> FlowTask:
+        return FlowTask(dt.when_all([t.task for t in tasks]),
+                        lambda raw: [t.post(value) for t, value in zip(tasks, raw)])
+
+    def any(self, tasks: Sequence[FlowTask]) -> FlowTask:
+        def post(winner):
+            index = next(i for i, t in enumerate(tasks) if t.task is winner)
+            for i, t in enumerate(tasks):
+                if i != index and isinstance(t.task, dt.CancellableTask):
+                    t.task.cancel()  # an abandoned event wait would otherwise take the next event
+            return index, tasks[index].post(winner.get_result())
+
+        return FlowTask(dt.when_any([t.task for t in tasks]), post)
+
+    def now(self) -> datetime:
+        return self._ctx.current_utc_datetime.replace(tzinfo=timezone.utc)
+
+    def status(self, value: Any) -> None:
+        self._ctx.set_custom_status(value)
+
+    def restart(self, input: Any) -> None:
+        self._ctx.continue_as_new(input)
+
+    @property
+    def instance_id(self) -> str:
+        return self._ctx.instance_id
+
+    @property
+    def replaying(self) -> bool:
+        return self._ctx.is_replaying
+
+    def failure(self, exc: BaseException) -> FlowTaskFailed:
+        if isinstance(exc, dt.TaskFailedError):
+            details = exc.details
+            return FlowTaskFailed(f"{details.error_type}: {details.message}")
+        return FlowTaskFailed(str(exc))
+
+
+def as_orchestrator(name: str, fn: Orchestration) -> Callable:
+    """`fn` as a durabletask orchestrator function (they take `(ctx, input)`)."""
+    def orchestrator(ctx: dt.OrchestrationContext, input: Any):
+        return drive(DurableTaskFlow(ctx), fn, input)
+
+    orchestrator.__name__ = name
+    return orchestrator
+
+
+def as_activity(name: str, fn: Callable[[Any], Any]) -> Callable:
+    """A one-argument activity as a durabletask activity (they take `(ctx, input)`)."""
+    def activity(ctx: dt.ActivityContext, input: Any):
+        return fn(input)
+
+    activity.__name__ = name
+    return activity
+
+
+class LoopbackBackend(InMemoryOrchestrationBackend):
+    """The in-memory backend, listening on 127.0.0.1 on a port the OS picks."""
+
+    def start(self) -> str:
+        self._shutdown_event.clear()
+        server = grpc.server(ThreadPoolExecutor(max_workers=10))
+        stubs.add_TaskHubSidecarServiceServicer_to_server(self, server)
+        self._port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._server = server
+        return f"127.0.0.1:{self._port}"
+
+
+class DurableTaskEngine:
+    """Engine port over durabletask, in process. Register everything, then `start()`."""
+
+    def __init__(self, *, max_history_size: int = 100_000):
+        self._backend = LoopbackBackend(max_history_size=max_history_size)
+        self._orchestrations: dict[str, Callable] = {}
+        self._activities: dict[str, Callable] = {}
+        self._worker: dt_worker.TaskHubGrpcWorker | None = None
+        self._client: dt_client.TaskHubGrpcClient | None = None
+
+    def register_orchestration(self, name: str, fn: Orchestration) -> None:
+        self._orchestrations[name] = as_orchestrator(name, fn)
+
+    def register_activity(self, name: str, fn: Callable[[Any], Any]) -> None:
+        self._activities[name] = as_activity(name, fn)
+
+    def start(self) -> None:
+        for name in ("durabletask-client", "durabletask-worker"):
+            logging.getLogger(name).setLevel(logging.WARNING)  # they log every event raised at INFO
+        address = self._backend.start()
+        self._worker = dt_worker.TaskHubGrpcWorker(host_address=address, emit_trace_spans=False)
+        for name, fn in self._orchestrations.items():
+            self._worker._registry.add_named_orchestrator(name, fn)
+        for name, fn in self._activities.items():
+            self._worker._registry.add_named_activity(name, fn)
+        self._worker.start()
+        self._client = dt_client.TaskHubGrpcClient(host_address=address)
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+        self._backend.stop(grace=1.0)
+        self._worker = self._client = None
+
+    @property
+    def client(self) -> dt_client.TaskHubGrpcClient:
+        if self._client is None:
+            raise RuntimeError("the engine is not started")
+        return self._client
+
+    def schedule(self, name: str, input: Any, instance_id: str) -> str:
+        """Start `name` as `instance_id` unless that instance already exists (idempotent)."""
+        if self.client.get_orchestration_state(instance_id, fetch_payloads=False) is not None:
+            return instance_id
+        try:
+            return self.client.schedule_new_orchestration(name, input=input, instance_id=instance_id)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+                return instance_id
+            raise
+
+    def raise_event(self, instance_id: str, name: str, data: Any = None) -> bool:
+        """Deliver an event; False when there is no such running instance (events are only hints)."""
+        try:
+            self.client.raise_orchestration_event(instance_id, name, data=data)
+            return True
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                return False
+            raise
+
+    def status(self, instance_id: str) -> dict | None:
+        state = self.client.get_orchestration_state(instance_id)
+        if state is None:
+            return None
+        return {
+            "instanceId": instance_id,
+            "runtimeStatus": state.runtime_status.name,
+            "customStatus": state.get_custom_status(),
+            "output": state.get_output(),
+            "failure": state.failure_details.message if state.failure_details else None,
+        }
+
+    def wait(self, instance_id: str, timeout: float = 60.0) -> dict | None:
+        self.client.wait_for_orchestration_completion(instance_id, timeout=int(timeout))
+        return self.status(instance_id)
+
+    def terminate(self, instance_id: str) -> None:
+        self.client.terminate_orchestration(instance_id)

@@ -116,6 +116,14 @@ class LoopbackBackend(InMemoryOrchestrationBackend):
         return f"127.0.0.1:{self._port}"
 
 
+def _quiet_logger(name: str) -> logging.Logger:
+    """durabletask logs every raised event and connection at INFO: keep warnings and errors."""
+    logger = logging.getLogger(name)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+    return logger
+
+
 class DurableTaskEngine:
     """Engine port over durabletask, in process. Register everything, then `start()`."""
 
@@ -133,16 +141,15 @@ class DurableTaskEngine:
         self._activities[name] = as_activity(name, fn)
 
     def start(self) -> None:
-        for name in ("durabletask-client", "durabletask-worker"):
-            logging.getLogger(name).setLevel(logging.WARNING)  # they log every event raised at INFO
         address = self._backend.start()
-        self._worker = dt_worker.TaskHubGrpcWorker(host_address=address, emit_trace_spans=False)
+        self._worker = dt_worker.TaskHubGrpcWorker(host_address=address, emit_trace_spans=False,
+                                                    logger=_quiet_logger("durabletask.worker"))
         for name, fn in self._orchestrations.items():
             self._worker._registry.add_named_orchestrator(name, fn)
         for name, fn in self._activities.items():
             self._worker._registry.add_named_activity(name, fn)
         self._worker.start()
-        self._client = dt_client.TaskHubGrpcClient(host_address=address)
+        self._client = dt_client.TaskHubGrpcClient(host_address=address, logger=_quiet_logger("durabletask.client"))
 
     def stop(self) -> None:
         if self._worker is not None:

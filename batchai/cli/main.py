@@ -32,6 +32,7 @@ app.add_typer(experiment_app, name="experiment")
 app.add_typer(job_app, name="job")
 
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)
 TERMINAL = ("succeeded", "failed")
 
 
@@ -54,21 +55,30 @@ class Context:
 @app.callback()
 def main(
     ctx: typer.Context,
-    url: str = typer.Option("http://127.0.0.1:8080", envvar="BATCHAI_URL", help="Control plane URL."),
+    url: Optional[str] = typer.Option(None, envvar="BATCHAI_URL",
+                                      help="Control plane URL (default: the one serving --data-dir, else :8080)."),
     token: Optional[str] = typer.Option(None, envvar="BATCHAI_TOKEN", help="Bearer token (default: <data-dir>/token)."),
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, envvar="BATCHAI_DATA_DIR", help="The embedded server's data directory."),
     subscription: str = typer.Option(DEFAULT_SUBSCRIPTION, envvar="BATCHAI_SUBSCRIPTION"),
     resource_group: str = typer.Option("default", "--resource-group", "-g", envvar="BATCHAI_RESOURCE_GROUP"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ):
-    ctx.obj = Context(url, token, data_dir, subscription, resource_group, as_json)
+    ctx.obj = Context(url or local_url(data_dir), token, data_dir, subscription, resource_group, as_json)
+
+
+def local_url(data_dir: Path) -> str:
+    """The URL a local `batchai serve` on this data dir announced, so `--port 0` needs no flags."""
+    try:
+        return json.loads((data_dir / "control-plane.json").read_text())["url"]
+    except (OSError, ValueError, KeyError):
+        return "http://127.0.0.1:8080"
 
 
 def run(fn):
     try:
         return fn()
     except CliError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        errors.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
         raise typer.Exit(1)
 
 
@@ -242,13 +252,11 @@ def job_body(client: Client, workspace: str, cluster: str | None, job_file: Path
         values = dict(p.split("=", 1) for p in placeholders)
         try:
             raw = json.loads(job_file.read_text())
-            params = load_job_file(raw, cluster_id=cluster_id, placeholders=values)
+            params = load_job_file(raw, cluster_id=cluster_id, placeholders=values, node_count=nodes)
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot read {job_file}: {exc}") from None
         except ApiError as exc:
             raise CliError(f"{job_file}: {exc.message}" + (f" ({exc.target})" if exc.target else "")) from None
-        if nodes is not None:
-            params.properties.node_count = nodes
         return {"properties": params.properties.to_wire()}
     if command is None:
         raise CliError("give a job file (-f) or a command line (--command)")

@@ -33,11 +33,15 @@ def usable(node: NodeRecord, now: float, timeout: float) -> bool:
 def run_pass(svc, cluster_id: str) -> list[str]:
     """Start what fits now; returns the ids of the jobs started."""
     with _cluster_locks[ids.key(cluster_id)]:
+        # Nodes first: on a busy cluster there is nothing to place, and reading (and parsing) the
+        # whole queue for every queued job's periodic recheck would make those passes O(queue²).
+        now = time.time()
+        nodes = {n.id: n for n in svc.store.nodes(cluster_id) if usable(n, now, svc.settings.node_timeout_seconds)}
+        if not nodes:
+            return []
         queued = svc.store.jobs(states=["queued"], cluster=cluster_id)
         if not queued:
             return []
-        now = time.time()
-        nodes = {n.id: n for n in svc.store.nodes(cluster_id) if usable(n, now, svc.settings.node_timeout_seconds)}
         by_id = {r.id: r for r in queued}
         plan = place(
             [QueuedJob(r.id, r.properties.get("nodeCount", 1), r.properties.get("schedulingPriority", "normal"), r.seq) for r in queued],

@@ -1,8 +1,10 @@
 """The node agent's loop: register, heartbeat (long poll), start and kill tasks, report results.
 
-Standard library only. One protocol request is in flight at a time, made by a worker thread; the
-main thread only waits for a stop (SIGTERM/SIGINT, `action: "shutdown"`, or being orphaned) and
-then shuts down. Tasks run in their own threads (see runner.py), so heartbeats go on while they
+Standard library only. The heartbeat (a long poll) is made by a worker thread; the main thread
+only waits for a stop (SIGTERM/SIGINT, `action: "shutdown"`, or being orphaned) and then shuts
+down. A finished task is reported at once by a short extra heartbeat (`waitSeconds: 0`) rather
+than when the long poll in flight returns: otherwise every job would end up to one heartbeat
+interval late, and a queue of short jobs would run at one job per interval per node. Tasks run in their own threads (see runner.py), so heartbeats go on while they
 run. Finished results are re-sent on every heartbeat until the control plane acknowledges them.
 
 The pids of the tasks' running processes (each its own process group) are kept in
@@ -130,6 +132,7 @@ class Agent:
         self._stop_reason: str | None = None  # set by the signal handler or the worker
         self._stop = threading.Event()  # set by the main thread once it shuts down
         self._wake = threading.Event()  # a task finished: heartbeat now
+        self._reporting = threading.Lock()  # at most one immediate report in flight
         self._registered = False
         self._last_ok = time.monotonic()
         self._backoff = BACKOFF_MIN
@@ -344,6 +347,36 @@ class Agent:
                  f" ({result['error']})" if result.get("error") == TERMINATED else "")
         self._write_pids()
         self._wake.set()
+        threading.Thread(target=self._report_now, name="report", daemon=True).start()
+
+    def _report_now(self) -> None:
+        """Send finished results now; the answer (acks, new tasks) is applied like a heartbeat's.
+
+        Loops while tasks finish during a report, so none waits for the long poll.
+        """
+        if not self._registered or not self._reporting.acquire(blocking=False):
+            return  # the report in flight picks this result up
+        try:
+            sent: set[str] = set()
+            while True:
+                with self._lock:
+                    if self._stopping:
+                        return
+                    running = sorted(self._runners)
+                    finished = list(self._finished.values())
+                if not finished or {f["taskId"] for f in finished} <= sent:
+                    return
+                sent |= {f["taskId"] for f in finished}
+                body = {"bootId": self.boot_id, "running": running, "finished": finished, "waitSeconds": 0}
+                try:
+                    answer = self.cp.post(f"{self._paths}/heartbeat", body, FINAL_REPORT_TIMEOUT + self.interval)
+                except (Unreachable, HttpError) as e:
+                    log.debug("immediate report failed (the heartbeat will carry it): %s", e)
+                    return
+                if answer.get("action", "ok") == "ok":
+                    self._apply(answer)
+        finally:
+            self._reporting.release()
 
     def _write_pids(self) -> None:
         """`{root}/agent.pids`: the pid (= process group id) of every running task process."""

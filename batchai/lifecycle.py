@@ -35,11 +35,17 @@ def set_execution_state(record: Record, state: str, now: str) -> Record:
     return record
 
 
+def holds_only(task: TaskRecord) -> bool:
+    """A task without processes of its own: it holds its node for the job until the job ends."""
+    return not task.spec.get("processes")
+
+
 def task_outcome(tasks: list[TaskRecord]) -> dict | None:
     """The job attempt's result once it is decided, else None.
 
-    A lost node decides at once (the attempt is void); so does the first process that fails;
-    success needs every node's task to have finished with 0.
+    A lost node decides at once (the attempt is void); so does the first task that fails (a
+    failed preparation included); success needs every task with processes to have finished with
+    0 (the tasks that only hold a node end when the job does).
     """
     if not tasks:
         return None
@@ -51,7 +57,8 @@ def task_outcome(tasks: list[TaskRecord]) -> dict | None:
     if failed:
         first = failed[0]
         return {"exitCode": first.exit_code, "error": first.error, "node": first.node}
-    if len(finished) == len(tasks):
+    working = [t for t in tasks if not holds_only(t)] or tasks
+    if all(t.state == "finished" for t in working):
         return {"exitCode": 0}
     return None
 

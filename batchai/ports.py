@@ -45,6 +45,7 @@ class NodeRecord:
     root: str | None = None
     last_seen: float = 0.0
     error: str | None = None
+    exec_port: int | None = None  # the agent's exec service (peers' mpirun launches arrive there)
 
 
 @dataclass

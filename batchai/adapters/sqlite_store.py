@@ -40,7 +40,7 @@ CREATE INDEX IF NOT EXISTS resources_jobs ON resources(type, state, cluster, seq
 CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY, cluster TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
     job TEXT, pid INTEGER, boot_id TEXT, address TEXT, root TEXT,
-    last_seen REAL NOT NULL DEFAULT 0, error TEXT
+    last_seen REAL NOT NULL DEFAULT 0, error TEXT, exec_port INTEGER
 );
 CREATE INDEX IF NOT EXISTS nodes_cluster ON nodes(cluster, name);
 CREATE INDEX IF NOT EXISTS nodes_job ON nodes(job);
@@ -79,6 +79,14 @@ class SqliteStore:
         self.path = str(path)
         self._local = threading.local()
         self._db().executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a data dir was created."""
+        columns = {row[1] for row in self._db().execute("PRAGMA table_info(nodes)")}
+        if "exec_port" not in columns:
+            with self._tx() as db:
+                db.execute("ALTER TABLE nodes ADD COLUMN exec_port INTEGER")
 
     # -- plumbing -----------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:

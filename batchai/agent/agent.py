@@ -24,6 +24,7 @@ import time
 import uuid
 from urllib.parse import quote, urlsplit
 
+from batchai.agent.exec_server import ExecServer
 from batchai.agent.runner import KILL_GRACE_SECONDS, TERMINATED, TaskRunner, utc_now
 from batchai.frameworks.plan import NodeTask
 
@@ -137,12 +138,15 @@ class Agent:
         self._last_ok = time.monotonic()
         self._backoff = BACKOFF_MIN
         self._failing = False
+        self._exec: ExecServer | None = None
 
     # ----- main thread ------------------------------------------------------------------------
 
     def run(self) -> int:
         os.makedirs(self.root, exist_ok=True)
         self._write_pids()
+        self._exec = ExecServer(self.address, self._running_tasks)
+        self._exec.start()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
@@ -184,6 +188,8 @@ class Agent:
             except (Unreachable, HttpError) as e:
                 log.warning("could not report the last results: %s", e)
         self._write_pids()
+        if self._exec is not None:
+            self._exec.stop()
         log.info("agent stopped")
         return 1 if reason == INTERNAL_ERROR else 0
 
@@ -243,6 +249,7 @@ class Agent:
         body = {
             "clusterId": self.cluster_id, "name": self.name, "address": self.address,
             "pid": os.getpid(), "bootId": self.boot_id, "root": self.root,
+            "execPort": self._exec.port if self._exec else None,
         }
         try:
             answer = self._call("register", body, REGISTER_TIMEOUT)
@@ -328,6 +335,10 @@ class Agent:
         log.info("task %s (job %s) starting", task_id, task.job_id)
         runner.start()
         return True
+
+    def _running_tasks(self) -> list[TaskRunner]:
+        with self._lock:
+            return list(self._runners.values())
 
     def _kill(self, task_id) -> bool:
         """Kills a running task (idempotent); true if this order started the kill."""

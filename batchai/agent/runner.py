@@ -8,6 +8,11 @@ is written. Lifecycle lines go to the task's execution log; environment values n
 A task's exit code is the first non-zero exit code in `processes` order (a process killed by a
 signal counts as 128 + signal), else 0. A non-zero preparation ends the task before any process
 starts. A kill sends SIGTERM to every process group of the task and SIGKILL `grace` seconds later.
+
+A task without processes holds its node for the job (after its preparation) until it is killed,
+and then ends with 0: an MPI job's other nodes run nothing of their own, but a peer's `mpirun`
+starts its daemons there through `exec` (see exec_server.py), inside the task, so they are
+killed with it and their pids are tracked like the task's own.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class TaskRunner:
         self._live: dict[int, subprocess.Popen] = {}  # pid -> process, while it runs
         self._groups: list[int] = []  # every process group this task started
         self._killed = False
+        self._released = threading.Event()  # set by kill(): a holding task ends
         self._over = False  # every process has exited: a kill comes too late
         self._thread: threading.Thread | None = None
         self._log_lock = threading.Lock()
@@ -96,6 +102,32 @@ class TaskRunner:
             return not self._thread.is_alive()
         return self.result is not None
 
+    def exec(self, command: str) -> subprocess.Popen | None:
+        """Start a process for this task from outside (a daemon sent by a peer's mpirun).
+
+        Its output is piped to the caller; None once the task is killed or over.
+        """
+        env = {**self.base_env, **self.task.env}
+        with self._lock:
+            if self._killed or self._over:
+                return None
+            proc = subprocess.Popen(
+                ["/bin/bash", "-c", command], cwd=self.task.cwd, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+            )
+            self._live[proc.pid] = proc
+            self._groups.append(proc.pid)
+        self._pids_changed()
+        self._log(f"remote launch started pid {proc.pid}")
+        return proc
+
+    def reap(self, proc: subprocess.Popen) -> int:
+        """Wait for a process from exec() and forget it; its exit code does not count for the task."""
+        rc = exit_code_of(proc.wait())
+        self._exited(proc)
+        self._log(f"remote launch pid {proc.pid} exited with {rc}")
+        return rc
+
     def pids(self) -> list[int]:
         with self._lock:
             return sorted(self._live)
@@ -111,6 +143,7 @@ class TaskRunner:
             self._killed = True
             groups = list(self._groups)
             live = list(self._live)
+        self._released.set()
         for pgid in live:
             _signal_group(pgid, signal.SIGTERM)
         timer = threading.Timer(grace, self._force_kill, args=(groups,))
@@ -142,7 +175,10 @@ class TaskRunner:
         with self._lock:
             self._over = True
             killed = self._killed
-        if killed:
+            leftovers = list(self._live)
+        for pgid in leftovers:  # daemons a peer started here do not outlive the task
+            _signal_group(pgid, signal.SIGKILL)
+        if killed and (t.processes or code):
             error = TERMINATED
             code = code or 128 + signal.SIGTERM
         self._log(f"task {t.task_id} finished with exit code {code}")
@@ -170,6 +206,10 @@ class TaskRunner:
             self._log(f"preparation exited with {rc}")
             if rc != 0:
                 return rc, f"job preparation failed with exit code {rc}"
+        if not t.processes:
+            self._log("holding the node for the job")
+            self._released.wait()
+            return 0, None
         started: list[tuple[Process, subprocess.Popen]] = []
         try:
             for p in t.processes:

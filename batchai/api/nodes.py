@@ -65,7 +65,7 @@ def _register(svc, node_id: str, body: dict) -> dict:
     joined = node.state == "starting"
     svc.store.update_node(
         node_id, boot_id=body["bootId"], pid=body.get("pid"), address=body.get("address"), root=body.get("root"),
-        last_seen=time.time(), state="idle" if joined else node.state,
+        exec_port=body.get("execPort"), last_seen=time.time(), state="idle" if joined else node.state,
     )
     if joined:
         _wake_queue_head(svc, node.cluster)

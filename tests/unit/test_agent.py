@@ -547,11 +547,15 @@ def test_help_runs():
 # ----- the runner alone (in-process) ------------------------------------------------------------
 
 
-def test_runner_empty_process_list_finishes_at_once(tmp_path):
+def test_runner_without_processes_holds_the_node_until_killed(tmp_path):
     task = make_task(tmp_path, "t-empty", [])
-    result = TaskRunner(task, node_name="n", base_env={}).run()
-    assert result["exitCode"] == 0 and result["error"] is None
+    runner = TaskRunner(task, node_name="n", base_env={})
+    runner.start()
+    assert not runner.join(0.3)  # holding
     assert Path(task.dirs[0]).is_dir()
+    assert runner.kill(grace=1.0)
+    assert runner.join(5)
+    assert runner.result["exitCode"] == 0 and runner.result["error"] is None  # released, not failed
     assert "task t-empty finished with exit code 0" in Path(task.execution_log).read_text()
 
 

@@ -38,8 +38,8 @@ def test_gang_placement_never_overtakes_the_head():
     assert place(jobs, ["a", "b", "c", "d"]) == [("big", ["a", "b", "c"]), ("small", ["d"])]
 
 
-def _task(node, state="finished", exit_code=0, error=None):
-    return TaskRecord(id=node, job="j", node=node, attempt=1, spec={}, state=state, exit_code=exit_code, error=error)
+def _task(node, state="finished", exit_code=0, error=None, spec=None):
+    return TaskRecord(id=node, job="j", node=node, attempt=1, spec=spec or {}, state=state, exit_code=exit_code, error=error)
 
 
 def test_task_outcome():
@@ -48,6 +48,14 @@ def test_task_outcome():
     assert task_outcome([_task("a"), _task("b")]) == {"exitCode": 0}
     assert task_outcome([_task("a", exit_code=3), _task("b", state="running", exit_code=None)])["exitCode"] == 3
     assert task_outcome([_task("a", error="node_lost", exit_code=None)])["nodeLost"]
+
+
+def test_a_job_ends_when_its_working_tasks_do_while_the_others_hold_their_nodes():
+    work = TaskRecord(id="a", job="j", node="a", attempt=1, spec={"processes": [{"name": ""}]}, state="finished", exit_code=0)
+    hold = _task("b", state="running", exit_code=None)
+    assert task_outcome([work, hold]) == {"exitCode": 0}
+    assert task_outcome([_task("a", state="running", exit_code=None, spec={"processes": [{}]}), hold]) is None
+    assert task_outcome([work, _task("b", exit_code=2)])["exitCode"] == 2  # a holder's preparation failed
 
 
 def test_next_step():

@@ -1,0 +1,165 @@
+"""The node agent's exec service: how a peer's `mpirun` starts its daemons on this node.
+
+Standard library only. On real clusters `mpirun` reaches the other nodes over ssh; local nodes
+share one host, so `mpirun` is given `batchai.agent.rsh` as its remote shell instead, and that
+connects here. A request names a job by its per-job secret (every task of the job carries it in
+`BATCHAI_EXEC_SECRET`); the command then runs inside that job's task on this node, so it gets
+the task's environment and directory and is killed with the task.
+
+Wire format, one TCP connection per command: the client sends one JSON line
+`{"secret", "command"}`; the server answers with frames `kind (1 byte) + length (4 bytes, big
+endian) + payload`: `o` stdout bytes, `e` stderr bytes, `x` a JSON object `{"exitCode"}` or
+`{"exitCode": 255, "error"}` that ends the stream. A client that hangs up kills the command.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import struct
+import threading
+from typing import Callable
+
+from batchai.agent.runner import TaskRunner
+
+log = logging.getLogger("batchai.agent.exec")
+
+SECRET_ENV = "BATCHAI_EXEC_SECRET"
+HOSTS_ENV = "BATCHAI_EXEC_HOSTS"
+HEADER_LIMIT = 1 << 20
+HEADER_TIMEOUT = 10.0
+REFUSED = 255  # what ssh returns when it cannot run the command
+
+
+def frame(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack(">I", len(payload)) + payload
+
+
+def read_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
+    """The next frame, or None when the connection ended."""
+    head = _read_exactly(sock, 5)
+    if head is None:
+        return None
+    (length,) = struct.unpack(">I", head[1:])
+    payload = _read_exactly(sock, length)
+    return None if payload is None else (head[:1], payload)
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _read_header(sock: socket.socket) -> dict:
+    sock.settimeout(HEADER_TIMEOUT)
+    data = b""
+    while b"\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ValueError("the connection closed before the request")
+        data += chunk
+        if len(data) > HEADER_LIMIT:
+            raise ValueError("the request is too large")
+    sock.settimeout(None)
+    request = json.loads(data.split(b"\n", 1)[0])
+    if not isinstance(request, dict) or not isinstance(request.get("secret"), str) or not isinstance(request.get("command"), str):
+        raise ValueError("the request needs a secret and a command")
+    return request
+
+
+class ExecServer:
+    """Serves exec requests for the tasks `runners()` returns (the agent's running tasks)."""
+
+    def __init__(self, host: str, runners: Callable[[], list[TaskRunner]]):
+        self._runners = runners
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                outer._serve(self.request)
+
+        self._server = socketserver.ThreadingTCPServer((host, 0), Handler, bind_and_activate=True)
+        self._server.daemon_threads = True
+        self.port: int = self._server.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="exec-server", daemon=True)
+        self._thread.start()
+        return self.port
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _runner_for(self, secret: str) -> TaskRunner | None:
+        for runner in self._runners():
+            expected = runner.task.env.get(SECRET_ENV)
+            if expected and hmac.compare_digest(expected, secret):
+                return runner
+        return None
+
+    def _serve(self, sock: socket.socket) -> None:
+        send_lock = threading.Lock()
+
+        def send(kind: bytes, payload: bytes) -> bool:
+            try:
+                with send_lock:
+                    sock.sendall(frame(kind, payload))
+                return True
+            except OSError:
+                return False
+
+        try:
+            request = _read_header(sock)
+        except (OSError, ValueError) as e:
+            send(b"x", json.dumps({"exitCode": REFUSED, "error": f"bad request: {e}"}).encode())
+            return
+        runner = self._runner_for(request["secret"])
+        proc = runner.exec(request["command"]) if runner is not None else None
+        if proc is None:
+            log.warning("refused a remote launch: no running task of this node holds its secret")
+            send(b"x", json.dumps({"exitCode": REFUSED, "error": "no running task of this node accepts the request"}).encode())
+            return
+
+        def pump(stream, kind: bytes) -> None:
+            for chunk in iter(lambda: stream.read1(65536), b""):
+                if not send(kind, chunk):
+                    break
+            stream.close()
+
+        def hang_up_kills() -> None:
+            try:
+                while sock.recv(4096):
+                    pass
+            except OSError:
+                pass
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+        pumps = [threading.Thread(target=pump, args=(proc.stdout, b"o"), daemon=True),
+                 threading.Thread(target=pump, args=(proc.stderr, b"e"), daemon=True)]
+        for t in pumps:
+            t.start()
+        threading.Thread(target=hang_up_kills, daemon=True).start()
+        code = runner.reap(proc)
+        for t in pumps:
+            t.join()
+        send(b"x", json.dumps({"exitCode": code}).encode())
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

@@ -1,0 +1,99 @@
+"""Remote launches: a peer's mpirun reaches a node through rsh.py and the node agent's exec service."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from batchai.agent.exec_server import HOSTS_ENV, REFUSED, SECRET_ENV, ExecServer
+from batchai.agent.rsh import parse_hosts
+from batchai.agent.runner import TaskRunner
+from batchai.frameworks.plan import NodeTask
+
+pytestmark = pytest.mark.timeout(30)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def holding_task(tmp_path: Path, secret: str) -> NodeTask:
+    return NodeTask(task_id="t1", job_id="j", node_id="n1", cwd=str(tmp_path / "wd"),
+                    env={SECRET_ENV: secret, "JOB_VAR": "from-the-task"},
+                    execution_log=str(tmp_path / "execution.log"))
+
+
+@pytest.fixture
+def node(tmp_path):
+    runner = TaskRunner(holding_task(tmp_path, "s3cret"), node_name="node-1", base_env=dict(os.environ))
+    runner.start()
+    server = ExecServer("127.0.0.1", lambda: [runner])
+    server.start()
+    yield runner, server
+    runner.kill(grace=0.5)
+    runner.join(5)
+    server.stop()
+
+
+def rsh(server: ExecServer, *args: str, secret: str = "s3cret", **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), HOSTS_ENV: f"node-0=127.0.0.1:1,node-1=127.0.0.1:{server.port}", SECRET_ENV: secret}
+    return subprocess.Popen([sys.executable, "-m", "batchai.agent.rsh", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def test_parse_hosts():
+    assert parse_hosts("a=127.0.0.1:5,b=[::1]:6,") == {"a": ("127.0.0.1", 5), "b": ("::1", 6)}
+
+
+def test_a_command_runs_inside_the_jobs_task_with_its_environment(node, tmp_path):
+    runner, server = node
+    proc = rsh(server, "node-1", "echo", "$JOB_VAR", "in", '"$PWD"', ";", "echo", "oops", ">&2", ";", "exit", "3")
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 3
+    assert out.decode().strip() == f"from-the-task in {tmp_path / 'wd'}"
+    assert err.decode().strip() == "oops"
+    assert "remote launch pid" in Path(runner.task.execution_log).read_text()
+
+
+def test_a_wrong_secret_or_node_is_refused(node):
+    _, server = node
+    out, err = rsh(server, "node-1", "true", secret="guess").communicate(timeout=20)
+    assert b"no running task of this node accepts the request" in err
+    proc = rsh(server, "node-9", "true")
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == REFUSED and b"unknown node 'node-9'" in err
+
+
+def test_killing_the_task_kills_what_peers_started_there(node, tmp_path):
+    runner, server = node
+    marker = tmp_path / "pid"
+    proc = rsh(server, "node-1", f"echo $$ > {marker}; exec sleep 60")
+    deadline = time.time() + 10
+    while not (marker.exists() and marker.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.02)
+    pid = int(marker.read_text())
+    assert pid in runner.pids()
+    runner.kill(grace=0.5)
+    assert runner.join(5)
+    proc.communicate(timeout=10)
+    assert proc.returncode != 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_hanging_up_kills_the_remote_command(node, tmp_path):
+    runner, server = node
+    marker = tmp_path / "pid"
+    proc = rsh(server, "node-1", f"echo $$ > {marker}; exec sleep 60")
+    deadline = time.time() + 10
+    while not (marker.exists() and marker.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.02)
+    pid = int(marker.read_text())
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 10
+    while pid in runner.pids() and time.time() < deadline:
+        time.sleep(0.02)
+    assert pid not in runner.pids()

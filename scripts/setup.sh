@@ -14,6 +14,19 @@ if [ -z "$PY" ]; then
 fi
 [ -n "$PY" ] || { echo "setup: Python 3.11 or newer is needed" >&2; exit 1; }
 
+# System packages the local nodes use: OpenMPI for the MPI toolkits (mpirun, mpicc).
+need=()
+command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin libopenmpi-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${need[*]} (apt, once) ..." >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "setup: warning: ${need[*]} missing and cannot be installed here (not root or no apt): MPI jobs will fail" >&2
+  fi
+fi
+
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ -f "$stamp" ]; then exit 0; fi
 echo "setup: installing into .venv (once) ..." >&2

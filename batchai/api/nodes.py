@@ -17,11 +17,15 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from batchai.errors import ApiError
+from batchai.frameworks import PlacedNode
+from batchai.frameworks.node_setup import plan_node_setup
 from batchai.lifecycle import NODE_LOST, job_instance
+from batchai.ports import TaskRecord
 from batchai.scheduling import QueuedJob, queue_order
 
 router = APIRouter(prefix="/internal/v1/nodes")
 MAX_WAIT_SECONDS = 30.0
+SETUP_ATTEMPT = 0  # the attempt number of node setup tasks (jobs count from 1)
 
 
 class NodeWaker:
@@ -62,14 +66,42 @@ def _register(svc, node_id: str, body: dict) -> dict:
         for t in svc.store.tasks(node=node_id, states=["running", "killing"]):
             if svc.store.update_task(t.id, only_if_state=["running", "killing"], state="finished", error=NODE_LOST):
                 _wake_job(svc, t.job)
-    joined = node.state == "starting"
+    joined = node.state in ("starting", "preparing")
     svc.store.update_node(
         node_id, boot_id=body["bootId"], pid=body.get("pid"), address=body.get("address"), root=body.get("root"),
-        exec_port=body.get("execPort"), last_seen=time.time(), state="idle" if joined else node.state,
+        exec_port=body.get("execPort"), last_seen=time.time(), state=node.state,
     )
     if joined:
-        _wake_queue_head(svc, node.cluster)
+        _join(svc, svc.store.get_node(node_id), body["bootId"])
     return {"heartbeatSeconds": svc.settings.heartbeat_seconds}
+
+
+def _join(svc, node, boot_id: str) -> None:
+    """A new node (or a new boot of one still preparing) runs the cluster's setup task first."""
+    cluster = svc.store.get(node.cluster)
+    setup = ((cluster.properties.get("nodeSetup") or {}).get("setupTask")) if cluster else None
+    if not setup:
+        svc.store.update_node(node.id, state="idle", error=None)
+        _wake_queue_head(svc, node.cluster)
+        return
+    task = plan_node_setup(
+        setup, cluster_id=cluster.id, node=PlacedNode(node.id, node.name, node.address or "127.0.0.1", node.root or ""),
+        cluster_mount_root=str(svc.settings.cluster_mount_root(cluster.internal["uuid"])), boot_id=boot_id,
+    )
+    svc.store.put_tasks([TaskRecord(id=task.task_id, job=cluster.id, node=node.id, attempt=0, spec=task.to_json())])
+    svc.store.update_node(node.id, state="preparing", error=None)
+
+
+def _setup_finished(svc, node_id: str, result: dict) -> None:
+    """The node joins the cluster's pool, or is unusable with the setup task's error."""
+    code = result.get("exitCode")
+    if code == 0:
+        node = svc.store.update_node(node_id, state="idle", error=None)
+        if node is not None:
+            _wake_queue_head(svc, node.cluster)
+        return
+    reason = result.get("error") or f"exit code {code}"
+    svc.store.update_node(node_id, state="unusable", error=f"The node setup task failed ({reason}); its logs are under the setup task's stdOutErrPathPrefix.")
 
 
 def _wake_queue_head(svc, cluster: str) -> None:
@@ -89,10 +121,11 @@ def _record_results(svc, node_id: str, body: dict) -> list[str]:
             exit_code=result.get("exitCode"), error=result.get("error"),
             start_time=result.get("startTime"), end_time=result.get("endTime"),
         ):
-            task = svc.store.tasks(node=node_id)
-            job = next((t.job for t in task if t.id == task_id), None)
-            if job:
-                _wake_job(svc, job)
+            task = next((t for t in svc.store.tasks(node=node_id) if t.id == task_id), None)
+            if task is not None and task.attempt == SETUP_ATTEMPT:
+                _setup_finished(svc, node_id, result)
+            elif task is not None:
+                _wake_job(svc, task.job)
         acked.append(task_id)
     return acked
 

@@ -1,0 +1,102 @@
+"""The Azure Functions composition root: the same control plane as a Durable Functions app.
+
+Triggers only. The HTTP trigger serves the same ASGI app as `batchai serve` (every route, ARM
+and node protocol); orchestration and activity triggers are registered in a loop from the
+same `orchestrations/` and `activities/` as the embedded host, through the Durable Functions
+Flow adapter. Nothing happens at import: the services are built on the first invocation, so
+the Functions host (and the tests) can index this module freely.
+
+Resources live in SQLite under `BATCHAI_DATA_DIR` (an Azure Files mount on the plan; the
+Cosmos store is a later adapter). There is no Azure compute adapter yet (VM scale sets come
+with the scheduler work), so cluster provisioning fails with a clear error on Azure until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from activities import ACTIVITIES
+from batchai.adapters.durable_functions_flow import DurableFunctionsEngine, as_df_orchestrator
+from orchestrations import ORCHESTRATIONS
+
+app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+engine = DurableFunctionsEngine()
+_build_lock = threading.RLock()  # the services are built once, whichever trigger comes first
+
+
+class NoAzureCompute:
+    """Compute port placeholder on Azure: says plainly that nodes cannot be provisioned yet."""
+
+    def _unavailable(self, *args, **kwargs):
+        raise RuntimeError("no compute adapter is configured for Azure Functions yet: clusters cannot get nodes here")
+
+    node_root = start_node = is_alive = stop_node = kill_node = _unavailable
+
+
+def services():
+    """The control plane's services, built once per host process on first use."""
+    with _build_lock:
+        return _services()
+
+
+@lru_cache(maxsize=1)
+def _services():
+    from batchai.adapters.sqlite_store import SqliteStore
+    from batchai.services import Services, Settings
+
+    data_dir = Path(os.environ.get("BATCHAI_DATA_DIR", "/home/data/batchai")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore(data_dir / "store.db")
+    return Services(store=store, compute=NoAzureCompute(), engine=engine, settings=Settings(data_dir=data_dir))
+
+
+def asgi() -> func.AsgiMiddleware:
+    with _build_lock:
+        return _asgi()
+
+
+@lru_cache(maxsize=1)
+def _asgi() -> func.AsgiMiddleware:
+    from batchai.api.app import create_app
+
+    svc = services()
+    token = os.environ.get("BATCHAI_TOKEN") or svc.store.setting("api_token", lambda: secrets.token_urlsafe(32))
+    node_token = svc.store.setting("node_token", lambda: secrets.token_urlsafe(32))
+    signing_key = svc.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
+    return func.AsgiMiddleware(create_app(svc, token=token, node_token=node_token, signing_key=signing_key))
+
+
+@app.function_name("http_api")
+@app.route(route="{*route}", methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
+@app.durable_client_input(client_name="client")
+async def http_api(req: func.HttpRequest, context: func.Context, client) -> func.HttpResponse:
+    engine.use_client(client)
+    return await asgi().handle_async(req, context)
+
+
+def _register_orchestration(name: str, fn) -> None:
+    orchestrator = as_df_orchestrator(name, fn)
+    app.function_name(name)(app.orchestration_trigger(context_name="context")(orchestrator))
+
+
+def _register_activity(name: str, fn) -> None:
+    async def activity(payload, client):
+        engine.use_client(client)
+        return await asyncio.to_thread(fn, services(), payload)
+
+    activity.__name__ = name
+    app.function_name(name)(app.activity_trigger(input_name="payload")(app.durable_client_input(client_name="client")(activity)))
+
+
+for _name, _fn in ORCHESTRATIONS.items():
+    _register_orchestration(_name, _fn)
+for _name, _fn in ACTIVITIES.items():
+    _register_activity(_name, _fn)

@@ -7,6 +7,7 @@ the nodes and the started jobs' lifecycles.
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -59,6 +60,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def mpirun_command(python: str) -> str:
+    """OpenMPI's launcher for local nodes: remote launches through the node agents (rsh.py) over
+    loopback; root is fine in a container; node names are not resolvable host names."""
+    return (
+        "mpirun --allow-run-as-root --oversubscribe --bind-to none"
+        f" --mca plm_rsh_agent '{python} -m batchai.agent.rsh'"
+        " --mca oob_tcp_if_include lo --mca btl_tcp_if_include lo"
+    )
+
+
 def launch_context(svc, record: Record, nodes: list[NodeRecord]) -> LaunchContext:
     cluster = svc.store.get(record.properties["cluster"]["id"])
     return LaunchContext(
@@ -69,9 +80,11 @@ def launch_context(svc, record: Record, nodes: list[NodeRecord]) -> LaunchContex
         output_segment=record.properties["jobOutputDirectoryPathSegment"],
         cluster_mount_root=str(svc.settings.cluster_mount_root(cluster.internal["uuid"])),
         job_dir=str(svc.settings.job_dir(record.internal["uuid"])),
-        nodes=tuple(PlacedNode(n.id, n.name, n.address or "127.0.0.1", n.root) for n in nodes),
+        nodes=tuple(PlacedNode(n.id, n.name, n.address or "127.0.0.1", n.root, n.exec_port or 0) for n in nodes),
         master_port=_free_port(),
         python=svc.settings.python,
+        mpirun=mpirun_command(svc.settings.python),
+        exec_secret=secrets.token_hex(16),
     )
 
 

@@ -36,8 +36,8 @@ def set_execution_state(record: Record, state: str, now: str) -> Record:
 
 
 def holds_only(task: TaskRecord) -> bool:
-    """A task without processes of its own: it holds its node for the job until the job ends."""
-    return not task.spec.get("processes")
+    """A task with no process of its own to wait for: it holds its node until the job ends."""
+    return not any(not p.get("daemon") for p in task.spec.get("processes") or [])
 
 
 def task_outcome(tasks: list[TaskRecord]) -> dict | None:

@@ -9,10 +9,12 @@ A task's exit code is the first non-zero exit code in `processes` order (a proce
 signal counts as 128 + signal), else 0. A non-zero preparation ends the task before any process
 starts. A kill sends SIGTERM to every process group of the task and SIGKILL `grace` seconds later.
 
-A task without processes holds its node for the job (after its preparation) until it is killed,
-and then ends with 0: an MPI job's other nodes run nothing of their own, but a peer's `mpirun`
-starts its daemons there through `exec` (see exec_server.py), inside the task, so they are
-killed with it and their pids are tracked like the task's own.
+Processes marked `daemon` (servers, e.g. TensorFlow parameter servers) do not count: they are
+stopped once the task's other processes have ended. A task with no other process holds its node
+for the job (after its preparation) until it is killed, and then ends with 0: an MPI job's other
+nodes run nothing of their own, but a peer's `mpirun` starts its daemons there through `exec`
+(see exec_server.py), inside the task, so they are killed with it and their pids are tracked
+like the task's own.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Callable
 
 from batchai.frameworks.plan import NodeTask, Process
 
 KILL_GRACE_SECONDS = 5.0
+DAEMON_STOP_GRACE = 2.0
 TERMINATED = "terminated"
 
 
@@ -178,7 +182,7 @@ class TaskRunner:
             leftovers = list(self._live)
         for pgid in leftovers:  # daemons a peer started here do not outlive the task
             _signal_group(pgid, signal.SIGKILL)
-        if killed and (t.processes or code):
+        if killed and (not t.holds_only or code):
             error = TERMINATED
             code = code or 128 + signal.SIGTERM
         self._log(f"task {t.task_id} finished with exit code {code}")
@@ -206,10 +210,6 @@ class TaskRunner:
             self._log(f"preparation exited with {rc}")
             if rc != 0:
                 return rc, f"job preparation failed with exit code {rc}"
-        if not t.processes:
-            self._log("holding the node for the job")
-            self._released.wait()
-            return 0, None
         started: list[tuple[Process, subprocess.Popen]] = []
         try:
             for p in t.processes:
@@ -234,9 +234,27 @@ class TaskRunner:
         waiters = [threading.Thread(target=wait, args=(i, p, proc), daemon=True) for i, (p, proc) in enumerate(started)]
         for w in waiters:
             w.start()
-        for w in waiters:
-            w.join()
-        return next((c for c in codes if c), 0), None
+        main = [i for i, (p, _) in enumerate(started) if not p.daemon]
+        if main:
+            for i in main:
+                waiters[i].join()
+        else:
+            self._log("holding the node for the job")
+            self._released.wait()
+        self._stop_daemons([(started[i][1], waiters[i]) for i, (p, _) in enumerate(started) if p.daemon])
+        return next((codes[i] for i in main if codes[i]), 0), None
+
+    def _stop_daemons(self, daemons: list[tuple[subprocess.Popen, threading.Thread]]) -> None:
+        """The job's own processes are done: servers get SIGTERM, then SIGKILL after the grace."""
+        for proc, _ in daemons:
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + DAEMON_STOP_GRACE
+        for proc, waiter in daemons:
+            waiter.join(max(0.0, deadline - time.monotonic()))
+            if waiter.is_alive():
+                _signal_group(proc.pid, signal.SIGKILL)
+                waiter.join()
 
     def _spawn(self, p: Process) -> subprocess.Popen | None:
         env = {**self.base_env, **self.task.env, **p.env}

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from batchai.frameworks import custom, pytorch
+from batchai.frameworks import caffe, caffe2, custom, mpi, pytorch, tensorflow
 from batchai.frameworks.context import LaunchContext, PlacedNode
 from batchai.frameworks.environment import JobPaths, job_paths
 from batchai.frameworks.plan import NodeTask, Process
 
-PLANNERS = {"custom": custom.plan, "pytorch": pytorch.plan}
+PLANNERS = {
+    "custom": custom.plan,
+    "pytorch": pytorch.plan,
+    "tensorflow": tensorflow.plan,
+    "horovod": mpi.horovod,
+    "custommpi": mpi.custom_mpi,
+    "chainer": mpi.chainer,
+    "cntk": mpi.cntk,
+    "caffe": caffe.plan,
+    "caffe2": caffe2.plan,
+}
 
 
 class UnsupportedToolkit(Exception):
@@ -17,7 +27,7 @@ class UnsupportedToolkit(Exception):
 def plan_job(props, ctx: LaunchContext) -> list[NodeTask]:
     planner = PLANNERS.get(props.tool_type)
     if planner is None:
-        raise UnsupportedToolkit(f"toolkit '{props.tool_type}' cannot run on local nodes yet")
+        raise UnsupportedToolkit(f"toolkit '{props.tool_type}' has no launch plan")
     return planner(props, ctx)
 
 

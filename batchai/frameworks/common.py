@@ -7,17 +7,17 @@ from batchai.frameworks.environment import node_dirs, node_environment
 from batchai.frameworks.plan import NodeTask, Process
 
 
-def log_process(stdouterr: str, name: str, command: str, env: dict[str, str] | None = None) -> Process:
+def log_process(stdouterr: str, name: str, command: str, env: dict[str, str] | None = None, *, daemon: bool = False) -> Process:
     stem = f"-{name}" if name else ""
     return Process(name=name, command=command, stdout=f"{stdouterr}/stdout{stem}.txt",
-                   stderr=f"{stdouterr}/stderr{stem}.txt", env=env or {})
+                   stderr=f"{stdouterr}/stderr{stem}.txt", env=env or {}, daemon=daemon)
 
 
-def python_command(settings, ctx: LaunchContext) -> str:
+def python_command(settings, ctx: LaunchContext, args: str | None = None) -> str:
+    """`interpreter script args`; `args` defaults to the settings' `commandLineArgs`."""
     parts = [settings.python_interpreter_path or ctx.python, settings.python_script_file_path]
-    if settings.command_line_args:
-        parts.append(settings.command_line_args)
-    return " ".join(parts)
+    args = settings.command_line_args if args is None else args
+    return " ".join(parts + ([args] if args else []))
 
 
 def host_file(ctx: LaunchContext, slots: list[int]) -> str:
@@ -59,3 +59,12 @@ def node_task(props, ctx: LaunchContext, node: PlacedNode, processes_for, slots:
         preparation=prep,
         processes=processes_for(env, stdouterr),
     )
+
+
+def first_node_only(props, ctx: LaunchContext, command: str, slots: list[int] | None = None) -> list[NodeTask]:
+    """`command` as one process on the first node; the job's other nodes are held for it."""
+    slots = slots or [max(ctx.gpus_per_node, 1)] * len(ctx.nodes)
+    return [
+        node_task(props, ctx, node, (lambda env, out: [log_process(out, "", command)]) if i == 0 else (lambda env, out: []), slots)
+        for i, node in enumerate(ctx.nodes)
+    ]

@@ -16,6 +16,7 @@ class PlacedNode:
     name: str
     address: str
     root: str
+    exec_port: int = 0  # the node agent's exec service, where peers' mpirun launches go
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class LaunchContext:
     master_port: int  # a free port on the first node, for rendezvous
     python: str = "python3"  # interpreter when the job names none
     gpus_per_node: int = 0
+    mpirun: str = "mpirun"  # the MPI launcher with its options for these nodes
+    exec_secret: str = ""  # lets this job's mpirun start daemons on its other nodes
 
     @property
     def master(self) -> PlacedNode:

@@ -32,6 +32,17 @@ def _base(ctx: LaunchContext, node: PlacedNode) -> dict[str, str]:
         "AZ_BATCHAI_JOB_NAME": ctx.job_name,
         "AZ_BATCHAI_NODE_NAME": node.name,
         "AZ_BATCH_HOST_LIST": ",".join(n.address for n in ctx.nodes),
+        **_exec_environment(ctx),
+    }
+
+
+def _exec_environment(ctx: LaunchContext) -> dict[str, str]:
+    """What batchai.agent.rsh needs to reach the job's other nodes (names as in the host file)."""
+    if not ctx.exec_secret:
+        return {}
+    return {
+        "BATCHAI_EXEC_SECRET": ctx.exec_secret,
+        "BATCHAI_EXEC_HOSTS": ",".join(f"{n.name}={n.address}:{n.exec_port}" for n in ctx.nodes),
     }
 
 

@@ -18,6 +18,7 @@ class Process:
     stdout: str  # absolute file paths, opened for append
     stderr: str
     env: dict[str, str] = field(default_factory=dict)  # on top of NodeTask.env
+    daemon: bool = False  # a server (e.g. a TensorFlow parameter server): stopped when the others end
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class NodeTask:
     files: dict[str, str] = field(default_factory=dict)  # path -> content, e.g. the MPI host file
     preparation: Process | None = None  # jobPreparation: runs first; non-zero fails the task
     processes: list[Process] = field(default_factory=list)  # started together after preparation
+
+    @property
+    def holds_only(self) -> bool:
+        """No process of its own to wait for: the task holds its node until the job ends."""
+        return not any(not p.daemon for p in self.processes)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -61,12 +61,14 @@ def _free_port() -> int:
 
 
 def mpirun_command(python: str) -> str:
-    """OpenMPI's launcher for local nodes: remote launches through the node agents (rsh.py) over
-    loopback; root is fine in a container; node names are not resolvable host names."""
+    """OpenMPI's launcher for local nodes: remote launches go through the node agents (rsh.py)
+    and all traffic over loopback TCP. Local "nodes" share one kernel, so the shared-memory
+    paths that assume one daemon per host are off (vader BTL, hwloc's shared topology; PMIx's
+    shared-memory store is off through the job environment): with them ranks crash at random."""
     return (
         "mpirun --allow-run-as-root --oversubscribe --bind-to none"
         f" --mca plm_rsh_agent '{python} -m batchai.agent.rsh'"
-        " --mca oob_tcp_if_include lo --mca btl_tcp_if_include lo"
+        " --mca oob_tcp_if_include lo --mca btl self,tcp --mca btl_tcp_if_include lo --mca rtc_hwloc_vmhole none"
     )
 
 

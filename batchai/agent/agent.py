@@ -22,6 +22,7 @@ import signal
 import threading
 import time
 import uuid
+from typing import Callable
 from urllib.parse import quote, urlsplit
 
 from batchai.agent.exec_server import ExecServer
@@ -330,11 +331,28 @@ class Agent:
             runner = TaskRunner(
                 task, node_name=self.name, base_env=self.base_env,
                 on_pids=self._write_pids, on_done=self._task_done,
+                after=self._prepared_state(task.after) if task.after else None,
             )
             self._runners[task_id] = runner
         log.info("task %s (job %s) starting", task_id, task.job_id)
         runner.start()
         return True
+
+    def _prepared_state(self, task_id: str) -> Callable[[float], bool | None]:
+        """Whether this boot's task `task_id` has prepared the node: True, False (ended without), None (not yet)."""
+        def state(timeout: float) -> bool | None:
+            with self._lock:
+                runner = self._runners.get(task_id)
+                ended = runner is None and (task_id in self._finished or task_id in self._seen)
+            if runner is not None:
+                if runner.prepared.wait(timeout):
+                    return True
+                return False if runner.result is not None else None
+            if ended:
+                return False
+            time.sleep(timeout)
+            return None
+        return state
 
     def _running_tasks(self) -> list[TaskRunner]:
         with self._lock:

@@ -4,7 +4,9 @@ Standard library only. On real clusters `mpirun` reaches the other nodes over ss
 share one host, so `mpirun` is given `batchai.agent.rsh` as its remote shell instead, and that
 connects here. A request names a job by its per-job secret (every task of the job carries it in
 `BATCHAI_EXEC_SECRET`); the command then runs inside that job's task on this node, so it gets
-the task's environment and directory and is killed with the task.
+the task's environment and directory and is killed with the task. The request waits, if need
+be, until this node has started and prepared the job's task: the service ran every node's
+jobPreparation before the job.
 
 Wire format, one TCP connection per command: the client sends one JSON line
 `{"secret", "command"}`; the server answers with frames `kind (1 byte) + length (4 bytes, big
@@ -23,6 +25,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from typing import Callable
 
 from batchai.agent.runner import TaskRunner
@@ -34,6 +37,7 @@ HOSTS_ENV = "BATCHAI_EXEC_HOSTS"
 HEADER_LIMIT = 1 << 20
 HEADER_TIMEOUT = 10.0
 REFUSED = 255  # what ssh returns when it cannot run the command
+READY_WAIT = 300.0  # a peer's mpirun may come before this node has started (and prepared) its task
 
 
 def frame(kind: bytes, payload: bytes) -> bytes:
@@ -80,8 +84,9 @@ def _read_header(sock: socket.socket) -> dict:
 class ExecServer:
     """Serves exec requests for the tasks `runners()` returns (the agent's running tasks)."""
 
-    def __init__(self, host: str, runners: Callable[[], list[TaskRunner]]):
+    def __init__(self, host: str, runners: Callable[[], list[TaskRunner]], *, ready_wait: float = READY_WAIT):
         self._runners = runners
+        self.ready_wait = ready_wait
         outer = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -102,12 +107,17 @@ class ExecServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def _runner_for(self, secret: str) -> TaskRunner | None:
-        for runner in self._runners():
-            expected = runner.task.env.get(SECRET_ENV)
-            if expected and hmac.compare_digest(expected, secret):
-                return runner
-        return None
+    def _runner_for(self, secret: str, wait: float) -> TaskRunner | None:
+        """The running task holding `secret`, waiting up to `wait` seconds for it to start."""
+        deadline = time.monotonic() + wait
+        while True:
+            for runner in self._runners():
+                expected = runner.task.env.get(SECRET_ENV)
+                if expected and hmac.compare_digest(expected, secret):
+                    return runner
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def _serve(self, sock: socket.socket) -> None:
         send_lock = threading.Lock()
@@ -125,11 +135,12 @@ class ExecServer:
         except (OSError, ValueError) as e:
             send(b"x", json.dumps({"exitCode": REFUSED, "error": f"bad request: {e}"}).encode())
             return
-        runner = self._runner_for(request["secret"])
-        proc = runner.exec(request["command"]) if runner is not None else None
+        deadline = time.monotonic() + self.ready_wait
+        runner = self._runner_for(request["secret"], self.ready_wait)
+        proc = runner.exec(request["command"], wait=max(0.0, deadline - time.monotonic())) if runner is not None else None
         if proc is None:
             log.warning("refused a remote launch: no running task of this node holds its secret")
-            send(b"x", json.dumps({"exitCode": REFUSED, "error": "no running task of this node accepts the request"}).encode())
+            send(b"x", json.dumps({"exitCode": REFUSED, "error": "no running, prepared task of this node accepts the request"}).encode())
             return
 
         def pump(stream, kind: bytes) -> None:

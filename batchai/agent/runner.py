@@ -74,18 +74,21 @@ class TaskRunner:
         base_env: dict[str, str] | None = None,
         on_pids: Callable[[], None] | None = None,
         on_done: Callable[["TaskRunner"], None] | None = None,
+        after: Callable[[float], bool | None] | None = None,
     ):
         self.task = task
         self.node_name = node_name
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.on_pids = on_pids
         self.on_done = on_done
+        self.after = after  # task.after's state: True prepared, False never will be, None not yet
         self.result: dict | None = None
         self._lock = threading.Lock()
         self._live: dict[int, subprocess.Popen] = {}  # pid -> process, while it runs
         self._groups: list[int] = []  # every process group this task started
         self._killed = False
         self._released = threading.Event()  # set by kill(): a holding task ends
+        self._prepared = threading.Event()  # preparation done (or none): peers may start processes here
         self._over = False  # every process has exited: a kill comes too late
         self._thread: threading.Thread | None = None
         self._log_lock = threading.Lock()
@@ -106,11 +109,14 @@ class TaskRunner:
             return not self._thread.is_alive()
         return self.result is not None
 
-    def exec(self, command: str) -> subprocess.Popen | None:
+    def exec(self, command: str, wait: float = 0.0) -> subprocess.Popen | None:
         """Start a process for this task from outside (a daemon sent by a peer's mpirun).
 
-        Its output is piped to the caller; None once the task is killed or over.
+        Waits up to `wait` seconds for the task's preparation to finish, as the job's processes
+        do. Its output is piped to the caller; None if the task is not ready, killed or over.
         """
+        if not self._prepared.wait(wait):
+            return None
         env = {**self.base_env, **self.task.env}
         with self._lock:
             if self._killed or self._over:
@@ -201,6 +207,9 @@ class TaskRunner:
 
     def _run_all(self) -> tuple[int, str | None]:
         t = self.task
+        if t.after is not None and not self._wait_after():
+            self._log(f"not started: task {t.after} of this node did not prepare it")
+            return 0, None
         if t.preparation is not None:
             proc = self._spawn(t.preparation)
             if proc is None:  # killed before it started
@@ -210,6 +219,7 @@ class TaskRunner:
             self._log(f"preparation exited with {rc}")
             if rc != 0:
                 return rc, f"job preparation failed with exit code {rc}"
+        self._prepared.set()
         started: list[tuple[Process, subprocess.Popen]] = []
         try:
             for p in t.processes:
@@ -243,6 +253,17 @@ class TaskRunner:
             self._released.wait()
         self._stop_daemons([(started[i][1], waiters[i]) for i, (p, _) in enumerate(started) if p.daemon])
         return next((codes[i] for i in main if codes[i]), 0), None
+
+    def _wait_after(self) -> bool:
+        while not self._released.is_set():
+            state = self.after(0.2) if self.after is not None else False
+            if state is not None:
+                return state
+        return False
+
+    @property
+    def prepared(self) -> threading.Event:
+        return self._prepared
 
     def _stop_daemons(self, daemons: list[tuple[subprocess.Popen, threading.Thread]]) -> None:
         """The job's own processes are done: servers get SIGTERM, then SIGKILL after the grace."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from batchai.frameworks.context import LaunchContext, PlacedNode
 from batchai.frameworks.environment import node_dirs, node_environment
 from batchai.frameworks.plan import NodeTask, Process
@@ -68,3 +70,11 @@ def first_node_only(props, ctx: LaunchContext, command: str, slots: list[int] | 
         node_task(props, ctx, node, (lambda env, out: [log_process(out, "", command)]) if i == 0 else (lambda env, out: []), slots)
         for i, node in enumerate(ctx.nodes)
     ]
+
+
+def servers_task(main: NodeTask, servers: list[Process]) -> NodeTask:
+    """A node's servers (daemon processes, e.g. TensorFlow parameter servers) as a task of their
+    own beside `main`: it holds the node, so the servers live until the whole job ends instead
+    of stopping with this node's workers, and it starts once `main` has prepared the node."""
+    return replace(main, task_id=f"{main.task_id}-servers", files={}, dirs=[], preparation=None,
+                   processes=servers, after=main.task_id)

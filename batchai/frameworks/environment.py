@@ -37,12 +37,14 @@ def _base(ctx: LaunchContext, node: PlacedNode) -> dict[str, str]:
 
 
 def _exec_environment(ctx: LaunchContext) -> dict[str, str]:
-    """What batchai.agent.rsh needs to reach the job's other nodes (names as in the host file)."""
+    """What batchai.agent.rsh needs to reach the job's other nodes (names as in the host file),
+    and PMIx's plain store: its shared-memory one collides between local nodes on one host."""
     if not ctx.exec_secret:
         return {}
     return {
         "BATCHAI_EXEC_SECRET": ctx.exec_secret,
         "BATCHAI_EXEC_HOSTS": ",".join(f"{n.name}={n.address}:{n.exec_port}" for n in ctx.nodes),
+        "PMIX_MCA_gds": "hash",
     }
 
 

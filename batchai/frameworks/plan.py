@@ -35,6 +35,7 @@ class NodeTask:
     files: dict[str, str] = field(default_factory=dict)  # path -> content, e.g. the MPI host file
     preparation: Process | None = None  # jobPreparation: runs first; non-zero fails the task
     processes: list[Process] = field(default_factory=list)  # started together after preparation
+    after: str | None = None  # a task of the same node whose preparation must finish first
 
     @property
     def holds_only(self) -> bool:

@@ -9,7 +9,8 @@ puts ps 0 and worker 0 on the first node). Worker 0 is the master: it gets
 
 Ports: every process needs its own; local nodes share one address, so the job's ports are
 consecutive from the context's `master_port`: ps j at +j, worker i at +parameterServerCount+i.
-Parameter servers serve until the workers are done (`daemon`), as the service stopped them.
+Parameter servers run in a task of their own on their node (see `servers_task`): they serve until
+every worker of the job is done, as the service stopped them.
 Logs: stdout-wk-<i>.txt / stdout-ps-<j>.txt (and stderr-…).
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import json
 
-from batchai.frameworks.common import log_process, node_task, python_command
+from batchai.frameworks.common import log_process, node_task, python_command, servers_task
 from batchai.frameworks.context import LaunchContext
 from batchai.frameworks.plan import NodeTask, Process
 
@@ -39,19 +40,23 @@ def plan(props, ctx: LaunchContext) -> list[NodeTask]:
             "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": role, "index": index}, "environment": "cloud"}),
         }
 
-    def processes(node_index: int):
+    def workers_on(node_index: int):
         def build(_env, stdouterr) -> list[Process]:
             out = []
-            for j in range(node_index, ps_count, n):
-                out.append(log_process(stdouterr, f"ps-{j}", python_command(s, ctx, s.parameter_server_command_line_args or ""),
-                                       env("ps", j), daemon=True))
             for i in range(node_index, workers, n):
                 args = (s.master_command_line_args or s.worker_command_line_args) if i == 0 else s.worker_command_line_args
                 out.append(log_process(stdouterr, f"wk-{i}", python_command(s, ctx, args or ""), env("worker", i)))
             return out
         return build
 
+    def servers_on(node_index: int, stdouterr: str) -> list[Process]:
+        return [log_process(stdouterr, f"ps-{j}", python_command(s, ctx, s.parameter_server_command_line_args or ""),
+                            env("ps", j), daemon=True) for j in range(node_index, ps_count, n)]
+
     slots = [len(range(i, workers, n)) + len(range(i, ps_count, n)) for i in range(n)]
-    return [node_task(props, ctx, node, processes(i), slots) for i, node in enumerate(ctx.nodes)]
-
-
+    tasks = []
+    for i, node in enumerate(ctx.nodes):
+        main = node_task(props, ctx, node, workers_on(i), slots)
+        servers = servers_on(i, main.env["AZ_BATCHAI_STDOUTERR_DIR"])
+        tasks += [main, servers_task(main, servers)] if servers else [main]
+    return tasks

@@ -29,7 +29,7 @@ def holding_task(tmp_path: Path, secret: str) -> NodeTask:
 def node(tmp_path):
     runner = TaskRunner(holding_task(tmp_path, "s3cret"), node_name="node-1", base_env=dict(os.environ))
     runner.start()
-    server = ExecServer("127.0.0.1", lambda: [runner])
+    server = ExecServer("127.0.0.1", lambda: [runner], ready_wait=1.0)
     server.start()
     yield runner, server
     runner.kill(grace=0.5)
@@ -60,7 +60,7 @@ def test_a_command_runs_inside_the_jobs_task_with_its_environment(node, tmp_path
 def test_a_wrong_secret_or_node_is_refused(node):
     _, server = node
     out, err = rsh(server, "node-1", "true", secret="guess").communicate(timeout=20)
-    assert b"no running task of this node accepts the request" in err
+    assert b"no running, prepared task of this node accepts the request" in err
     proc = rsh(server, "node-9", "true")
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == REFUSED and b"unknown node 'node-9'" in err

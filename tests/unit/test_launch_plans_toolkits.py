@@ -150,10 +150,9 @@ def test_caffe2_shards_per_node_with_shared_job_temp():
 
 
 def test_caffe_solver_and_mpi_when_more_than_one_process():
-    body = {"nodeCount": 2, "stdOutErrPathPrefix": "/logs", "caffeSettings": {"configFilePath": "/s/solver.prototxt", "commandLineArgs": "-gpu all"}}
-    props = load_job_file(body, cluster_id=CLUSTER).properties
-    first, second = plan_job(props, ctx(2))
-    assert first.processes[0].command == "caffe train --solver=/s/solver.prototxt -gpu all" and second.holds_only
-    body["caffeSettings"] = {"pythonScriptFilePath": "/s/train.py", "processCount": 2}
+    body = {"nodeCount": 1, "stdOutErrPathPrefix": "/logs", "caffeSettings": {"configFilePath": "/s/solver.prototxt", "commandLineArgs": "-gpu all"}}
+    (task,) = plan_job(load_job_file(body, cluster_id=CLUSTER).properties, ctx(1))
+    assert task.processes[0].command == "caffe train --solver=/s/solver.prototxt -gpu all"
+    body.update(nodeCount=2, caffeSettings={"pythonScriptFilePath": "/s/train.py"})  # processCount defaults to nodeCount
     first, _ = plan_job(load_job_file(body, cluster_id=CLUSTER).properties, ctx(2))
     assert first.processes[0].command == f"{MPIRUN} -np 2 --hostfile $AZ_BATCHAI_MPI_HOST_FILE {PY} /s/train.py"

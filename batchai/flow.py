@@ -88,6 +88,27 @@ class Flow(ABC):
         return FlowTaskFailed(str(exc))
 
 
+class ContextFlow(Flow, ABC):
+    """A Flow over an engine context object; both engines' contexts share these four names."""
+
+    def __init__(self, ctx: Any):
+        self._ctx = ctx
+
+    def status(self, value: Any) -> None:
+        self._ctx.set_custom_status(value)
+
+    def restart(self, input: Any) -> None:
+        self._ctx.continue_as_new(input)
+
+    @property
+    def instance_id(self) -> str:
+        return self._ctx.instance_id
+
+    @property
+    def replaying(self) -> bool:
+        return self._ctx.is_replaying
+
+
 Orchestration = Callable[[Flow, Any], Generator[FlowTask, Any, Any]]
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TimerTask
 
-from batchai.flow import Flow, FlowTask, FlowTaskFailed, Orchestration, Retry, drive
+from batchai.flow import ContextFlow, FlowTask, FlowTaskFailed, Orchestration, Retry, drive
 
 DETAILS_SEPARATOR = " \n "  # how DF joins a failure's reason and details
 
@@ -33,10 +33,7 @@ def retry_options(retry: Retry) -> df.RetryOptions:
     )
 
 
-class DurableFunctionsFlow(Flow):
-    def __init__(self, ctx: df.DurableOrchestrationContext):
-        self._ctx = ctx
-
+class DurableFunctionsFlow(ContextFlow):
     def activity(self, name: str, input: Any = None, *, retry: Retry | None = None) -> FlowTask:
         if retry is None:
             return FlowTask(self._ctx.call_activity(name, input))
@@ -68,20 +65,6 @@ class DurableFunctionsFlow(Flow):
     def now(self) -> datetime:
         now = self._ctx.current_utc_datetime
         return now.astimezone(timezone.utc) if now.tzinfo else now.replace(tzinfo=timezone.utc)
-
-    def status(self, value: Any) -> None:
-        self._ctx.set_custom_status(value)
-
-    def restart(self, input: Any) -> None:
-        self._ctx.continue_as_new(input)
-
-    @property
-    def instance_id(self) -> str:
-        return self._ctx.instance_id
-
-    @property
-    def replaying(self) -> bool:
-        return self._ctx.is_replaying
 
     def failure(self, exc: BaseException) -> FlowTaskFailed:
         return FlowTaskFailed(str(exc).split(DETAILS_SEPARATOR, 1)[0].strip())

@@ -20,7 +20,7 @@ from durabletask import worker as dt_worker
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.testing import InMemoryOrchestrationBackend
 
-from batchai.flow import Flow, FlowTask, FlowTaskFailed, Orchestration, Retry, drive
+from batchai.flow import ContextFlow, FlowTask, FlowTaskFailed, Orchestration, Retry, drive
 
 
 
@@ -31,10 +31,7 @@ def retry_policy(retry: Retry | None) -> dt.RetryPolicy | None:
                           backoff_coefficient=retry.backoff)
 
 
-class DurableTaskFlow(Flow):
-    def __init__(self, ctx: dt.OrchestrationContext):
-        self._ctx = ctx
-
+class DurableTaskFlow(ContextFlow):
     def activity(self, name: str, input: Any = None, *, retry: Retry | None = None) -> FlowTask:
         return FlowTask(self._ctx.call_activity(name, input=input, retry_policy=retry_policy(retry)))
 
@@ -63,20 +60,6 @@ class DurableTaskFlow(Flow):
 
     def now(self) -> datetime:
         return self._ctx.current_utc_datetime.replace(tzinfo=timezone.utc)
-
-    def status(self, value: Any) -> None:
-        self._ctx.set_custom_status(value)
-
-    def restart(self, input: Any) -> None:
-        self._ctx.continue_as_new(input)
-
-    @property
-    def instance_id(self) -> str:
-        return self._ctx.instance_id
-
-    @property
-    def replaying(self) -> bool:
-        return self._ctx.is_replaying
 
     def failure(self, exc: BaseException) -> FlowTaskFailed:
         if isinstance(exc, dt.TaskFailedError):

@@ -66,14 +66,18 @@ def test_a_wrong_secret_or_node_is_refused(node):
     assert proc.returncode == REFUSED and b"unknown node 'node-9'" in err
 
 
-def test_killing_the_task_kills_what_peers_started_there(node, tmp_path):
-    runner, server = node
-    marker = tmp_path / "pid"
+def start_sleeper(server, marker: Path) -> tuple[subprocess.Popen, int]:
+    """A remote `sleep` through rsh; returns the rsh process and the sleeper's pid on the node."""
     proc = rsh(server, "node-1", f"echo $$ > {marker}; exec sleep 60")
     deadline = time.time() + 10
     while not (marker.exists() and marker.read_text().strip()) and time.time() < deadline:
         time.sleep(0.02)
-    pid = int(marker.read_text())
+    return proc, int(marker.read_text())
+
+
+def test_killing_the_task_kills_what_peers_started_there(node, tmp_path):
+    runner, server = node
+    proc, pid = start_sleeper(server, tmp_path / "pid")
     assert pid in runner.pids()
     runner.kill(grace=0.5)
     assert runner.join(5)
@@ -85,12 +89,7 @@ def test_killing_the_task_kills_what_peers_started_there(node, tmp_path):
 
 def test_hanging_up_kills_the_remote_command(node, tmp_path):
     runner, server = node
-    marker = tmp_path / "pid"
-    proc = rsh(server, "node-1", f"echo $$ > {marker}; exec sleep 60")
-    deadline = time.time() + 10
-    while not (marker.exists() and marker.read_text().strip()) and time.time() < deadline:
-        time.sleep(0.02)
-    pid = int(marker.read_text())
+    proc, pid = start_sleeper(server, tmp_path / "pid")
     proc.kill()
     proc.wait()
     deadline = time.time() + 10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,146 @@ def test_caffe_solver_and_mpi_when_more_than_one_process():
     body.update(nodeCount=2, caffeSettings={"pythonScriptFilePath": "/s/train.py"})  # processCount defaults to nodeCount
     first, _ = plan_job(load_job_file(body, cluster_id=CLUSTER).properties, ctx(2))
     assert first.processes[0].command == f"{MPIRUN} -np 2 --hostfile $AZ_BATCHAI_MPI_HOST_FILE {PY} /s/train.py"
+
+
+# Every recipe, exactly: per node of the job, its processes as (log name, command) and, for the
+# MPI toolkits, the world size; the host file every node gets. MPI launches are `mpirun` on the
+# first node only; the other nodes run nothing of their own (remote ranks arrive through mpirun).
+JMR = "$AZ_BATCHAI_JOB_MOUNT_ROOT"
+
+
+def mpi(ranks: int, command: str) -> str:
+    return f"{MPIRUN} -np {ranks} --hostfile $AZ_BATCHAI_MPI_HOST_FILE {command}"
+
+
+ONE = "node-0 slots=1\n"
+TWO = "node-0 slots=1\nnode-1 slots=1\n"
+EIGHT = "node-0 slots=4\nnode-1 slots=4\n"
+EXACT = {
+    "CNTK-GPU-BrainScript/job.json": (ONE, [[("", "cntk configFile=$AZ_BATCHAI_INPUT_CONFIG/ConvNet_MNIST.cntk rootDir=. "
+                                                  "dataDir=$AZ_BATCHAI_INPUT_DATASET outputDir=$AZ_BATCHAI_OUTPUT_MODEL")]]),
+    "CNTK-GPU-BrainScript-Distributed/job.json": (TWO, [[("", mpi(2, "cntk configFile=$AZ_BATCHAI_INPUT_CONFIG/DistributedConvNet_MNIST.cntk "
+                                                                  "rootDir=. dataDir=$AZ_BATCHAI_INPUT_DATASET outputDir=$AZ_BATCHAI_OUTPUT_MODEL "
+                                                                  "parallelTrain=true"))], []]),
+    "CNTK-GPU-Python/job.json": (ONE, [[("", f"{PY} {JMR}/scripts/cntk/ConvNet_MNIST.py {JMR}/data/mnist_data $AZ_BATCHAI_OUTPUT_MODEL")]]),
+    "CNTK-GPU-Python-Distributed/job.json": (TWO, [[("", mpi(2, f"{PY} {JMR}/scripts/cntk/ConvNet_CIFAR10_DataAug_Distributed.py "
+                                                             "--datadir $AZ_BATCHAI_JOB_TEMP --outputdir $AZ_BATCHAI_OUTPUT_MODEL -n 5"))], []]),
+    "CNTK-GPU-Python-Distributed-Infiniband/job.json": (EIGHT, [[("", mpi(8, f"{PY} {JMR}/scripts/cntk/TrainResNet_CIFAR10_Distributed.py "
+                                                                        "--datadir $AZ_BATCHAI_JOB_TEMP -outputdir $AZ_BATCHAI_OUTPUT_MODEL -n resnet110 -e 5"))], []]),
+    "Caffe2-GPU-Distributed/job.json": (TWO, [[(str(i), f"{PY} {JMR}/scripts/caffe2/resnet50_trainer.py --num_shards 2 --shard_id $AZ_BATCHAI_TASK_INDEX "
+                                                       f"--run_id 0 --epoch_size 2000 --num_epochs 5 --train_data {JMR}/data/mnist_data/mnist_train_lmdb "
+                                                       "--file_store_path $AZ_BATCHAI_SHARED_JOB_TEMP")] for i in range(2)]),
+    "Chainer-GPU-Distributed/job.json": (TWO, [[("", mpi(2, f"{PY} {JMR}/scripts/chainer/train_mnist.py -g -o $AZ_BATCHAI_OUTPUT_MODEL"))], []]),
+    "Chainer-GPU-Distributed-Infiniband/job.json": (EIGHT, [[("", mpi(8, f"{PY} {JMR}/scripts/chainer/train_mnist.py -g --communicator non_cuda_aware "
+                                                                    "-o $AZ_BATCHAI_OUTPUT_MODEL"))], []]),
+    "Distributed-Batch-Scoring-in-Tensorflow-with-GPU/job.json": (TWO, [[("", mpi(2, "python -u $AZ_BATCHAI_INPUT_SCRIPT/batch_image_label.py "
+        "--dataset_path $AZ_BATCHAI_INPUT_IMAGES --model_path $AZ_BATCHAI_INPUT_MODEL/inception_v3.ckpt "
+        "--label_path $AZ_BATCHAI_INPUT_MODEL/imagenet_slim_labels.txt --output_dir $AZ_BATCHAI_OUTPUT_LABEL --batch_size 64"))], []]),
+    "Horovod-Infiniband-Benchmark/job.json": (EIGHT, [[("", mpi(8, f"{PY} $AZ_BATCHAI_JOB_TEMP/benchmarks/scripts/tf_cnn_benchmarks/tf_cnn_benchmarks.py "
+                                                              "--model resnet101 --batch_size 64 --variable_update horovod"))], []]),
+    "Horovod-PyTorch/job.json": (TWO, [[("", mpi(2, f"{PY} {JMR}/scripts/horovod/pytorch_mnist.py"))], []]),
+    "Horovod-Tensorflow/job.json": (TWO, [[("", mpi(2, f"{PY} {JMR}/scripts/horovod/tensorflow_mnist.py"))], []]),
+    "Keras-GPU/job_cntk.json": (ONE, [[("", f"{PY} {JMR}/scripts/keras/mnist_cnn.py")]]),
+    "Keras-GPU/job_tensorflow.json": (ONE, [[("wk-0", f"{PY} {JMR}/scripts/keras/mnist_cnn.py")]]),
+    "PyTorch-GPU-Distributed-Gloo/job.json": (TWO, [[(str(i), f"{PY} {JMR}/scripts/pytorch/mnist_trainer.py --epochs 10 --world-size 2 "
+                                                             "--dist-backend gloo --dist-url $AZ_BATCHAI_PYTORCH_INIT_METHOD --rank $AZ_BATCHAI_TASK_INDEX")]
+                                                    for i in range(2)]),
+    "TensorFlow-GPU/job.json": (ONE, [[("wk-0", f"{PY} {JMR}/scripts/tensorflow/convolutional.py")]]),
+    "TensorFlow-GPU-Distributed/job.json": ("node-0 slots=2\nnode-1 slots=1\n", [
+        [("wk-0", f"{PY} {JMR}/scripts/tensorflow/mnist_replica.py --job_name=worker --num_gpus=1 --ps_hosts=$AZ_BATCHAI_PS_HOSTS "
+                  "--worker_hosts=$AZ_BATCHAI_WORKER_HOSTS --train_steps 10000 --checkpoint_dir=$AZ_BATCHAI_OUTPUT_MODEL "
+                  "--log_dir=$AZ_BATCHAI_OUTPUT_TENSORBOARD --task_index=$AZ_BATCHAI_TASK_INDEX --data_dir=$AZ_BATCHAI_INPUT_DATASET")],
+        [("wk-1", f"{PY} {JMR}/scripts/tensorflow/mnist_replica.py --job_name=worker --num_gpus=1 --ps_hosts=$AZ_BATCHAI_PS_HOSTS "
+                  "--worker_hosts=$AZ_BATCHAI_WORKER_HOSTS --train_steps 10000 --checkpoint_dir=$AZ_BATCHAI_OUTPUT_MODEL "
+                  "--log_dir=$AZ_BATCHAI_OUTPUT_TENSORBOARD --task_index=$AZ_BATCHAI_TASK_INDEX --data_dir=$AZ_BATCHAI_INPUT_DATASET")],
+    ]),
+}
+
+
+def test_the_exact_table_covers_every_recipe():
+    assert sorted(EXACT) == ALL and len(ALL) == 17
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_recipe_plan_exactly(name):
+    props, tasks = recipe(name)
+    hosts, per_node = EXACT[name]
+    main_tasks = [t for t in tasks if t.after is None]
+    assert [[(p.name, p.command) for p in t.processes] for t in main_tasks] == per_node
+    for t in main_tasks:
+        stdouterr = t.env["AZ_BATCHAI_STDOUTERR_DIR"]
+        assert t.files == {f"{t.cwd}/hostfile": hosts} and t.env["AZ_BATCHAI_MPI_HOST_FILE"] == f"{t.cwd}/hostfile"
+        assert t.execution_log.startswith(f"{stdouterr}/execution") and t.execution_log.endswith(".log")
+        for p in t.processes:
+            stem = f"-{p.name}" if p.name else ""
+            assert (p.stdout, p.stderr) == (f"{stdouterr}/stdout{stem}.txt", f"{stdouterr}/stderr{stem}.txt")
+            assert not p.daemon
+    launches = [p for t in main_tasks for p in t.processes if p.command.startswith(MPIRUN)]
+    if launches:  # an MPI job: the world is the -np of the one launch, and the host file's slots add up to it
+        (launch,) = launches
+        assert main_tasks[0].processes == [launch] and all(t.processes == [] and t.holds_only for t in main_tasks[1:])
+        world = int(launch.command.split(" -np ")[1].split()[0])
+        assert world == sum(int(line.split("slots=")[1]) for line in hosts.splitlines())
+        assert " -x " not in launch.command and launch.env == {}  # ranks take their own node's task environment
+
+
+def test_tensorflow_environment_exactly_for_every_process():
+    props, tasks = recipe("TensorFlow-GPU-Distributed/job.json")
+    procs = {p.name: p for t in tasks for p in t.processes}
+    assert sorted(procs) == ["ps-0", "wk-0", "wk-1"]
+    cluster = {"ps": ["10.0.0.4:2222"], "worker": ["10.0.0.4:2223", "10.0.0.5:2224"]}
+    for name, (role, index) in {"ps-0": ("ps", 0), "wk-0": ("worker", 0), "wk-1": ("worker", 1)}.items():
+        env = dict(procs[name].env)
+        assert json.loads(env.pop("TF_CONFIG")) == {"cluster": cluster, "task": {"type": role, "index": index}, "environment": "cloud"}
+        assert env == {"AZ_BATCHAI_TASK_INDEX": str(index), "AZ_BATCHAI_PS_HOSTS": "10.0.0.4:2222",
+                       "AZ_BATCHAI_WORKER_HOSTS": "10.0.0.4:2223,10.0.0.5:2224"}
+    (servers,) = [t for t in tasks if t.after]
+    assert servers.node_id == "id0" and servers.preparation is None and servers.files == {} and servers.holds_only
+    assert servers.processes[0].command == (
+        f"{PY} {JMR}/scripts/tensorflow/mnist_replica.py --job_name=ps --num_gpus=0 --ps_hosts=$AZ_BATCHAI_PS_HOSTS "
+        f"--worker_hosts=$AZ_BATCHAI_WORKER_HOSTS --task_index=$AZ_BATCHAI_TASK_INDEX --data_dir={JMR}/data/mnist_data")
+    assert (servers.processes[0].stdout.rsplit("/", 1)[1], servers.processes[0].stderr.rsplit("/", 1)[1]) == ("stdout-ps-0.txt", "stderr-ps-0.txt")
+
+
+@pytest.mark.parametrize("name", ["TensorFlow-GPU/job.json", "Keras-GPU/job_tensorflow.json"])
+def test_single_node_tensorflow_environment_exactly(name):
+    _, (task,) = recipe(name)
+    env = dict(task.processes[0].env)
+    assert json.loads(env.pop("TF_CONFIG")) == {"cluster": {"worker": ["10.0.0.4:2222"]}, "task": {"type": "worker", "index": 0},
+                                                "environment": "cloud"}
+    assert env == {"AZ_BATCHAI_TASK_INDEX": "0", "AZ_BATCHAI_PS_HOSTS": "", "AZ_BATCHAI_WORKER_HOSTS": "10.0.0.4:2222"}
+
+
+def test_tensorflow_more_workers_than_nodes_round_robin_with_distinct_ports():
+    body = {"nodeCount": 2, "stdOutErrPathPrefix": "/logs", "tensorFlowSettings": {
+        "pythonScriptFilePath": "t.py", "workerCount": 3, "parameterServerCount": 2,
+        "workerCommandLineArgs": "w", "parameterServerCommandLineArgs": "p"}}
+    props = load_job_file(body, cluster_id=CLUSTER).properties
+    local = replace(ctx(2), nodes=tuple(PlacedNode(f"id{i}", f"node-{i}", "127.0.0.1", f"/n{i}") for i in range(2)))  # one shared address
+    tasks = plan_job(props, local)
+    layout = [(t.node_id, [p.name for p in t.processes], t.after is not None) for t in tasks]
+    assert layout == [("id0", ["wk-0", "wk-2"], False), ("id0", ["ps-0"], True), ("id1", ["wk-1"], False), ("id1", ["ps-1"], True)]
+    env = tasks[0].processes[0].env
+    assert env["AZ_BATCHAI_PS_HOSTS"] == "127.0.0.1:2222,127.0.0.1:2223"  # ps j at master_port + j
+    assert env["AZ_BATCHAI_WORKER_HOSTS"] == "127.0.0.1:2224,127.0.0.1:2225,127.0.0.1:2226"  # worker i at + ps count + i
+    assert tasks[0].processes[0].command == f"{PY} t.py w"  # no masterCommandLineArgs: worker 0 takes the workers'
+    assert [json.loads(p.env["TF_CONFIG"])["task"] for t in tasks for p in t.processes] == [
+        {"type": "worker", "index": 0}, {"type": "worker", "index": 2}, {"type": "ps", "index": 0},
+        {"type": "worker", "index": 1}, {"type": "ps", "index": 1}]
+    assert tasks[0].files[tasks[0].env["AZ_BATCHAI_MPI_HOST_FILE"]] == "node-0 slots=3\nnode-1 slots=2\n"
+
+
+def test_mpi_ranks_split_unevenly_over_the_host_file():
+    body = {"nodeCount": 2, "stdOutErrPathPrefix": "/logs", "customMpiSettings": {"commandLine": "hostname", "processCount": 5}}
+    first, second = plan_job(load_job_file(body, cluster_id=CLUSTER).properties, ctx(2))
+    assert first.processes[0].command == mpi(5, "hostname") and second.processes == []
+    assert first.files[first.env["AZ_BATCHAI_MPI_HOST_FILE"]] == second.files[second.env["AZ_BATCHAI_MPI_HOST_FILE"]] == "node-0 slots=3\nnode-1 slots=2\n"
+
+
+def test_launch_plans_import_without_third_party_packages():
+    import subprocess
+    import sys
+    code = ("import sys, batchai.frameworks as f, batchai.frameworks.plan;"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'azure', 'msrest'));"
+            "assert not bad, bad; assert set(f.PLANNERS) == {'custom', 'pytorch', 'tensorflow', 'horovod', 'custommpi', 'chainer', 'cntk', 'caffe', 'caffe2'}")
+    subprocess.run([sys.executable, "-S", "-c", code], check=True, cwd=Path(__file__).parents[2])

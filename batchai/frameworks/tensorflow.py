@@ -6,6 +6,9 @@ puts ps 0 and worker 0 on the first node). Worker 0 is the master: it gets
 `AZ_BATCHAI_TASK_INDEX` (its index within its role), `AZ_BATCHAI_PS_HOSTS`,
 `AZ_BATCHAI_WORKER_HOSTS` and a `TF_CONFIG` naming the same peers, with the task typed
 `worker`/`ps` as MultiWorkerMirroredStrategy and the parameter-server strategies read it.
+(The reference's documented TF_CONFIG example types worker 0 as `master` while its cluster
+has no `master` entry; TensorFlow rejects a task type missing from the cluster, so worker 0
+stays `worker` here, and `environment` is `cloud` as in that example.)
 
 Ports: every process needs its own; local nodes share one address, so the job's ports are
 consecutive from the context's `master_port`: ps j at +j, worker i at +parameterServerCount+i.

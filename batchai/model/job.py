@@ -24,7 +24,8 @@ from batchai.model.common import (
 )
 from batchai.model.mounts import MountVolumes
 
-DirectoryId = Annotated[str, matching(r"[-\w_]+", "an id may contain only letters, digits, '-' and '_'")]
+# The id names the variable AZ_BATCHAI_INPUT_<id> / AZ_BATCHAI_OUTPUT_<id>: it must be usable as `$NAME`.
+DirectoryId = Annotated[str, matching(r"[A-Za-z0-9_]+", "an id becomes part of a variable name: only letters, digits and '_'")]
 SchedulingPriority = Annotated[Literal["low", "normal", "high"], _ci_enum("low", "normal", "high")]
 LanguageType = Annotated[Literal["Python", "BrainScript"], _ci_enum("Python", "BrainScript")]
 

@@ -44,6 +44,14 @@ def assert_error(response: httpx.Response, status: int, target: str | None = Non
     ("two-toolkits", job(pyTorchSettings={"pythonScriptFilePath": "x.py"}), None),
     ("too-many-nodes", job(nodeCount=5), "properties.nodeCount"),
     ("no-prefix", job(stdOutErrPathPrefix=None), "properties.stdOutErrPathPrefix"),
+    ("zero-ranks", job(customToolkitSettings=None, horovodSettings={"pythonScriptFilePath": "t.py", "processCount": 0}),
+     "properties.horovodSettings.processCount"),
+    ("empty-mpi-command", job(customToolkitSettings=None, customMpiSettings={"commandLine": ""}), "properties.customMpiSettings.commandLine"),
+    ("absolute-mount", job(mountVolumes={"unmanagedFileSystems": [{"mountCommand": "mount -t tmpfs none", "relativeMountPath": "/etc"}]}),
+     "properties.mountVolumes.unmanagedFileSystems[0].relativeMountPath"),
+    ("escaping-mount", job(mountVolumes={"azureFileShares": [{"azureFileUrl": "https://a.file.core.windows.net/s", "relativeMountPath": "a/../../x"}]}),
+     "properties.mountVolumes.azureFileShares[0].relativeMountPath"),
+    ("bad-input-id", job(inputDirectories=[{"id": "DATA-SET", "path": "/data"}]), "properties.inputDirectories[0].id"),
 ])
 def test_bad_job_is_rejected_and_not_stored(http, name, body, target):
     body["properties"] = {k: v for k, v in body["properties"].items() if v is not None}

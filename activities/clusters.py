@@ -16,11 +16,22 @@ def target_node_count(cluster: Record) -> int:
     return 0
 
 
+def file_server_export(svc):
+    """file server id -> the directory it exports (its mount point), for the compute port."""
+    def export(file_server_id: str) -> str | None:
+        record = svc.store.get(file_server_id)
+        return (record.properties.get("mountSettings") or {}).get("mountPoint") if record else None
+    return export
+
+
 def provision_cluster(svc, inp: dict) -> dict:
-    """Start node agents until the cluster has its target count; replaces dead agents too."""
+    """Mount the cluster's volumes, then start node agents until the cluster has its target
+    count; replaces dead agents too."""
     cluster = svc.store.get(inp["clusterId"])
     if cluster is None:
         return {"nodes": 0}
+    volumes = (cluster.properties.get("nodeSetup") or {}).get("mountVolumes")
+    svc.compute.mount(str(svc.settings.cluster_mount_root(cluster.internal["uuid"])), volumes, file_server_export(svc))
     existing = {n.name: n for n in svc.store.nodes(cluster.id)}
     target = target_node_count(cluster)
     for i in range(target):

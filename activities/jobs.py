@@ -129,6 +129,7 @@ def complete_job(svc, inp: dict) -> dict:
     updated = svc.store.mutate(record.id, finish)
     if updated is not None:
         _stop_tasks(svc, updated)
+        unmount_job_volumes(svc, updated)
         svc.store.release_nodes(record.id)
         run_pass(svc, record.properties["cluster"]["id"])
     return _view(svc, updated or svc.store.get(record.id))
@@ -164,9 +165,18 @@ def requeue_job(svc, inp: dict) -> dict:
         return r
 
     updated = svc.store.mutate(record.id, again)
+    if updated is not None and updated.properties["executionState"] in TERMINAL:
+        unmount_job_volumes(svc, updated)
     svc.store.release_nodes(record.id)
     run_pass(svc, record.properties["cluster"]["id"])
     return _view(svc, updated or svc.store.get(record.id))
+
+
+def unmount_job_volumes(svc, record: Record) -> None:
+    """Job-level volumes are mounted for the job only (its files stay in the volumes)."""
+    volumes = record.properties.get("mountVolumes")
+    if volumes:
+        svc.compute.unmount(f"{svc.settings.job_dir(record.internal['uuid'])}/mounts", volumes)
 
 
 def wake(svc, record: Record) -> None:

@@ -7,12 +7,14 @@ the nodes and the started jobs' lifecycles.
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import threading
 import time
 from collections import defaultdict
 
+from activities.clusters import file_server_export
 from batchai import ids
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
 from batchai.lifecycle import job_instance, set_execution_state, utcnow
@@ -98,10 +100,15 @@ def launch(svc, record: Record, nodes: list[NodeRecord]) -> bool:
         props = job_properties(record)
         ctx = launch_context(svc, record, nodes)
         tasks = plan_job(props, ctx)
+        svc.compute.mount(ctx.job_mount_root, record.properties.get("mountVolumes"), file_server_export(svc))
         paths = job_paths(props, ctx)
     except UnsupportedToolkit as exc:
         svc.store.release_nodes(record.id)
         fail_unlaunchable(svc, record.id, "UnsupportedToolkit", str(exc))
+        return False
+    except (OSError, LookupError) as exc:
+        svc.store.release_nodes(record.id)
+        fail_unlaunchable(svc, record.id, "MountFailed", f"The job's volumes could not be mounted: {exc}")
         return False
     now = utcnow()
 
@@ -110,7 +117,9 @@ def launch(svc, record: Record, nodes: list[NodeRecord]) -> bool:
             return None
         set_execution_state(r, "running", now)
         r.properties["executionInfo"] = {"startTime": now}
-        r.internal["paths"] = {"stdouterr": paths.stdouterr, "outputs": paths.outputs}
+        # where the files really are: a path through a job-level mount ends with the job
+        r.internal["paths"] = {"stdouterr": os.path.realpath(paths.stdouterr),
+                               "outputs": {k: os.path.realpath(v) for k, v in paths.outputs.items()}}
         r.internal["nodes"] = [n.id for n in nodes]
         r.internal.setdefault("events", []).append(
             {"time": now, "event": "started", "attempt": r.internal["attempt"], "nodes": [n.name for n in nodes]}

@@ -38,7 +38,7 @@ class NoAzureCompute:
     def _unavailable(self, *args, **kwargs):
         raise RuntimeError("no compute adapter is configured for Azure Functions yet: clusters cannot get nodes here")
 
-    node_root = start_node = is_alive = stop_node = kill_node = _unavailable
+    node_root = start_node = is_alive = stop_node = kill_node = mount = unmount = _unavailable
 
 
 def services():

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import batchai
+from batchai.adapters import local_storage
 
 TOKEN_ENV = "BATCHAI_NODE_TOKEN"
 PIDS_FILE = "agent.pids"
@@ -42,6 +43,13 @@ class LocalCompute:
         self.python = python
         self.heartbeat = heartbeat
         self._children: dict[int, subprocess.Popen] = {}  # agents this process started
+
+    def mount(self, root: str, mount_volumes: dict | None, file_server_export) -> list[str]:
+        """Make the volumes appear under `root` on every node (locally: links to shared dirs)."""
+        return local_storage.mount(self.data_dir, root, mount_volumes, file_server_export)
+
+    def unmount(self, root: str, mount_volumes: dict | None) -> None:
+        local_storage.unmount(root, mount_volumes)
 
     def node_root(self, cluster_key: str, node_name: str) -> Path:
         root = self.data_dir / "nodes" / cluster_key / node_name

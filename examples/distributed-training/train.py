@@ -1,143 +1,96 @@
-"""Data-parallel logistic regression on generated data: a real distributed training job.
+"""Data-parallel training over MPI: a small two-layer network on generated data, numpy only.
 
-Each rank (RANK of WORLD_SIZE, set by the pyTorch toolkit's launch plan) trains on its own
-shard; after every step the ranks average their gradients through rank 0 over TCP at
-MASTER_ADDR:MASTER_PORT (a hand-rolled allreduce, standard library only), so every rank holds
-the same model. Rank 0 writes a checkpoint per epoch and the final model to
+Launched by the Horovod toolkit's plan: `mpirun` starts `processCount` ranks over the job's
+nodes (2 nodes x 2 ranks here). Every rank trains on its own shard of the data; after each
+step the ranks sum their gradients with an MPI allreduce and divide by the world size, so all
+ranks apply the same update and hold the same model. Rank 0 prints the loss of the whole
+dataset per epoch, writes `checkpoint-<epoch>.npz` and, at the end, `model.json` to
 $AZ_BATCHAI_OUTPUT_MODEL.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
 import socket
-import struct
-import sys
-import time
 
-FEATURES = 8
-SAMPLES = 4000
+import numpy as np
+from mpi4py import MPI
+
+FEATURES, HIDDEN = 10, 16
+SAMPLES = 8000
 EPOCHS = int(os.environ.get("EPOCHS", "5"))
-BATCH = 100
+BATCH = 64
 LEARNING_RATE = 0.5
 
 
 def make_data(seed: int = 7):
-    rng = random.Random(seed)
-    truth = [rng.uniform(-2, 2) for _ in range(FEATURES)]
-    rows = []
-    for _ in range(SAMPLES):
-        x = [rng.gauss(0, 1) for _ in range(FEATURES)]
-        p = 1 / (1 + math.exp(-sum(w * v for w, v in zip(truth, x))))
-        rows.append((x, 1.0 if rng.random() < p else 0.0))
-    return rows
+    """A nonlinear binary task every rank generates identically, then shards."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(SAMPLES, FEATURES))
+    y = ((x[:, 0] * x[:, 1] + np.sin(x[:, 2]) + 0.3 * x[:, 3]) > 0).astype(np.float64)
+    return x, y
 
 
-def send(sock, values):
-    payload = struct.pack(f"!{len(values)}d", *values)
-    sock.sendall(struct.pack("!I", len(payload)) + payload)
+def init_params(seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)  # the same seed on every rank: identical starting models
+    return {"w1": rng.normal(scale=0.5, size=(FEATURES, HIDDEN)), "b1": np.zeros(HIDDEN),
+            "w2": rng.normal(scale=0.5, size=HIDDEN), "b2": np.zeros(1)}
 
 
-def receive(sock):
-    size = struct.unpack("!I", _exact(sock, 4))[0]
-    data = _exact(sock, size)
-    return list(struct.unpack(f"!{size // 8}d", data))
+def forward(p, x):
+    h = np.tanh(x @ p["w1"] + p["b1"])
+    return h, 1 / (1 + np.exp(-(h @ p["w2"] + p["b2"])))
 
 
-def _exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("peer closed")
-        buf += chunk
-    return buf
+def loss_sum(p, x, y) -> float:
+    _, out = forward(p, x)
+    out = np.clip(out, 1e-9, 1 - 1e-9)
+    return float(-(y * np.log(out) + (1 - y) * np.log(1 - out)).sum())
 
 
-class AllReduce:
-    """Rank 0 gathers every rank's vector, averages, and sends the mean back."""
-
-    def __init__(self, rank: int, world: int, host: str, port: int):
-        self.rank, self.world = rank, world
-        if world == 1:
-            return
-        if rank == 0:
-            server = socket.socket()
-            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            server.bind(("0.0.0.0", port))
-            server.listen(world)
-            self.peers = [server.accept()[0] for _ in range(world - 1)]
-        else:
-            deadline = time.time() + 60
-            while True:
-                try:
-                    self.conn = socket.create_connection((host, port))
-                    break
-                except OSError:
-                    if time.time() > deadline:
-                        raise
-                    time.sleep(0.2)
-
-    def mean(self, values):
-        if self.world == 1:
-            return values
-        if self.rank == 0:
-            total = list(values)
-            for peer in self.peers:
-                for i, v in enumerate(receive(peer)):
-                    total[i] += v
-            mean = [v / self.world for v in total]
-            for peer in self.peers:
-                send(peer, mean)
-            return mean
-        send(self.conn, values)
-        return receive(self.conn)
+def gradients(p, x, y) -> dict[str, np.ndarray]:
+    """Summed (not averaged) gradients of the cross-entropy over this batch."""
+    h, out = forward(p, x)
+    d_out = out - y
+    d_h = np.outer(d_out, p["w2"]) * (1 - h ** 2)
+    return {"w1": x.T @ d_h, "b1": d_h.sum(0), "w2": h.T @ d_out, "b2": np.array([d_out.sum()])}
 
 
-def gradient(weights, batch):
-    grad = [0.0] * (FEATURES + 1)
-    loss = 0.0
-    for x, y in batch:
-        z = weights[-1] + sum(w * v for w, v in zip(weights, x))
-        p = 1 / (1 + math.exp(-max(min(z, 30), -30)))
-        loss -= y * math.log(p + 1e-12) + (1 - y) * math.log(1 - p + 1e-12)
-        for i, v in enumerate(x):
-            grad[i] += (p - y) * v
-        grad[-1] += p - y
-    n = len(batch)
-    return [g / n for g in grad], loss / n
+def allreduce_sum(comm, value):
+    total = np.zeros_like(value)
+    comm.Allreduce(np.ascontiguousarray(value), total, op=MPI.SUM)
+    return total
 
 
-def main() -> int:
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+def main() -> None:
+    comm = MPI.COMM_WORLD
+    rank, size = comm.rank, comm.size
     out_dir = os.environ.get("AZ_BATCHAI_OUTPUT_MODEL", ".")
-    reducer = AllReduce(rank, world, os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "29500")))
-    shard = make_data()[rank::world]
-    weights = [0.0] * (FEATURES + 1)
-    print(f"rank {rank}/{world} on {os.environ.get('AZ_BATCHAI_NODE_NAME', socket.gethostname())}: {len(shard)} samples", flush=True)
+    print(f"rank {rank} of {size} on {os.environ.get('AZ_BATCHAI_NODE_NAME', socket.gethostname())}", flush=True)
+    x, y = make_data()
+    shard = slice(rank * SAMPLES // size, (rank + 1) * SAMPLES // size)
+    xs, ys = x[shard], y[shard]
+    params = init_params()
+    steps = len(xs) // BATCH
     for epoch in range(1, EPOCHS + 1):
-        losses = []
-        for start in range(0, len(shard), BATCH):
-            grad, loss = gradient(weights, shard[start:start + BATCH])
-            grad = reducer.mean(grad + [loss])
-            losses.append(grad.pop())
-            weights = [w - LEARNING_RATE * g for w, g in zip(weights, grad)]
-        epoch_loss = sum(losses) / len(losses)
-        print(f"rank {rank} epoch {epoch} loss {epoch_loss:.4f}", flush=True)
+        order = np.random.default_rng(epoch * 100 + rank).permutation(len(xs))
+        for step in range(steps):
+            batch = order[step * BATCH:(step + 1) * BATCH]
+            local = gradients(params, xs[batch], ys[batch])
+            for name, grad in local.items():
+                params[name] -= LEARNING_RATE * allreduce_sum(comm, grad) / (BATCH * size)
+        total_loss = allreduce_sum(comm, np.array([loss_sum(params, xs, ys)]))[0] / SAMPLES
+        _, out = forward(params, xs)
+        correct = allreduce_sum(comm, np.array([float(((out > 0.5) == ys).sum())]))[0]
         if rank == 0:
-            with open(os.path.join(out_dir, f"checkpoint-{epoch}.json"), "w") as f:
-                json.dump({"epoch": epoch, "loss": epoch_loss, "weights": weights}, f)
-    correct = sum((weights[-1] + sum(w * v for w, v in zip(weights, x)) > 0) == (y > 0.5) for x, y in shard)
-    print(f"rank {rank} training accuracy {correct / len(shard):.3f}", flush=True)
+            print(f"epoch {epoch} loss {total_loss:.4f} accuracy {correct / SAMPLES:.3f}", flush=True)
+            np.savez(os.path.join(out_dir, f"checkpoint-{epoch}.npz"), **params)
     if rank == 0:
         with open(os.path.join(out_dir, "model.json"), "w") as f:
-            json.dump({"weights": weights, "features": FEATURES, "world_size": world}, f)
-        print(f"model written to {out_dir}/model.json", flush=True)
-    return 0
+            json.dump({k: v.tolist() for k, v in params.items()} | {"epochs": EPOCHS, "ranks": size}, f)
+        print("model written", flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

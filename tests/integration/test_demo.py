@@ -12,5 +12,7 @@ def test_demo_trains_on_two_nodes_and_lists_outputs():
                           stdin=subprocess.DEVNULL)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
-    assert "[stdout-0.txt] rank 0 epoch 5 loss" in out and "[stdout-1.txt] rank 1 epoch 5 loss" in out
-    assert "succeeded" in out and "model.json" in out and "checkpoint-5.json" in out
+    assert all(f"rank {r} of 4 on node-{r // 2}" in out for r in range(4)), out[-4000:]  # 2 nodes x 2 MPI ranks
+    losses = [float(line.split(" loss ")[1].split()[0]) for line in out.splitlines() if line.startswith("[stdout.txt] epoch ")]
+    assert len(losses) == 5 and losses[-1] < losses[0]  # it learns
+    assert "succeeded" in out and "model.json" in out and "checkpoint-5.npz" in out

@@ -89,6 +89,7 @@ def launch_context(svc, record: Record, nodes: list[NodeRecord]) -> LaunchContex
         python=svc.settings.python,
         mpirun=mpirun_command(svc.settings.python),
         exec_secret=secrets.token_hex(16),
+        container_binds=(str(svc.settings.data_dir),),  # every local path of a job lives under it
     )
 
 

@@ -14,16 +14,19 @@ if [ -z "$PY" ]; then
 fi
 [ -n "$PY" ] || { echo "setup: Python 3.11 or newer is needed" >&2; exit 1; }
 
-# System packages the local nodes use: OpenMPI for the MPI toolkits (mpirun, mpicc).
+# System packages the local nodes use: OpenMPI for the MPI toolkits (mpirun, mpicc); a container
+# runtime for containerSettings, and busybox-static, from which the container tests build an image.
 need=()
 command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin libopenmpi-dev)
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+[ -x /bin/busybox ] || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need[*]} (apt, once) ..." >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   else
-    echo "setup: warning: ${need[*]} missing and cannot be installed here (not root or no apt): MPI jobs will fail" >&2
+    echo "setup: warning: ${need[*]} missing and cannot be installed here (not root or no apt)" >&2
   fi
 fi
 

@@ -27,6 +27,8 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
+from batchai.agent import containers
+from batchai.frameworks.container import PASSWORD_ENV, ContainerSpec, exec_command
 from batchai.frameworks.plan import NodeTask, Process
 
 KILL_GRACE_SECONDS = 5.0
@@ -88,6 +90,8 @@ class TaskRunner:
         self._groups: list[int] = []  # every process group this task started
         self._killed = False
         self._released = threading.Event()  # set by kill(): a holding task ends
+        self._container: tuple[str, ContainerSpec] | None = None  # (runtime, spec) while it runs
+        self.warnings: list[str] = []
         self._prepared = threading.Event()  # preparation done (or none): peers may start processes here
         self._over = False  # every process has exited: a kill comes too late
         self._thread: threading.Thread | None = None
@@ -122,7 +126,7 @@ class TaskRunner:
             if self._killed or self._over:
                 return None
             proc = subprocess.Popen(
-                ["/bin/bash", "-c", command], cwd=self.task.cwd, env=env, stdin=subprocess.DEVNULL,
+                ["/bin/bash", "-c", self._command(command, {})], cwd=self.task.cwd, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
             )
             self._live[proc.pid] = proc
@@ -156,6 +160,9 @@ class TaskRunner:
         self._released.set()
         for pgid in live:
             _signal_group(pgid, signal.SIGTERM)
+        if self._container is not None:  # the runtime's exec clients die, not what they run in the container
+            runtime, spec = self._container
+            threading.Thread(target=containers.remove, args=(runtime, spec, dict(self.base_env)), daemon=True).start()
         timer = threading.Timer(grace, self._force_kill, args=(groups,))
         timer.daemon = True
         timer.start()
@@ -178,7 +185,7 @@ class TaskRunner:
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(content)
             os.makedirs(t.cwd, exist_ok=True)
-            code, error = self._run_all()
+            code, error = self._in_container(self._run_all)
         except Exception as e:  # noqa: BLE001 - any failure becomes the task's result
             code, error = 1, f"the node agent could not run the task: {e}"
             self._log(error)
@@ -199,6 +206,8 @@ class TaskRunner:
             "startTime": start_time,
             "endTime": utc_now(),
         }
+        if self.warnings:
+            self.result["warnings"] = list(self.warnings)
         if self.on_done is not None:
             self.on_done(self)
         return self.result
@@ -277,8 +286,42 @@ class TaskRunner:
                 _signal_group(proc.pid, signal.SIGKILL)
                 waiter.join()
 
+    def _in_container(self, run: Callable[[], tuple[int, str | None]]) -> tuple[int, str | None]:
+        """Run the task in its container when it has one and the node has a usable runtime."""
+        spec = self.task.container
+        if spec is None:
+            return run()
+        runtime = containers.usable_runtime()
+        if runtime is None:
+            warning = f"no usable container runtime (docker or podman) on {self.node_name}: ran on the host, not in {spec.image}"
+            self.warnings.append(warning)
+            self._log(warning)
+            return run()
+        env = {**self.base_env, **self.task.env}
+        try:
+            containers.start(runtime, spec, self.task.cwd, env)
+        except containers.ContainerError as e:
+            return 1, f"the job's container could not start: {e}"
+        self._container = (runtime, spec)
+        self._log(f"container {spec.name} started from {spec.image} ({runtime})")
+        try:
+            return run()
+        finally:
+            containers.remove(runtime, spec, env)
+            self._log(f"container {spec.name} removed")
+
+    def _command(self, command: str, extra_env: dict[str, str]) -> str:
+        """`command` as run: as it is on the host, or exec'd into the task's container."""
+        if self._container is None:
+            return command
+        runtime, spec = self._container
+        names = [n for n in {**self.task.env, **extra_env} if n != PASSWORD_ENV]
+        return exec_command(runtime, spec, self.task.cwd, names, command)
+
     def _spawn(self, p: Process) -> subprocess.Popen | None:
         env = {**self.base_env, **self.task.env, **p.env}
+        if self._container is None:
+            env.pop(PASSWORD_ENV, None)  # only the runtime's login reads it
         with self._lock:
             if self._killed:
                 return None
@@ -287,7 +330,7 @@ class TaskRunner:
                 err = open(p.stderr, "ab")
                 try:
                     proc = subprocess.Popen(
-                        ["/bin/bash", "-c", p.command], cwd=self.task.cwd, env=env,
+                        ["/bin/bash", "-c", self._command(p.command, p.env)], cwd=self.task.cwd, env=env,
                         stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                         start_new_session=True, close_fds=True,
                     )

@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from batchai.errors import ApiError
 from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
-from batchai.lifecycle import NODE_LOST, job_instance
+from batchai.lifecycle import NODE_LOST, job_instance, utcnow
 from batchai.ports import TaskRecord
 from batchai.scheduling import QueuedJob, queue_order
 
@@ -125,9 +125,24 @@ def _record_results(svc, node_id: str, body: dict) -> list[str]:
             if task is not None and task.attempt == SETUP_ATTEMPT:
                 _setup_finished(svc, node_id, result)
             elif task is not None:
+                _record_warnings(svc, task.job, node_id, result.get("warnings") or [])
                 _wake_job(svc, task.job)
         acked.append(task_id)
     return acked
+
+
+def _record_warnings(svc, job_id: str, node_id: str, warnings: list[str]) -> None:
+    if not warnings:
+        return
+    node = svc.store.get_node(node_id)
+    now = utcnow()
+
+    def note(r):
+        events = r.internal.setdefault("events", [])
+        events += [{"time": now, "event": "warning", "node": node.name if node else node_id, "message": str(w)} for w in warnings]
+        return r
+
+    svc.store.mutate(job_id, note)
 
 
 def _orders(svc, node_id: str, body: dict) -> tuple[list[dict], list[str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from batchai.frameworks.container import PASSWORD_ENV, container_spec
 from batchai.frameworks.context import LaunchContext, PlacedNode
 from batchai.frameworks.environment import node_dirs, node_environment
 from batchai.frameworks.plan import NodeTask, Process
@@ -49,8 +50,15 @@ def node_task(props, ctx: LaunchContext, node: PlacedNode, processes_for, slots:
     prep = None
     if props.job_preparation is not None:
         prep = log_process(stdouterr, "job_prep", props.job_preparation.command_line)
+    task_id = f"{ctx.job_uuid}-{ctx.attempt}-{node.name}"
+    container = None
+    if props.container_settings is not None:
+        container = container_spec(props.container_settings, task_id, list(ctx.container_binds))
+        creds = props.container_settings.image_source_registry.credentials
+        if creds is not None and creds.password:
+            env[PASSWORD_ENV] = creds.password
     return NodeTask(
-        task_id=f"{ctx.job_uuid}-{ctx.attempt}-{node.name}",
+        task_id=task_id,
         job_id=ctx.job_id,
         node_id=node.id,
         cwd=env["AZ_BATCHAI_JOB_TEMP"],
@@ -60,6 +68,7 @@ def node_task(props, ctx: LaunchContext, node: PlacedNode, processes_for, slots:
         files={env["AZ_BATCHAI_MPI_HOST_FILE"]: host_file(ctx, slots)},
         preparation=prep,
         processes=processes_for(env, stdouterr),
+        container=container,
     )
 
 
@@ -76,5 +85,7 @@ def servers_task(main: NodeTask, servers: list[Process]) -> NodeTask:
     """A node's servers (daemon processes, e.g. TensorFlow parameter servers) as a task of their
     own beside `main`: it holds the node, so the servers live until the whole job ends instead
     of stopping with this node's workers, and it starts once `main` has prepared the node."""
-    return replace(main, task_id=f"{main.task_id}-servers", files={}, dirs=[], preparation=None,
-                   processes=servers, after=main.task_id)
+    task_id = f"{main.task_id}-servers"
+    container = replace(main.container, name=f"batchai-{task_id}"[:128]) if main.container else None
+    return replace(main, task_id=task_id, files={}, dirs=[], preparation=None, processes=servers, after=main.task_id,
+                   container=container)

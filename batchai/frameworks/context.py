@@ -34,6 +34,7 @@ class LaunchContext:
     gpus_per_node: int = 0
     mpirun: str = "mpirun"  # the MPI launcher with its options for these nodes
     exec_secret: str = ""  # lets this job's mpirun start daemons on its other nodes
+    container_binds: tuple[str, ...] = ()  # host paths a job's container sees (at the same paths)
 
     @property
     def master(self) -> PlacedNode:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from batchai.frameworks.container import ContainerSpec
+
 
 @dataclass(frozen=True)
 class Process:
@@ -36,6 +38,7 @@ class NodeTask:
     preparation: Process | None = None  # jobPreparation: runs first; non-zero fails the task
     processes: list[Process] = field(default_factory=list)  # started together after preparation
     after: str | None = None  # a task of the same node whose preparation must finish first
+    container: ContainerSpec | None = None  # run preparation and processes in this container
 
     @property
     def holds_only(self) -> bool:
@@ -48,8 +51,10 @@ class NodeTask:
     @classmethod
     def from_json(cls, data: dict) -> "NodeTask":
         prep = data.get("preparation")
+        container = data.get("container")
         return cls(
-            **{k: v for k, v in data.items() if k not in ("preparation", "processes")},
+            **{k: v for k, v in data.items() if k not in ("preparation", "processes", "container")},
             preparation=Process(**prep) if prep else None,
             processes=[Process(**p) for p in data.get("processes", [])],
+            container=ContainerSpec(**container) if container else None,
         )

@@ -85,6 +85,11 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sdk(server):
+    return make_sdk(server)
+
+
+def make_sdk(server: Server):
+    """The official SDK client for `server`: a static bearer token, plain http allowed."""
     from azure.core.credentials import AccessToken
     from azure.core.pipeline.policies import SansIOHTTPPolicy
     from azure.mgmt.batchai import BatchAI

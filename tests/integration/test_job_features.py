@@ -94,3 +94,18 @@ def test_an_output_directory_with_a_suffix_lands_where_the_reference_says(sdk, s
     assert httpx.get(listed["model.bin"].download_url).text == "weights\n"
     out = next(Path(server.data_dir, "jobs").glob(f"*/mounts/out/{job.job_output_directory_path_segment}/outputs/Models/model.bin"))
     assert out.read_text() == "weights\n"
+
+
+def test_a_container_job_on_nodes_without_a_runtime_runs_on_the_host_with_a_warning(sdk, server, cluster):
+    import shutil
+
+    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        pytest.skip("a docker daemon answers here: test_containers.py covers this case")
+    job = run(sdk, cluster, "no-runtime", "echo hello from the host", container_settings=models.ContainerSettings(
+        image_source_registry=models.ImageSourceRegistry(image="tensorflow/tensorflow:1.8.0")))
+    assert job.execution_state == "succeeded"
+    http = server.http()
+    body = http.get(f"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/{RG}/providers/Microsoft.BatchAI"
+                    f"/workspaces/{WS}/experiments/{EXP}/jobs/no-runtime", params={"api-version": "2018-05-01"}).json()
+    warnings = [e for e in body["properties"]["events"] if e["event"] == "warning"]
+    assert "node-0" in {w["node"] for w in warnings} and "tensorflow/tensorflow:1.8.0" in warnings[0]["message"]

@@ -23,6 +23,7 @@ def setup(sdk, server):
         "vmSize": "STANDARD_D1", "dataDisks": {"diskSizeInGB": 10, "diskCount": 1, "storageAccountType": "Standard_LRS"},
         "sshConfiguration": {"userAccountSettings": {"adminUserName": "u", "adminUserPassword": "pw"}}}})
     assert fs.status_code == 200, fs.text
+    assert [f.name for f in sdk.file_servers.list_by_workspace(RG, WS)] == ["nfs"]  # the SDK lists what REST created
     export = Path(fs.json()["properties"]["mountSettings"]["mountPoint"])
     (export / "data").mkdir(parents=True, exist_ok=True)
     (export / "data" / "from-nfs.txt").write_text("nfs data\n")

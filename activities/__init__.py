@@ -17,7 +17,7 @@ ACTIVITIES: dict[str, Callable] = {
     "kill_job": jobs.kill_job,
     "complete_job": jobs.complete_job,
     "requeue_job": jobs.requeue_job,
-    "provision_cluster": clusters.provision_cluster,
+    "control_cluster": clusters.control_cluster,
     "delete_resource": resources.delete_resource,
 }
 

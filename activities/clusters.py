@@ -1,55 +1,198 @@
-"""Cluster activities: bring nodes up to the cluster's target and tear them down."""
+"""Cluster activities: one controller pass (node health, evictions, scaling, scheduling), teardown.
+
+A pass decides everything from the store, so repeating it is harmless:
+1. nodes silent for longer than the node timeout become unusable (their jobs' lifecycles are
+   woken: they requeue the job on healthy nodes, within its retry budget);
+2. nodes the compute port reports evicted (low priority) are dropped, their jobs requeued;
+3. the cluster is resized to its target: manual `targetNodeCount`, or auto scale (grow to fit
+   the queue, shrink nodes idle for `autoscale_idle_seconds`, within min/max), replacing dead
+   nodes, honouring `nodeDeallocationOption` for busy nodes that must go;
+4. unless the cluster is paused, the scheduling pass starts what fits.
+"""
 
 from __future__ import annotations
 
+import time
 import uuid
 
+from activities.scheduling import file_server_export, run_pass
+from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, job_instance, set_execution_state, utcnow
 from batchai.ports import NodeRecord, Record
 
+MAX_WAIT_SECONDS = 30.0
 
-def target_node_count(cluster: Record) -> int:
+
+def control_cluster(svc, inp: dict) -> dict:
+    """One controller pass; returns when the next one is due at the latest."""
+    cluster = svc.store.get(inp["clusterId"])
+    if cluster is None:
+        return {"state": "gone"}
+    now = time.time()
+    volumes = (cluster.properties.get("nodeSetup") or {}).get("mountVolumes")
+    svc.compute.mount(str(svc.settings.cluster_mount_root(cluster.internal["uuid"])), volumes, file_server_export(svc))
+    lost = retire_silent_nodes(svc, cluster, now)
+    evicted = collect_evictions(svc, cluster)
+    target, wait = resize(svc, cluster, now)
+    paused = bool(cluster.internal.get("paused"))
+    started = [] if paused else run_pass(svc, cluster.id)
+    return {"state": "ok", "target": target, "paused": paused, "started": len(started),
+            "lost": lost, "evicted": evicted, "wait": wait}
+
+
+# ----- node health ------------------------------------------------------------------------------
+
+def _fail_tasks_of(svc, node: NodeRecord, error: str) -> None:
+    for t in svc.store.tasks(node=node.id, states=["pending", "running", "killing"]):
+        if svc.store.update_task(t.id, only_if_state=["pending", "running", "killing"], state="finished", error=error, end_time=utcnow()):
+            job = svc.store.get(t.job)
+            if job is not None and job.type == "jobs":
+                svc.engine.raise_event(job_instance(job), "wake")
+
+
+def retire_silent_nodes(svc, cluster: Record, now: float) -> list[str]:
+    """Nodes that missed their heartbeats are unusable; their tasks are void."""
+    retired = []
+    for node in svc.store.nodes(cluster.id):
+        if node.state in ("idle", "running", "preparing") and node.last_seen and now - node.last_seen > svc.settings.node_timeout_seconds:
+            svc.store.update_node(node.id, state="unusable", error=NODE_SILENT)
+            _fail_tasks_of(svc, node, NODE_LOST)
+            retired.append(node.name)
+    return retired
+
+
+def collect_evictions(svc, cluster: Record) -> list[str]:
+    """Low-priority nodes the compute port reports evicted are gone; their jobs go back to the queue."""
+    nodes = svc.store.nodes(cluster.id)
+    evicted = set(svc.compute.evicted([{"id": n.id, "pid": n.pid, "root": n.root} for n in nodes]))
+    names = []
+    for node in nodes:
+        if node.id in evicted:
+            _fail_tasks_of(svc, node, EVICTED)
+            svc.compute.stop_node({"id": node.id, "pid": node.pid}, grace=0.0)
+            svc.store.delete_node(node.id)
+            names.append(node.name)
+    return names
+
+
+# ----- scaling ----------------------------------------------------------------------------------
+
+def _replaceable(node: NodeRecord) -> bool:
+    """Dead nodes are replaced; a node whose setup task failed stays, showing its error."""
+    return node.state == "unusable" and node.error == NODE_SILENT
+
+
+def desired_nodes(cluster: Record, nodes: list[NodeRecord], queued: list[Record], now: float, idle_after: float) -> int:
+    """Pure: how many nodes the cluster should have now."""
     scale = cluster.properties.get("scaleSettings") or {}
     if "manual" in scale:
         return scale["manual"].get("targetNodeCount", 0)
-    if "autoScale" in scale:
-        return scale["autoScale"].get("initialNodeCount", 0)
-    return 0
+    auto = scale.get("autoScale") or {}
+    low, high = auto.get("minimumNodeCount", 0), auto.get("maximumNodeCount", 0)
+    live = [n for n in nodes if n.state not in ("leaving",) and not _replaceable(n)]
+    busy = sum(1 for n in live if n.job is not None)
+    demand = sum(r.properties.get("nodeCount", 1) for r in queued)
+    expired = sum(1 for n in live if n.state == "idle" and n.job is None and now - (n.idle_since or now) >= idle_after)
+    want = max(busy + demand, len(live) - expired)
+    if not cluster.internal.get("initialized"):
+        want = max(want, auto.get("initialNodeCount", 0))
+    return max(low, min(high, want))
 
 
-def file_server_export(svc):
-    """file server id -> the directory it exports (its mount point), for the compute port."""
-    def export(file_server_id: str) -> str | None:
-        record = svc.store.get(file_server_id)
-        return (record.properties.get("mountSettings") or {}).get("mountPoint") if record else None
-    return export
+def _next_name(nodes: list[NodeRecord]) -> str:
+    taken = {n.name for n in nodes}
+    return next(f"node-{i}" for i in range(len(taken) + 1) if f"node-{i}" not in taken)
 
 
-def provision_cluster(svc, inp: dict) -> dict:
-    """Mount the cluster's volumes, then start node agents until the cluster has its target
-    count; replaces dead agents too."""
-    cluster = svc.store.get(inp["clusterId"])
-    if cluster is None:
-        return {"nodes": 0}
-    volumes = (cluster.properties.get("nodeSetup") or {}).get("mountVolumes")
-    svc.compute.mount(str(svc.settings.cluster_mount_root(cluster.internal["uuid"])), volumes, file_server_export(svc))
-    existing = {n.name: n for n in svc.store.nodes(cluster.id)}
-    target = target_node_count(cluster)
-    for i in range(target):
-        name = f"node-{i}"
-        node = existing.get(name)
-        if node is not None and node.state != "unusable" and svc.compute.is_alive({"id": node.id, "pid": node.pid}):
-            continue
-        node_id = f"{cluster.internal['uuid'][:8]}-{i}-{uuid.uuid4().hex[:6]}"
-        if node is not None:
-            svc.store.update_node(node.id, state="leaving", job=None)
-            svc.compute.stop_node({"id": node.id, "pid": node.pid}, grace=1.0)
-            svc.store.delete_node(node.id)
-        started = svc.compute.start_node(node_id=node_id, cluster_id=cluster.id, cluster_key=cluster.internal["uuid"], name=name)
-        svc.store.put_node(NodeRecord(
-            id=node_id, cluster=cluster.id, name=name, state="starting",
-            pid=started["pid"], address=started["address"], root=started["root"],
-        ))
-    return {"nodes": target}
+def _start_node(svc, cluster: Record, nodes: list[NodeRecord]) -> NodeRecord:
+    name = _next_name(nodes)
+    node_id = f"{cluster.internal['uuid'][:8]}-{name.split('-')[-1]}-{uuid.uuid4().hex[:6]}"
+    started = svc.compute.start_node(node_id=node_id, cluster_id=cluster.id, cluster_key=cluster.internal["uuid"], name=name)
+    node = NodeRecord(id=node_id, cluster=cluster.id, name=name, state="starting", pid=started["pid"],
+                      address=started["address"], root=started["root"], last_seen=0.0)
+    svc.store.put_node(node)
+    return node
+
+
+def _remove_node(svc, node: NodeRecord) -> None:
+    svc.store.update_node(node.id, state="leaving", job=None)
+    svc.compute.stop_node({"id": node.id, "pid": node.pid}, grace=1.0)
+    svc.store.delete_node(node.id)
+
+
+def _deallocate_busy(svc, cluster: Record, node: NodeRecord, option: str) -> None:
+    """A busy node must go: requeue or terminate its job, or let it finish first."""
+    svc.store.update_node(node.id, state="leaving")
+    job = svc.store.get(node.job) if node.job else None
+    if job is None or option == "waitforjobcompletion":
+        return
+    if option == "terminate":
+        now = utcnow()
+
+        def terminate(r: Record):
+            if r.properties["executionState"] != "running":
+                return None
+            r.internal.setdefault("events", []).append({"time": now, "event": "node deallocated (terminate)", "node": node.name})
+            r.internal["endReason"] = "deallocated"
+            r.internal["killRequestedAt"] = time.time()
+            return set_execution_state(r, "terminating", now)
+
+        svc.store.mutate(job.id, terminate)
+    _fail_tasks_of(svc, node, EVICTED if option == "requeue" else "deallocated")
+    svc.engine.raise_event(job_instance(job), "wake")
+
+
+def resize(svc, cluster: Record, now: float) -> tuple[int, float]:
+    """Bring the node count to the target; returns (target, seconds until a pass is due)."""
+    idle_after = svc.settings.autoscale_idle_seconds
+    nodes = svc.store.nodes(cluster.id)
+    for node in nodes:  # dead agents, and agents that never came up, make way for new ones
+        starting_dead = node.state == "starting" and not svc.compute.is_alive({"id": node.id, "pid": node.pid})
+        if _replaceable(node) or starting_dead or (node.state == "leaving" and node.job is None):
+            _remove_node(svc, node)
+    nodes = svc.store.nodes(cluster.id)
+    queued = svc.store.jobs(states=["queued"], cluster=cluster.id)
+    target = desired_nodes(cluster, nodes, queued, now, idle_after)
+    live = [n for n in nodes if n.state != "leaving"]
+    for _ in range(target - len(live)):
+        live.append(_start_node(svc, cluster, nodes + live))
+    if len(live) > target:
+        option = ((cluster.properties.get("scaleSettings") or {}).get("manual") or {}).get("nodeDeallocationOption", "requeue")
+        idle = sorted((n for n in live if n.job is None and n.state in ("idle", "starting", "preparing", "unusable")),
+                      key=lambda n: (n.state == "idle", n.name), reverse=True)
+        busy = sorted((n for n in live if n.job is not None), key=lambda n: n.name, reverse=True)
+        for node in (idle + busy)[: len(live) - target]:
+            if node.job is None:
+                _remove_node(svc, node)
+            else:
+                _deallocate_busy(svc, cluster, node, option)
+    _record_target(svc, cluster, target)
+    return target, _next_pass(svc, cluster, now, idle_after)
+
+
+def _record_target(svc, cluster: Record, target: int) -> None:
+    if cluster.internal.get("target") == target and cluster.internal.get("initialized"):
+        return
+
+    def update(r: Record):
+        if r.internal.get("target") != target:
+            r.internal["allocationTime"] = utcnow()
+        r.internal.update(target=target, initialized=True)
+        return r
+
+    svc.store.mutate(cluster.id, update)
+
+
+def _next_pass(svc, cluster: Record, now: float, idle_after: float) -> float:
+    """Timers, not polling: when a node could go silent, or an idle node becomes removable."""
+    nodes = svc.store.nodes(cluster.id)
+    wait = MAX_WAIT_SECONDS
+    if any(n.state in ("idle", "running", "preparing", "starting", "leaving") for n in nodes):
+        wait = min(wait, svc.settings.node_timeout_seconds / 2)
+    if "autoScale" in (cluster.properties.get("scaleSettings") or {}):
+        for n in nodes:
+            if n.state == "idle" and n.job is None:
+                wait = min(wait, max(0.1, (n.idle_since or now) + idle_after - now))
+    return wait
 
 
 def stop_cluster_nodes(svc, cluster_id: str) -> None:

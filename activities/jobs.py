@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import time
 
-from activities.scheduling import job_properties, run_pass
-from batchai.lifecycle import NODE_LOST, job_instance, TERMINAL, node_is_lost, parse_time, set_execution_state, task_outcome, utcnow
+from activities.scheduling import job_properties
+from batchai.lifecycle import (
+    EVICTED, NODE_LOST, NODE_SILENT, TERMINAL, controller_instance, job_instance, node_is_lost, parse_time, set_execution_state,
+    task_outcome, utcnow,
+)
 from batchai.ports import Record
 
 QUEUED_RECHECK_SECONDS = 30.0
@@ -16,6 +19,8 @@ LAUNCH_GRACE_SECONDS = 30.0  # running without tasks for this long: the launch w
 
 TERMINATED = {"code": "JobTerminated", "message": "The job was terminated by the user."}
 TIMED_OUT = {"code": "JobTimedOut", "message": "The job exceeded its maxWallClockTime and was terminated."}
+DEALLOCATED = {"code": "NodeDeallocated", "message": "The job's node was removed by a scale-down (nodeDeallocationOption: terminate)."}
+END_REASONS = {"timeout": TIMED_OUT, "deallocated": DEALLOCATED}
 
 
 def _attempt_tasks(svc, record: Record):
@@ -57,12 +62,8 @@ def _view(svc, record: Record | None) -> dict:
 
 
 def observe_job(svc, inp: dict) -> dict:
-    """The job as stored now; a queued job first gets a scheduling pass on its cluster."""
-    record = svc.store.get(inp["jobId"])
-    if record is not None and record.properties["executionState"] == "queued":
-        run_pass(svc, record.properties["cluster"]["id"])
-        record = svc.store.get(inp["jobId"])
-    return _view(svc, record)
+    """The job as stored now (the cluster's controller starts queued jobs, then wakes them)."""
+    return _view(svc, svc.store.get(inp["jobId"]))
 
 
 def _stop_tasks(svc, record: Record) -> None:
@@ -114,7 +115,7 @@ def complete_job(svc, inp: dict) -> dict:
         if outcome.get("exitCode") is not None:
             info["exitCode"] = outcome["exitCode"]
         if state == "terminating":
-            info["errors"] = [TIMED_OUT if r.internal.get("endReason") == "timeout" else TERMINATED]
+            info["errors"] = [END_REASONS.get(r.internal.get("endReason"), TERMINATED)]
             final = "failed"
         elif outcome.get("exitCode") == 0:
             final = "succeeded"
@@ -131,33 +132,47 @@ def complete_job(svc, inp: dict) -> dict:
         _stop_tasks(svc, updated)
         unmount_job_volumes(svc, updated)
         svc.store.release_nodes(record.id)
-        run_pass(svc, record.properties["cluster"]["id"])
+        wake_controller(svc, record)
     return _view(svc, updated or svc.store.get(record.id))
 
 
 def requeue_job(svc, inp: dict) -> dict:
-    """A node of the job was lost: void the attempt and queue it again, or fail it when out of retries."""
+    """A node of the job was lost or evicted: void the attempt and queue the job again.
+
+    Lost nodes count against the job's retry budget (`max_attempts`); evictions do not, since a
+    low-priority job is expected to be evicted and to resume from its checkpoints.
+    """
     record = svc.store.get(inp["jobId"])
     if record is None:
         return {"state": "gone"}
-    lost_nodes = {t.node for t in _attempt_tasks(svc, record) if t.error == NODE_LOST}
-    lost_nodes |= {n for n in [(inp.get("outcome") or {}).get("node")] if n}
-    for node_id in lost_nodes:
-        svc.store.update_node(node_id, state="unusable", job=None, error="The node stopped responding.")
+    tasks = _attempt_tasks(svc, record)
+    lost_nodes = {t.node for t in tasks if t.error == NODE_LOST}
+    evicted_nodes = {t.node for t in tasks if t.error == EVICTED}
+    outcome = inp.get("outcome") or {}
+    if outcome.get("node") and not outcome.get("evicted"):
+        lost_nodes.add(outcome["node"])
+    for node_id in lost_nodes - evicted_nodes:
+        node = svc.store.get_node(node_id)
+        if node is not None and node.state != "leaving":
+            svc.store.update_node(node_id, state="unusable", job=None, error=NODE_SILENT)
     _stop_tasks(svc, record)
     now = utcnow()
+    names = sorted(n.name if (n := svc.store.get_node(i)) else i for i in lost_nodes | evicted_nodes)
 
     def again(r: Record):
         if r.properties["executionState"] != "running" or r.internal.get("attempt", 1) != record.internal.get("attempt", 1):
             return None
         attempt = r.internal.get("attempt", 1)
-        r.internal.setdefault("events", []).append({"time": now, "event": "node lost", "attempt": attempt, "nodes": sorted(lost_nodes)})
-        if attempt >= svc.settings.max_attempts:
+        evicted = bool(evicted_nodes) and not (lost_nodes - evicted_nodes)
+        r.internal["evictions"] = r.internal.get("evictions", 0) + (1 if evicted else 0)
+        r.internal.setdefault("events", []).append(
+            {"time": now, "event": "node evicted" if evicted else "node lost", "attempt": attempt, "nodes": names})
+        if attempt - r.internal["evictions"] >= svc.settings.max_attempts:
             set_execution_state(r, "failed", now)
             r.properties["executionInfo"]["endTime"] = now
             r.properties["executionInfo"]["errors"] = [{
                 "code": "NodeFailure",
-                "message": f"The job's nodes failed {attempt} times; the retry budget is exhausted.",
+                "message": f"The job's nodes failed {attempt - r.internal['evictions']} times; the retry budget is exhausted.",
             }]
         else:
             r.internal["attempt"] = attempt + 1
@@ -168,8 +183,15 @@ def requeue_job(svc, inp: dict) -> dict:
     if updated is not None and updated.properties["executionState"] in TERMINAL:
         unmount_job_volumes(svc, updated)
     svc.store.release_nodes(record.id)
-    run_pass(svc, record.properties["cluster"]["id"])
+    wake_controller(svc, record)
     return _view(svc, updated or svc.store.get(record.id))
+
+
+def wake_controller(svc, job: Record) -> None:
+    """Nodes were freed or a job was queued: the cluster's controller runs a pass."""
+    cluster = svc.store.get(job.properties["cluster"]["id"])
+    if cluster is not None:
+        svc.engine.raise_event(controller_instance(cluster), "wake")
 
 
 def unmount_job_volumes(svc, record: Record) -> None:

@@ -14,7 +14,6 @@ import threading
 import time
 from collections import defaultdict
 
-from activities.clusters import file_server_export
 from batchai import ids
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
 from batchai.lifecycle import job_instance, set_execution_state, utcnow
@@ -54,6 +53,14 @@ def run_pass(svc, cluster_id: str) -> list[str]:
     for job_id in started:
         svc.engine.raise_event(job_instance(by_id[job_id]), "wake")
     return started
+
+
+def file_server_export(svc):
+    """file server id -> the directory it exports (its mount point), for the compute port."""
+    def export(file_server_id: str) -> str | None:
+        record = svc.store.get(file_server_id)
+        return (record.properties.get("mountSettings") or {}).get("mountPoint") if record else None
+    return export
 
 
 def _free_port() -> int:

@@ -13,11 +13,18 @@ from batchai.ports import NodeRecord, Record, TaskRecord
 TERMINAL = ("succeeded", "failed")
 ACTIVE = ("queued", "running", "terminating")
 NODE_LOST = "node_lost"  # a task error: its node died or restarted; not the job's fault
+NODE_SILENT = "The node stopped responding."  # a node's error once its heartbeats stopped
+EVICTED = "node_evicted"  # a task error: its low-priority node was taken back (or scaled away with requeue)
 
 
 def job_instance(record: Record) -> str:
     """The durable instance id of a job's lifecycle: one per job, stable across restarts."""
     return f"job-{record.internal['uuid']}"
+
+
+def controller_instance(cluster: Record) -> str:
+    """The durable instance id of a cluster's controller: one per cluster, stable across restarts."""
+    return f"controller-{cluster.internal['uuid']}"
 
 
 def utcnow() -> str:
@@ -50,9 +57,9 @@ def task_outcome(tasks: list[TaskRecord]) -> dict | None:
     if not tasks:
         return None
     finished = [t for t in tasks if t.state == "finished"]
-    lost = [t for t in finished if t.error == NODE_LOST]
+    lost = [t for t in finished if t.error in (NODE_LOST, EVICTED)]
     if lost:
-        return {"nodeLost": True, "node": lost[0].node}
+        return {"nodeLost": True, "node": lost[0].node, "evicted": lost[0].error == EVICTED}
     failed = [t for t in finished if t.exit_code not in (0, None)]
     if failed:
         first = failed[0]

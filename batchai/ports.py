@@ -46,6 +46,7 @@ class NodeRecord:
     last_seen: float = 0.0
     error: str | None = None
     exec_port: int | None = None  # the agent's exec service (peers' mpirun launches arrive there)
+    idle_since: float = 0.0  # when it last became idle (autoscale shrinks nodes idle for long)
 
 
 @dataclass
@@ -120,3 +121,4 @@ class Compute(Protocol):
     def stop_node(self, node: dict, *, grace: float = 5.0) -> None: ...
     def mount(self, root: str, mount_volumes: dict | None, file_server_export) -> list[str]: ...
     def unmount(self, root: str, mount_volumes: dict | None) -> None: ...
+    def evicted(self, nodes: list[dict]) -> list[str]: ...  # ids of low-priority nodes the platform took back

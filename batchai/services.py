@@ -6,8 +6,9 @@ and binds every activity to it (see `activities.bind`).
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -20,8 +21,19 @@ class Settings:
     python: str = sys.executable  # default interpreter for python toolkits
     heartbeat_seconds: float = 1.0
     node_timeout_seconds: float = 15.0  # missed heartbeats for this long: the node is unusable
-    max_attempts: int = 3  # a job whose nodes fail is retried this often in all
+    max_attempts: int = 3  # a job whose nodes fail is retried this often in all (evictions do not count)
     kill_grace_seconds: float = 30.0  # a terminating job whose processes will not report is ended anyway
+    autoscale_idle_seconds: float = 300.0  # auto scale removes nodes idle this long
+
+    @classmethod
+    def from_env(cls, data_dir: Path, environ=os.environ) -> "Settings":
+        """Defaults, overridden by BATCHAI_<FIELD> variables (e.g. BATCHAI_AUTOSCALE_IDLE_SECONDS=5)."""
+        overrides = {}
+        for f in fields(cls):
+            value = environ.get(f"BATCHAI_{f.name.upper()}")
+            if value is not None and f.name not in ("data_dir", "python"):
+                overrides[f.name] = int(value) if f.type in ("int", int) else float(value)
+        return cls(data_dir=data_dir, **overrides)
 
     def cluster_mount_root(self, cluster_uuid: str) -> Path:
         return self.data_dir / "clusters" / cluster_uuid / "mounts"

@@ -15,7 +15,6 @@ import secrets
 import socket
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from batchai.adapters.durabletask_engine import DurableTaskEngine
 from batchai.adapters.local_compute import LocalCompute
 from batchai.adapters.sqlite_store import SqliteStore
 from batchai.api.app import create_app
-from batchai.lifecycle import ACTIVE, job_instance
+from batchai.lifecycle import ACTIVE, controller_instance, job_instance
 from batchai.services import Services, Settings
 from orchestrations import ORCHESTRATIONS
 
@@ -55,7 +54,7 @@ class EmbeddedHost:
     def build(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.settings = self.settings or Settings(data_dir=self.data_dir)
+        self.settings = self.settings or Settings.from_env(self.data_dir)
         self.store = SqliteStore(self.data_dir / "store.db")
         self.token = load_token(self.data_dir)
         node_token = self.store.setting("node_token", lambda: secrets.token_urlsafe(32))
@@ -87,10 +86,9 @@ class EmbeddedHost:
         now = time.time()
         for node in self.store.nodes():
             self.store.update_node(node.id, last_seen=now)  # agents get a grace period to reconnect
-        stamp = uuid.uuid4().hex[:8]
         for workspace in self.store.workspaces("/subscriptions"):
             for cluster in self.store.children(workspace.id, "clusters"):
-                self.engine.schedule("cluster_provision", {"clusterId": cluster.id}, f"provision-{cluster.internal['uuid']}-{stamp}")
+                self.engine.schedule("cluster_controller", {"clusterId": cluster.id}, controller_instance(cluster))
         for job in self.store.jobs(states=ACTIVE):
             self.engine.schedule("job_lifecycle", {"jobId": job.id}, job_instance(job))
         for op in self.store.operations("InProgress"):

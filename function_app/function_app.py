@@ -38,7 +38,7 @@ class NoAzureCompute:
     def _unavailable(self, *args, **kwargs):
         raise RuntimeError("no compute adapter is configured for Azure Functions yet: clusters cannot get nodes here")
 
-    node_root = start_node = is_alive = stop_node = kill_node = mount = unmount = _unavailable
+    node_root = start_node = is_alive = stop_node = kill_node = mount = unmount = evicted = evict = _unavailable
 
 
 def services():
@@ -55,7 +55,7 @@ def _services():
     data_dir = Path(os.environ.get("BATCHAI_DATA_DIR", "/home/data/batchai")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(data_dir / "store.db")
-    return Services(store=store, compute=NoAzureCompute(), engine=engine, settings=Settings(data_dir=data_dir))
+    return Services(store=store, compute=NoAzureCompute(), engine=engine, settings=Settings.from_env(data_dir))
 
 
 def asgi() -> func.AsgiMiddleware:

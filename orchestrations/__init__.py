@@ -3,12 +3,12 @@
 No clock, random, I/O or global state here: everything that touches the world is an activity.
 """
 
-from orchestrations.cluster_provision import cluster_provision
+from orchestrations.cluster_controller import cluster_controller
 from orchestrations.resource_deletion import resource_deletion
 from orchestrations.job_lifecycle import job_lifecycle
 
 ORCHESTRATIONS = {
     "job_lifecycle": job_lifecycle,
-    "cluster_provision": cluster_provision,
+    "cluster_controller": cluster_controller,
     "resource_deletion": resource_deletion,
 }

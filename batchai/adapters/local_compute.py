@@ -27,6 +27,7 @@ from batchai.adapters import local_storage
 
 TOKEN_ENV = "BATCHAI_NODE_TOKEN"
 PIDS_FILE = "agent.pids"
+EVICTED_MARK = "evicted"
 _PACKAGE_PARENT = str(Path(batchai.__file__).resolve().parent.parent)
 
 
@@ -50,6 +51,16 @@ class LocalCompute:
 
     def unmount(self, root: str, mount_volumes: dict | None) -> None:
         local_storage.unmount(root, mount_volumes)
+
+    def evict(self, node: dict) -> None:
+        """Simulate a low-priority eviction: the machine vanishes at once (agent and tasks killed)."""
+        if node.get("root"):
+            (Path(node["root"]) / EVICTED_MARK).write_text("evicted\n")
+        self.kill_node(node)
+
+    def evicted(self, nodes: list[dict]) -> list[str]:
+        """Ids of the nodes an eviction took (their roots carry the mark)."""
+        return [n["id"] for n in nodes if n.get("root") and (Path(n["root"]) / EVICTED_MARK).exists()]
 
     def node_root(self, cluster_key: str, node_name: str) -> Path:
         root = self.data_dir / "nodes" / cluster_key / node_name

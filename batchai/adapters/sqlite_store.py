@@ -40,7 +40,7 @@ CREATE INDEX IF NOT EXISTS resources_jobs ON resources(type, state, cluster, seq
 CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY, cluster TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
     job TEXT, pid INTEGER, boot_id TEXT, address TEXT, root TEXT,
-    last_seen REAL NOT NULL DEFAULT 0, error TEXT, exec_port INTEGER
+    last_seen REAL NOT NULL DEFAULT 0, error TEXT, exec_port INTEGER, idle_since REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS nodes_cluster ON nodes(cluster, name);
 CREATE INDEX IF NOT EXISTS nodes_job ON nodes(job);
@@ -84,9 +84,11 @@ class SqliteStore:
     def _migrate(self) -> None:
         """Columns added after a data dir was created."""
         columns = {row[1] for row in self._db().execute("PRAGMA table_info(nodes)")}
-        if "exec_port" not in columns:
-            with self._tx() as db:
-                db.execute("ALTER TABLE nodes ADD COLUMN exec_port INTEGER")
+        added = {"exec_port": "INTEGER", "idle_since": "REAL NOT NULL DEFAULT 0"}
+        with self._tx() as db:
+            for name, kind in added.items():
+                if name not in columns:
+                    db.execute(f"ALTER TABLE nodes ADD COLUMN {name} {kind}")
 
     # -- plumbing -----------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -248,8 +250,8 @@ class SqliteStore:
     def release_nodes(self, job: str) -> list[str]:
         with self._tx() as db:
             rows = db.execute("SELECT id FROM nodes WHERE job=?", (ids.key(job),)).fetchall()
-            db.execute("UPDATE nodes SET job=NULL, state=CASE WHEN state='running' THEN 'idle' ELSE state END WHERE job=?",
-                       (ids.key(job),))
+            db.execute("UPDATE nodes SET job=NULL, idle_since=?, state=CASE WHEN state='running' THEN 'idle' ELSE state END"
+                       " WHERE job=?", (time.time(), ids.key(job)))
         return [r["id"] for r in rows]
 
     def delete_node(self, node_id: str) -> None:

@@ -13,7 +13,7 @@ from batchai.api.arm import json_body, page_records, paged
 from batchai.api.deletion import begin_delete
 from batchai.api.deps import WS, new_record, require, services, workspace_path
 from batchai.errors import ApiError
-from batchai.lifecycle import utcnow
+from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
 from batchai.ports import Conflict
 
@@ -54,7 +54,7 @@ async def create_cluster(request: Request, sub: str, rg: str, ws: str, cluster: 
         record = svc.store.create(record)
     except Conflict:
         raise ApiError.conflict(f"The cluster '{cluster}' already exists; change it with an update (PATCH).")
-    svc.engine.schedule("cluster_provision", {"clusterId": rid}, f"provision-{record.internal['uuid']}-0")
+    svc.engine.schedule("cluster_controller", {"clusterId": rid}, controller_instance(record))
     return JSONResponse(_render(request, record))
 
 
@@ -68,14 +68,49 @@ async def update_cluster(request: Request, sub: str, rg: str, ws: str, cluster: 
 
     def rescale(r):
         r.properties["scaleSettings"] = scale
-        r.internal["target"] = target_nodes(scale)
         r.internal["allocationTime"] = utcnow()
-        r.internal["generation"] = r.internal.get("generation", 0) + 1
         return r
     record = svc.store.mutate(rid, rescale)
-    svc.engine.schedule("cluster_provision", {"clusterId": rid},
-                        f"provision-{record.internal['uuid']}-{record.internal['generation']}")
+    svc.engine.raise_event(controller_instance(record), "wake")
     return JSONResponse(_render(request, record))
+
+
+def _set_paused(request: Request, rid: str, paused: bool):
+    svc = services(request)
+    require(svc, rid, "cluster")
+
+    def flag(r):
+        r.internal["paused"] = paused
+        return r
+    record = svc.store.mutate(rid, flag)
+    svc.engine.raise_event(controller_instance(record), "wake")
+    return JSONResponse(_render(request, record))
+
+
+@router.post(CLUSTER + "/pause")
+def pause_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
+    """Ours, beyond the 2018-05-01 contract: queued jobs stay queued; running ones go on."""
+    return _set_paused(request, cluster_path(sub, rg, ws, cluster), True)
+
+
+@router.post(CLUSTER + "/resume")
+def resume_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
+    return _set_paused(request, cluster_path(sub, rg, ws, cluster), False)
+
+
+@router.post(CLUSTER + "/nodes/{node}/evict")
+def evict_node(request: Request, sub: str, rg: str, ws: str, cluster: str, node: str):
+    """Ours: simulate the platform taking a low-priority node back (local compute only)."""
+    svc = services(request)
+    record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
+    if record.properties.get("vmPriority", "dedicated") != "lowpriority":
+        raise ApiError.conflict("Only nodes of a low-priority cluster can be evicted.", target="vmPriority")
+    target = next((n for n in svc.store.nodes(record.id) if n.name == node), None)
+    if target is None:
+        raise ApiError.not_found(f"The cluster has no node '{node}'.", target="node")
+    svc.compute.evict({"id": target.id, "pid": target.pid, "root": target.root})
+    svc.engine.raise_event(controller_instance(record), "wake")
+    return JSONResponse({"node": node, "evicted": True}, status_code=202)
 
 
 @router.get(CLUSTER)

@@ -19,9 +19,8 @@ from fastapi.concurrency import run_in_threadpool
 from batchai.errors import ApiError
 from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
-from batchai.lifecycle import NODE_LOST, job_instance, utcnow
+from batchai.lifecycle import NODE_LOST, controller_instance, job_instance, utcnow
 from batchai.ports import TaskRecord
-from batchai.scheduling import QueuedJob, queue_order
 
 router = APIRouter(prefix="/internal/v1/nodes")
 MAX_WAIT_SECONDS = 30.0
@@ -81,8 +80,8 @@ def _join(svc, node, boot_id: str) -> None:
     cluster = svc.store.get(node.cluster)
     setup = ((cluster.properties.get("nodeSetup") or {}).get("setupTask")) if cluster else None
     if not setup:
-        svc.store.update_node(node.id, state="idle", error=None)
-        _wake_queue_head(svc, node.cluster)
+        svc.store.update_node(node.id, state="idle", error=None, idle_since=time.time())
+        _wake_controller(svc, node.cluster)
         return
     task = plan_node_setup(
         setup, cluster_id=cluster.id, node=PlacedNode(node.id, node.name, node.address or "127.0.0.1", node.root or ""),
@@ -96,20 +95,19 @@ def _setup_finished(svc, node_id: str, result: dict) -> None:
     """The node joins the cluster's pool, or is unusable with the setup task's error."""
     code = result.get("exitCode")
     if code == 0:
-        node = svc.store.update_node(node_id, state="idle", error=None)
+        node = svc.store.update_node(node_id, state="idle", error=None, idle_since=time.time())
         if node is not None:
-            _wake_queue_head(svc, node.cluster)
+            _wake_controller(svc, node.cluster)
         return
     reason = result.get("error") or f"exit code {code}"
     svc.store.update_node(node_id, state="unusable", error=f"The node setup task failed ({reason}); its logs are under the setup task's stdOutErrPathPrefix.")
 
 
-def _wake_queue_head(svc, cluster: str) -> None:
-    """New capacity: the first queued job's lifecycle runs a scheduling pass for everyone."""
-    queued = svc.store.jobs(states=["queued"], cluster=cluster)
-    if queued:
-        head = queue_order([QueuedJob(r.id, 1, r.properties.get("schedulingPriority", "normal"), r.seq) for r in queued])[0]
-        _wake_job(svc, head.id)
+def _wake_controller(svc, cluster_id: str) -> None:
+    """New capacity: the cluster's controller runs a pass."""
+    cluster = svc.store.get(cluster_id)
+    if cluster is not None:
+        svc.engine.raise_event(controller_instance(cluster), "wake")
 
 
 def _record_results(svc, node_id: str, body: dict) -> list[str]:

@@ -157,7 +157,7 @@ def requeue_job(svc, inp: dict) -> dict:
             svc.store.update_node(node_id, state="unusable", job=None, error=NODE_SILENT)
     _stop_tasks(svc, record)
     now = utcnow()
-    names = sorted(n.name if (n := svc.store.get_node(i)) else i for i in lost_nodes | evicted_nodes)
+    names = sorted(record.internal.get("nodeNames", {}).get(i, i) for i in lost_nodes | evicted_nodes)
 
     def again(r: Record):
         if r.properties["executionState"] != "running" or r.internal.get("attempt", 1) != record.internal.get("attempt", 1):

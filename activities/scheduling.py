@@ -129,6 +129,7 @@ def launch(svc, record: Record, nodes: list[NodeRecord]) -> bool:
         r.internal["paths"] = {"stdouterr": os.path.realpath(paths.stdouterr),
                                "outputs": {k: os.path.realpath(v) for k, v in paths.outputs.items()}}
         r.internal["nodes"] = [n.id for n in nodes]
+        r.internal["nodeNames"] = {n.id: n.name for n in nodes}  # nodes may be gone when the job's events name them
         r.internal.setdefault("events", []).append(
             {"time": now, "event": "started", "attempt": r.internal["attempt"], "nodes": [n.name for n in nodes]}
         )

@@ -69,6 +69,7 @@ class LocalCompute:
 
     def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict:
         root = self.node_root(cluster_key, name)
+        (root / EVICTED_MARK).unlink(missing_ok=True)  # a new machine under an evicted one's name
         env = dict(os.environ)
         env[TOKEN_ENV] = self.token
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)

@@ -19,14 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Server:
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None):
         self.data_dir = data_dir
+        self.env = env or {}  # on top of this process's environment, e.g. BATCHAI_NODE_TIMEOUT_SECONDS
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
     def start(self, timeout: float = 30) -> "Server":
         (self.data_dir / "control-plane.json").unlink(missing_ok=True)
-        env = {**os.environ, "BATCHAI_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **self.env, "BATCHAI_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
         self.log = open(self.data_dir / "serve.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "batchai.cli.main", "serve", "--port", "0", "--data-dir", str(self.data_dir)],

@@ -65,13 +65,8 @@ def docker_env():
 
 @pytest.fixture(scope="module")
 def docker_server(docker_env, tmp_path_factory):
-    saved = dict(os.environ)
-    os.environ.update(docker_env)  # the server and its node agents find the daemon as the test does
-    try:
-        srv = Server(tmp_path_factory.mktemp("containers")).start()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    # the server and its node agents find the daemon as the test does
+    srv = Server(tmp_path_factory.mktemp("containers"), env=docker_env).start()
     yield srv
     srv.stop()
     kill_agents(srv.data_dir)

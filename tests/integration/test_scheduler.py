@@ -169,3 +169,32 @@ def test_an_evicted_low_priority_node_requeues_and_the_job_resumes_from_its_chec
 def test_dedicated_nodes_cannot_be_evicted(client, srv):
     ws = "order"
     assert srv.http().post(f"{base(ws)}/clusters/c/nodes/node-0/evict", params=V).status_code == 409
+
+
+def test_kill_9_during_200_jobs_loses_none_and_runs_none_twice(tmp_path):
+    data = tmp_path / "cp"
+    data.mkdir()
+    server = Server(data, env=FAST).start()
+    try:
+        sdk = make_sdk(server)
+        ws = "crash"
+        cluster = make_cluster(sdk, ws, "c", manual(2))
+        idle(sdk, ws, "c", 2)
+        runs = "$AZ_BATCHAI_MOUNT_ROOT/runs"
+        names = [f"s{i:03d}" for i in range(200)]
+        for i, name in enumerate(names):
+            job(sdk, ws, cluster, name, f"mkdir -p {runs}; echo x >> {runs}/$AZ_BATCHAI_JOB_NAME")
+            if i == 120:
+                server.kill9()  # mid-submission and mid-run: some queued, some running, some done
+                server = Server(data, env=FAST).start()
+                sdk = make_sdk(server)
+        states = {}
+        for name in names:
+            states[name] = ended(sdk, ws, name, timeout=180).execution_state
+        assert set(states.values()) == {"succeeded"}, {n: s for n, s in states.items() if s != "succeeded"}
+        runs_dir = next(Path(data, "clusters").glob("*/mounts/runs"))
+        counts = {p.name: p.read_text().count("x") for p in runs_dir.iterdir()}
+        assert counts == {name: 1 for name in names}  # every job ran exactly once
+    finally:
+        server.stop()
+        kill_agents(data)

@@ -1,0 +1,141 @@
+"""The node protocol, without its transport: what a node's register and heartbeat do.
+
+Agents speak it over HTTP (batchai/api/nodes.py); simulated nodes call it in process
+(batchai/adapters/simulated_compute.py). A heartbeat carries what the node runs and what
+finished; the answer carries tasks to start and to kill. Finished results are recorded with a
+compare-and-set, so a result re-sent after a lost answer is harmless, and the job's lifecycle is
+woken to look at the store. A node that joins runs the cluster's setup task first, if any.
+"""
+
+from __future__ import annotations
+
+import time
+
+from batchai.frameworks import PlacedNode
+from batchai.frameworks.node_setup import plan_node_setup
+from batchai.lifecycle import NODE_LOST, controller_instance, job_instance, utcnow
+from batchai.ports import TaskRecord
+
+SETUP_ATTEMPT = 0  # the attempt number of node setup tasks (jobs count from 1)
+
+
+def _wake_job(svc, job_key: str) -> None:
+    record = svc.store.get(job_key)
+    if record is not None:
+        svc.engine.raise_event(job_instance(record), "wake")
+
+
+def register(svc, node_id: str, body: dict) -> dict:
+    node = svc.store.get_node(node_id)
+    if node is None:
+        return {"heartbeatSeconds": svc.settings.heartbeat_seconds}
+    if node.boot_id and node.boot_id != body["bootId"]:
+        # The agent restarted: whatever it ran under its old boot is gone.
+        for t in svc.store.tasks(node=node_id, states=["running", "killing"]):
+            if svc.store.update_task(t.id, only_if_state=["running", "killing"], state="finished", error=NODE_LOST):
+                _wake_job(svc, t.job)
+    joined = node.state in ("starting", "preparing")
+    svc.store.update_node(
+        node_id, boot_id=body["bootId"], pid=body.get("pid"), address=body.get("address"), root=body.get("root"),
+        exec_port=body.get("execPort"), last_seen=time.time(), state=node.state,
+    )
+    if joined:
+        _join(svc, svc.store.get_node(node_id), body["bootId"])
+    return {"heartbeatSeconds": svc.settings.heartbeat_seconds}
+
+
+def _join(svc, node, boot_id: str) -> None:
+    """A new node (or a new boot of one still preparing) runs the cluster's setup task first."""
+    cluster = svc.store.get(node.cluster)
+    setup = ((cluster.properties.get("nodeSetup") or {}).get("setupTask")) if cluster else None
+    if not setup:
+        svc.store.update_node(node.id, state="idle", error=None, idle_since=time.time())
+        _wake_controller(svc, node.cluster)
+        return
+    task = plan_node_setup(
+        setup, cluster_id=cluster.id, node=PlacedNode(node.id, node.name, node.address or "127.0.0.1", node.root or ""),
+        cluster_mount_root=str(svc.settings.cluster_mount_root(cluster.internal["uuid"])), boot_id=boot_id,
+    )
+    svc.store.put_tasks([TaskRecord(id=task.task_id, job=cluster.id, node=node.id, attempt=0, spec=task.to_json())])
+    svc.store.update_node(node.id, state="preparing", error=None)
+
+
+def _setup_finished(svc, node_id: str, result: dict) -> None:
+    """The node joins the cluster's pool, or is unusable with the setup task's error."""
+    code = result.get("exitCode")
+    if code == 0:
+        node = svc.store.update_node(node_id, state="idle", error=None, idle_since=time.time())
+        if node is not None:
+            _wake_controller(svc, node.cluster)
+        return
+    reason = result.get("error") or f"exit code {code}"
+    svc.store.update_node(node_id, state="unusable", error=f"The node setup task failed ({reason}); its logs are under the setup task's stdOutErrPathPrefix.")
+
+
+def _wake_controller(svc, cluster_id: str) -> None:
+    """New capacity: the cluster's controller runs a pass."""
+    cluster = svc.store.get(cluster_id)
+    if cluster is not None:
+        svc.engine.raise_event(controller_instance(cluster), "wake")
+
+
+def _record_results(svc, node_id: str, body: dict) -> list[str]:
+    acked = []
+    for result in body.get("finished", []):
+        task_id = result["taskId"]
+        if svc.store.update_task(
+            task_id, only_if_state=["pending", "running", "killing"], state="finished",
+            exit_code=result.get("exitCode"), error=result.get("error"),
+            start_time=result.get("startTime"), end_time=result.get("endTime"),
+        ):
+            task = next((t for t in svc.store.tasks(node=node_id) if t.id == task_id), None)
+            if task is not None and task.attempt == SETUP_ATTEMPT:
+                _setup_finished(svc, node_id, result)
+            elif task is not None:
+                _record_warnings(svc, task.job, node_id, result.get("warnings") or [])
+                _wake_job(svc, task.job)
+        acked.append(task_id)
+    return acked
+
+
+def _record_warnings(svc, job_id: str, node_id: str, warnings: list[str]) -> None:
+    if not warnings:
+        return
+    node = svc.store.get_node(node_id)
+    now = utcnow()
+
+    def note(r):
+        events = r.internal.setdefault("events", [])
+        events += [{"time": now, "event": "warning", "node": node.name if node else node_id, "message": str(w)} for w in warnings]
+        return r
+
+    svc.store.mutate(job_id, note)
+
+
+def _orders(svc, node_id: str, body: dict) -> tuple[list[dict], list[str]]:
+    """Tasks to start (new ones, and ones the agent never confirmed) and tasks to kill."""
+    boot = body["bootId"]
+    reported = set(body.get("running", [])) | {f["taskId"] for f in body.get("finished", [])}
+    start, kill = [], []
+    for t in svc.store.tasks(node=node_id, states=["pending", "running", "killing"]):
+        if t.state == "pending":
+            if svc.store.update_task(t.id, only_if_state=["pending"], state="running", boot_id=boot):
+                start.append(t.spec)
+        elif t.state == "running" and t.boot_id == boot and t.id not in reported:
+            start.append(t.spec)
+        elif t.state == "killing":
+            kill.append(t.id)
+    stray = set(body.get("running", [])) - {t.id for t in svc.store.tasks(node=node_id, states=["running", "killing"])}
+    return start, kill + sorted(stray)
+
+
+def beat(svc, node_id: str, body: dict) -> dict:
+    node = svc.store.get_node(node_id)
+    if node is None:
+        return {"start": [], "kill": list(body.get("running", [])), "ack": [], "action": "shutdown"}
+    if node.boot_id != body.get("bootId"):
+        return {"start": [], "kill": [], "ack": [], "action": "register"}
+    svc.store.update_node(node_id, last_seen=time.time())
+    acked = _record_results(svc, node_id, body)
+    start, kill = _orders(svc, node_id, body)
+    return {"start": start, "kill": kill, "ack": acked, "action": "ok"}

@@ -1,0 +1,169 @@
+"""Simulated compute: nodes that exist only in memory, for driving the scheduler at scale.
+
+Each simulated node speaks the real node protocol (batchai/node_protocol.py) in process:
+it registers when started, heartbeats, takes its tasks when woken, "runs" each one for the
+time its command says (`sleep N` anywhere in the command line; `default_seconds` otherwise)
+and reports it finished with exit code 0 (or 137 when killed). So the controller, the
+scheduling pass, the job lifecycles and the store all run for real, on thousands of nodes,
+without a process per node. One thread drives every node from a time-ordered queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from batchai import node_protocol
+
+_SLEEP = re.compile(r"\bsleep\s+([0-9]*\.?[0-9]+)")
+
+
+def task_seconds(spec: dict, default: float) -> float:
+    """How long a simulated task runs: the largest `sleep N` of its processes."""
+    found = [float(m) for p in spec.get("processes") or [] for m in _SLEEP.findall(p.get("command", ""))]
+    return max(found) if found else default
+
+
+class _Node:
+    def __init__(self, node_id: str, name: str):
+        self.id, self.name = node_id, name
+        self.boot = uuid.uuid4().hex
+        self.running: dict[str, float] = {}  # task id -> end time
+        self.finished: list[dict] = []
+        self.alive = True
+        self.lock = threading.Lock()
+
+
+class SimulatedCompute:
+    """The Compute port for simulated nodes; `attach(services)` before starting any."""
+
+    def __init__(self, *, heartbeat_seconds: float = 5.0, default_seconds: float = 1.0, workers: int = 4):
+        self.heartbeat_seconds = heartbeat_seconds
+        self.default_seconds = default_seconds
+        self._svc = None
+        self._nodes: dict[str, _Node] = {}
+        self._queue: list[tuple[float, int, str, str]] = []  # (when, seq, action, node id)
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="simnode")
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="simulated-compute", daemon=True)
+        self._thread.start()
+
+    def attach(self, services) -> None:
+        """Services and compute refer to each other: the nodes call the protocol with these."""
+        self._svc = services
+        services.wake_nodes = self.wake
+
+    # ----- the Compute port -----------------------------------------------------------------
+
+    def node_root(self, cluster_key: str, node_name: str) -> str:
+        return f"/simulated/{cluster_key}/{node_name}"
+
+    def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict:
+        self._nodes[node_id] = _Node(node_id, name)
+        self._at(time.time(), "register", node_id)
+        return {"id": node_id, "pid": None, "address": "127.0.0.1", "root": self.node_root(cluster_key, name)}
+
+    def is_alive(self, node: dict) -> bool:
+        n = self._nodes.get(node["id"])
+        return bool(n and n.alive)
+
+    def stop_node(self, node: dict, *, grace: float = 5.0) -> None:
+        n = self._nodes.pop(node["id"], None)
+        if n is not None:
+            n.alive = False
+
+    def kill_node(self, node: dict) -> None:
+        self.stop_node(node)
+
+    def evicted(self, nodes: list[dict]) -> list[str]:
+        return []
+
+    def mount(self, root: str, mount_volumes, file_server_export) -> list[str]:
+        return []  # simulated nodes read no files
+
+    def unmount(self, root: str, mount_volumes) -> None:
+        pass
+
+    def wake(self, node_ids: list[str]) -> None:
+        """Something changed for these nodes (a task, a kill): they heartbeat now."""
+        now = time.time()
+        for node_id in node_ids:
+            self._at(now, "beat", node_id)
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ----- the nodes ------------------------------------------------------------------------
+
+    def _at(self, when: float, action: str, node_id: str) -> None:
+        with self._cv:
+            heapq.heappush(self._queue, (when, next(self._seq), action, node_id))
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopped and (not self._queue or self._queue[0][0] > time.time()):
+                    self._cv.wait(None if not self._queue else max(0.0, self._queue[0][0] - time.time()))
+                if self._stopped:
+                    return
+                _, _, action, node_id = heapq.heappop(self._queue)
+            node = self._nodes.get(node_id)
+            if node is not None and node.alive:
+                self._pool.submit(self._act, action, node)
+
+    def _act(self, action: str, node) -> None:
+        try:
+            if action == "register":
+                node_protocol.register(self._svc, node.id, {"bootId": node.boot, "address": "127.0.0.1", "pid": None})
+                self._at(time.time() + self.heartbeat_seconds, "tick", node.id)
+                self._beat(node)
+            elif action == "tick":
+                self._beat(node)
+                self._at(time.time() + self.heartbeat_seconds, "tick", node.id)
+            else:  # "beat" (woken) and "finish" (a task's time is up)
+                self._beat(node)
+        except Exception:  # noqa: BLE001 - a simulated node that fails a beat tries again on its next tick
+            pass
+
+    def _beat(self, node: _Node) -> None:
+        now = time.time()
+        with node.lock:
+            done = [t for t, end in node.running.items() if end <= now]
+            for task_id in done:
+                del node.running[task_id]
+                node.finished.append(_result(task_id, 0, None))
+            body = {"bootId": node.boot, "running": sorted(node.running), "finished": list(node.finished)}
+        answer = node_protocol.beat(self._svc, node.id, body)
+        with node.lock:
+            acked = set(answer.get("ack") or [])
+            node.finished = [f for f in node.finished if f["taskId"] not in acked]
+            for spec in answer.get("start") or []:
+                if spec["task_id"] not in node.running:
+                    holds = not any(not p.get("daemon") for p in spec.get("processes") or [])
+                    end = float("inf") if holds else time.time() + task_seconds(spec, self.default_seconds)
+                    node.running[spec["task_id"]] = end  # a holding task runs until it is killed
+                    if not holds:
+                        self._at(end, "finish", node.id)
+            for task_id in answer.get("kill") or []:
+                end = node.running.pop(task_id, None)
+                if end is not None:  # a killed holding task ends with 0, as on a real node
+                    node.finished.append(_result(task_id, 0 if end == float("inf") else 137, None if end == float("inf") else "terminated"))
+                    self._at(time.time(), "beat", node.id)
+        if answer.get("action") == "register":
+            node_protocol.register(self._svc, node.id, {"bootId": node.boot, "address": "127.0.0.1", "pid": None})
+
+
+def _result(task_id: str, code: int, error: str | None) -> dict:
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    return {"taskId": task_id, "exitCode": code, "error": error, "startTime": now, "endTime": now}

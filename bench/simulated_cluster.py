@@ -1,0 +1,140 @@
+"""The real controller, scheduling pass, job lifecycles and engine on a cluster of simulated nodes.
+
+    .venv/bin/python bench/simulated_cluster.py [--nodes 1000] [--jobs 10000] [--json PATH]
+
+Everything is the embedded control plane (SQLite store in a temporary directory, durabletask
+in memory, the same orchestrations and activities) except the machines: SimulatedCompute nodes
+speak the node protocol in process and run each job for the seconds its `sleep N` says. Jobs of
+mixed sizes (1-4 nodes), priorities and durations (1-5 s) are submitted through the same
+create-job path as the REST API (submission.submit_job); the cluster is created over the ASGI
+app. Printed: jobs/s (first submit to last completion) and scheduling delay (submit to start)
+p50/p99, plus the pass count of the controller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from activities import bind  # noqa: E402
+from batchai import ids  # noqa: E402
+from batchai.adapters.durabletask_engine import DurableTaskEngine  # noqa: E402
+from batchai.adapters.simulated_compute import SimulatedCompute  # noqa: E402
+from batchai.adapters.sqlite_store import SqliteStore  # noqa: E402
+from batchai.api.app import create_app  # noqa: E402
+from batchai.model import JobCreateParameters  # noqa: E402
+from batchai.services import Services, Settings  # noqa: E402
+from batchai.submission import submit_job  # noqa: E402
+from orchestrations import ORCHESTRATIONS  # noqa: E402
+
+SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "bench", "sim", "sim"
+V = {"api-version": "2018-05-01"}
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=10000)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    rng = random.Random(42)
+    data = Path(tempfile.mkdtemp(prefix="batchai-sim-"))
+    settings = Settings(data_dir=data, node_timeout_seconds=120.0, heartbeat_seconds=30.0)
+    store = SqliteStore(data / "store.db")
+    compute = SimulatedCompute(heartbeat_seconds=20.0)
+    engine = DurableTaskEngine()
+    svc = Services(store=store, compute=compute, engine=engine, settings=settings)
+    for name, fn in ORCHESTRATIONS.items():
+        engine.register_orchestration(name, fn)
+    for name, fn in bind(svc).items():
+        engine.register_activity(name, fn)
+    app = create_app(svc, token="t", node_token="n", signing_key=b"k")
+    compute.attach(svc)
+    engine.start()
+    http = TestClient(app, headers={"Authorization": "Bearer t"})
+    base = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
+    t0 = time.time()
+    http.put(base, params=V, json={"location": "local"}).raise_for_status()
+    http.put(f"{base}/clusters/c", params=V, json={"properties": {
+        "vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
+        "scaleSettings": {"manual": {"targetNodeCount": args.nodes}}}}).raise_for_status()
+    http.put(f"{base}/experiments/{EXP}", params=V).raise_for_status()
+    cluster_id = f"{base}/clusters/c"
+    while http.get(cluster_id, params=V).json()["properties"]["nodeStateCounts"]["idleNodeCount"] < args.nodes:
+        time.sleep(0.2)
+    ready = time.time() - t0
+    print(f"[sim] {args.nodes} simulated nodes idle after {ready:.1f} s; submitting {args.jobs} jobs", file=sys.stderr, flush=True)
+    submitted: dict[str, float] = {}
+    t_submit = time.time()
+    for i in range(args.jobs):
+        name = f"j{i:06d}"
+        job_id = ids.child_id(ids.child_id(ids.workspace_id(SUB, RG, WS), "experiments", EXP), "jobs", name)
+        params = JobCreateParameters.model_validate({"properties": {
+            "cluster": {"id": cluster_id}, "nodeCount": rng.choice([1, 1, 1, 2, 2, 4]),
+            "schedulingPriority": rng.choice(["low", "normal", "normal", "high"]),
+            "stdOutErrPathPrefix": "/sim", "customToolkitSettings": {"commandLine": f"sleep {rng.randint(1, 5)}"}}})
+        submitted[job_id] = time.time()
+        submit_job(svc, job_id, params)
+    t_submitted = time.time()
+    print(f"[sim] submitted in {t_submitted - t_submit:.1f} s", file=sys.stderr, flush=True)
+    deadline = t_submit + args.timeout
+    while True:
+        done = store.count_jobs(states=["succeeded", "failed"]) if hasattr(store, "count_jobs") else len(store.jobs(states=["succeeded", "failed"]))
+        if done >= args.jobs or time.time() > deadline:
+            break
+        print(f"[sim] {time.time() - t_submit:6.1f} s: {done} done", file=sys.stderr, flush=True)
+        time.sleep(5)
+    records = store.jobs(states=["succeeded", "failed", "queued", "running", "terminating"])
+    ends = [parse_time(r.properties["executionInfo"]["endTime"]) for r in records if (r.properties.get("executionInfo") or {}).get("endTime")]
+    delays = [parse_time(r.properties["executionInfo"]["startTime"]) - submitted[r.id] for r in records
+              if (r.properties.get("executionInfo") or {}).get("startTime") and r.id in submitted]
+    succeeded = sum(1 for r in records if r.properties["executionState"] == "succeeded")
+    window = (max(ends) - t_submit) if ends else float("nan")
+    result = {
+        "nodes": args.nodes, "jobs": args.jobs, "succeeded": succeeded, "clusterReadySeconds": ready,
+        "submitSeconds": t_submitted - t_submit, "firstSubmitToLastCompletionSeconds": window,
+        "jobsPerSecond": len(ends) / window if ends else None,
+        "schedulingDelaySeconds": {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "mean": statistics.fmean(delays)} if delays else None,
+    }
+    engine.stop()
+    compute.stop()
+    print("=" * 72)
+    print(f"simulated cluster: {args.nodes} nodes, {args.jobs} jobs (1-4 nodes, 1-5 s, mixed priorities)")
+    print(f"  cluster ready:                      {ready:.1f} s")
+    print(f"  submitted (create-job path):        {result['submitSeconds']:.1f} s")
+    print(f"  succeeded:                          {succeeded} / {args.jobs}")
+    print(f"  jobs/s (first submit -> last end):  {result['jobsPerSecond']:.1f}" if ends else "  jobs/s: n/a")
+    if delays:
+        d = result["schedulingDelaySeconds"]
+        print(f"  scheduling delay (submit -> start): p50 {d['p50']:.2f} s  p99 {d['p99']:.2f} s  mean {d['mean']:.2f} s")
+    print("=" * 72)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if succeeded == args.jobs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

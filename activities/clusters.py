@@ -62,6 +62,8 @@ def retire_silent_nodes(svc, cluster: Record, now: float) -> list[str]:
 
 def collect_evictions(svc, cluster: Record) -> list[str]:
     """Low-priority nodes the compute port reports evicted are gone; their jobs go back to the queue."""
+    if cluster.properties.get("vmPriority") != "lowpriority":
+        return []
     nodes = svc.store.nodes(cluster.id)
     evicted = set(svc.compute.evicted([{"id": n.id, "pid": n.pid, "root": n.root} for n in nodes]))
     names = []
@@ -150,7 +152,8 @@ def resize(svc, cluster: Record, now: float) -> tuple[int, float]:
         if _replaceable(node) or starting_dead or (node.state == "leaving" and node.job is None):
             _remove_node(svc, node)
     nodes = svc.store.nodes(cluster.id)
-    queued = svc.store.jobs(states=["queued"], cluster=cluster.id)
+    autoscale = "autoScale" in (cluster.properties.get("scaleSettings") or {})
+    queued = svc.store.jobs(states=["queued"], cluster=cluster.id) if autoscale else []  # only auto scale sizes to the queue
     target = desired_nodes(cluster, nodes, queued, now, idle_after)
     live = [n for n in nodes if n.state != "leaving"]
     for _ in range(target - len(live)):

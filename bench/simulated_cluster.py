@@ -29,16 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from activities import bind  # noqa: E402
 from batchai import ids  # noqa: E402
-from batchai.adapters.durabletask_engine import DurableTaskEngine  # noqa: E402
 from batchai.adapters.simulated_compute import SimulatedCompute  # noqa: E402
-from batchai.adapters.sqlite_store import SqliteStore  # noqa: E402
-from batchai.api.app import create_app  # noqa: E402
 from batchai.model import JobCreateParameters  # noqa: E402
-from batchai.services import Services, Settings  # noqa: E402
+from batchai.services import Settings  # noqa: E402
 from batchai.submission import submit_job  # noqa: E402
-from orchestrations import ORCHESTRATIONS  # noqa: E402
+from function_app.embedded import EmbeddedHost  # noqa: E402
 
 SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "bench", "sim", "sim"
 V = {"api-version": "2018-05-01"}
@@ -58,23 +54,17 @@ def main(argv=None) -> int:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=10000)
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--max-seconds", type=int, default=5, help="job durations are 1..this many seconds (0: no sleep)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     rng = random.Random(42)
     data = Path(tempfile.mkdtemp(prefix="batchai-sim-"))
-    settings = Settings(data_dir=data, node_timeout_seconds=120.0, heartbeat_seconds=30.0)
-    store = SqliteStore(data / "store.db")
     compute = SimulatedCompute(heartbeat_seconds=20.0)
-    engine = DurableTaskEngine()
-    svc = Services(store=store, compute=compute, engine=engine, settings=settings)
-    for name, fn in ORCHESTRATIONS.items():
-        engine.register_orchestration(name, fn)
-    for name, fn in bind(svc).items():
-        engine.register_activity(name, fn)
-    app = create_app(svc, token="t", node_token="n", signing_key=b"k")
-    compute.attach(svc)
-    engine.start()
-    http = TestClient(app, headers={"Authorization": "Bearer t"})
+    host = EmbeddedHost(data, settings=Settings(data_dir=data, node_timeout_seconds=120.0, heartbeat_seconds=30.0), compute=compute)
+    host.build()
+    host.engine.start()
+    svc, store, engine = host.services, host.store, host.engine
+    http = TestClient(host.app, headers={"Authorization": f"Bearer {host.token}"})
     base = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
     t0 = time.time()
     http.put(base, params=V, json={"location": "local"}).raise_for_status()
@@ -95,7 +85,7 @@ def main(argv=None) -> int:
         params = JobCreateParameters.model_validate({"properties": {
             "cluster": {"id": cluster_id}, "nodeCount": rng.choice([1, 1, 1, 2, 2, 4]),
             "schedulingPriority": rng.choice(["low", "normal", "normal", "high"]),
-            "stdOutErrPathPrefix": "/sim", "customToolkitSettings": {"commandLine": f"sleep {rng.randint(1, 5)}"}}})
+            "stdOutErrPathPrefix": "/sim", "customToolkitSettings": {"commandLine": f"sleep {rng.randint(1, args.max_seconds) if args.max_seconds else 0}"}}})
         submitted[job_id] = time.time()
         submit_job(svc, job_id, params)
     t_submitted = time.time()
@@ -122,7 +112,7 @@ def main(argv=None) -> int:
     engine.stop()
     compute.stop()
     print("=" * 72)
-    print(f"simulated cluster: {args.nodes} nodes, {args.jobs} jobs (1-4 nodes, 1-5 s, mixed priorities)")
+    print(f"simulated cluster: {args.nodes} nodes, {args.jobs} jobs (1-4 nodes, up to {args.max_seconds} s, mixed priorities)")
     print(f"  cluster ready:                      {ready:.1f} s")
     print(f"  submitted (create-job path):        {result['submitSeconds']:.1f} s")
     print(f"  succeeded:                          {succeeded} / {args.jobs}")

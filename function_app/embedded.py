@@ -50,6 +50,7 @@ class EmbeddedHost:
     host: str = "127.0.0.1"
     port: int = 8080
     settings: Settings | None = None
+    compute: object | None = None  # the Compute port; default: local node agent processes
 
     def build(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -60,8 +61,8 @@ class EmbeddedHost:
         node_token = self.store.setting("node_token", lambda: secrets.token_urlsafe(32))
         signing_key = self.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
         self.control_plane_file = self.data_dir / "control-plane.json"
-        compute = LocalCompute(self.data_dir, control_plane_file=self.control_plane_file, token=node_token,
-                               python=sys.executable, heartbeat=self.settings.heartbeat_seconds)
+        compute = self.compute or LocalCompute(self.data_dir, control_plane_file=self.control_plane_file, token=node_token,
+                                               python=sys.executable, heartbeat=self.settings.heartbeat_seconds)
         self.engine = DurableTaskEngine()
         self.services = Services(store=self.store, compute=compute, engine=self.engine, settings=self.settings)
         for name, fn in ORCHESTRATIONS.items():
@@ -69,6 +70,8 @@ class EmbeddedHost:
         for name, fn in bind(self.services).items():
             self.engine.register_activity(name, fn)
         self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key)
+        if hasattr(compute, "attach"):  # in-process nodes call the control plane's services directly
+            compute.attach(self.services)
 
     def bind_socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)

@@ -91,12 +91,15 @@ def main(argv=None) -> int:
     t_submitted = time.time()
     print(f"[sim] submitted in {t_submitted - t_submit:.1f} s", file=sys.stderr, flush=True)
     deadline = t_submit + args.timeout
+    last_report = 0.0
     while True:
         done = store.count_jobs(states=["succeeded", "failed"]) if hasattr(store, "count_jobs") else len(store.jobs(states=["succeeded", "failed"]))
         if done >= args.jobs or time.time() > deadline:
             break
-        print(f"[sim] {time.time() - t_submit:6.1f} s: {done} done", file=sys.stderr, flush=True)
-        time.sleep(5)
+        if time.time() - last_report > 10:
+            print(f"[sim] {time.time() - t_submit:6.1f} s: {done} done", file=sys.stderr, flush=True)
+            last_report = time.time()
+        time.sleep(0.5)
     records = store.jobs(states=["succeeded", "failed", "queued", "running", "terminating"])
     ends = [parse_time(r.properties["executionInfo"]["endTime"]) for r in records if (r.properties.get("executionInfo") or {}).get("endTime")]
     delays = [parse_time(r.properties["executionInfo"]["startTime"]) - submitted[r.id] for r in records
@@ -109,8 +112,10 @@ def main(argv=None) -> int:
         "jobsPerSecond": len(ends) / window if ends else None,
         "schedulingDelaySeconds": {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "mean": statistics.fmean(delays)} if delays else None,
     }
-    engine.stop()
+    t_stop = time.time()
     compute.stop()
+    engine.stop()
+    print(f"[sim] stopped in {time.time() - t_stop:.1f} s", file=sys.stderr, flush=True)
     print("=" * 72)
     print(f"simulated cluster: {args.nodes} nodes, {args.jobs} jobs (1-4 nodes, up to {args.max_seconds} s, mixed priorities)")
     print(f"  cluster ready:                      {ready:.1f} s")

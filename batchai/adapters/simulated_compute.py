@@ -126,6 +126,10 @@ class SimulatedCompute:
         try:
             if action == "register":
                 node_protocol.register(self._svc, node.id, {"bootId": node.boot, "address": "127.0.0.1", "pid": None})
+                stored = self._svc.store.get_node(node.id)
+                if stored is None or stored.boot_id != node.boot:  # started before the controller stored it
+                    self._at(time.time() + 0.05, "register", node.id)
+                    return
                 self._at(time.time() + self.heartbeat_seconds, "tick", node.id)
                 self._beat(node)
             elif action == "tick":

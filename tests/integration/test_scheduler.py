@@ -3,10 +3,10 @@ and a control-plane kill -9 in the middle of 200 jobs."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -198,3 +198,43 @@ def test_kill_9_during_200_jobs_loses_none_and_runs_none_twice(tmp_path):
     finally:
         server.stop()
         kill_agents(data)
+
+
+def test_max_wall_clock_time_ends_the_job_failed_with_a_timeout(client, srv):
+    ws = "timeout"
+    cluster = make_cluster(client, ws, "c", manual(1))
+    idle(client, ws, "c", 1)
+    job(client, ws, cluster, "too-long", "sleep 60", constraints=models.JobBasePropertiesConstraints(max_wall_clock_time=timedelta(seconds=2)))
+    done = ended(client, ws, "too-long", timeout=60)
+    assert done.execution_state == "failed" and done.execution_info.errors[0].code == "JobTimedOut"
+    elapsed = (done.execution_info.end_time - done.execution_info.start_time).total_seconds()
+    assert 2 <= elapsed < 30
+
+
+def test_sdk_cluster_update_resizes_and_reports_allocation_state(client, srv):
+    ws = "resize"
+    make_cluster(client, ws, "c", manual(1))
+    idle(client, ws, "c", 1)
+    client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=manual(3)))
+    until(lambda: (c := client.clusters.get(RG, ws, "c")).node_state_counts.idle_node_count == 3 and c.allocation_state == "steady",
+          what="3 idle nodes, steady")
+    client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=manual(1)))
+    shrunk = until(lambda: (c := client.clusters.get(RG, ws, "c")).current_node_count == 1 and c.allocation_state == "steady" and c,
+                   what="1 node, steady")
+    assert shrunk.node_state_counts.idle_node_count == 1
+
+
+def test_scaling_down_a_busy_node_requeues_its_job(client, srv):
+    ws = "requeue"
+    cluster = make_cluster(client, ws, "c", models.ScaleSettings(manual=models.ManualScaleSettings(
+        target_node_count=2, node_deallocation_option="requeue")))
+    idle(client, ws, "c", 2)
+    job(client, ws, cluster, "long", "sleep 3", nodes=2)
+    until(lambda: client.jobs.get(RG, ws, EXP, "long").execution_state == "running")
+    client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=models.ScaleSettings(
+        manual=models.ManualScaleSettings(target_node_count=0, node_deallocation_option="requeue"))))
+    until(lambda: client.jobs.get(RG, ws, EXP, "long").execution_state == "queued", what="the job to be requeued")
+    client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=manual(2)))
+    assert ended(client, ws, "long").execution_state == "succeeded"
+    events = srv.http().get(f"{base(ws)}/experiments/{EXP}/jobs/long", params=V).json()["properties"]["events"]
+    assert [e["attempt"] for e in events if e["event"] == "started"] == [1, 2]

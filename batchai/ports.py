@@ -122,3 +122,32 @@ class Compute(Protocol):
     def mount(self, root: str, mount_volumes: dict | None, file_server_export) -> list[str]: ...
     def unmount(self, root: str, mount_volumes: dict | None) -> None: ...
     def evicted(self, nodes: list[dict]) -> list[str]: ...  # ids of low-priority nodes the platform took back
+
+
+PRIORITIES = ("high", "normal", "low")  # the order a submission queue is drained in
+
+
+@dataclass
+class QueueMessage:
+    """A received submission message, locked for this receiver until completed, abandoned or dead-lettered."""
+
+    id: str  # the message id: the submission's idempotency key when it has one
+    body: str  # JSON text as published (maybe malformed: the consumer decides)
+    priority: str
+    delivery_count: int  # 1 on the first delivery
+    lock_token: str = ""
+
+
+class SubmissionQueue(Protocol):
+    """Job submissions by message: priority-ordered, peek-lock, dead-letter with a reason.
+
+    Adapters: SQLite (embedded) and Service Bus (a topic with one subscription per priority).
+    """
+
+    def publish(self, body: str, *, priority: str = "normal", message_id: str | None = None) -> str: ...
+    def receive(self, *, max_messages: int = 10, lock_seconds: float = 30.0) -> list[QueueMessage]: ...  # high first
+    def complete(self, message: QueueMessage) -> None: ...
+    def abandon(self, message: QueueMessage) -> None: ...
+    def dead_letter(self, message: QueueMessage, reason: str, description: str) -> None: ...
+    def depth(self) -> dict[str, int]: ...  # active messages per priority
+    def dead_letters(self) -> list[dict]: ...  # {"id", "priority", "reason", "description", "body"}

@@ -18,6 +18,7 @@ import uuid
 from activities.scheduling import file_server_export, run_pass
 from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, job_instance, set_execution_state, utcnow
 from batchai.ports import NodeRecord, Record
+from batchai.wake import wake_flag
 
 MAX_WAIT_SECONDS = 30.0
 
@@ -27,6 +28,7 @@ def control_cluster(svc, inp: dict) -> dict:
     cluster = svc.store.get(inp["clusterId"])
     if cluster is None:
         return {"state": "gone"}
+    svc.store.clear_flag(wake_flag(cluster))  # wakes from here on ask for another pass
     now = time.time()
     volumes = (cluster.properties.get("nodeSetup") or {}).get("mountVolumes")
     svc.compute.mount(str(svc.settings.cluster_mount_root(cluster.internal["uuid"])), volumes, file_server_export(svc))

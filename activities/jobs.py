@@ -7,10 +7,11 @@ import time
 
 from activities.scheduling import job_properties
 from batchai.lifecycle import (
-    EVICTED, NODE_LOST, NODE_SILENT, TERMINAL, controller_instance, job_instance, node_is_lost, parse_time, set_execution_state,
+    EVICTED, NODE_LOST, NODE_SILENT, TERMINAL, job_instance, node_is_lost, parse_time, set_execution_state,
     task_outcome, utcnow,
 )
 from batchai.ports import Record
+from batchai.wake import wake_cluster
 
 QUEUED_RECHECK_SECONDS = 30.0
 RUNNING_RECHECK_SECONDS = 5.0
@@ -189,9 +190,7 @@ def requeue_job(svc, inp: dict) -> dict:
 
 def wake_controller(svc, job: Record) -> None:
     """Nodes were freed or a job was queued: the cluster's controller runs a pass."""
-    cluster = svc.store.get(job.properties["cluster"]["id"])
-    if cluster is not None:
-        svc.engine.raise_event(controller_instance(cluster), "wake")
+    wake_cluster(svc, svc.store.get(job.properties["cluster"]["id"]))
 
 
 def unmount_job_volumes(svc, record: Record) -> None:

@@ -35,24 +35,23 @@ def usable(node: NodeRecord, now: float, timeout: float) -> bool:
 def run_pass(svc, cluster_id: str) -> list[str]:
     """Start what fits now; returns the ids of the jobs started."""
     with _cluster_locks[ids.key(cluster_id)]:
-        # Nodes first: on a busy cluster there is nothing to place, and reading (and parsing) the
-        # whole queue for every queued job's periodic recheck would make those passes O(queue²).
+        # Nodes first: on a busy cluster there is nothing to place, and reading the queue costs.
         now = time.time()
         nodes = {n.id: n for n in svc.store.nodes(cluster_id) if usable(n, now, svc.settings.node_timeout_seconds)}
         if not nodes:
             return []
-        queued = svc.store.jobs(states=["queued"], cluster=cluster_id)
+        queued = svc.store.queued_jobs(cluster_id)
         if not queued:
             return []
-        by_id = {r.id: r for r in queued}
-        plan = place(
-            [QueuedJob(r.id, r.properties.get("nodeCount", 1), r.properties.get("schedulingPriority", "normal"), r.seq) for r in queued],
-            list(nodes),
-        )
-        started = [job_id for job_id, node_ids in plan if launch(svc, by_id[job_id], [nodes[n] for n in node_ids])]
-    for job_id in started:
-        svc.engine.raise_event(job_instance(by_id[job_id]), "wake")
-    return started
+        plan = place([QueuedJob(q["id"], q["node_count"] or 1, q["priority"] or "normal", q["seq"]) for q in queued], list(nodes))
+        started = []
+        for job_id, node_ids in plan:
+            record = svc.store.get(job_id)
+            if record is not None and launch(svc, record, [nodes[n] for n in node_ids]):
+                started.append(record)
+    for record in started:
+        svc.engine.raise_event(job_instance(record), "wake")
+    return [r.id for r in started]
 
 
 def file_server_export(svc):

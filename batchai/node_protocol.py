@@ -13,8 +13,9 @@ import time
 
 from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
-from batchai.lifecycle import NODE_LOST, controller_instance, job_instance, utcnow
+from batchai.lifecycle import NODE_LOST, job_instance, utcnow
 from batchai.ports import TaskRecord
+from batchai.wake import wake_cluster
 
 SETUP_ATTEMPT = 0  # the attempt number of node setup tasks (jobs count from 1)
 
@@ -74,9 +75,7 @@ def _setup_finished(svc, node_id: str, result: dict) -> None:
 
 def _wake_controller(svc, cluster_id: str) -> None:
     """New capacity: the cluster's controller runs a pass."""
-    cluster = svc.store.get(cluster_id)
-    if cluster is not None:
-        svc.engine.raise_event(controller_instance(cluster), "wake")
+    wake_cluster(svc, svc.store.get(cluster_id))
 
 
 def _record_results(svc, node_id: str, body: dict) -> list[str]:

@@ -7,10 +7,11 @@ import uuid
 from batchai import ids
 from batchai.api import render
 from batchai.errors import ApiError
-from batchai.lifecycle import controller_instance, job_instance, set_execution_state, utcnow
+from batchai.lifecycle import job_instance, set_execution_state, utcnow
 from batchai.api.deps import new_record
 from batchai.model import JobCreateParameters
 from batchai.ports import Conflict
+from batchai.wake import wake_cluster
 
 
 def cluster_capacity(cluster) -> int:
@@ -61,5 +62,5 @@ def submit_job(svc, job_id: str, params: JobCreateParameters) -> dict:
     except Exception:
         svc.store.delete_tree(job_id)
         raise
-    svc.engine.raise_event(controller_instance(cluster), "wake")
+    wake_cluster(svc, cluster)
     return render.job(record)

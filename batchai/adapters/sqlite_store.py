@@ -196,6 +196,17 @@ class SqliteStore:
         rows = self._db().execute(sql + " ORDER BY seq", args).fetchall()
         return [self._record(r) for r in rows]
 
+    def queued_jobs(self, cluster: str) -> list[dict]:
+        """What scheduling needs of a cluster's queue, in submission order, without loading bodies."""
+        rows = self._db().execute(
+            "SELECT id, seq, parent,"
+            " json_extract(body, '$.properties.nodeCount') AS node_count,"
+            " json_extract(body, '$.properties.schedulingPriority') AS priority,"
+            " json_extract(body, '$.properties.constraints.maxWallClockTime') AS max_wall_clock"
+            " FROM resources WHERE type='jobs' AND state='queued' AND cluster=? ORDER BY seq", (ids.key(cluster),),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
     # -- nodes --------------------------------------------------------------------------
     @staticmethod
     def _node(row: sqlite3.Row) -> NodeRecord:
@@ -333,6 +344,15 @@ class SqliteStore:
             value = default()
             db.execute("INSERT INTO settings VALUES (?, ?)", (name, value))
             return value
+
+    def set_flag(self, name: str) -> bool:
+        """Raise a flag; true if it was down (so the caller is the one to act on it)."""
+        with self._tx() as db:
+            return db.execute("INSERT OR IGNORE INTO settings VALUES (?, '1')", (f"flag:{name}",)).rowcount == 1
+
+    def clear_flag(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM settings WHERE name=?", (f"flag:{name}",))
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

@@ -16,6 +16,7 @@ from batchai.errors import ApiError
 from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
 from batchai.ports import Conflict
+from batchai.wake import wake_cluster
 
 router = APIRouter()
 CLUSTER = WS + "/clusters/{cluster}"
@@ -71,7 +72,7 @@ async def update_cluster(request: Request, sub: str, rg: str, ws: str, cluster: 
         r.internal["allocationTime"] = utcnow()
         return r
     record = svc.store.mutate(rid, rescale)
-    svc.engine.raise_event(controller_instance(record), "wake")
+    wake_cluster(svc, record)
     return JSONResponse(_render(request, record))
 
 
@@ -83,7 +84,7 @@ def _set_paused(request: Request, rid: str, paused: bool):
         r.internal["paused"] = paused
         return r
     record = svc.store.mutate(rid, flag)
-    svc.engine.raise_event(controller_instance(record), "wake")
+    wake_cluster(svc, record)
     return JSONResponse(_render(request, record))
 
 
@@ -109,7 +110,7 @@ def evict_node(request: Request, sub: str, rg: str, ws: str, cluster: str, node:
     if target is None:
         raise ApiError.not_found(f"The cluster has no node '{node}'.", target="node")
     svc.compute.evict({"id": target.id, "pid": target.pid, "root": target.root})
-    svc.engine.raise_event(controller_instance(record), "wake")
+    wake_cluster(svc, record)
     return JSONResponse({"node": node, "evicted": True}, status_code=202)
 
 

@@ -1,0 +1,23 @@
+"""Waking a cluster's controller, debounced through the store.
+
+Every queued job, freed node, joined node and scale request asks the controller for a pass.
+A burst of them (a sweep of thousands of submissions) must not become thousands of passes, each
+reading the whole queue: the first request raises a flag and sends the event; later ones see
+the flag up and send nothing, since the pass that event starts will see their changes too. The
+pass lowers the flag as it begins. A lost event cannot silence the cluster: the controller's own
+timer runs a pass (and lowers the flag) within its maximum wait anyway.
+"""
+
+from __future__ import annotations
+
+from batchai.lifecycle import controller_instance
+from batchai.ports import Record
+
+
+def wake_flag(cluster: Record) -> str:
+    return f"wake:{cluster.internal['uuid']}"
+
+
+def wake_cluster(svc, cluster: Record | None) -> None:
+    if cluster is not None and svc.store.set_flag(wake_flag(cluster)):
+        svc.engine.raise_event(controller_instance(cluster), "wake")

@@ -9,7 +9,7 @@ from batchai.api import render
 from batchai.errors import ApiError
 from batchai.lifecycle import job_instance, set_execution_state, utcnow
 from batchai.api.deps import new_record
-from batchai.model import JobCreateParameters
+from batchai.model import JobCreateParameters, load_job_file, validate_name
 from batchai.ports import Conflict
 from batchai.wake import wake_cluster
 
@@ -37,8 +37,12 @@ def check_cluster(svc, props, workspace_id: str):
     return cluster
 
 
-def submit_job(svc, job_id: str, params: JobCreateParameters) -> dict:
-    """The one create-job path: validate against the cluster, store queued, start the lifecycle."""
+def submit_job(svc, job_id: str, params: JobCreateParameters, *, idempotency_key: str | None = None) -> dict:
+    """The one create-job path: validate against the cluster, store queued, start the lifecycle.
+
+    With an `idempotency_key`, submitting again what was already stored under the same key
+    returns the stored job instead of a conflict: a redelivered queue message is harmless.
+    """
     parsed = ids.parse(job_id)
     experiment = svc.store.get(ids.child_id(parsed.workspace_id, "experiments", parsed.experiment))
     if experiment is None:
@@ -53,9 +57,14 @@ def submit_job(svc, job_id: str, params: JobCreateParameters) -> dict:
     record = new_record(job_id, "jobs", parsed.name, experiment.id, wire)
     set_execution_state(record, "queued", record.properties["creationTime"])
     record.internal = {"uuid": job_uuid, "attempt": 1, "events": [{"time": utcnow(), "event": "queued"}]}
+    if idempotency_key:
+        record.internal["idempotencyKey"] = idempotency_key
     try:
         record = svc.store.create(record)
     except Conflict:
+        existing = svc.store.get(job_id)
+        if idempotency_key and existing is not None and existing.internal.get("idempotencyKey") == idempotency_key:
+            return render.job(existing)
         raise ApiError.conflict(f"The job '{parsed.name}' already exists in experiment '{parsed.experiment}'.")
     try:
         svc.engine.schedule("job_lifecycle", {"jobId": job_id}, job_instance(record))
@@ -64,3 +73,33 @@ def submit_job(svc, job_id: str, params: JobCreateParameters) -> dict:
         raise
     wake_cluster(svc, cluster)
     return render.job(record)
+
+
+DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+DEFAULT_RESOURCE_GROUP = "default"
+
+
+def submit_message(svc, message: dict, *, idempotency_key: str | None = None) -> dict:
+    """A submission message (queue body or blob drop) through the same create-job path.
+
+    The message: `{"workspace", "experiment", "jobName", "job"}` where `job` is a job resource
+    body as the REST API takes it or an original Batch AI job file; optional `"cluster"` (a
+    name in the workspace, when the job names none), `"placeholders"` (`<NAME>` values),
+    `"resourceGroup"`, `"subscription"` and `"idempotencyKey"`. Raises ApiError (400 naming
+    the field, 404 for a missing workspace or experiment).
+    """
+    if not isinstance(message, dict):
+        raise ApiError.bad_request("A submission message must be a JSON object.")
+    for field in ("workspace", "experiment", "jobName", "job"):
+        if not message.get(field):
+            raise ApiError.bad_request(f"The submission message needs '{field}'.", target=field)
+    subscription = message.get("subscription") or DEFAULT_SUBSCRIPTION
+    group = message.get("resourceGroup") or DEFAULT_RESOURCE_GROUP
+    workspace_id = ids.workspace_id(subscription, group, message["workspace"])
+    if svc.store.get(workspace_id) is None:
+        raise ApiError.not_found(f"The workspace '{message['workspace']}' was not found.", target="workspace")
+    cluster_id = ids.child_id(workspace_id, "clusters", message["cluster"]) if message.get("cluster") else None
+    params = load_job_file(message["job"], cluster_id=cluster_id, placeholders=message.get("placeholders"), require_cluster=True)
+    job_id = ids.child_id(ids.child_id(workspace_id, "experiments", message["experiment"]), "jobs", message["jobName"])
+    validate_name("job", message["jobName"], "jobName")
+    return submit_job(svc, job_id, params, idempotency_key=idempotency_key or message.get("idempotencyKey"))

@@ -2,6 +2,8 @@
 
 durabletask's in-memory engine runs the orchestrations, SQLite holds the resources, local node
 agents are the machines, and uvicorn serves the same ASGI app the Functions HTTP trigger wraps.
+Jobs also arrive by queue message (`queue.db`, consumed in a thread) and by dropping a job file
+into `drops/inbox/<workspace>/<experiment>/<job>.json`.
 On start it reconciles: every cluster gets its nodes back and every unfinished job gets a
 lifecycle again, so a `kill -9` loses nothing (the store is the source of truth).
 """
@@ -23,7 +25,10 @@ import uvicorn
 from activities import bind
 from batchai.adapters.durabletask_engine import DurableTaskEngine
 from batchai.adapters.local_compute import LocalCompute
+from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 from batchai.adapters.sqlite_store import SqliteStore
+from batchai.blob_drop import InboxWatcher
+from batchai.queue_consumer import QueueConsumer
 from batchai.api.app import create_app
 from batchai.lifecycle import ACTIVE, controller_instance, job_instance
 from batchai.services import Services, Settings
@@ -70,6 +75,9 @@ class EmbeddedHost:
         for name, fn in bind(self.services).items():
             self.engine.register_activity(name, fn)
         self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key)
+        self.queue = SqliteSubmissionQueue(self.data_dir / "queue.db")
+        self.consumer = QueueConsumer(self.services, self.queue)
+        self.inbox = InboxWatcher(self.services, self.data_dir / "drops")
         if hasattr(compute, "attach"):  # in-process nodes call the control plane's services directly
             compute.attach(self.services)
 
@@ -105,11 +113,15 @@ class EmbeddedHost:
         self.engine.start()
         try:
             self.reconcile()
+            self.consumer.start()
+            self.inbox.start()
             config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
             server = uvicorn.Server(config)
             log.info("Batch AI control plane on %s (data dir %s)", self.url, self.data_dir)
             server.run(sockets=[sock])
         finally:
+            self.consumer.stop()
+            self.inbox.stop()
             self.stop_idle_nodes()
             self.engine.stop()
 

@@ -1,0 +1,137 @@
+"""Queue messages and blob drops end in the same create-job path as HTTP (embedded adapters).
+
+The control plane runs in process (EmbeddedHost with simulated nodes: nothing here needs a
+job to run) and the cluster is paused, so the queue's effect is exactly the jobs it creates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from batchai.adapters.simulated_compute import SimulatedCompute
+from batchai.adapters.sqlite_queue import LockLost, SqliteSubmissionQueue
+from batchai.queue_consumer import QueueConsumer, handle
+from batchai.services import Settings
+from function_app.embedded import EmbeddedHost
+
+pytestmark = pytest.mark.timeout(300)
+SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "default", "qws", "qexp"
+BASE = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
+V = {"api-version": "2018-05-01"}
+RECIPES = Path(__file__).resolve().parents[1] / "fixtures" / "recipes"
+
+
+@pytest.fixture
+def host(tmp_path):
+    compute = SimulatedCompute(heartbeat_seconds=5.0)
+    h = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), compute=compute)
+    h.build()
+    h.engine.start()
+    h.http = TestClient(h.app, headers={"Authorization": f"Bearer {h.token}"})
+    h.http.put(BASE, params=V, json={"location": "local"}).raise_for_status()
+    h.http.put(f"{BASE}/clusters/c", params=V, json={"properties": {
+        "vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
+        "scaleSettings": {"manual": {"targetNodeCount": 2}}}}).raise_for_status()
+    h.http.post(f"{BASE}/clusters/c/pause", params=V).raise_for_status()
+    h.http.put(f"{BASE}/experiments/{EXP}", params=V).raise_for_status()
+    yield h
+    h.consumer.stop()
+    h.inbox.stop()
+    h.engine.stop()
+    compute.stop()
+
+
+def message(name: str, **extra) -> str:
+    return json.dumps({"workspace": WS, "experiment": EXP, "jobName": name, "cluster": "c", "job": {"properties": {
+        "nodeCount": 1, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "customToolkitSettings": {"commandLine": "true"}}}, **extra})
+
+
+def jobs(host) -> list[str]:
+    """Job names in creation order (the list is in submission order)."""
+    page = host.http.get(f"{BASE}/experiments/{EXP}/jobs", params=V).json()
+    names = [j["name"] for j in page["value"]]
+    while page.get("nextLink"):
+        page = host.http.get(page["nextLink"]).json()
+        names += [j["name"] for j in page["value"]]
+    return names
+
+
+def until(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while not (value := predicate()):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    return value
+
+
+def test_300_messages_become_300_jobs_high_before_normal_before_low(host):
+    priorities = ["low", "normal", "high"] * 100
+    for i, priority in enumerate(priorities):
+        host.queue.publish(message(f"m{i:03d}"), priority=priority)
+    assert host.queue.depth() == {"high": 100, "normal": 100, "low": 100}
+    host.consumer.start()
+    names = until(lambda: (lambda n: n if len(n) >= 300 else None)(jobs(host)))
+    assert len(names) == len(set(names)) == 300
+    rank = [{"high": 0, "normal": 1, "low": 2}[priorities[int(n[1:])]] for n in names]
+    assert rank == sorted(rank)  # every high before every normal before every low
+    assert host.queue.depth() == {"high": 0, "normal": 0, "low": 0} and host.queue.dead_letters() == []
+
+
+def test_bad_messages_are_dead_lettered_with_the_reason_and_create_nothing(host):
+    host.queue.publish("{not json", message_id="malformed")
+    host.queue.publish(message("x1").replace(f'"workspace": "{WS}"', '"workspace": "nowhere"'), message_id="no-workspace")
+    bad = json.loads(message("x2"))
+    bad["job"]["properties"]["nodeCount"] = 0
+    host.queue.publish(json.dumps(bad), message_id="invalid-job")
+    host.queue.publish(message("good"), message_id="good")
+    host.consumer.start()
+    dead = until(lambda: (lambda d: d if len(d) == 3 else None)(host.queue.dead_letters()))
+    reasons = {d["id"]: (d["reason"], d["description"]) for d in dead}
+    assert reasons["malformed"][0] == "MalformedMessage" and "not JSON" in reasons["malformed"][1]
+    assert reasons["no-workspace"][0] == "ResourceNotFound" and "nowhere" in reasons["no-workspace"][1]
+    assert "properties.nodeCount" in reasons["invalid-job"][1]
+    until(lambda: jobs(host) == ["good"])  # the consumer kept going
+
+
+def test_a_redelivered_message_creates_one_job(host):
+    host.queue.publish(message("once"), message_id="key-1")
+    (first,) = host.queue.receive(lock_seconds=0.2)
+    from batchai.submission import submit_message
+    submit_message(host.services, json.loads(first.body), idempotency_key=first.id)  # stored, then "crash" before complete
+    time.sleep(0.3)
+    (again,) = host.queue.receive()
+    assert again.id == "key-1" and again.delivery_count == 2
+    with pytest.raises(LockLost):
+        host.queue.complete(first)  # the first receiver's lock is gone
+    assert handle(host.services, host.queue, again) == "completed"
+    assert jobs(host) == ["once"] and host.queue.depth()["normal"] == 0
+
+
+def test_publishing_the_same_idempotency_key_twice_queues_it_once(host):
+    host.queue.publish(message("dup"), message_id="same")
+    host.queue.publish(message("dup"), message_id="same")
+    assert host.queue.depth()["normal"] == 1
+
+
+def test_a_dropped_recipe_is_submitted_and_a_broken_one_rejected(host):
+    inbox = host.data_dir / "drops" / "inbox" / WS / EXP
+    inbox.mkdir(parents=True)
+    (inbox / "tf.params.json").write_text(json.dumps({"cluster": "c", "placeholders": {"AZURE_BATCHAI_STORAGE_ACCOUNT": "acct"}}))
+    (inbox / "tf.json").write_bytes((RECIPES / "TensorFlow-GPU-Distributed" / "job.json").read_bytes())
+    (inbox / "broken.json").write_text('{"properties": {"nodeCount": 2}}')
+    assert host.inbox.scan() == 2
+    accepted = json.loads((inbox / "tf.status.json").read_text())
+    assert accepted["status"] == "accepted" and accepted["jobId"].endswith(f"/experiments/{EXP}/jobs/tf")
+    rejected = json.loads((inbox / "broken.status.json").read_text())
+    assert rejected["status"] == "rejected" and rejected["error"]["code"] and rejected["error"]["target"]
+    assert (host.data_dir / "drops" / "processed" / WS / EXP / "tf.json").exists()
+    assert (host.data_dir / "drops" / "rejected" / WS / EXP / "broken.json").exists()
+    assert not (inbox / "tf.json").exists() and jobs(host) == ["tf"]
+    tf = host.http.get(f"{BASE}/experiments/{EXP}/jobs/tf", params=V).json()["properties"]
+    assert tf["toolType"] == "tensorflow" and "acct" in json.dumps(tf["mountVolumes"])

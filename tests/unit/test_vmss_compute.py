@@ -1,0 +1,441 @@
+"""The VM scale set adapter, against the real azure-mgmt-compute client and a fake ARM at the transport.
+
+The fake transport (an azure-core `HttpTransport`) records every request the SDK sends and answers
+like ARM would for one resource group: scale sets, their VMs, long-running operations (done at once,
+or through an Azure-AsyncOperation status URL). Nothing leaves the process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from azure.core.credentials import AccessToken
+from azure.core.pipeline.transport import HttpTransport
+from azure.core.rest._http_response_impl import HttpResponseImpl
+from azure.core.utils import case_insensitive_dict
+
+from batchai.adapters.vmss_compute import (
+    DEFAULT_IMAGE, NODE_ENV, VmssCompute, custom_data, encode_custom_data, node_env_script, scale_set_name,
+)
+
+SUB = "00000000-0000-0000-0000-000000000001"
+RG = "rg-batchai"
+KEY = "3f1c2d4e-aaaa-bbbb-cccc-1234567890ab"
+CLUSTER_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/ws/clusters/c1"
+SUBNET = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/virtualNetworks/v/subnets/s"
+URL = "https://batchai.example.net"
+VMSS = scale_set_name(KEY)
+VMSS_PATH = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachineScaleSets/{VMSS}"
+
+
+# ----- a fake ARM at the azure-core transport boundary ----------------------------------------------
+
+class _Internal:
+    def close(self):
+        pass
+
+
+class CannedResponse(HttpResponseImpl):
+    def __init__(self, request, status: int, body, headers: dict | None = None):
+        content = b"" if body is None else json.dumps(body).encode()
+        headers = case_insensitive_dict({"Content-Type": "application/json", **(headers or {})})
+        super().__init__(request=request, internal_response=_Internal(), status_code=status, reason="OK" if status < 400 else "Error",
+                         content_type="application/json", headers=headers, stream_download_generator=None)
+        self._content = content
+
+
+class FakeCredential:
+    def __init__(self):
+        self.scopes = []
+
+    def get_token(self, *scopes, **kwargs):
+        self.scopes.append(scopes)
+        return AccessToken("fake-token", 4102444800)
+
+
+class FakeArm(HttpTransport):
+    """Records requests; keeps one resource group's scale sets and VMs; answers LROs at once or via polling."""
+
+    def __init__(self, *, async_operations: bool = False):
+        self.requests: list[dict] = []
+        self.scale_sets: dict[str, dict] = {}
+        self.vms: dict[str, dict[str, dict]] = {}  # scale set -> instance id -> VM JSON
+        self.next_instance: dict[str, int] = {}
+        self.async_operations = async_operations
+        self.operations: dict[str, dict] = {}
+
+    # HttpTransport
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        pass
+
+    def send(self, request, **kwargs):
+        url = urlsplit(request.url)
+        body = request.content
+        if isinstance(body, bytes):
+            body = body.decode()
+        parsed = json.loads(body) if body else None
+        self.requests.append({"method": request.method, "path": url.path, "query": parse_qs(url.query),
+                              "body": parsed, "headers": dict(request.headers)})
+        status, payload, headers = self.handle(request.method, url.path, parse_qs(url.query), parsed, request.url)
+        return CannedResponse(request, status, payload, headers)
+
+    # ARM
+    def _lro(self, method: str, status: int, payload, url: str):
+        """Done at once (provisioningState in the body), or 201/202 + Azure-AsyncOperation polled to Succeeded."""
+        if not self.async_operations:
+            return status, payload, {}
+        op = f"op{len(self.operations)}"
+        self.operations[op] = {"status": "Succeeded"}
+        base = url.split("/subscriptions/")[0]
+        status = {"PUT": 201, "PATCH": 200}.get(method, 202)  # what the SDK accepts for each, as ARM answers
+        return status, payload if status != 202 else None, {
+            "Azure-AsyncOperation": f"{base}/subscriptions/{SUB}/providers/Microsoft.Compute/locations/westeurope/operations/{op}?api-version=2026-04-01",
+            "Retry-After": "0"}
+
+    def _vm(self, name: str, instance: str, *, state="Succeeded", power="PowerState/running") -> dict:
+        return {"name": f"{name}_{instance}", "instanceId": instance,
+                "id": f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/virtualMachines/{instance}",
+                "location": "westeurope",
+                "properties": {"provisioningState": state,
+                               "instanceView": {"statuses": [{"code": f"ProvisioningState/{state.lower()}"}, {"code": power}]}}}
+
+    def set_capacity(self, name: str, capacity: int):
+        vms = self.vms.setdefault(name, {})
+        while len(vms) < capacity:
+            i = self.next_instance.get(name, 0)
+            self.next_instance[name] = i + 1
+            vms[str(i)] = self._vm(name, str(i))
+        self.scale_sets[name]["sku"]["capacity"] = capacity
+
+    def handle(self, method, path, query, body, url):
+        m = re.match(r".*/operations/(op\d+)$", path)
+        if m:
+            return 200, {"status": self.operations[m.group(1)]["status"], "name": m.group(1)}, {}
+        m = re.match(r".*/virtualMachineScaleSets/([^/]+)(/.*)?$", path)
+        if not m:
+            return 404, {"error": {"code": "NotFound", "message": path}}, {}
+        name, rest = m.group(1), m.group(2) or ""
+        not_found = (404, {"error": {"code": "ResourceNotFound", "message": f"{name} not found"}}, {})
+        if rest == "":
+            if method == "GET":
+                return (200, self.scale_sets[name], {}) if name in self.scale_sets else not_found
+            if method == "PUT":
+                stored = json.loads(json.dumps(body))
+                stored.update(name=name, id=path)
+                stored.setdefault("properties", {})["provisioningState"] = "Succeeded"
+                self.scale_sets[name] = stored
+                self.set_capacity(name, stored["sku"]["capacity"])
+                return self._lro(method, 200, stored, url)
+            if method == "PATCH":
+                if name not in self.scale_sets:
+                    return not_found
+                self.set_capacity(name, body["sku"]["capacity"])
+                return self._lro(method, 200, self.scale_sets[name], url)
+            if method == "DELETE":
+                if name not in self.scale_sets:
+                    return not_found
+                del self.scale_sets[name]
+                self.vms.pop(name, None)
+                return self._lro(method, 200, None, url) if self.async_operations else (200, None, {})
+        if name not in self.scale_sets:
+            return not_found
+        vms = self.vms.setdefault(name, {})
+        if rest == "/delete" and method == "POST":
+            for i in body["instanceIds"]:
+                vms.pop(i, None)
+            self.scale_sets[name]["sku"]["capacity"] = len(vms)
+            return self._lro(method, 200, None, url) if self.async_operations else (200, None, {})
+        if rest == "/virtualMachines" and method == "GET":
+            expand = query.get("$expand") == ["instanceView"]
+            values = []
+            for vm in vms.values():
+                vm = json.loads(json.dumps(vm))
+                if not expand:
+                    vm["properties"].pop("instanceView", None)
+                values.append(vm)
+            return 200, {"value": values}, {}
+        m = re.match(r"/virtualMachines/([^/]+)(/.*)$", rest)
+        if m:
+            instance, action = m.group(1), m.group(2)
+            if instance not in vms:
+                return not_found
+            if action == "/instanceView" and method == "GET":
+                return 200, vms[instance]["properties"]["instanceView"], {}
+            if action == "/runCommand" and method == "POST":
+                return self._lro(method, 200, {"value": [{"code": "ProvisioningState/succeeded", "message": "Enable succeeded"}]}, url)
+        return 400, {"error": {"code": "Unexpected", "message": f"{method} {path}"}}, {}
+
+    def of(self, method: str, suffix: str = "") -> list[dict]:
+        return [r for r in self.requests if r["method"] == method and r["path"].endswith(suffix)]
+
+
+CLUSTER = {
+    "vmSize": "STANDARD_NC6",
+    "vmPriority": "lowpriority",
+    "scaleSettings": {"manual": {"targetNodeCount": 1}},
+    "userAccountSettings": {"adminUserName": "demo", "adminUserSshPublicKey": "ssh-rsa AAAAB3Nza demo@host"},
+    "subnet": {"id": SUBNET},
+    "nodeSetup": {"mountVolumes": {
+        "azureFileShares": [{"azureFileUrl": "https://acct.file.core.windows.net/data", "relativeMountPath": "afs",
+                             "accountName": "acct", "credentials": {"accountKey": "KEY=="}}],
+        "unmanagedFileSystems": [{"mountCommand": "mount -t glusterfs 10.0.0.9:/vol", "relativeMountPath": "gfs"}],
+    }},
+}
+
+
+def make(arm: FakeArm, properties: dict | None = None, **kw) -> tuple[VmssCompute, FakeCredential]:
+    cred = FakeCredential()
+    props = CLUSTER if properties is None else properties
+    compute = VmssCompute(
+        cred, SUB, resource_group=RG, location="westeurope", control_plane_url=URL, token="node-secret",
+        agent_package="https://example.net/batchai_serverless-0.1.0-py3-none-any.whl",
+        cluster_properties=lambda cluster_id: props if cluster_id == CLUSTER_ID else None,
+        transport=arm, polling_interval=0, **kw,
+    )
+    return compute, cred
+
+
+def decoded_custom_data(put_body: dict) -> str:
+    return base64.b64decode(put_body["properties"]["virtualMachineProfile"]["osProfile"]["customData"]).decode()
+
+
+# ----- custom data, pure ----------------------------------------------------------------------------
+
+def test_custom_data_installs_python_and_the_agent_runs_the_mounts_then_starts_the_agent_with_the_token():
+    script = custom_data(cluster_id=CLUSTER_ID, control_plane_url=URL, token="tok-123",
+                         agent_package="batchai-serverless==0.1.0", mount_script="set -euo pipefail\nmount -t nfs 10.0.0.4:/mnt/data /m/nfs\n")
+    assert script.startswith("#!/bin/bash\n")
+    assert "apt-get install -y -q python3 python3-venv" in script and "python3.11" in script
+    assert "/opt/batchai/venv/bin/python -m pip install -q batchai-serverless==0.1.0" in script
+    assert "mount -t nfs 10.0.0.4:/mnt/data /m/nfs" in script and "bash /opt/batchai/mount.sh" in script
+    assert "BATCHAI_NODE_TOKEN=tok-123" in script and "install -m 600 /dev/null /etc/batchai/agent.env" in script
+    assert (f"-m batchai.agent --node-id \"$BATCHAI_NODE_ID\" --cluster-id {CLUSTER_ID} --name \"$BATCHAI_NODE_NAME\" "
+            f"--root \"$BATCHAI_NODE_ROOT\" --url {URL}") in script
+    assert f"while [ ! -s {NODE_ENV} ]" in script  # waits to be named by start_node
+    assert "systemctl enable --now batchai-agent.service" in script
+    # the mounts come before the service is enabled, and blobfuse is installed only when a volume needs it
+    assert script.index("bash /opt/batchai/mount.sh") < script.index("systemctl enable --now")
+    assert "blobfuse" not in script
+
+
+def test_custom_data_without_volumes_mounts_nothing_and_with_blob_volumes_installs_blobfuse():
+    bare = custom_data(cluster_id=CLUSTER_ID, control_plane_url=URL, token="t", agent_package="p")
+    assert "/opt/batchai/mount.sh" not in bare
+    blob = custom_data(cluster_id=CLUSTER_ID, control_plane_url=URL, token="t", agent_package="p",
+                       mount_script="blobfuse /m/bfs --tmp-path=/x --config-file=/y\n")
+    assert "apt-get install -y -q blobfuse fuse" in blob
+    assert base64.b64decode(encode_custom_data(bare)).decode() == bare
+
+
+def test_custom_data_quotes_what_it_embeds():
+    script = custom_data(cluster_id=CLUSTER_ID, control_plane_url="https://h/x?a=1&b=2", token="t", agent_package="p q")
+    assert "--url 'https://h/x?a=1&b=2'" in script and "pip install -q 'p q'" in script
+
+
+def test_node_env_script_names_the_instance():
+    lines = node_env_script(node_id="n-1", name="node-0", root="/mnt/batchai/nodes/k/node-0")
+    assert all("\n" not in line for line in lines)  # a Run Command script is a list of lines
+    assert lines[-4:] == [f"echo BATCHAI_NODE_ID=n-1 >> {NODE_ENV}.tmp", f"echo BATCHAI_NODE_NAME=node-0 >> {NODE_ENV}.tmp",
+                          f"echo BATCHAI_NODE_ROOT=/mnt/batchai/nodes/k/node-0 >> {NODE_ENV}.tmp", f"mv {NODE_ENV}.tmp {NODE_ENV}"]
+    # run for real in a shell, into a temporary file: the values come back exactly, however odd
+    import subprocess
+    odd = node_env_script(node_id="n 'x\"$y", name="node-0", root="/r")
+    script = "\n".join(odd[2:-1]).replace(f"{NODE_ENV}.tmp", "$F")
+    out = subprocess.run(["bash", "-c", f"F=$(mktemp); {script}; set -a; . $F; printf %s \"$BATCHAI_NODE_ID\"; rm $F"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "n 'x\"$y"
+
+
+# ----- requests -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("async_operations", [False, True])
+def test_start_node_creates_the_spot_scale_set_grows_it_and_names_the_instance(async_operations):
+    arm = FakeArm(async_operations=async_operations)
+    compute, cred = make(arm)
+    started = compute.start_node(node_id="n-aaa", cluster_id=CLUSTER_ID, cluster_key=KEY, name="node-0")
+    assert started == {"id": "n-aaa", "pid": None, "address": None, "root": f"/mnt/batchai/nodes/{KEY}/node-0"}
+
+    # the scale set did not exist (GET 404), so it was created with capacity 0
+    puts = arm.of("PUT")
+    assert [r["path"] for r in puts] == [VMSS_PATH]
+    put = puts[0]
+    assert put["query"]["api-version"] == ["2026-04-01"]
+    assert put["headers"]["Authorization"] == "Bearer fake-token"
+    assert cred.scopes and cred.scopes[0] == ("https://management.azure.com/.default",)
+    body = put["body"]
+    assert body["location"] == "westeurope" and body["sku"] == {"name": "STANDARD_NC6", "tier": "Standard", "capacity": 0}
+    props = body["properties"]
+    assert props["overprovision"] is False and props["orchestrationMode"] == "Uniform" and props["upgradePolicy"] == {"mode": "Manual"}
+    profile = props["virtualMachineProfile"]
+    assert profile["priority"] == "Spot" and profile["evictionPolicy"] == "Delete" and profile["billingProfile"] == {"maxPrice": -1}
+    assert profile["storageProfile"]["imageReference"] == DEFAULT_IMAGE
+    os_profile = profile["osProfile"]
+    assert os_profile["adminUsername"] == "demo" and "adminPassword" not in os_profile
+    assert os_profile["linuxConfiguration"]["disablePasswordAuthentication"] is True
+    assert os_profile["linuxConfiguration"]["ssh"]["publicKeys"] == [
+        {"path": "/home/demo/.ssh/authorized_keys", "keyData": "ssh-rsa AAAAB3Nza demo@host"}]
+    nic = profile["networkProfile"]["networkInterfaceConfigurations"][0]
+    assert nic["properties"]["ipConfigurations"][0]["properties"]["subnet"] == {"id": SUBNET}
+    script = decoded_custom_data(body)
+    assert f"-m batchai.agent --node-id \"$BATCHAI_NODE_ID\" --cluster-id {CLUSTER_ID}" in script and f"--url {URL}" in script
+    assert "BATCHAI_NODE_TOKEN=node-secret" in script
+    mounts = f"/mnt/batchai/clusters/{KEY}/mounts"
+    assert (f"mount -t cifs //acct.file.core.windows.net/data {mounts}/afs -o "
+            "vers=3.0,username=acct,password=KEY==,dir_mode=0777,file_mode=0777,serverino") in script  # unredacted on the node
+    assert f"mount -t glusterfs 10.0.0.9:/vol {mounts}/gfs" in script
+
+    # then the capacity grew from 0 to 1 (PATCH sku.capacity)
+    patches = arm.of("PATCH")
+    assert [(r["path"], r["body"]) for r in patches] == [(VMSS_PATH, {"sku": {"capacity": 1}})]
+    # and the new instance was named by a Run Command
+    runs = arm.of("POST", "/runCommand")
+    assert [r["path"] for r in runs] == [f"{VMSS_PATH}/virtualMachines/0/runCommand"]
+    assert runs[0]["body"]["commandId"] == "RunShellScript"
+    assert "BATCHAI_NODE_ID=n-aaa" in "\n".join(runs[0]["body"]["script"])
+    if async_operations:  # every LRO was polled through its Azure-AsyncOperation URL
+        assert len(arm.of("GET", "/operations/op0")) >= 1
+    assert compute.instance_of("n-aaa") == (VMSS, "0")
+
+
+def test_a_second_node_grows_the_existing_scale_set_without_recreating_it():
+    arm = FakeArm()
+    compute, _ = make(arm)
+    compute.start_node(node_id="n-a", cluster_id=CLUSTER_ID, cluster_key=KEY, name="node-0")
+    compute.start_node(node_id="n-b", cluster_id=CLUSTER_ID, cluster_key=KEY, name="node-1")
+    assert len(arm.of("PUT")) == 1
+    assert [r["body"]["sku"]["capacity"] for r in arm.of("PATCH")] == [1, 2]
+    assert compute.instance_of("n-b") == (VMSS, "1")
+
+
+def test_dedicated_cluster_with_password_custom_image_and_no_volumes():
+    arm = FakeArm()
+    props = {"vmSize": "STANDARD_D2_V2", "vmPriority": "dedicated",
+             "userAccountSettings": {"adminUserName": "admin", "adminUserPassword": "Pa55word!"},
+             "virtualMachineConfiguration": {"imageReference": {"publisher": "microsoft-dsvm", "offer": "linux-data-science-vm-ubuntu",
+                                                                "sku": "linuxdsvmubuntu", "virtualMachineImageId": "/subscriptions/s/images/custom"}}}
+    compute, _ = make(arm, props, default_subnet_id=SUBNET)
+    compute.ensure_scale_set(KEY, CLUSTER_ID)
+    profile = arm.of("PUT")[0]["body"]["properties"]["virtualMachineProfile"]
+    assert profile["priority"] == "Regular" and "evictionPolicy" not in profile and "billingProfile" not in profile
+    assert profile["storageProfile"]["imageReference"] == {"id": "/subscriptions/s/images/custom"}
+    assert profile["osProfile"]["adminPassword"] == "Pa55word!"
+    assert profile["osProfile"]["linuxConfiguration"] == {"disablePasswordAuthentication": False}
+    assert profile["networkProfile"]["networkInterfaceConfigurations"][0]["properties"]["ipConfigurations"][0]["properties"]["subnet"] == {"id": SUBNET}
+    assert "mount.sh" not in decoded_custom_data(arm.of("PUT")[0]["body"])
+
+
+def test_key_vault_keys_give_the_scale_set_an_identity_and_are_fetched_on_the_node():
+    arm = FakeArm()
+    props = dict(CLUSTER, nodeSetup={"mountVolumes": {"azureFileShares": [{
+        "azureFileUrl": "https://acct.file.core.windows.net/data", "relativeMountPath": "afs", "accountName": "acct",
+        "credentials": {"accountKeySecretReference": {"sourceVault": {"id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.KeyVault/vaults/v"},
+                                                      "secretUrl": "https://v.vault.azure.net/secrets/k"}}}]}})
+    compute, _ = make(arm, props)
+    compute.ensure_scale_set(KEY, CLUSTER_ID)
+    body = arm.of("PUT")[0]["body"]
+    assert body["identity"] == {"type": "SystemAssigned"}
+    script = decoded_custom_data(body)
+    assert "AFS_KEY_0=$(batchai-fetch-secret https://v.vault.azure.net/secrets/k)" in script
+    assert "/usr/local/bin/batchai-fetch-secret" in script
+
+
+def test_a_cluster_without_subnet_or_admin_user_is_refused_before_any_request():
+    arm = FakeArm()
+    compute, _ = make(arm, {"vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u", "adminUserPassword": "p"}})
+    with pytest.raises(ValueError, match="subnet"):
+        compute.ensure_scale_set(KEY, CLUSTER_ID)
+    compute, _ = make(arm, {"vmSize": "STANDARD_D1", "subnet": {"id": SUBNET}})
+    with pytest.raises(ValueError, match="adminUserName"):
+        compute.ensure_scale_set(KEY, CLUSTER_ID)
+    assert not arm.of("PUT")
+
+
+def test_stop_node_deletes_exactly_its_instance():
+    arm = FakeArm()
+    compute, _ = make(arm)
+    for i in range(3):
+        compute.start_node(node_id=f"n-{i}", cluster_id=CLUSTER_ID, cluster_key=KEY, name=f"node-{i}")
+    compute.stop_node({"id": "n-1", "pid": None}, grace=1.0)
+    deletes = arm.of("POST", "/delete")
+    assert [(r["path"], r["body"]) for r in deletes] == [(f"{VMSS_PATH}/delete", {"instanceIds": ["1"]})]
+    assert sorted(arm.vms[VMSS]) == ["0", "2"] and compute.instance_of("n-1") is None
+    compute.stop_node({"id": "n-1", "pid": None})  # again, or an unknown node: nothing is sent
+    compute.stop_node({"id": "never-started", "pid": None})
+    assert len(arm.of("POST", "/delete")) == 1
+
+
+@pytest.mark.parametrize("async_operations", [False, True])
+def test_scale_sets_the_capacity_and_delete_cluster_deletes_the_scale_set(async_operations):
+    arm = FakeArm(async_operations=async_operations)
+    compute, _ = make(arm)
+    compute.ensure_scale_set(KEY, CLUSTER_ID)
+    compute.scale(KEY, 4)
+    assert arm.of("PATCH")[-1]["body"] == {"sku": {"capacity": 4}} and arm.of("PATCH")[-1]["path"] == VMSS_PATH
+    assert compute.capacity(KEY) == 4 and len(compute.instances(KEY)) == 4
+    compute.delete_cluster(KEY)
+    assert [r["path"] for r in arm.of("DELETE")] == [VMSS_PATH] and VMSS not in arm.scale_sets
+    compute.delete_cluster(KEY)  # already gone: a 404 is fine
+
+
+def test_is_alive_reads_the_instance_view():
+    arm = FakeArm()
+    compute, _ = make(arm)
+    for i in range(4):
+        compute.start_node(node_id=f"n-{i}", cluster_id=CLUSTER_ID, cluster_key=KEY, name=f"node-{i}")
+    arm.vms[VMSS]["1"] = arm._vm(VMSS, "1", power="PowerState/deallocated")
+    arm.vms[VMSS]["2"] = arm._vm(VMSS, "2", state="Creating", power="PowerState/starting")
+    arm.vms[VMSS]["3"] = arm._vm(VMSS, "3", state="Failed", power="PowerState/running")
+    alive = {n: compute.is_alive({"id": n, "pid": None}) for n in ("n-0", "n-1", "n-2", "n-3", "unknown")}
+    assert alive == {"n-0": True, "n-1": False, "n-2": True, "n-3": False, "unknown": False}
+    views = [r["path"] for r in arm.of("GET", "/instanceView")]
+    assert views == [f"{VMSS_PATH}/virtualMachines/{i}/instanceView" for i in range(4)]
+    del arm.vms[VMSS]["0"]
+    assert compute.is_alive({"id": "n-0", "pid": None}) is False  # 404: gone
+
+
+def test_evictions_are_mapped_from_the_vm_list():
+    arm = FakeArm()
+    compute, _ = make(arm)
+    for i in range(5):
+        compute.start_node(node_id=f"n-{i}", cluster_id=CLUSTER_ID, cluster_key=KEY, name=f"node-{i}")
+    del arm.vms[VMSS]["1"]  # evicted with policy Delete: gone
+    arm.vms[VMSS]["2"] = arm._vm(VMSS, "2", state="Deleting", power="PowerState/stopped")  # being deleted by the platform
+    arm.vms[VMSS]["3"] = arm._vm(VMSS, "3", power="PowerState/deallocated")  # policy Deallocate
+    nodes = [{"id": f"n-{i}", "pid": None, "root": None} for i in range(5)] + [{"id": "elsewhere", "pid": None}]
+    assert sorted(compute.evicted(nodes)) == ["n-1", "n-2", "n-3"]
+    assert sorted(compute.evicted_instances(KEY)) == ["2", "3"]
+    lists = arm.of("GET", "/virtualMachines")
+    assert lists[-1]["query"]["$expand"] == ["instanceView"] and lists[-1]["path"] == f"{VMSS_PATH}/virtualMachines"
+
+
+def test_the_node_map_survives_a_restart_through_the_state_file(tmp_path):
+    arm = FakeArm()
+    state = tmp_path / "vmss-nodes.json"
+    compute, _ = make(arm, state_file=state)
+    compute.start_node(node_id="n-a", cluster_id=CLUSTER_ID, cluster_key=KEY, name="node-0")
+    again, _ = make(arm, state_file=state)
+    assert again.instance_of("n-a") == (VMSS, "0")
+    again.stop_node({"id": "n-a", "pid": None})
+    assert arm.of("POST", "/delete")[-1]["body"] == {"instanceIds": ["0"]}
+    assert json.loads(state.read_text()) == {"nodes": {}}
+
+
+def test_mount_answers_the_planned_paths_and_unmount_does_nothing():
+    compute, _ = make(FakeArm())
+    volumes = CLUSTER["nodeSetup"]["mountVolumes"]
+    assert compute.mount("/m", volumes, None) == ["/m/afs", "/m/gfs"]
+    assert compute.mount("/m", None, None) == []
+    assert compute.unmount("/m", volumes) is None

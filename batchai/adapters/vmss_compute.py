@@ -424,7 +424,11 @@ class VmssCompute:
                 self._nodes[node_id] = {"scaleSet": scale_set, "instanceId": instance, "clusterKey": cluster_key}
                 self._save()
         command = m.RunCommandInput(command_id="RunShellScript", script=node_env_script(node_id=node_id, name=name, root=root))
-        self.client.virtual_machine_scale_set_vms.begin_run_command(self.resource_group, scale_set, instance, command).result()
+        try:
+            self.client.virtual_machine_scale_set_vms.begin_run_command(self.resource_group, scale_set, instance, command).result()
+        except Exception:
+            self.stop_node({"id": node_id})  # an instance nobody can name would idle forever: it goes
+            raise
         return {"id": node_id, "pid": None, "address": None, "root": root}
 
     def instance_of(self, node_id: str) -> tuple[str, str] | None:

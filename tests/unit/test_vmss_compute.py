@@ -67,6 +67,7 @@ class FakeArm(HttpTransport):
         self.next_instance: dict[str, int] = {}
         self.async_operations = async_operations
         self.operations: dict[str, dict] = {}
+        self.fail_run_command = False
 
     # HttpTransport
     def open(self):
@@ -175,6 +176,8 @@ class FakeArm(HttpTransport):
             if action == "/instanceView" and method == "GET":
                 return 200, vms[instance]["properties"]["instanceView"], {}
             if action == "/runCommand" and method == "POST":
+                if self.fail_run_command:
+                    return 409, {"error": {"code": "Conflict", "message": "Run command extension execution is in progress."}}, {}
                 return self._lro(method, 200, {"value": [{"code": "ProvisioningState/succeeded", "message": "Enable succeeded"}]}, url)
         return 400, {"error": {"code": "Unexpected", "message": f"{method} {path}"}}, {}
 
@@ -318,6 +321,18 @@ def test_a_second_node_grows_the_existing_scale_set_without_recreating_it():
     assert len(arm.of("PUT")) == 1
     assert [r["body"]["sku"]["capacity"] for r in arm.of("PATCH")] == [1, 2]
     assert compute.instance_of("n-b") == (VMSS, "1")
+
+
+def test_an_instance_that_cannot_be_named_is_deleted_and_start_node_fails():
+    from azure.core.exceptions import HttpResponseError
+
+    arm = FakeArm()
+    arm.fail_run_command = True
+    compute, _ = make(arm)
+    with pytest.raises(HttpResponseError):
+        compute.start_node(node_id="n-x", cluster_id=CLUSTER_ID, cluster_key=KEY, name="node-0")
+    assert arm.of("POST", "/delete")[-1]["body"] == {"instanceIds": ["0"]}
+    assert compute.instance_of("n-x") is None and arm.vms[VMSS] == {}
 
 
 def test_dedicated_cluster_with_password_custom_image_and_no_volumes():

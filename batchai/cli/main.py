@@ -30,6 +30,8 @@ app.add_typer(workspace_app, name="workspace")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(job_app, name="job")
+queue_app = typer.Typer(help="The submission queue of the local control plane.", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
@@ -286,6 +288,50 @@ def job_create(
     run(create)
 
 
+@job_app.command("submit")
+def job_submit(
+    ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
+    cluster: str = typer.Option(..., "--cluster", "-c", help="Cluster name in the workspace."),
+    job_file: Path = typer.Option(..., "--file", "-f", help="An original Batch AI job file (job.json)."),
+    placeholder: list[str] = typer.Option([], "--placeholder", "-p", help="NAME=VALUE for <NAME> in the job file."),
+    via: str = typer.Option("http", "--via", help="http (the REST API), queue (a submission message) or blob (a dropped file)."),
+    priority: str = typer.Option("normal", "--priority", help="Queue priority: high, normal or low."),
+    key: Optional[str] = typer.Option(None, "--idempotency-key", help="Queue: the message id; a repeat creates no second job."),
+):
+    """Submit a job file through one of the three channels (they end in the same create-job path)."""
+    c = ctx.obj
+    values = dict(p.split("=", 1) for p in placeholder)
+
+    def submit():
+        try:
+            raw = json.loads(job_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read {job_file}: {exc}") from None
+        if via == "http":
+            body = job_body(c.client, workspace, cluster, job_file, None, None, placeholder)
+            return show(c, c.client.put(c.client.job(workspace, experiment, name), body), JOB_COLUMNS)
+        if via == "queue":
+            from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
+
+            message = {"workspace": workspace, "experiment": experiment, "jobName": name, "job": raw, "cluster": cluster,
+                       "placeholders": values, "resourceGroup": c.resource_group, "subscription": c.subscription}
+            message_id = SqliteSubmissionQueue(c.data_dir / "queue.db").publish(json.dumps(message), priority=priority, message_id=key)
+            return show(c, {"channel": "queue", "messageId": message_id, "priority": priority}, [("channel", lambda r: r["channel"]),
+                        ("message id", lambda r: r["messageId"]), ("priority", lambda r: r["priority"])])
+        if via == "blob":
+            folder = c.data_dir / "drops" / "inbox" / workspace / experiment
+            folder.mkdir(parents=True, exist_ok=True)
+            params = {"cluster": cluster, "placeholders": values, "resourceGroup": c.resource_group, "subscription": c.subscription}
+            (folder / f"{name}.params.json").write_text(json.dumps(params))
+            temp = folder / f".{name}.json"
+            temp.write_text(json.dumps(raw))
+            temp.replace(folder / f"{name}.json")  # the watcher never sees half a file
+            return show(c, {"channel": "blob", "path": str(folder / f"{name}.json")},
+                        [("channel", lambda r: r["channel"]), ("dropped at", lambda r: r["path"])])
+        raise CliError("--via must be http, queue or blob")
+    run(submit)
+
+
 @job_app.command("list")
 def job_list(ctx: typer.Context, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     c = ctx.obj
@@ -375,9 +421,27 @@ def job_logs(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, exper
     run(stream)
 
 
+@queue_app.command("show")
+def queue_show(ctx: typer.Context):
+    """Messages waiting per priority, and dead letters with their reasons."""
+    from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
+
+    c = ctx.obj
+
+    def report():
+        queue = SqliteSubmissionQueue(c.data_dir / "queue.db")
+        depth = [{"priority": p, "messages": n} for p, n in queue.depth().items()]
+        show(c, depth, [("priority", lambda r: r["priority"]), ("messages", lambda r: r["messages"])])
+        dead = queue.dead_letters()
+        show(c, dead, [("message id", lambda r: r["id"]), ("priority", lambda r: r["priority"]),
+                       ("reason", lambda r: r["reason"]), ("description", lambda r: r["description"])])
+    run(report)
+
+
 def entrypoint():
     app(prog_name="batchai")
 
 
 if __name__ == "__main__":
     sys.exit(entrypoint())
+

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -33,7 +34,8 @@ with open(os.path.join(os.environ["AZ_BATCHAI_OUTPUT_MODEL"], f"part-{os.environ
 
 @pytest.fixture(scope="module")
 def cli(server):
-    env = {**os.environ, "BATCHAI_URL": server.url, "BATCHAI_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "BATCHAI_URL": server.url, "BATCHAI_TOKEN": TOKEN, "PYTHONPATH": str(ROOT),
+           "BATCHAI_DATA_DIR": str(server.data_dir)}
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run([sys.executable, "-m", "batchai.cli.main", *args], env=env, cwd=ROOT,
@@ -127,3 +129,46 @@ def test_workspace_delete_cascades(cli, cluster):
     assert WS in cli("workspace", "list").stdout
     cli("workspace", "delete", WS)
     assert as_json(cli("--json", "workspace", "list")) == []
+
+
+CHAN_WS = "chanws"
+
+
+@pytest.fixture(scope="module")
+def channels(cli):
+    cli("workspace", "create", CHAN_WS)
+    cli("cluster", "create", "c", "-w", CHAN_WS, "--nodes", "1")
+    cli("experiment", "create", EXP, "-w", CHAN_WS)
+    yield "c"
+    cli("workspace", "delete", CHAN_WS)
+
+
+@pytest.mark.parametrize("via", ["http", "queue", "blob"])
+def test_job_submit_through_each_channel(cli, channels, tmp_path, via):
+    WS = CHAN_WS
+    cluster = channels
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps({"properties": {"nodeCount": 1, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT",
+                                                   "customToolkitSettings": {"commandLine": "echo via <CHANNEL>"}}}))
+    cli("job", "submit", f"by-{via}", "-w", WS, "-e", EXP, "-c", cluster, "-f", str(job_file), "-p", f"CHANNEL={via}",
+        "--via", via, "--priority", "high")
+    deadline = time.time() + 60
+    while True:
+        done = cli("--json", "job", "show", f"by-{via}", "-w", WS, "-e", EXP, check=False)
+        if done.returncode == 0 and as_json(done)["properties"]["executionState"] in ("succeeded", "failed"):
+            break
+        assert time.time() < deadline, done.stdout + done.stderr
+        time.sleep(0.3)
+    assert as_json(done)["properties"]["executionState"] == "succeeded"
+    assert f"via {via}" in cli("job", "logs", f"by-{via}", "-w", WS, "-e", EXP).stdout
+
+
+def test_queue_show_lists_depth_and_dead_letters(cli, server):
+    from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
+
+    SqliteSubmissionQueue(server.data_dir / "queue.db").publish("{broken", message_id="broken-one", priority="low")
+    deadline = time.time() + 30
+    while "broken-one" not in (out := cli("queue", "show").stdout):
+        assert time.time() < deadline, out
+        time.sleep(0.3)
+    assert "MalformedMessage" in out and "low" in out

@@ -13,14 +13,11 @@ Semantics follow Service Bus so the two adapters are interchangeable:
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
+from batchai.adapters.sqlite_db import SqliteDb
 from batchai.ports import PRIORITIES, QueueMessage
 
 _SCHEMA = """
@@ -37,32 +34,10 @@ class LockLost(Exception):
     """The message's lock expired or another receiver holds it now."""
 
 
-class SqliteSubmissionQueue:
+class SqliteSubmissionQueue(SqliteDb):
     def __init__(self, path: Path | str, *, max_delivery_count: int = 5):
-        self.path = str(path)
+        super().__init__(path, _SCHEMA)
         self.max_delivery_count = max_delivery_count
-        self._local = threading.local()
-        self._db().executescript(_SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            self._local.db = db
-        return db
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def publish(self, body: str, *, priority: str = "normal", message_id: str | None = None) -> str:
         if priority not in PRIORITIES:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from batchai import ids
+from batchai.adapters.sqlite_db import SqliteDb
 from batchai.ports import Conflict, Mutation, NodeRecord, Record, TaskRecord
 
 _SCHEMA = """
@@ -74,11 +73,9 @@ def _cluster_of(record: Record) -> str | None:
     return ids.key(cluster["id"]) if cluster.get("id") else None
 
 
-class SqliteStore:
+class SqliteStore(SqliteDb):
     def __init__(self, path: Path | str):
-        self.path = str(path)
-        self._local = threading.local()
-        self._db().executescript(_SCHEMA)
+        super().__init__(path, _SCHEMA)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -89,29 +86,6 @@ class SqliteStore:
             for name, kind in added.items():
                 if name not in columns:
                     db.execute(f"ALTER TABLE nodes ADD COLUMN {name} {kind}")
-
-    # -- plumbing -----------------------------------------------------------------------
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=OFF")
-            self._local.db = db
-        return db
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     @staticmethod
     def _record(row: sqlite3.Row) -> Record:
@@ -354,8 +328,3 @@ class SqliteStore:
         with self._tx() as db:
             db.execute("DELETE FROM settings WHERE name=?", (f"flag:{name}",))
 
-    def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None

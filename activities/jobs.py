@@ -132,9 +132,11 @@ def complete_job(svc, inp: dict) -> dict:
     if updated is not None:
         _stop_tasks(svc, updated)
         unmount_job_volumes(svc, updated)
-        svc.store.release_nodes(record.id)
+    current = updated or svc.store.get(record.id)
+    # a retried completion that died after the state change still frees the nodes
+    if current is not None and current.properties["executionState"] in TERMINAL and (svc.store.release_nodes(record.id) or updated):
         wake_controller(svc, record)
-    return _view(svc, updated or svc.store.get(record.id))
+    return _view(svc, current)
 
 
 def requeue_job(svc, inp: dict) -> dict:

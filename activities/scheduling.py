@@ -13,13 +13,15 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from functools import lru_cache
 
 from batchai import ids
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
-from batchai.lifecycle import job_instance, set_execution_state, utcnow
+from batchai.lifecycle import job_instance, parse_time, set_execution_state, utcnow
 from batchai.model import JobCreateParameters
+from batchai.model.common import parse_duration
 from batchai.ports import NodeRecord, Record, TaskRecord
-from batchai.scheduling import QueuedJob, place
+from batchai.scheduling import DEFAULT_MAX_SECONDS, QueuedJob, place
 
 _cluster_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
@@ -32,22 +34,70 @@ def usable(node: NodeRecord, now: float, timeout: float) -> bool:
     return node.state == "idle" and node.job is None and now - node.last_seen <= timeout
 
 
+@lru_cache(maxsize=256)
+def wall_clock_seconds(value: str | None) -> float:
+    """A stored maxWallClockTime in seconds (sweeps share a handful of values: cached)."""
+    return DEFAULT_MAX_SECONDS if value is None else parse_duration(value).total_seconds()
+
+
+def queued_job(summary: dict) -> QueuedJob:
+    return QueuedJob(summary["id"], summary["node_count"] or 1, summary["priority"] or "normal", summary["seq"],
+                     summary["parent"], wall_clock_seconds(summary["max_wall_clock"]))
+
+
+def busy_until(nodes: list[NodeRecord], active: dict[str, dict], now: float, timeout: float) -> list[float]:
+    """Seconds until each node that is not idle now is free at the latest (see `place`).
+
+    A starting node is about to be idle (0); a busy one frees when its job's maxWallClockTime
+    runs out (a terminating job's nodes: now). Silent, unusable and leaving nodes never will.
+    """
+    ends = []
+    for node in nodes:
+        if node.last_seen and now - node.last_seen > timeout:
+            continue
+        if node.state in ("starting", "preparing"):
+            ends.append(0.0)
+        elif node.job and (job := active.get(ids.key(node.job))) and node.state == "running":
+            start = parse_time(job["start_time"]).timestamp() if job["start_time"] else now
+            left = start + wall_clock_seconds(job["max_wall_clock"]) - now if job["state"] == "running" else 0.0
+            ends.append(max(0.0, left))
+    return ends
+
+
+def release_stale_claims(svc, nodes: list[NodeRecord], active: dict[str, dict]) -> bool:
+    """Nodes held by a job that is not running: a launch or an ending died half-way. Free them.
+
+    Passes of one cluster never overlap, and a launch claims and starts its job inside one pass,
+    so a claim whose job is queued, ended or gone at the start of a pass is left over.
+    """
+    stale = {n.job for n in nodes if n.job and ids.key(n.job) not in active}
+    for job_id in stale:
+        svc.store.release_nodes(job_id)
+    return bool(stale)
+
+
 def run_pass(svc, cluster_id: str) -> list[str]:
     """Start what fits now; returns the ids of the jobs started."""
     with _cluster_locks[ids.key(cluster_id)]:
-        # Nodes first: on a busy cluster there is nothing to place, and reading the queue costs.
         now = time.time()
-        nodes = {n.id: n for n in svc.store.nodes(cluster_id) if usable(n, now, svc.settings.node_timeout_seconds)}
-        if not nodes:
+        timeout = svc.settings.node_timeout_seconds
+        nodes = svc.store.nodes(cluster_id)
+        held = any(n.job for n in nodes)
+        active = {ids.key(j["id"]): j for j in svc.store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
+        if release_stale_claims(svc, nodes, active):
+            nodes = svc.store.nodes(cluster_id)
+        # Nodes before the queue: on a busy cluster there is nothing to place, and reading the queue costs.
+        free = {n.id: n for n in nodes if usable(n, now, timeout)}
+        if not free:
             return []
-        queued = svc.store.queued_jobs(cluster_id)
+        queued = svc.store.job_summaries(cluster_id, ("queued",))
         if not queued:
             return []
-        plan = place([QueuedJob(q["id"], q["node_count"] or 1, q["priority"] or "normal", q["seq"]) for q in queued], list(nodes))
+        plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout))
         started = []
         for job_id, node_ids in plan:
             record = svc.store.get(job_id)
-            if record is not None and launch(svc, record, [nodes[n] for n in node_ids]):
+            if record is not None and launch(svc, record, [free[n] for n in node_ids]):
                 started.append(record)
     for record in started:
         svc.engine.raise_event(job_instance(record), "wake")

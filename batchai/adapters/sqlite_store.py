@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS resources (
     state TEXT,
     cluster TEXT,
     body TEXT NOT NULL,
-    internal TEXT NOT NULL
+    internal TEXT NOT NULL,
+    node_count INTEGER, priority TEXT, wall_clock TEXT, start_time TEXT
 );
 CREATE INDEX IF NOT EXISTS resources_parent ON resources(parent, type, seq);
 CREATE INDEX IF NOT EXISTS resources_jobs ON resources(type, state, cluster, seq);
@@ -73,6 +74,27 @@ def _cluster_of(record: Record) -> str | None:
     return ids.key(cluster["id"]) if cluster.get("id") else None
 
 
+# What a scheduling pass reads of every queued job, kept in columns: reading them out of ten
+# thousand JSON bodies on every pass cost more than the whole scheduling decision.
+_SCHEDULING_COLUMNS = ("node_count", "priority", "wall_clock", "start_time")
+
+
+_SUMMARY_COLUMNS = ("id", "seq", "parent", "state", "node_count", "priority", "wall_clock AS max_wall_clock", "start_time")
+
+
+def _scheduling_of(record: Record) -> tuple:
+    if record.type != "jobs":
+        return (None,) * len(_SCHEDULING_COLUMNS)
+    props = record.body.get("properties", {})
+    return (props.get("nodeCount"), props.get("schedulingPriority"),
+            (props.get("constraints") or {}).get("maxWallClockTime"), (props.get("executionInfo") or {}).get("startTime"))
+
+
+def _columns(record: Record) -> dict:
+    """The columns derived from a record's body, written with it."""
+    return {"state": _state_of(record), "cluster": _cluster_of(record), **dict(zip(_SCHEDULING_COLUMNS, _scheduling_of(record)))}
+
+
 class SqliteStore(SqliteDb):
     def __init__(self, path: Path | str):
         super().__init__(path, _SCHEMA)
@@ -80,12 +102,24 @@ class SqliteStore(SqliteDb):
 
     def _migrate(self) -> None:
         """Columns added after a data dir was created."""
-        columns = {row[1] for row in self._db().execute("PRAGMA table_info(nodes)")}
-        added = {"exec_port": "INTEGER", "idle_since": "REAL NOT NULL DEFAULT 0"}
+        added = {
+            "nodes": {"exec_port": "INTEGER", "idle_since": "REAL NOT NULL DEFAULT 0"},
+            "resources": {"node_count": "INTEGER", "priority": "TEXT", "wall_clock": "TEXT", "start_time": "TEXT"},
+        }
         with self._tx() as db:
-            for name, kind in added.items():
-                if name not in columns:
-                    db.execute(f"ALTER TABLE nodes ADD COLUMN {name} {kind}")
+            for table, wanted in added.items():
+                columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                missing = [name for name in wanted if name not in columns]
+                for name in missing:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {wanted[name]}")
+                if table == "resources":
+                    db.execute("CREATE INDEX IF NOT EXISTS resources_scheduling ON resources"
+                               "(cluster, state, type, seq, id, parent, node_count, priority, wall_clock, start_time)")
+                if table == "resources" and missing:
+                    for row in db.execute("SELECT * FROM resources WHERE type='jobs'").fetchall():
+                        record = self._record(row)
+                        db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in _SCHEDULING_COLUMNS)} WHERE key=?",
+                                   (*_scheduling_of(record), row["key"]))
 
     @staticmethod
     def _record(row: sqlite3.Row) -> Record:
@@ -102,12 +136,10 @@ class SqliteStore(SqliteDb):
             if db.execute("SELECT 1 FROM resources WHERE key=?", (ids.key(record.id),)).fetchone():
                 raise Conflict(record.id)
             record.seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM resources").fetchone()[0]
-            db.execute(
-                "INSERT INTO resources VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (ids.key(record.id), record.id, record.type, record.name,
-                 ids.key(record.parent) if record.parent else None, record.seq, record.etag,
-                 _state_of(record), _cluster_of(record), json.dumps(record.body), json.dumps(record.internal)),
-            )
+            row = {"key": ids.key(record.id), "id": record.id, "type": record.type, "name": record.name,
+                   "parent": ids.key(record.parent) if record.parent else None, "seq": record.seq, "etag": record.etag,
+                   "body": json.dumps(record.body), "internal": json.dumps(record.internal), **_columns(record)}
+            db.execute(f"INSERT INTO resources ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values()))
         return record
 
     def get(self, resource_id: str) -> Record | None:
@@ -138,11 +170,10 @@ class SqliteStore(SqliteDb):
             if updated is None:
                 return None
             updated.etag = uuid.uuid4().hex
-            db.execute(
-                "UPDATE resources SET body=?, internal=?, etag=?, state=?, cluster=? WHERE key=?",
-                (json.dumps(updated.body), json.dumps(updated.internal), updated.etag,
-                 _state_of(updated), _cluster_of(updated), ids.key(resource_id)),
-            )
+            row = {"body": json.dumps(updated.body), "internal": json.dumps(updated.internal), "etag": updated.etag,
+                   **_columns(updated)}
+            db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in row)} WHERE key=?",
+                       [*row.values(), ids.key(resource_id)])
             return updated
 
     def delete_tree(self, resource_id: str) -> list[Record]:
@@ -170,16 +201,18 @@ class SqliteStore(SqliteDb):
         rows = self._db().execute(sql + " ORDER BY seq", args).fetchall()
         return [self._record(r) for r in rows]
 
-    def queued_jobs(self, cluster: str) -> list[dict]:
-        """What scheduling needs of a cluster's queue, in submission order, without loading bodies."""
-        rows = self._db().execute(
-            "SELECT id, seq, parent,"
-            " json_extract(body, '$.properties.nodeCount') AS node_count,"
-            " json_extract(body, '$.properties.schedulingPriority') AS priority,"
-            " json_extract(body, '$.properties.constraints.maxWallClockTime') AS max_wall_clock"
-            " FROM resources WHERE type='jobs' AND state='queued' AND cluster=? ORDER BY seq", (ids.key(cluster),),
+    def job_summaries(self, cluster: str, states: Iterable[str]) -> list[dict]:
+        """What scheduling needs of a cluster's jobs, in submission order, without loading bodies."""
+        states = list(states)
+        cursor = self._db().cursor()
+        cursor.row_factory = None  # plain tuples: ten thousand sqlite3.Row -> dict conversions cost more than the query
+        rows = cursor.execute(
+            f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM resources"
+            f" WHERE type='jobs' AND cluster=? AND state IN ({','.join('?' * len(states))}) ORDER BY seq",
+            (ids.key(cluster), *states),
         ).fetchall()
-        return [dict(r) for r in rows]
+        names = [c.split(" AS ")[-1] for c in _SUMMARY_COLUMNS]
+        return [dict(zip(names, row)) for row in rows]
 
     # -- nodes --------------------------------------------------------------------------
     @staticmethod

@@ -1,5 +1,5 @@
 """Scheduling policy: pure functions over queued jobs and nodes."""
 
-from batchai.scheduling.placement import QueuedJob, place, queue_order
+from batchai.scheduling.placement import DEFAULT_MAX_SECONDS, QueuedJob, place, queue_order, reservation
 
-__all__ = ["QueuedJob", "place", "queue_order"]
+__all__ = ["DEFAULT_MAX_SECONDS", "QueuedJob", "place", "queue_order", "reservation"]

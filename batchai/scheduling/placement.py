@@ -1,36 +1,100 @@
 """Which queued jobs start now, and on which nodes. Pure: the cluster controller and tests call it.
 
-Order: schedulingPriority (high, normal, low), then submission order. Gang placement: a job gets
-`nodeCount` idle nodes at once or waits. The head of the queue is never overtaken: when it does
-not fit, nothing behind it starts, so a big job cannot be starved by a stream of small ones.
+Order: `schedulingPriority` (high, normal, low); within a priority, experiments take turns
+(round-robin: the k-th queued job of every experiment before the (k+1)-th of any), and each
+experiment's jobs keep their submission order. So one sweep of thousands of jobs does not starve
+a single job submitted after it, and a lone experiment is plain FIFO.
+
+Gang placement: a job gets `nodeCount` idle nodes at once or waits.
+
+Backfill (EASY): the first job that does not fit is the head; it gets a reservation, the
+earliest time enough nodes are free for it if every running job used its whole
+`maxWallClockTime`. A job behind it may start now only if it cannot delay that time: it ends
+(at the latest) before the reservation, or it uses only nodes the head will not need then.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+import math
+from operator import attrgetter, itemgetter
+from typing import Iterable, NamedTuple, Sequence
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
+_SEQ = attrgetter("seq")
+_TURN_SEQ = itemgetter(0, 1)
+DEFAULT_MAX_SECONDS = 7 * 24 * 3600.0  # the service's default maxWallClockTime
 
 
-@dataclass(frozen=True)
-class QueuedJob:
+class QueuedJob(NamedTuple):  # a tuple: a pass builds ten thousand of them
     id: str
     node_count: int
     priority: str = "normal"
     seq: int = 0  # submission order
+    experiment: str = ""
+    max_seconds: float = DEFAULT_MAX_SECONDS  # maxWallClockTime: the longest it can hold its nodes
 
 
-def queue_order(jobs: list[QueuedJob]) -> list[QueuedJob]:
-    return sorted(jobs, key=lambda j: (PRIORITY_RANK.get(j.priority, 1), j.seq))
+def queue_order(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
+    """Priority, then round-robin between experiments, then submission order."""
+    buckets: dict[int, list[QueuedJob]] = {}
+    for job in jobs:
+        buckets.setdefault(PRIORITY_RANK.get(job.priority, 1), []).append(job)
+    ordered: list[QueuedJob] = []
+    for rank in sorted(buckets):
+        turns: dict[str, int] = {}
+        keyed = []
+        for job in sorted(buckets[rank], key=_SEQ):
+            turn = turns.get(job.experiment, 0)
+            turns[job.experiment] = turn + 1
+            keyed.append((turn, job.seq, job))
+        if len(turns) > 1:  # one experiment: its submission order is the order
+            keyed.sort(key=_TURN_SEQ)
+        ordered.extend(job for _, _, job in keyed)
+    return ordered
 
 
-def place(jobs: list[QueuedJob], idle_nodes: list[str]) -> list[tuple[str, list[str]]]:
-    """Placements `(job id, node ids)` in start order; nodes are handed out in the order given."""
+def reservation(need: int, free: int, ends: Sequence[float]) -> tuple[float, float]:
+    """(when the head can start, how many nodes will be spare then) given sorted busy-node ends.
+
+    A head that can never fit (the cluster is too small for it) protects nothing: (inf, inf).
+    """
+    missing = need - free
+    if missing <= 0:
+        return 0.0, float(free - need)
+    if missing > len(ends):
+        return math.inf, math.inf
+    start = ends[missing - 1]
+    available = free + bisect.bisect_right(ends, start)
+    return start, float(available - need)
+
+
+def place(jobs: Iterable[QueuedJob], idle_nodes: list[str], busy_until: Sequence[float] = ()) -> list[tuple[str, list[str]]]:
+    """Placements `(job id, node ids)` in start order; nodes are handed out in the order given.
+
+    `busy_until` has, for every node that is not idle but will be, the seconds until it is free
+    at the latest (a running job's remaining maxWallClockTime; 0 for a node still starting).
+    """
     free = list(idle_nodes)
+    ends = sorted(busy_until)
     placed: list[tuple[str, list[str]]] = []
+    head: tuple[float, float] | None = None  # (reserved start, spare nodes then)
     for job in queue_order(jobs):
-        if job.node_count > len(free):
+        if not free:
             break
+        if job.node_count > len(free):
+            if head is None:
+                head = reservation(job.node_count, len(free), ends)
+            continue
+        if head is not None:
+            start, spare = head
+            if job.max_seconds > start:
+                if job.node_count > spare:
+                    continue
+                head = (start, spare - job.node_count)
         placed.append((job.id, free[: job.node_count]))
         free = free[job.node_count:]
+        if head is None:
+            for _ in range(job.node_count):
+                bisect.insort(ends, job.max_seconds)
     return placed

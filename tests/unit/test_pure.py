@@ -1,10 +1,9 @@
-"""Pure parts: ids, $VAR expansion, placement order and gang fit, job outcome, next step."""
+"""Pure parts: ids, $VAR expansion, job outcome, next step (the scheduling policy: test_scheduling_policy)."""
 
 from batchai import ids
 from batchai.frameworks.expand import expand
 from batchai.lifecycle import next_step, node_state_counts, task_outcome
 from batchai.ports import NodeRecord, TaskRecord
-from batchai.scheduling import QueuedJob, place
 
 SUB = "00000000-0000-0000-0000-000000000000"
 
@@ -25,17 +24,6 @@ def test_expand_like_the_service():
     assert expand("$ROOT/x/${A}", env) == "/mnt/x/1"
     assert expand("$UNDEFINED/y", env) == "/y"
     assert expand("no vars $", env) == "no vars $"
-
-
-def test_priority_then_fifo():
-    jobs = [QueuedJob("low", 1, "low", 1), QueuedJob("n2", 1, "normal", 3), QueuedJob("n1", 1, "normal", 2), QueuedJob("hi", 1, "high", 4)]
-    assert [j for j, _ in place(jobs, ["a", "b", "c", "d"])] == ["hi", "n1", "n2", "low"]
-
-
-def test_gang_placement_never_overtakes_the_head():
-    jobs = [QueuedJob("big", 3, seq=1), QueuedJob("small", 1, seq=2)]
-    assert place(jobs, ["a", "b"]) == []
-    assert place(jobs, ["a", "b", "c", "d"]) == [("big", ["a", "b", "c"]), ("small", ["d"])]
 
 
 def _task(node, state="finished", exit_code=0, error=None, spec=None):

@@ -90,3 +90,21 @@ def test_delete_tree_cascades(store):
 def test_settings_survive_reopen(store, tmp_path):
     key = store.setting("k", lambda: "v1")
     assert SqliteStore(tmp_path / "store.db").setting("k", lambda: "other") == key == "v1"
+
+
+def test_job_summaries_follow_every_write_and_older_data_dirs_are_migrated(store, tmp_path):
+    record = job("j")
+    record.body["properties"].update(nodeCount=2, schedulingPriority="high", constraints={"maxWallClockTime": "PT1H"})
+    store.create(record)
+    store.mutate(record.id, lambda r: (r.body["properties"].update(executionState="running", executionInfo={"startTime": "T"}), r)[1])
+    expected = {"id": record.id, "seq": 4, "parent": EXP.lower(), "state": "running", "node_count": 2, "priority": "high",
+                "max_wall_clock": "PT1H", "start_time": "T"}
+    assert store.job_summaries(CL, ["running"]) == [expected]
+    assert store.job_summaries(CL, ["queued"]) == []
+
+    db = store._db()  # a data dir from before the scheduling columns existed
+    db.execute("DROP INDEX resources_scheduling")
+    for column in ("node_count", "priority", "wall_clock", "start_time"):
+        db.execute(f"ALTER TABLE resources DROP COLUMN {column}")
+    db.commit()
+    assert SqliteStore(tmp_path / "store.db").job_summaries(CL, ["running"]) == [expected]

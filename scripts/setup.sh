@@ -30,6 +30,17 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# Local stand-ins for Azure services, for the adapter tests: Azurite (blob) and cosmosdb-server.
+if [ ! -x .stand-ins/node_modules/.bin/azurite-blob ] || [ ! -f .stand-ins/node_modules/@vercel/cosmosdb-server/lib/cli.js ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "setup: installing azurite and @vercel/cosmosdb-server into .stand-ins (npm, once) ..." >&2
+    mkdir -p .stand-ins
+    npm install --prefix .stand-ins --no-audit --no-fund --loglevel=error azurite@3 @vercel/cosmosdb-server@1 >/dev/null
+  else
+    echo "setup: warning: npm missing: the Azurite and Cosmos adapter tests will be skipped" >&2
+  fi
+fi
+
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ -f "$stamp" ]; then exit 0; fi
 echo "setup: installing into .venv (once) ..." >&2

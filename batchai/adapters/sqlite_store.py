@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from batchai import ids
+from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
 from batchai.adapters.sqlite_db import SqliteDb
 from batchai.ports import Conflict, Mutation, NodeRecord, Record, TaskRecord
 
@@ -62,18 +63,6 @@ _NODE_FIELDS = [f.name for f in fields(NodeRecord)]
 _TASK_FIELDS = [f.name for f in fields(TaskRecord)]
 
 
-def _state_of(record: Record) -> str | None:
-    props = record.body.get("properties", {})
-    return props.get("executionState") if record.type == "jobs" else props.get("provisioningState")
-
-
-def _cluster_of(record: Record) -> str | None:
-    if record.type != "jobs":
-        return None
-    cluster = record.body.get("properties", {}).get("cluster") or {}
-    return ids.key(cluster["id"]) if cluster.get("id") else None
-
-
 # What a scheduling pass reads of every queued job, kept in columns: reading them out of ten
 # thousand JSON bodies on every pass cost more than the whole scheduling decision.
 _SCHEDULING_COLUMNS = ("node_count", "priority", "wall_clock", "start_time")
@@ -82,17 +71,9 @@ _SCHEDULING_COLUMNS = ("node_count", "priority", "wall_clock", "start_time")
 _SUMMARY_COLUMNS = ("id", "seq", "parent", "state", "node_count", "priority", "wall_clock AS max_wall_clock", "start_time")
 
 
-def _scheduling_of(record: Record) -> tuple:
-    if record.type != "jobs":
-        return (None,) * len(_SCHEDULING_COLUMNS)
-    props = record.body.get("properties", {})
-    return (props.get("nodeCount"), props.get("schedulingPriority"),
-            (props.get("constraints") or {}).get("maxWallClockTime"), (props.get("executionInfo") or {}).get("startTime"))
-
-
 def _columns(record: Record) -> dict:
     """The columns derived from a record's body, written with it."""
-    return {"state": _state_of(record), "cluster": _cluster_of(record), **dict(zip(_SCHEDULING_COLUMNS, _scheduling_of(record)))}
+    return {"state": state_of(record), "cluster": cluster_of(record), **dict(zip(_SCHEDULING_COLUMNS, scheduling_of(record)))}
 
 
 class SqliteStore(SqliteDb):
@@ -119,7 +100,7 @@ class SqliteStore(SqliteDb):
                     for row in db.execute("SELECT * FROM resources WHERE type='jobs'").fetchall():
                         record = self._record(row)
                         db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in _SCHEDULING_COLUMNS)} WHERE key=?",
-                                   (*_scheduling_of(record), row["key"]))
+                                   (*scheduling_of(record), row["key"]))
 
     @staticmethod
     def _record(row: sqlite3.Row) -> Record:

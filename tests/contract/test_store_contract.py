@@ -1,0 +1,304 @@
+"""The Store port's contract, run on every adapter: SQLite (embedded) and Cosmos DB (the stand-in).
+
+Whatever an adapter does inside, the control plane sees the same hierarchy, the same creation
+order, the same compare-and-set and the same all-or-nothing gang claims.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Callable, Iterator
+
+import pytest
+
+from batchai.adapters.cosmos_store import CosmosStore
+from batchai.adapters.sqlite_store import SqliteStore
+from batchai.ports import Conflict, NodeRecord, Record, Store, TaskRecord
+from tests.support.cosmos_server import client, cosmos_server
+
+RG = "/subscriptions/s/resourceGroups/rg"
+WS = RG + "/providers/Microsoft.BatchAI/workspaces/ws"
+CL = WS + "/clusters/c1"
+EXP = WS + "/experiments/e1"
+
+
+@pytest.fixture(scope="module")
+def cosmos_url() -> Iterator[str]:
+    with cosmos_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "cosmos"])
+def store(request: pytest.FixtureRequest, tmp_path) -> Store:
+    if request.param == "sqlite":
+        s: Store = SqliteStore(tmp_path / "store.db")
+    else:
+        s = CosmosStore(client(request.getfixturevalue("cosmos_url")), f"db-{uuid.uuid4().hex}")
+    s.create(workspace(WS))
+    s.create(Record(CL, "clusters", "c1", WS, {"properties": {}}))
+    s.create(Record(EXP, "experiments", "e1", WS, {"properties": {}}))
+    return s
+
+
+def workspace(rid: str) -> Record:
+    return Record(rid, "workspaces", rid.rsplit("/", 1)[-1], rid.split("/providers/")[0], {"properties": {}})
+
+
+def job(name: str, state: str = "queued", cluster: str = CL, exp: str = EXP) -> Record:
+    return Record(f"{exp}/jobs/{name}", "jobs", name, exp,
+                  {"properties": {"executionState": state, "cluster": {"id": cluster}}})
+
+
+def shouted(rid: str) -> str:
+    """The same ARM id spelled in another case."""
+    return rid.upper().replace("SUBSCRIPTIONS", "subscriptions")
+
+
+def race(n: int, fn: Callable[[int], object]) -> list[object]:
+    """Run fn(0..n-1) on n threads at once; their results."""
+    results: list[object] = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return results
+
+
+# -- resources ---------------------------------------------------------------------------------
+def test_create_conflicts_on_an_existing_id_in_any_case(store):
+    with pytest.raises(Conflict):
+        store.create(workspace(shouted(WS)))
+    created = store.create(job("j"))
+    assert created.etag and created.seq > store.get(EXP).seq
+
+
+def test_get_ignores_case_and_keeps_the_first_spelling(store):
+    store.create(job("MixedCase"))
+    got = store.get(shouted(f"{EXP}/jobs/mixedcase"))
+    assert (got.id, got.name, got.type, got.parent) == (f"{EXP}/jobs/MixedCase", "MixedCase", "jobs", EXP.lower())
+    assert got.properties == {"executionState": "queued", "cluster": {"id": CL}}
+    assert store.get(f"{EXP}/jobs/absent") is None
+
+
+def test_children_page_in_creation_order(store):
+    for i in range(5):
+        store.create(job(f"j{i}"))
+    first = store.children(shouted(EXP), "jobs", limit=2)
+    rest = store.children(EXP, "jobs", after_seq=first[-1].seq)
+    assert [r.name for r in first + rest] == [f"j{i}" for i in range(5)]
+    assert [r.name for r in store.children(WS, "clusters")] == ["c1"]
+    assert store.children(WS, "jobs") == []
+    assert [r.name for r in store.children(RG, "workspaces")] == ["ws"]
+
+
+def test_workspaces_by_subscription_or_resource_group_prefix(store):
+    store.create(workspace(RG + "/providers/Microsoft.BatchAI/workspaces/ws2"))
+    store.create(workspace("/subscriptions/s/resourceGroups/other/providers/Microsoft.BatchAI/workspaces/ws3"))
+    store.create(workspace("/subscriptions/s2/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/elsewhere"))
+    assert [r.name for r in store.workspaces("/subscriptions/s")] == ["ws", "ws2", "ws3"]
+    assert [r.name for r in store.workspaces(shouted(RG))] == ["ws", "ws2"]
+    first = store.workspaces("/subscriptions/s", limit=1)
+    assert [r.name for r in store.workspaces("/subscriptions/s", after_seq=first[0].seq, limit=5)] == ["ws2", "ws3"]
+
+
+def test_mutate_is_compare_and_set_with_one_winner_of_eight(store):
+    before = store.create(job("j"))
+
+    def finish(i: int) -> bool:
+        def change(r: Record) -> Record | None:
+            if r.properties["executionState"] != "queued":
+                return None
+            r.properties["executionState"] = f"t{i}"
+            return r
+        return store.mutate(shouted(f"{EXP}/jobs/j"), change) is not None
+
+    assert sum(race(8, finish)) == 1
+    after = store.get(f"{EXP}/jobs/j")
+    assert after.etag != before.etag and after.seq == before.seq
+    assert store.mutate(f"{EXP}/jobs/j", lambda r: None) is None
+    assert store.get(f"{EXP}/jobs/j").etag == after.etag  # refusing changes nothing
+    assert store.mutate(f"{EXP}/jobs/absent", lambda r: r) is None
+
+
+def test_mutate_keeps_the_indexed_fields_current(store):
+    store.create(job("j"))
+    store.mutate(f"{EXP}/jobs/j", lambda r: (r.properties.update(executionState="running"), r)[1])
+    assert [r.name for r in store.jobs(states=["running"])] == ["j"]
+    assert store.jobs(states=["queued"]) == []
+
+
+def test_delete_tree_cascades_to_children_tasks_and_nodes(store):
+    store.create(job("j"))
+    store.put_node(NodeRecord("n0", CL, "node-0", "idle"))
+    store.put_node(NodeRecord("n1", CL, "node-1", "idle"))
+    assert store.claim_nodes(CL, f"{EXP}/jobs/j", ["n0"])
+    store.put_tasks([TaskRecord("t0", f"{EXP}/jobs/j", "n0", 1, {})])
+
+    deleted = store.delete_tree(shouted(EXP))
+    assert [r.type for r in deleted] == ["jobs", "experiments"]  # children first
+    assert store.get(f"{EXP}/jobs/j") is None and store.get(CL) is not None
+    assert store.tasks(job=f"{EXP}/jobs/j") == []
+    assert (store.get_node("n0").state, store.get_node("n0").job) == ("idle", None)
+
+    deleted = store.delete_tree(WS)
+    assert [r.type for r in deleted] == ["clusters", "workspaces"]
+    assert store.nodes(CL) == [] and store.get(WS) is None
+
+
+def test_jobs_by_state_and_cluster_in_submission_order(store):
+    other = WS + "/clusters/c2"
+    store.create(Record(other, "clusters", "c2", WS, {"properties": {}}))
+    store.create(job("a", "queued"))
+    store.create(job("b", "running", cluster=other))
+    store.create(job("c", "queued", cluster=other))
+    store.create(job("d", "succeeded"))
+    assert [r.name for r in store.jobs(states=["queued", "running"])] == ["a", "b", "c"]
+    assert [r.name for r in store.jobs(states=["queued", "running"], cluster=shouted(other))] == ["b", "c"]
+    assert store.jobs(states=[]) == []
+
+
+def test_job_summaries_carry_what_scheduling_reads(store):
+    high = job("high")
+    high.properties.update(nodeCount=2, schedulingPriority="high", constraints={"maxWallClockTime": "PT1H"})
+    store.create(high)
+    store.create(job("plain"))
+    store.create(job("done", "succeeded"))
+    store.mutate(high.id, lambda r: (r.properties.update(executionState="running", executionInfo={"startTime": "T"}), r)[1])
+    summaries = store.job_summaries(shouted(CL), ["queued", "running"])
+    assert summaries == [
+        {"id": high.id, "seq": high.seq, "parent": EXP.lower(), "state": "running", "node_count": 2, "priority": "high",
+         "max_wall_clock": "PT1H", "start_time": "T"},
+        {"id": f"{EXP}/jobs/plain", "seq": store.get(f"{EXP}/jobs/plain").seq, "parent": EXP.lower(), "state": "queued",
+         "node_count": None, "priority": None, "max_wall_clock": None, "start_time": None},
+    ]
+    assert store.job_summaries(CL, ["failed"]) == []
+
+
+# -- nodes -------------------------------------------------------------------------------------
+def test_nodes_put_get_update_list_delete(store):
+    other = WS + "/clusters/c2"
+    store.put_node(NodeRecord("n1", shouted(CL), "node-b", "starting", pid=7))
+    store.put_node(NodeRecord("n0", CL, "node-a", "idle"))
+    store.put_node(NodeRecord("m0", other, "node-a", "idle"))
+    assert store.get_node("n1") == NodeRecord("n1", CL.lower(), "node-b", "starting", pid=7)
+    assert store.get_node("absent") is None
+
+    updated = store.update_node("n1", state="idle", address="10.0.0.1", last_seen=12.5)
+    assert (updated.state, updated.address, updated.last_seen, updated.pid) == ("idle", "10.0.0.1", 12.5, 7)
+    assert store.update_node("n1") == updated
+    assert store.update_node("absent", state="idle") is None
+
+    assert [n.id for n in store.nodes(CL)] == ["n0", "n1"]  # by name
+    assert [n.id for n in store.nodes()] == ["n0", "n1", "m0"]  # by cluster, then name
+    store.put_node(NodeRecord("n0", CL, "node-a", "leaving"))  # a put replaces
+    assert store.get_node("n0").state == "leaving"
+
+    store.delete_node("n0")
+    store.delete_node("absent")
+    assert [n.id for n in store.delete_nodes(other)] == ["m0"]
+    assert [n.id for n in store.nodes()] == ["n1"]
+
+
+def test_claim_nodes_is_all_or_nothing_and_one_gang_per_job(store):
+    for i in range(4):
+        store.put_node(NodeRecord(f"n{i}", CL, f"node-{i}", "idle"))
+    store.put_node(NodeRecord("busy", CL, "node-busy", "starting"))
+    store.put_node(NodeRecord("far", WS + "/clusters/c2", "node-far", "idle"))
+    a, b = f"{EXP}/jobs/a", f"{EXP}/jobs/b"
+
+    assert store.claim_nodes(CL, a, ["n0", "n1"])
+    assert not store.claim_nodes(CL, b, ["n2", "n1"])  # n1 taken: n2 given back
+    assert not store.claim_nodes(CL, b, ["n2", "busy"])  # not idle
+    assert not store.claim_nodes(CL, b, ["n2", "far"])  # another cluster's
+    assert not store.claim_nodes(CL, b, ["n2", "absent"])
+    assert (store.get_node("n2").state, store.get_node("n2").job) == ("idle", None)
+    assert not store.claim_nodes(CL, shouted(a), ["n2"])  # a job holds one gang at a time
+    assert {n.id: n.job for n in store.nodes(CL) if n.job} == {"n0": a.lower(), "n1": a.lower()}
+    assert {store.get_node(i).state for i in ("n0", "n1")} == {"running"}
+
+
+def test_claims_racing_for_the_same_nodes_leave_no_partial_gang(store):
+    gang = [f"n{i}" for i in range(4)]
+    for node_id in gang:
+        store.put_node(NodeRecord(node_id, CL, f"node-{node_id}", "idle"))
+    won = race(8, lambda i: store.claim_nodes(CL, f"{EXP}/jobs/j{i}", gang if i % 2 else gang[::-1]))
+    assert sum(won) <= 1
+    holders = {n.job for n in store.nodes(CL)}
+    assert holders == ({f"{EXP}/jobs/j{won.index(True)}".lower()} if any(won) else {None})
+
+
+def test_release_frees_a_jobs_nodes(store):
+    for i in range(3):
+        store.put_node(NodeRecord(f"n{i}", CL, f"node-{i}", "idle"))
+    assert store.claim_nodes(CL, f"{EXP}/jobs/a", ["n0", "n1"])
+    store.update_node("n1", state="unusable")
+    started = time.time()
+    assert sorted(store.release_nodes(shouted(f"{EXP}/jobs/a"))) == ["n0", "n1"]
+    n0, n1 = store.get_node("n0"), store.get_node("n1")
+    assert (n0.state, n0.job, n1.state, n1.job) == ("idle", None, "unusable", None)
+    assert n0.idle_since >= started
+    assert store.release_nodes(f"{EXP}/jobs/a") == []
+
+
+# -- tasks -------------------------------------------------------------------------------------
+def test_tasks_query_and_conditional_updates(store):
+    a, b = f"{EXP}/jobs/a", f"{EXP}/jobs/b"
+    store.put_tasks([TaskRecord("t2", a, "n0", 1, {"x": [1, 2]}), TaskRecord("t1", a, "n1", 1, {})])
+    store.put_tasks([TaskRecord("t3", b, "n0", 2, {}, state="running")])
+    assert [t.id for t in store.tasks(job=shouted(a))] == ["t2", "t1"]  # in the order they were put
+    assert [t.id for t in store.tasks(node="n0")] == ["t2", "t3"]
+    assert [t.id for t in store.tasks(node="n0", states=["running"])] == ["t3"]
+    assert [t.id for t in store.tasks()] == ["t2", "t1", "t3"]
+    assert store.tasks(job=a)[0] == TaskRecord("t2", a.lower(), "n0", 1, {"x": [1, 2]})
+
+    assert store.update_task("t2", only_if_state=["pending"], state="running", boot_id="b1")
+    assert not store.update_task("t2", only_if_state=["pending"], state="running")
+    assert store.update_task("t2", state="finished", exit_code=0, end_time="E")
+    assert not store.update_task("absent", state="finished")
+    t2 = store.tasks(job=a, states=["finished"])[0]
+    assert (t2.state, t2.boot_id, t2.exit_code, t2.end_time) == ("finished", "b1", 0, "E")
+
+
+def test_a_task_transition_has_one_winner_of_eight(store):
+    store.put_tasks([TaskRecord("t", f"{EXP}/jobs/a", "n0", 1, {})])
+    won = race(8, lambda i: store.update_task("t", only_if_state=["pending"], state="running", boot_id=f"b{i}"))
+    assert sum(won) == 1
+    assert store.tasks()[0].boot_id == f"b{won.index(True)}"
+
+
+# -- operations, flags, settings ---------------------------------------------------------------
+def test_operations_progress_to_a_status(store):
+    store.create_operation("op1", "delete", CL)
+    store.create_operation("op2", "create", EXP)
+    op1 = store.get_operation("op1")
+    assert {k: op1[k] for k in ("id", "kind", "resource", "status", "error")} == \
+        {"id": "op1", "kind": "delete", "resource": CL, "status": "InProgress", "error": None}
+    assert op1["created"] <= time.time()
+    assert [o["id"] for o in store.operations("InProgress")] == ["op1", "op2"]
+    store.finish_operation("op1", "Failed", "boom")
+    assert (store.get_operation("op1")["status"], store.get_operation("op1")["error"]) == ("Failed", "boom")
+    assert [o["id"] for o in store.operations("InProgress")] == ["op2"]
+    assert store.get_operation("absent") is None
+
+
+def test_a_flag_is_raised_by_one_caller_until_cleared(store):
+    assert sum(race(8, lambda i: store.set_flag("wake:c1"))) == 1
+    assert not store.set_flag("wake:c1")
+    assert store.set_flag("wake:c2")
+    store.clear_flag("wake:c1")
+    store.clear_flag("never-raised")
+    assert store.set_flag("wake:c1")
+
+
+def test_a_setting_is_created_once_and_read_by_everyone_after(store):
+    values = race(8, lambda i: store.setting("signing_key", lambda: f"v{i}"))
+    assert len(set(values)) == 1
+    assert store.setting("signing_key", lambda: "other") == values[0]
+    assert store.setting("other", lambda: "x") == "x"

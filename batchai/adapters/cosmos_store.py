@@ -11,9 +11,10 @@ Containers and partition keys, chosen for the queries the control plane runs mos
 Cosmos item ids may not contain '/', so every item id is the SHA-256 of the original id (of the
 lower-cased ARM id for resources) and the original is kept in `ref`.
 Every read-modify-write is a compare-and-set on the item's etag, retried on 412, so a mutation's
-change function always sees the current record, as in the SQLite store. Without transactions
-(the stand-in has no transactional batch), a gang claim conditionally replaces each node and
-rolls back the ones it took when one is gone.
+change function always sees the current record, as in the SQLite store (it may run once per lost
+race: it must only change the record it is given). A gang spans partitions, so no transactional
+batch can take it (nor can the stand-in run one): a claim conditionally replaces each node and
+gives back the ones it took when one is gone. Other readers may glimpse a claim half-taken.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def _operation(doc: Doc) -> dict:
 
 
 class CosmosStore:
+    """The Store port on one Cosmos DB database; creates the database and its containers if missing."""
+
     def __init__(self, client: CosmosClient, database: str = "batchai"):
         db = client.create_database_if_not_exists(database)
         self._c = {name: db.create_container_if_not_exists(name, partition_key=PartitionKey(path))

@@ -7,6 +7,7 @@ Records are plain dataclasses so adapters stay interchangeable and easy to fake.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Callable, Iterable, Protocol
 
 
@@ -159,3 +160,25 @@ class SubmissionQueue(Protocol):
     def dead_letter(self, message: QueueMessage, reason: str, description: str) -> None: ...
     def depth(self) -> dict[str, int]: ...  # active messages per priority
     def dead_letters(self) -> list[dict]: ...  # {"id", "priority", "reason", "description", "body"}
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str  # the full name, prefix included
+    size: int
+    last_modified: datetime
+
+
+class BlobStore(Protocol):
+    """Named byte strings in one container: where job logs and outputs go when the files must
+    outlive the nodes. Names are relative paths with `/` separators.
+
+    Adapters: a directory on disk, and Azure Blob Storage (append blobs for logs).
+    """
+
+    def put(self, name: str, data: bytes) -> None: ...  # create or replace
+    def append(self, name: str, data: bytes) -> None: ...  # create on first use; logs grow by appends
+    def get(self, name: str) -> bytes | None: ...
+    def list(self, prefix: str) -> list[BlobInfo]: ...  # every blob under prefix, by name
+    def delete(self, name: str) -> None: ...  # absent is fine
+    def download_url(self, name: str, expires_in: timedelta) -> str: ...  # read-only, no other credential

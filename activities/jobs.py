@@ -105,6 +105,8 @@ def complete_job(svc, inp: dict) -> dict:
     if record is None:
         return {"state": "gone"}
     outcome = task_outcome(_attempt_tasks(svc, record)) or {}
+    if record.properties["executionState"] not in (*TERMINAL, "queued"):
+        svc.sync_job_files(record)  # before the job shows as ended: then all it wrote is in storage
     now = utcnow()
 
     def finish(r: Record):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from batchai.ports import Compute, Engine, Store
+from batchai.ports import BlobStore, Compute, Engine, Record, Store
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Settings:
     max_attempts: int = 3  # a job whose nodes fail is retried this often in all (evictions do not count)
     kill_grace_seconds: float = 30.0  # a terminating job whose processes will not report is ended anyway
     autoscale_idle_seconds: float = 300.0  # auto scale removes nodes idle this long
+    blob_sync_seconds: float = 1.0  # with blob storage: how often running jobs' new output is uploaded
 
     @classmethod
     def from_env(cls, data_dir: Path, environ=os.environ) -> "Settings":
@@ -49,3 +50,5 @@ class Services:
     engine: Engine
     settings: Settings
     wake_nodes: Callable[[list[str]], None] = field(default=lambda node_ids: None)
+    blobs: BlobStore | None = None  # where job logs and outputs are listed from; None: the local disk
+    sync_job_files: Callable[[Record], None] = field(default=lambda record: None)  # an ending job's last upload

@@ -3,7 +3,9 @@
 durabletask's in-memory engine runs the orchestrations, SQLite holds the resources, local node
 agents are the machines, and uvicorn serves the same ASGI app the Functions HTTP trigger wraps.
 Jobs also arrive by queue message (`queue.db`, consumed in a thread) and by dropping a job file
-into `drops/inbox/<workspace>/<experiment>/<job>.json`.
+into `drops/inbox/<workspace>/<experiment>/<job>.json`. With BATCHAI_BLOB_CONNECTION_STRING and
+BATCHAI_BLOB_CONTAINER set, jobs' logs and outputs are also uploaded to that container as they
+are written, and listed from there.
 On start it reconciles: every cluster gets its nodes back and every unfinished job gets a
 lifecycle again, so a `kill -9` loses nothing (the store is the source of truth).
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 import uvicorn
 
 from activities import bind
+from batchai.adapters.azure_blob_store import AzureBlobStore
 from batchai.adapters.durabletask_engine import DurableTaskEngine
 from batchai.adapters.local_compute import LocalCompute
 from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
@@ -31,6 +34,8 @@ from batchai.blob_drop import InboxWatcher
 from batchai.queue_consumer import QueueConsumer
 from batchai.api.app import create_app
 from batchai.lifecycle import ACTIVE, controller_instance, job_instance
+from batchai.output_sync import OutputSync
+from batchai.ports import BlobStore
 from batchai.services import Services, Settings
 from orchestrations import ORCHESTRATIONS
 
@@ -47,6 +52,16 @@ def load_token(data_dir: Path) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def blob_store(environ=os.environ) -> BlobStore | None:
+    """The container for jobs' logs and outputs, when one is configured: both variables or none."""
+    connection, container = environ.get("BATCHAI_BLOB_CONNECTION_STRING"), environ.get("BATCHAI_BLOB_CONTAINER")
+    if not connection and not container:
+        return None
+    if not connection or not container:
+        raise ValueError("set both BATCHAI_BLOB_CONNECTION_STRING and BATCHAI_BLOB_CONTAINER, or neither")
+    return AzureBlobStore(connection, container)
 
 
 @dataclass
@@ -69,7 +84,11 @@ class EmbeddedHost:
         compute = self.compute or LocalCompute(self.data_dir, control_plane_file=self.control_plane_file, token=node_token,
                                                python=sys.executable, heartbeat=self.settings.heartbeat_seconds)
         self.engine = DurableTaskEngine()
-        self.services = Services(store=self.store, compute=compute, engine=self.engine, settings=self.settings)
+        blobs = blob_store()
+        self.services = Services(store=self.store, compute=compute, engine=self.engine, settings=self.settings, blobs=blobs)
+        self.output_sync = OutputSync(self.store, blobs, interval=self.settings.blob_sync_seconds) if blobs else None
+        if self.output_sync is not None:
+            self.services.sync_job_files = self.output_sync.final_sync
         for name, fn in ORCHESTRATIONS.items():
             self.engine.register_orchestration(name, fn)
         for name, fn in bind(self.services).items():
@@ -115,6 +134,8 @@ class EmbeddedHost:
             self.reconcile()
             self.consumer.start()
             self.inbox.start()
+            if self.output_sync is not None:
+                self.output_sync.start()
             config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
             server = uvicorn.Server(config)
             log.info("Batch AI control plane on %s (data dir %s)", self.url, self.data_dir)
@@ -122,6 +143,8 @@ class EmbeddedHost:
         finally:
             self.consumer.stop()
             self.inbox.stop()
+            if self.output_sync is not None:
+                self.output_sync.stop()
             self.stop_idle_nodes()
             self.engine.stop()
 

@@ -8,6 +8,7 @@ with `AccountKey` rather than a token credential.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 from azure.core import MatchConditions
@@ -17,11 +18,14 @@ from azure.storage.blob import BlobClient, BlobSasPermissions, BlobServiceClient
 from batchai.ports import BlobInfo
 
 APPEND_BLOCK_BYTES = 4 * 1024 * 1024  # the largest append block every service version accepts
+# the SDK traces every request at INFO; a job's uploads would bury the host's log (warnings stay)
+REQUEST_LOG = logging.getLogger("batchai.blobs.requests")
+REQUEST_LOG.setLevel(logging.WARNING)
 
 
 class AzureBlobStore:
     def __init__(self, connection_string: str, container: str):
-        service = BlobServiceClient.from_connection_string(connection_string)
+        service = BlobServiceClient.from_connection_string(connection_string, logger=REQUEST_LOG)
         key = getattr(service.credential, "account_key", None)
         if not key:
             raise ValueError("the blob connection string needs an AccountKey: SAS download URLs are signed with it")

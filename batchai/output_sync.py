@@ -1,0 +1,135 @@
+"""Job logs and outputs copied to blob storage as they are written, so they outlive the nodes.
+
+A thread of the embedded host looks at every running or terminating job's stdouterr and output
+directories (the real paths `launch` stored) every few seconds. Log files (everything under
+stdouterr) grow by appends of their new bytes, so someone following a log blob sees lines
+shortly after the job prints them; output files are uploaded whole when their size or
+modification time changes. `complete_job` runs one last sync before it makes the job terminal,
+so whoever sees the job ended finds everything it wrote in storage.
+
+Blob names are `{jobOutputDirectoryPathSegment}/{output directory id}/{path in the directory}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from batchai.ports import BlobStore, Record, Store
+
+log = logging.getLogger("batchai.outputs")
+STDOUTERR = "stdouterr"
+SYNCED_STATES = ("running", "terminating")
+
+Signature = tuple[int, int]  # (size, mtime_ns) of an output file as uploaded
+
+
+def blob_prefix(record: Record, directory_id: str) -> str:
+    """Where one output directory of the job lives in blob storage (ends with `/`)."""
+    return f"{record.properties['jobOutputDirectoryPathSegment']}/{directory_id}/"
+
+
+def _files(root: Path) -> Iterator[tuple[str, Path]]:
+    """(path relative to root with `/`, path) of every regular file under root."""
+    for parent, _, names in os.walk(root):
+        for name in sorted(names):
+            path = Path(parent, name)
+            if path.is_file():
+                yield path.relative_to(root).as_posix(), path
+
+
+class OutputSync:
+    def __init__(self, store: Store, blobs: BlobStore, *, interval: float = 1.0):
+        self.store, self.blobs, self.interval = store, blobs, interval
+        self._uploaded: dict[str, dict[str, Signature]] = {}  # job id -> blob name -> what was uploaded
+        self._locks: dict[str, threading.Lock] = {}  # one sync of a job at a time: the thread and complete_job
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="output-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def sync(self, record: Record) -> None:
+        """Upload what changed in the job's directories since the last sync (nothing before launch)."""
+        paths = record.internal.get("paths")
+        if not paths:
+            return
+        with self._lock(record.id):
+            self._sync_logs(blob_prefix(record, STDOUTERR), Path(paths["stdouterr"]))
+            uploaded = self._uploaded.setdefault(record.id, {})
+            for directory_id, root in paths["outputs"].items():
+                self._sync_outputs(blob_prefix(record, directory_id), Path(root), uploaded)
+
+    def final_sync(self, record: Record) -> None:
+        """The last sync of an ending job. Never raises: a job must end even while storage is
+        unreachable (its files stay on the local disk)."""
+        try:
+            self.sync(record)
+        except Exception:  # noqa: BLE001 - any storage failure
+            log.exception("the last upload of job %s's files failed", record.id)
+
+    def sync_active(self) -> None:
+        """One pass over the jobs whose processes may be writing."""
+        jobs = self.store.jobs(states=SYNCED_STATES)
+        self._forget(keep={job.id for job in jobs})
+        for job in jobs:
+            try:
+                self.sync(job)
+            except Exception:  # noqa: BLE001 - storage or a vanishing file: the next pass tries again
+                log.exception("uploading job %s's files failed; the next pass tries again", job.id)
+
+    def _sync_logs(self, prefix: str, root: Path) -> None:
+        """Append each log's bytes beyond its blob's length: the blob's length is the only state,
+        so a restarted control plane goes on where the last one stopped."""
+        uploaded = {blob.name: blob.size for blob in self.blobs.list(prefix)}
+        for relative, path in _files(root):
+            name = prefix + relative
+            with path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                start = uploaded.get(name)
+                if start == size:
+                    continue
+                if start is not None and start > size:  # written again from the start: copy it anew
+                    self.blobs.delete(name)
+                    start = None
+                f.seek(start or 0)
+                self.blobs.append(name, f.read(size - (start or 0)))
+
+    def _sync_outputs(self, prefix: str, root: Path, uploaded: dict[str, Signature]) -> None:
+        for relative, path in _files(root):
+            name = prefix + relative
+            stat = path.stat()  # before reading: a write during the upload shows as a change next time
+            signature = (stat.st_size, stat.st_mtime_ns)
+            if uploaded.get(name) != signature:
+                self.blobs.put(name, path.read_bytes())
+                uploaded[name] = signature
+
+    def _lock(self, job_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(job_id, threading.Lock())
+
+    def _forget(self, keep: set[str]) -> None:
+        """Drop what is remembered of jobs that ended (their final sync already ran)."""
+        with self._guard:
+            for job_id in set(self._locks) - keep:
+                del self._locks[job_id]
+            for job_id in set(self._uploaded) - keep:
+                del self._uploaded[job_id]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync_active()
+            except Exception:  # noqa: BLE001 - keep syncing
+                log.exception("listing the jobs to upload files for failed")
+            self._stop.wait(self.interval)

@@ -5,7 +5,8 @@ delivered again when the lock expires, and its idempotency key (the message id u
 names one) turns the second delivery into the job already stored. A message that can never
 become a job (not JSON, invalid job, missing workspace) is dead-lettered at once with the
 reason; anything else (the store busy, a bug) is abandoned and retried until the queue's
-delivery limit dead-letters it. The Functions app's Service Bus triggers call `handle` too.
+delivery limit dead-letters it. The Functions app's Service Bus triggers call `handle` too, with
+`HostSettlement`: there the Functions host holds the lock and settles the message.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from typing import Protocol
 
 from batchai.errors import ApiError
 from batchai.ports import QueueMessage, SubmissionQueue
@@ -21,7 +23,37 @@ from batchai.submission import submit_message
 log = logging.getLogger("batchai.queue")
 
 
-def handle(svc, queue: SubmissionQueue, message: QueueMessage) -> str:
+class Settlement(Protocol):
+    """What `handle` needs: how to settle one message (a SubmissionQueue, or HostSettlement)."""
+
+    def complete(self, message: QueueMessage) -> None: ...
+    def abandon(self, message: QueueMessage) -> None: ...
+    def dead_letter(self, message: QueueMessage, reason: str, description: str) -> None: ...
+
+
+class Redeliver(Exception):
+    """Raised out of a Functions trigger so that the host abandons the message and delivers it again."""
+
+
+class HostSettlement:
+    """Settlement where the Functions host holds the lock: it completes the message when the function returns,
+    abandons it when the function raises, and dead-letters it after the subscription's MaxDeliveryCount.
+
+    The Python Service Bus trigger cannot dead-letter by itself (message settlement from Python is a preview
+    binding extension), so a message that can never become a job is logged with its reason and completed.
+    """
+
+    def complete(self, message: QueueMessage) -> None:
+        """The host completes it when the function returns."""
+
+    def abandon(self, message: QueueMessage) -> None:
+        raise Redeliver(f"submission message {message.id} will be delivered again")
+
+    def dead_letter(self, message: QueueMessage, reason: str, description: str) -> None:
+        log.error("submission message %s can never become a job and is dropped: %s: %s", message.id, reason, description)
+
+
+def handle(svc, queue: Settlement, message: QueueMessage) -> str:
     """Settle one message; returns "completed", "dead-lettered" or "abandoned"."""
     try:
         body = json.loads(message.body)
@@ -69,6 +101,14 @@ class QueueConsumer:
             for message in messages:
                 if self._stop.is_set():
                     break
-                handle(self.svc, self.queue, message)
+                self._handle(message)
             if not messages:
                 self._stop.wait(self.idle_wait)
+
+    def _handle(self, message: QueueMessage) -> None:
+        """A settlement that fails (the lock expired meanwhile) must not stop the consumer: the message comes
+        back, and its idempotency key makes the second delivery the job already stored."""
+        try:
+            handle(self.svc, self.queue, message)
+        except Exception:  # noqa: BLE001 - keep consuming
+            log.exception("settling submission message %s failed", message.id)

@@ -9,6 +9,14 @@ the Functions host (and the tests) can index this module freely.
 Resources live in SQLite under `BATCHAI_DATA_DIR` (an Azure Files mount on the plan; the
 Cosmos store is a later adapter). There is no Azure compute adapter yet (VM scale sets come
 with the scheduler work), so cluster provisioning fails with a clear error on Azure until then.
+
+Jobs also arrive by Service Bus: one topic trigger per priority subscription (see
+`batchai.adapters.servicebus_queue`), each calling the embedded consumer's `handle`. The
+connection is the `BATCHAI_SERVICEBUS` setting (a connection string, or
+`BATCHAI_SERVICEBUS__fullyQualifiedNamespace` for a managed identity); the topic is named by
+the `BATCHAI_SERVICEBUS_TOPIC` setting. Each priority is its own trigger with its own scaling,
+so draining high first is the embedded consumer's promise, not this one's: give the `high`
+subscription's function more instances if it must overtake.
 """
 
 from __future__ import annotations
@@ -25,11 +33,15 @@ import azure.functions as func
 
 from activities import ACTIVITIES
 from batchai.adapters.durable_functions_flow import DurableFunctionsEngine, as_df_orchestrator
+from batchai.ports import PRIORITIES, QueueMessage
+from batchai.queue_consumer import HostSettlement, handle
 from orchestrations import ORCHESTRATIONS
 
 app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 engine = DurableFunctionsEngine()
 _build_lock = threading.RLock()  # the services are built once, whichever trigger comes first
+SERVICEBUS_CONNECTION = "BATCHAI_SERVICEBUS"  # the app setting (prefix) of the Service Bus connection
+SERVICEBUS_TOPIC = "%BATCHAI_SERVICEBUS_TOPIC%"  # resolved from the app setting by the host
 
 
 class NoAzureCompute:
@@ -100,3 +112,24 @@ for _name, _fn in ORCHESTRATIONS.items():
     _register_orchestration(_name, _fn)
 for _name, _fn in ACTIVITIES.items():
     _register_activity(_name, _fn)
+
+
+def queue_message(message: func.ServiceBusMessage, priority: str) -> QueueMessage:
+    """The trigger's message as the consumer's handler takes it (the host reports delivery counts from 1)."""
+    return QueueMessage(id=message.message_id, body=message.get_body().decode("utf-8", errors="replace"),
+                        priority=priority, delivery_count=message.delivery_count or 1, lock_token=message.lock_token or "")
+
+
+def _register_submissions(priority: str) -> None:
+    def submissions(message: func.ServiceBusMessage) -> None:
+        handle(services(), HostSettlement(), queue_message(message, priority))
+
+    name = f"submissions_{priority}"
+    submissions.__name__ = name
+    trigger = app.service_bus_topic_trigger(arg_name="message", connection=SERVICEBUS_CONNECTION,
+                                            topic_name=SERVICEBUS_TOPIC, subscription_name=priority)
+    app.function_name(name)(trigger(submissions))
+
+
+for _priority in PRIORITIES:
+    _register_submissions(_priority)

@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import azure.functions as func
 import pytest
+from azure.functions.servicebus import ServiceBusMessage
 
 from activities import ACTIVITIES
+from batchai import queue_consumer
+from batchai.ports import PRIORITIES
 from orchestrations import ORCHESTRATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +39,7 @@ def user_code(fn):
 def test_every_orchestration_and_activity_has_one_trigger(functions):
     names = list(functions)
     assert len(names) == len(set(names))
-    assert set(names) == {"http_api", *ORCHESTRATIONS, *ACTIVITIES}
+    assert set(names) == {"http_api", *ORCHESTRATIONS, *ACTIVITIES, *(f"submissions_{p}" for p in PRIORITIES)}
     for name in ORCHESTRATIONS:
         assert bindings(functions[name]) == {"context": "orchestrationTrigger"}
     for name in ACTIVITIES:
@@ -70,3 +74,43 @@ def test_importing_has_no_side_effects(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
     assert list(tmp_path.iterdir()) == []
+
+
+def sb_message(body: bytes, message_id: str = "m1", delivery_count: int = 1) -> func.ServiceBusMessage:
+    return ServiceBusMessage(body=body, message_id=message_id, delivery_count=delivery_count,
+                             application_properties={}, user_properties={})
+
+
+def test_one_service_bus_trigger_per_priority_subscription(functions):
+    for priority in PRIORITIES:
+        (trigger,) = functions[f"submissions_{priority}"].get_bindings()
+        assert (trigger.type, trigger.name, trigger.subscription_name) == ("serviceBusTrigger", "message", priority)
+        assert trigger.connection == "BATCHAI_SERVICEBUS" and trigger.topic_name == "%BATCHAI_SERVICEBUS_TOPIC%"
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+def test_the_service_bus_triggers_call_the_consumer_handler(functions, monkeypatch, priority):
+    module = importlib.import_module("function_app.function_app")
+    svc, calls = object(), []
+    monkeypatch.setattr(module, "services", lambda: svc)
+    monkeypatch.setattr(module, "handle", lambda *args: calls.append(args) or "completed")
+    user_code(functions[f"submissions_{priority}"])(sb_message(b'{"jobName": "j"}', "key-7", 3))
+    ((got_svc, settlement, message),) = calls
+    assert got_svc is svc and isinstance(settlement, queue_consumer.HostSettlement)
+    assert (message.id, message.body, message.priority, message.delivery_count) == ("key-7", '{"jobName": "j"}', priority, 3)
+
+
+def test_a_never_valid_message_returns_so_the_host_completes_it_and_a_failure_raises_so_it_is_redelivered(
+        functions, monkeypatch, caplog):
+    module = importlib.import_module("function_app.function_app")
+    monkeypatch.setattr(module, "services", object)
+    trigger = user_code(functions["submissions_normal"])
+    trigger(sb_message(b"{not json", "malformed"))  # the Python trigger cannot dead-letter: logged, then completed
+    assert "malformed" in caplog.text and "MalformedMessage" in caplog.text
+
+    def store_busy(*args, **kwargs):
+        raise RuntimeError("the store is busy")
+
+    monkeypatch.setattr(queue_consumer, "submit_message", store_busy)
+    with pytest.raises(queue_consumer.Redeliver):
+        trigger(sb_message(b'{"jobName": "j"}', "transient"))

@@ -1,25 +1,30 @@
 """Blob-drop submission: an original job file dropped at `<workspace>/<experiment>/<job>.json`.
 
 The drop may name its cluster and placeholder values in a sidecar `<job>.params.json`
-(`{"cluster", "placeholders", "resourceGroup", "subscription"}`) or, for blobs, in the blob's
-metadata. The outcome goes beside the drop as `<job>.status.json`: `{"status": "accepted",
-"jobId"}` or `{"status": "rejected", "error": {"code", "message", "target"}}`; the drop itself
-moves to `processed/` or `rejected/` (same relative path). `process_drop` is the one path; the
-embedded host watches a directory with `InboxWatcher`, the Functions app has a blob trigger.
+(`{"cluster", "placeholders", "resourceGroup", "subscription"}`; write it before the drop). The
+outcome goes beside the drop as `<job>.status.json`: `{"status": "accepted", "jobId"}` or
+`{"status": "rejected", "error": {"code", "message", "target"}}`; the drop and its sidecar move
+to `processed/` or `rejected/` (same relative path).
+
+Drops live in a BlobStore under `inbox/`: a directory for the embedded host (`drops/` in the data
+dir) or an Azure Blob container. `DropBox.process` is the one path; the embedded host polls with
+`DropBox.start`, the Functions app's blob trigger calls `process` for each new drop.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import threading
-from pathlib import Path
 
+from batchai.background import Repeating
 from batchai.errors import ApiError
+from batchai.ports import BlobStore
 from batchai.submission import submit_message
 
 log = logging.getLogger("batchai.blobdrop")
 SIDE_SUFFIXES = (".status.json", ".params.json")
+INBOX = "inbox/"
 
 
 def parse_drop_path(relative: str) -> tuple[str, str, str]:
@@ -31,7 +36,10 @@ def parse_drop_path(relative: str) -> tuple[str, str, str]:
 
 
 def process_drop(svc, relative: str, content: bytes, params: dict | None = None) -> dict:
-    """Submit one dropped job file; returns its status document (never raises for bad input)."""
+    """Submit one dropped job file; returns its status document (never raises for bad input).
+
+    The idempotency key is the drop's path and content: a drop processed again (a crash before it was
+    moved, or a blob trigger delivering it twice) answers the job it already made."""
     try:
         workspace, experiment, job = parse_drop_path(relative)
         try:
@@ -41,7 +49,8 @@ def process_drop(svc, relative: str, content: bytes, params: dict | None = None)
         params = params or {}
         message = {"workspace": workspace, "experiment": experiment, "jobName": job, "job": job_file,
                    **{k: params[k] for k in ("cluster", "placeholders", "resourceGroup", "subscription") if k in params}}
-        accepted = submit_message(svc, message)
+        key = "drop:" + hashlib.sha256(relative.encode() + b"\0" + content).hexdigest()
+        accepted = submit_message(svc, message, idempotency_key=key)
         return {"status": "accepted", "jobId": accepted["id"]}
     except ApiError as exc:
         return {"status": "rejected", "error": exc.to_body()["error"]}
@@ -49,52 +58,57 @@ def process_drop(svc, relative: str, content: bytes, params: dict | None = None)
         return {"status": "rejected", "error": {"code": "InvalidDropPath", "message": str(exc)}}
 
 
-class InboxWatcher:
-    """Watches `{inbox}` for drops; moves them to `{root}/processed` or `{root}/rejected`."""
+class DropBox:
+    """The drops of one BlobStore: `inbox/<ws>/<exp>/<job>.json`, processed into `processed/` or `rejected/`."""
 
-    def __init__(self, svc, root: Path, *, interval: float = 0.5):
-        self.svc, self.root, self.interval = svc, Path(root), interval
-        self.inbox = self.root / "inbox"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def __init__(self, svc, blobs: BlobStore, *, interval: float = 0.5):
+        self.svc, self.blobs = svc, blobs
+        self._loop = Repeating("drop-box", self.scan, interval, log)
+        self.start, self.stop = self._loop.start, self._loop.stop
 
-    def start(self) -> None:
-        self.inbox.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._run, name="inbox-watcher", daemon=True)
-        self._thread.start()
+    def pending(self) -> list[str]:
+        """Names of the drops waiting in the inbox, oldest name first."""
+        return [b.name for b in self.blobs.list(INBOX) if is_drop(b.name)]
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+    def process(self, name: str) -> dict | None:
+        """Submit the drop `name` (`inbox/...`), write its status, move it; None when it is no drop (a status
+        file, a sidecar, or one another worker already took)."""
+        if not is_drop(name):
+            return None
+        content = self.blobs.get(name)
+        if content is None:
+            return None
+        relative = name[len(INBOX):]
+        sidecar_name = name[: -len(".json")] + ".params.json"
+        sidecar = self.blobs.get(sidecar_name)
+        try:
+            params = json.loads(sidecar) if sidecar is not None else None
+            status = process_drop(self.svc, relative, content, params)
+        except ValueError as exc:
+            status = {"status": "rejected", "error": {"code": "InvalidDrop", "message": f"the sidecar is not JSON: {exc}"}}
+        self.blobs.put(name[: -len(".json")] + ".status.json", (json.dumps(status, indent=2) + "\n").encode())
+        outcome = "processed" if status["status"] == "accepted" else "rejected"
+        self._move(name, f"{outcome}/{relative}", content)
+        if sidecar is not None:
+            self._move(sidecar_name, f"{outcome}/{sidecar_name[len(INBOX):]}", sidecar)
+        log.info("drop %s %s", relative, status["status"])
+        return status
 
     def scan(self) -> int:
-        """Process every complete drop now; returns how many."""
-        done = 0
-        for path in sorted(self.inbox.glob("*/*/*.json")):
-            if path.name.endswith(SIDE_SUFFIXES) or path.name.startswith("."):
-                continue  # writers should drop via a temporary name and rename; dot files are in progress
-            relative = path.relative_to(self.inbox).as_posix()
-            sidecar = path.with_name(path.name[: -len(".json")] + ".params.json")
-            try:
-                params = json.loads(sidecar.read_text()) if sidecar.exists() else None
-                status = process_drop(self.svc, relative, path.read_bytes(), params)
-            except (OSError, ValueError) as exc:
-                status = {"status": "rejected", "error": {"code": "InvalidDrop", "message": str(exc)}}
-            path.with_name(path.name[: -len(".json")] + ".status.json").write_text(json.dumps(status, indent=2) + "\n")
-            target = self.root / ("processed" if status["status"] == "accepted" else "rejected") / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            path.replace(target)
-            if sidecar.exists():
-                sidecar.replace(target.with_name(sidecar.name))
-            log.info("drop %s %s", relative, status["status"])
-            done += 1
-        return done
+        """Process every drop waiting now; returns how many."""
+        return sum(self.process(name) is not None for name in self.pending())
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.scan()
-            except Exception:  # noqa: BLE001 - keep watching
-                log.exception("scanning the inbox failed")
-            self._stop.wait(self.interval)
+    def _move(self, source: str, target: str, content: bytes) -> None:
+        self.blobs.put(target, content)
+        self.blobs.delete(source)
+
+
+def is_drop(name: str) -> bool:
+    """`inbox/<ws>/<exp>/<job>.json`, not a status file or sidecar."""
+    if not name.startswith(INBOX):
+        return False
+    try:
+        parse_drop_path(name[len(INBOX):])
+    except ValueError:
+        return False
+    return True

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from batchai.background import Repeating
 from batchai.ports import BlobStore, Record, Store
 
 log = logging.getLogger("batchai.outputs")
@@ -43,21 +44,12 @@ def _files(root: Path) -> Iterator[tuple[str, Path]]:
 
 class OutputSync:
     def __init__(self, store: Store, blobs: BlobStore, *, interval: float = 1.0):
-        self.store, self.blobs, self.interval = store, blobs, interval
+        self.store, self.blobs = store, blobs
         self._uploaded: dict[str, dict[str, Signature]] = {}  # job id -> blob name -> what was uploaded
         self._locks: dict[str, threading.Lock] = {}  # one sync of a job at a time: the thread and complete_job
         self._guard = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="output-sync", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self._loop = Repeating("output-sync", self.sync_active, interval, log)
+        self.start, self.stop = self._loop.start, self._loop.stop
 
     def sync(self, record: Record) -> None:
         """Upload what changed in the job's directories since the last sync (nothing before launch)."""
@@ -125,11 +117,3 @@ class OutputSync:
                 del self._locks[job_id]
             for job_id in set(self._uploaded) - keep:
                 del self._uploaded[job_id]
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.sync_active()
-            except Exception:  # noqa: BLE001 - keep syncing
-                log.exception("listing the jobs to upload files for failed")
-            self._stop.wait(self.interval)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import Protocol
 
+from batchai.background import Repeating
 from batchai.errors import ApiError
 from batchai.ports import QueueMessage, SubmissionQueue
 from batchai.submission import submit_message
@@ -40,7 +40,9 @@ class HostSettlement:
     abandons it when the function raises, and dead-letters it after the subscription's MaxDeliveryCount.
 
     The Python Service Bus trigger cannot dead-letter by itself (message settlement from Python is a preview
-    binding extension), so a message that can never become a job is logged with its reason and completed.
+    binding extension), so a message that can never become a job is logged with its reason and abandoned:
+    the broker dead-letters it when its deliveries run out (reason MaxDeliveryCountExceeded), and it stays
+    there for `batchai queue show` rather than being lost.
     """
 
     def complete(self, message: QueueMessage) -> None:
@@ -50,7 +52,9 @@ class HostSettlement:
         raise Redeliver(f"submission message {message.id} will be delivered again")
 
     def dead_letter(self, message: QueueMessage, reason: str, description: str) -> None:
-        log.error("submission message %s can never become a job and is dropped: %s: %s", message.id, reason, description)
+        log.error("submission message %s can never become a job: %s: %s (the subscription dead-letters it after "
+                  "its last delivery)", message.id, reason, description)
+        raise Redeliver(f"submission message {message.id} is rejected: {reason}")
 
 
 def handle(svc, queue: Settlement, message: QueueMessage) -> str:
@@ -78,32 +82,18 @@ class QueueConsumer:
     """Receives and handles messages in a thread until stopped; waits briefly when the queue is empty."""
 
     def __init__(self, svc, queue: SubmissionQueue, *, idle_wait: float = 0.2, batch: int = 32):
-        self.svc, self.queue, self.idle_wait, self.batch = svc, queue, idle_wait, batch
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.svc, self.queue, self.batch = svc, queue, batch
+        self._loop = Repeating("queue-consumer", self.consume, idle_wait, log)
+        self.start, self.stop = self._loop.start, self._loop.stop
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="queue-consumer", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                messages = self.queue.receive(max_messages=self.batch)
-            except Exception:  # noqa: BLE001 - keep consuming
-                log.exception("receiving from the submission queue failed")
-                messages = []
-            for message in messages:
-                if self._stop.is_set():
-                    break
-                self._handle(message)
-            if not messages:
-                self._stop.wait(self.idle_wait)
+    def consume(self) -> int:
+        """Handle one batch of messages; returns how many were received."""
+        messages = self.queue.receive(max_messages=self.batch)
+        for message in messages:
+            if self._loop.stopping:
+                break
+            self._handle(message)
+        return len(messages)
 
     def _handle(self, message: QueueMessage) -> None:
         """A settlement that fails (the lock expired meanwhile) must not stop the consumer: the message comes

@@ -3,9 +3,9 @@
 durabletask's in-memory engine runs the orchestrations, SQLite holds the resources, local node
 agents are the machines, and uvicorn serves the same ASGI app the Functions HTTP trigger wraps.
 Jobs also arrive by queue message (`queue.db`, consumed in a thread) and by dropping a job file
-into `drops/inbox/<workspace>/<experiment>/<job>.json`. With BATCHAI_BLOB_CONNECTION_STRING and
-BATCHAI_BLOB_CONTAINER set, jobs' logs and outputs are also uploaded to that container as they
-are written, and listed from there.
+into `drops/inbox/<workspace>/<experiment>/<job>.json`. Cloud adapters replace embedded ones where
+their settings are given (`batchai.adapters.from_env`): the store in Cosmos DB, the drop box in a
+blob container, and jobs' logs and outputs uploaded to a blob container as they are written.
 On start it reconciles: every cluster gets its nodes back and every unfinished job gets a
 lifecycle again, so a `kill -9` loses nothing (the store is the source of truth).
 """
@@ -25,17 +25,15 @@ from pathlib import Path
 import uvicorn
 
 from activities import bind
-from batchai.adapters.azure_blob_store import AzureBlobStore
 from batchai.adapters.durabletask_engine import DurableTaskEngine
+from batchai.adapters.from_env import blob_store, drop_store, resource_store
 from batchai.adapters.local_compute import LocalCompute
 from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
-from batchai.adapters.sqlite_store import SqliteStore
-from batchai.blob_drop import InboxWatcher
+from batchai.blob_drop import DropBox
 from batchai.queue_consumer import QueueConsumer
 from batchai.api.app import create_app
 from batchai.lifecycle import ACTIVE, controller_instance, job_instance
 from batchai.output_sync import OutputSync
-from batchai.ports import BlobStore
 from batchai.services import Services, Settings
 from orchestrations import ORCHESTRATIONS
 
@@ -54,16 +52,6 @@ def load_token(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def blob_store(environ=os.environ) -> BlobStore | None:
-    """The container for jobs' logs and outputs, when one is configured: both variables or none."""
-    connection, container = environ.get("BATCHAI_BLOB_CONNECTION_STRING"), environ.get("BATCHAI_BLOB_CONTAINER")
-    if not connection and not container:
-        return None
-    if not connection or not container:
-        raise ValueError("set both BATCHAI_BLOB_CONNECTION_STRING and BATCHAI_BLOB_CONTAINER, or neither")
-    return AzureBlobStore(connection, container)
-
-
 @dataclass
 class EmbeddedHost:
     data_dir: Path
@@ -76,7 +64,7 @@ class EmbeddedHost:
         self.data_dir = Path(self.data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = self.settings or Settings.from_env(self.data_dir)
-        self.store = SqliteStore(self.data_dir / "store.db")
+        self.store = resource_store(self.data_dir)
         self.token = load_token(self.data_dir)
         node_token = self.store.setting("node_token", lambda: secrets.token_urlsafe(32))
         signing_key = self.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
@@ -96,7 +84,7 @@ class EmbeddedHost:
         self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key)
         self.queue = SqliteSubmissionQueue(self.data_dir / "queue.db")
         self.consumer = QueueConsumer(self.services, self.queue)
-        self.inbox = InboxWatcher(self.services, self.data_dir / "drops")
+        self.inbox = DropBox(self.services, drop_store(self.data_dir))
         if hasattr(compute, "attach"):  # in-process nodes call the control plane's services directly
             compute.attach(self.services)
 

@@ -6,9 +6,14 @@ same `orchestrations/` and `activities/` as the embedded host, through the Durab
 Flow adapter. Nothing happens at import: the services are built on the first invocation, so
 the Functions host (and the tests) can index this module freely.
 
-Resources live in SQLite under `BATCHAI_DATA_DIR` (an Azure Files mount on the plan; the
-Cosmos store is a later adapter). There is no Azure compute adapter yet (VM scale sets come
-with the scheduler work), so cluster provisioning fails with a clear error on Azure until then.
+The adapters come from the app settings (`batchai.adapters.from_env`): resources in Cosmos DB
+(else SQLite under `BATCHAI_DATA_DIR`, an Azure Files mount, one instance only), nodes as VM scale
+set instances (without those settings cluster provisioning fails with a clear error), jobs'
+outputs listed from a blob container, and the drop box in a blob container.
+
+Job files dropped into `$BATCHAI_DROP_CONTAINER/inbox/<workspace>/<experiment>/<job>.json` fire
+the `job_drops` blob trigger (connection: the `BATCHAI_BLOB_CONNECTION_STRING` setting), which
+processes them as the embedded host's drop box does.
 
 Jobs also arrive by Service Bus: one topic trigger per priority subscription (see
 `batchai.adapters.servicebus_queue`), each calling the embedded consumer's `handle`. The
@@ -44,11 +49,15 @@ SERVICEBUS_CONNECTION = "BATCHAI_SERVICEBUS"  # the app setting (prefix) of the 
 SERVICEBUS_TOPIC = "%BATCHAI_SERVICEBUS_TOPIC%"  # resolved from the app setting by the host
 
 
+DROPS_CONNECTION = "BATCHAI_BLOB_CONNECTION_STRING"  # the app setting holding the storage connection string
+DROPS_PATH = "%BATCHAI_DROP_CONTAINER%/inbox/{name}"
+
+
 class NoAzureCompute:
     """Compute port placeholder on Azure: says plainly that nodes cannot be provisioned yet."""
 
     def _unavailable(self, *args, **kwargs):
-        raise RuntimeError("no compute adapter is configured for Azure Functions yet: clusters cannot get nodes here")
+        raise RuntimeError("no compute adapter is configured: set the BATCHAI_VMSS_* app settings for VM scale sets")
 
     node_root = start_node = is_alive = stop_node = kill_node = mount = unmount = evicted = evict = _unavailable
 
@@ -61,13 +70,29 @@ def services():
 
 @lru_cache(maxsize=1)
 def _services():
-    from batchai.adapters.sqlite_store import SqliteStore
+    from batchai.adapters.from_env import azure_compute, blob_store, resource_store
     from batchai.services import Services, Settings
 
     data_dir = Path(os.environ.get("BATCHAI_DATA_DIR", "/home/data/batchai")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(data_dir / "store.db")
-    return Services(store=store, compute=NoAzureCompute(), engine=engine, settings=Settings.from_env(data_dir))
+    settings = Settings.from_env(data_dir)
+    store = resource_store(data_dir)
+    compute = azure_compute(store, data_dir, settings.heartbeat_seconds) or NoAzureCompute()
+    return Services(store=store, compute=compute, engine=engine, settings=settings, blobs=blob_store())
+
+
+def drop_box():
+    with _build_lock:
+        return _drop_box()
+
+
+@lru_cache(maxsize=1)
+def _drop_box():
+    from batchai.adapters.from_env import drop_store
+    from batchai.blob_drop import DropBox
+
+    svc = services()
+    return DropBox(svc, drop_store(svc.settings.data_dir))
 
 
 def asgi() -> func.AsgiMiddleware:
@@ -121,15 +146,30 @@ def queue_message(message: func.ServiceBusMessage, priority: str) -> QueueMessag
 
 
 def _register_submissions(priority: str) -> None:
-    def submissions(message: func.ServiceBusMessage) -> None:
-        handle(services(), HostSettlement(), queue_message(message, priority))
+    async def submissions(message: func.ServiceBusMessage, client) -> None:
+        engine.use_client(client)  # a stored job starts its lifecycle: the first trigger of a host may be this one
+        await asyncio.to_thread(lambda: handle(services(), HostSettlement(), queue_message(message, priority)))
 
     name = f"submissions_{priority}"
     submissions.__name__ = name
     trigger = app.service_bus_topic_trigger(arg_name="message", connection=SERVICEBUS_CONNECTION,
                                             topic_name=SERVICEBUS_TOPIC, subscription_name=priority)
-    app.function_name(name)(trigger(submissions))
+    app.function_name(name)(trigger(app.durable_client_input(client_name="client")(submissions)))
 
 
 for _priority in PRIORITIES:
     _register_submissions(_priority)
+
+
+@app.function_name("job_drops")
+@app.blob_trigger(arg_name="drop", path=DROPS_PATH, connection=DROPS_CONNECTION)
+@app.durable_client_input(client_name="client")
+async def job_drops(drop: func.InputStream, client) -> None:
+    """A new blob in the drop container's inbox: submit it (status files and sidecars are ignored)."""
+    engine.use_client(client)
+    await asyncio.to_thread(lambda: drop_box().process(drop_name(drop.name)))
+
+
+def drop_name(trigger_name: str) -> str:
+    """The trigger's `<container>/inbox/...` as the drop box names it: `inbox/...`."""
+    return trigger_name.split("/", 1)[1] if "/" in trigger_name else trigger_name

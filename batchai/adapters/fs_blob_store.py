@@ -1,7 +1,10 @@
-"""The BlobStore port on a local directory: a blob is a file whose path under `{root}/blobs` is its name.
+"""The BlobStore port on a local directory: a blob is a file whose path under the root is its name.
 
-For development and tests without a storage account. Its download URLs are `file:` URLs: the
-disk has no one to enforce an expiry, so they are as good as the reader's access to the root.
+For development, tests, and the embedded host's drop box (a directory users copy files into).
+A path with a segment starting with `.` is not a blob: that is where this adapter stages its
+writes, and where a person copying a file in writes it before renaming it into place. Download
+URLs are `file:` URLs: the disk has no one to enforce an expiry, so they are as good as the
+reader's access to the root.
 """
 
 from __future__ import annotations
@@ -16,16 +19,17 @@ from batchai.ports import BlobInfo
 
 class FsBlobStore:
     def __init__(self, root: Path):
-        self.root = Path(root).resolve() / "blobs"
-        self.staging = self.root.parent / "staging"  # outside every name, so a put in progress is never listed
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.staging.mkdir(exist_ok=True)
+        self.root = Path(root).resolve()
+        self.staging = self.root / ".staging"  # a dot segment is never a blob, so a put in progress is never listed
+        self.staging.mkdir(parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
         """Refuse names that would leave the root: a blob name is never a way out."""
         parts = name.split("/")
         if any(p in ("", ".", "..") for p in parts) or "\\" in name:
             raise ValueError(f"not a relative blob name: {name!r}")
+        if any(p.startswith(".") for p in parts):
+            raise ValueError(f"a blob name has no segment starting with '.': {name!r}")
         return self.root.joinpath(*parts)
 
     def put(self, name: str, data: bytes) -> None:
@@ -50,8 +54,11 @@ class FsBlobStore:
     def list(self, prefix: str) -> list[BlobInfo]:
         directory = prefix.rpartition("/")[0]
         found = []
-        for parent, _, files in os.walk(self._path(directory) if directory else self.root):
+        for parent, folders, files in os.walk(self._path(directory) if directory else self.root):
+            folders[:] = [f for f in folders if not f.startswith(".")]
             for file in files:
+                if file.startswith("."):
+                    continue
                 path = Path(parent, file)
                 name = path.relative_to(self.root).as_posix()
                 if name.startswith(prefix):

@@ -319,14 +319,14 @@ def job_submit(
             return show(c, {"channel": "queue", "messageId": message_id, "priority": priority}, [("channel", lambda r: r["channel"]),
                         ("message id", lambda r: r["messageId"]), ("priority", lambda r: r["priority"])])
         if via == "blob":
-            folder = c.data_dir / "drops" / "inbox" / workspace / experiment
-            folder.mkdir(parents=True, exist_ok=True)
+            from batchai.adapters.from_env import drop_store
+
+            drops = drop_store(c.data_dir)
             params = {"cluster": cluster, "placeholders": values, "resourceGroup": c.resource_group, "subscription": c.subscription}
-            (folder / f"{name}.params.json").write_text(json.dumps(params))
-            temp = folder / f".{name}.json"
-            temp.write_text(json.dumps(raw))
-            temp.replace(folder / f"{name}.json")  # the watcher never sees half a file
-            return show(c, {"channel": "blob", "path": str(folder / f"{name}.json")},
+            name_prefix = f"inbox/{workspace}/{experiment}/{name}"
+            drops.put(f"{name_prefix}.params.json", json.dumps(params).encode())  # before the drop: it is read with it
+            drops.put(f"{name_prefix}.json", json.dumps(raw).encode())
+            return show(c, {"channel": "blob", "path": f"{name_prefix}.json"},
                         [("channel", lambda r: r["channel"]), ("dropped at", lambda r: r["path"])])
         raise CliError("--via must be http, queue or blob")
     run(submit)

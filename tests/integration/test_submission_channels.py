@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from batchai.adapters.sqlite_queue import LockLost, SqliteSubmissionQueue
 from batchai.queue_consumer import QueueConsumer, handle
 from batchai.services import Settings
 from function_app.embedded import EmbeddedHost
+from tests.support.azurite import azurite
 
 pytestmark = pytest.mark.timeout(300)
 SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "default", "qws", "qexp"
@@ -119,19 +121,56 @@ def test_publishing_the_same_idempotency_key_twice_queues_it_once(host):
     assert host.queue.depth()["normal"] == 1
 
 
-def test_a_dropped_recipe_is_submitted_and_a_broken_one_rejected(host):
-    inbox = host.data_dir / "drops" / "inbox" / WS / EXP
-    inbox.mkdir(parents=True)
-    (inbox / "tf.params.json").write_text(json.dumps({"cluster": "c", "placeholders": {"AZURE_BATCHAI_STORAGE_ACCOUNT": "acct"}}))
-    (inbox / "tf.json").write_bytes((RECIPES / "TensorFlow-GPU-Distributed" / "job.json").read_bytes())
-    (inbox / "broken.json").write_text('{"properties": {"nodeCount": 2}}')
+@pytest.fixture(scope="module")
+def azurite_connection():
+    with azurite() as connection:
+        yield connection
+
+
+@pytest.fixture(params=["directory", "blob container"])
+def drop_host(request, monkeypatch):
+    """The host, with its drop box in `drops/` of the data dir or in an Azurite container."""
+    if request.param == "blob container":
+        monkeypatch.setenv("BATCHAI_BLOB_CONNECTION_STRING", request.getfixturevalue("azurite_connection"))
+        monkeypatch.setenv("BATCHAI_DROP_CONTAINER", f"drops-{uuid.uuid4().hex[:12]}")
+    return request.getfixturevalue("host")
+
+
+def test_a_dropped_recipe_is_submitted_and_a_broken_one_rejected(drop_host):
+    host, drops = drop_host, drop_host.inbox.blobs
+    inbox = f"inbox/{WS}/{EXP}"
+    drops.put(f"{inbox}/tf.params.json", json.dumps({"cluster": "c", "placeholders": {"AZURE_BATCHAI_STORAGE_ACCOUNT": "acct"}}).encode())
+    drops.put(f"{inbox}/tf.json", (RECIPES / "TensorFlow-GPU-Distributed" / "job.json").read_bytes())
+    drops.put(f"{inbox}/broken.json", b'{"properties": {"nodeCount": 2}}')
     assert host.inbox.scan() == 2
-    accepted = json.loads((inbox / "tf.status.json").read_text())
+    accepted = json.loads(drops.get(f"{inbox}/tf.status.json"))
     assert accepted["status"] == "accepted" and accepted["jobId"].endswith(f"/experiments/{EXP}/jobs/tf")
-    rejected = json.loads((inbox / "broken.status.json").read_text())
+    rejected = json.loads(drops.get(f"{inbox}/broken.status.json"))
     assert rejected["status"] == "rejected" and rejected["error"]["code"] and rejected["error"]["target"]
-    assert (host.data_dir / "drops" / "processed" / WS / EXP / "tf.json").exists()
-    assert (host.data_dir / "drops" / "rejected" / WS / EXP / "broken.json").exists()
-    assert not (inbox / "tf.json").exists() and jobs(host) == ["tf"]
+    assert {b.name for b in drops.list("processed/")} == {f"processed/{WS}/{EXP}/tf.json", f"processed/{WS}/{EXP}/tf.params.json"}
+    assert {b.name for b in drops.list("rejected/")} == {f"rejected/{WS}/{EXP}/broken.json"}
+    assert host.inbox.pending() == [] and jobs(host) == ["tf"]
     tf = host.http.get(f"{BASE}/experiments/{EXP}/jobs/tf", params=V).json()["properties"]
     assert tf["toolType"] == "tensorflow" and "acct" in json.dumps(tf["mountVolumes"])
+
+
+def test_a_drop_processed_again_answers_the_job_it_made(host):
+    """A crash after the job was stored but before the drop moved: the same drop comes round again."""
+    drop, sidecar = f"inbox/{WS}/{EXP}/again.json", f"inbox/{WS}/{EXP}/again.params.json"
+    body = json.dumps(json.loads(message("again"))["job"]).encode()
+    host.inbox.blobs.put(sidecar, b'{"cluster": "c"}')
+    host.inbox.blobs.put(drop, body)
+    first = host.inbox.process(drop)
+    host.inbox.blobs.put(sidecar, b'{"cluster": "c"}')
+    host.inbox.blobs.put(drop, body)
+    assert host.inbox.process(drop) == first and first["status"] == "accepted"
+    assert jobs(host) == ["again"]
+    assert host.inbox.process(f"inbox/{WS}/{EXP}/again.status.json") is None  # status files are no drops
+
+
+def test_a_drop_written_in_place_is_not_read_until_renamed(host):
+    """Copying into the directory: a file whose name starts with `.` is still being written."""
+    folder = host.data_dir / "drops" / "inbox" / WS / EXP
+    folder.mkdir(parents=True)
+    (folder / ".half.json").write_text('{"properties": ')
+    assert host.inbox.scan() == 0 and (folder / ".half.json").exists()

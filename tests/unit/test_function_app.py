@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib
 import inspect
 import os
@@ -17,29 +19,24 @@ from activities import ACTIVITIES
 from batchai import queue_consumer
 from batchai.ports import PRIORITIES
 from orchestrations import ORCHESTRATIONS
+from tests.support.function_app import registered_functions, user_code
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def functions():
-    module = importlib.import_module("function_app.function_app")
-    return {f.get_function_name(): f for f in module.app.get_functions()}
+    return registered_functions()
 
 
 def bindings(fn) -> dict[str, str]:
     return {b.name: b.type for b in fn.get_bindings()}
 
 
-def user_code(fn):
-    code = fn.get_user_function()
-    return getattr(code, "client_function", None) or getattr(code, "orchestrator_function", None) or code
-
-
 def test_every_orchestration_and_activity_has_one_trigger(functions):
     names = list(functions)
     assert len(names) == len(set(names))
-    assert set(names) == {"http_api", *ORCHESTRATIONS, *ACTIVITIES, *(f"submissions_{p}" for p in PRIORITIES)}
+    assert set(names) == {"http_api", "job_drops", *ORCHESTRATIONS, *ACTIVITIES, *(f"submissions_{p}" for p in PRIORITIES)}
     for name in ORCHESTRATIONS:
         assert bindings(functions[name]) == {"context": "orchestrationTrigger"}
     for name in ACTIVITIES:
@@ -81,36 +78,84 @@ def sb_message(body: bytes, message_id: str = "m1", delivery_count: int = 1) -> 
                              application_properties={}, user_properties={})
 
 
-def test_one_service_bus_trigger_per_priority_subscription(functions):
+class ClientSeen:
+    """Stands in for the engine: which durable client a trigger handed over."""
+
+    def __init__(self):
+        self.clients = []
+
+    def use_client(self, client):
+        self.clients.append(client)
+
+
+@pytest.fixture
+def trigger_call(monkeypatch):
+    """Calls a client trigger's user code as the host would (async, with a durable client)."""
+    module = importlib.import_module("function_app.function_app")
+    seen = ClientSeen()
+    monkeypatch.setattr(module, "engine", seen)
+
+    def call(fn, argument):
+        asyncio.run(user_code(fn)(argument, client="durable-client"))
+        assert seen.clients[-1] == "durable-client"  # starting a job's lifecycle needs it
+
+    return call
+
+
+def test_one_service_bus_trigger_per_priority_subscription_with_a_durable_client(functions):
     for priority in PRIORITIES:
-        (trigger,) = functions[f"submissions_{priority}"].get_bindings()
-        assert (trigger.type, trigger.name, trigger.subscription_name) == ("serviceBusTrigger", "message", priority)
+        fn = functions[f"submissions_{priority}"]
+        assert bindings(fn) == {"message": "serviceBusTrigger", "client": "durableClient"}
+        trigger = next(b for b in fn.get_bindings() if b.type == "serviceBusTrigger")
+        assert trigger.subscription_name == priority
         assert trigger.connection == "BATCHAI_SERVICEBUS" and trigger.topic_name == "%BATCHAI_SERVICEBUS_TOPIC%"
 
 
 @pytest.mark.parametrize("priority", PRIORITIES)
-def test_the_service_bus_triggers_call_the_consumer_handler(functions, monkeypatch, priority):
+def test_the_service_bus_triggers_call_the_consumer_handler(functions, monkeypatch, trigger_call, priority):
     module = importlib.import_module("function_app.function_app")
     svc, calls = object(), []
     monkeypatch.setattr(module, "services", lambda: svc)
     monkeypatch.setattr(module, "handle", lambda *args: calls.append(args) or "completed")
-    user_code(functions[f"submissions_{priority}"])(sb_message(b'{"jobName": "j"}', "key-7", 3))
+    trigger_call(functions[f"submissions_{priority}"], sb_message(b'{"jobName": "j"}', "key-7", 3))
     ((got_svc, settlement, message),) = calls
     assert got_svc is svc and isinstance(settlement, queue_consumer.HostSettlement)
     assert (message.id, message.body, message.priority, message.delivery_count) == ("key-7", '{"jobName": "j"}', priority, 3)
 
 
-def test_a_never_valid_message_returns_so_the_host_completes_it_and_a_failure_raises_so_it_is_redelivered(
-        functions, monkeypatch, caplog):
+def test_a_never_valid_message_is_logged_and_raised_so_the_subscription_dead_letters_it_and_loses_nothing(
+        functions, monkeypatch, caplog, trigger_call):
     module = importlib.import_module("function_app.function_app")
     monkeypatch.setattr(module, "services", object)
-    trigger = user_code(functions["submissions_normal"])
-    trigger(sb_message(b"{not json", "malformed"))  # the Python trigger cannot dead-letter: logged, then completed
+    trigger = functools.partial(trigger_call, functions["submissions_normal"])
+    with pytest.raises(queue_consumer.Redeliver, match="rejected: MalformedMessage"):
+        trigger(sb_message(b"{not json", "malformed"))  # the Python trigger cannot dead-letter: the broker will
     assert "malformed" in caplog.text and "MalformedMessage" in caplog.text
 
     def store_busy(*args, **kwargs):
         raise RuntimeError("the store is busy")
 
     monkeypatch.setattr(queue_consumer, "submit_message", store_busy)
-    with pytest.raises(queue_consumer.Redeliver):
+    with pytest.raises(queue_consumer.Redeliver, match="delivered again"):
         trigger(sb_message(b'{"jobName": "j"}', "transient"))
+
+
+def test_a_blob_trigger_on_the_drop_container_inbox_with_a_durable_client(functions):
+    fn = functions["job_drops"]
+    assert bindings(fn) == {"drop": "blobTrigger", "client": "durableClient"}
+    trigger = next(b for b in fn.get_bindings() if b.type == "blobTrigger")
+    assert trigger.path == "%BATCHAI_DROP_CONTAINER%/inbox/{name}"
+    assert trigger.connection == "BATCHAI_BLOB_CONNECTION_STRING"
+
+
+def test_the_blob_trigger_processes_the_drop_by_its_name_in_the_container(functions, monkeypatch, trigger_call):
+    module = importlib.import_module("function_app.function_app")
+    processed = []
+
+    class Box:
+        def process(self, name):
+            processed.append(name)
+
+    monkeypatch.setattr(module, "drop_box", Box)
+    trigger_call(functions["job_drops"], func.blob.InputStream(data=b"{}", name="drops/inbox/ws/exp/j.json"))
+    assert processed == ["inbox/ws/exp/j.json"]

@@ -1,0 +1,99 @@
+"""Which adapter each port gets, chosen from environment variables (app settings on Azure).
+
+Both composition roots ask here, so `batchai serve` and the Functions app make the same choice
+from the same settings. Unset means the embedded adapter; a half-given Azure setting is an error
+naming the missing variable, never a silent fallback.
+
+- Store: `BATCHAI_COSMOS_ENDPOINT` + `BATCHAI_COSMOS_KEY` (+ `BATCHAI_COSMOS_DATABASE`, default
+  `batchai`) -> Cosmos DB; else SQLite at `{data dir}/store.db`.
+- Job logs and outputs: `BATCHAI_BLOB_CONTAINER` -> that container of the storage account of
+  `BATCHAI_BLOB_CONNECTION_STRING`; else they stay on the nodes' disks.
+- Drop box: `BATCHAI_DROP_CONTAINER` -> that container of the same account; else the directory
+  `{data dir}/drops`.
+- Compute on Azure: `BATCHAI_VMSS_SUBSCRIPTION_ID` + `BATCHAI_VMSS_RESOURCE_GROUP` +
+  `BATCHAI_VMSS_LOCATION` + `BATCHAI_AGENT_PACKAGE` (what `pip install` gets on the VMs), optional
+  `BATCHAI_VMSS_SUBNET_ID`, and the URL the VMs reach the control plane at, `BATCHAI_PUBLIC_URL`
+  (default `https://$WEBSITE_HOSTNAME`) -> VM scale sets with the app's managed identity
+  (DefaultAzureCredential); else None, and the composition root picks its own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Mapping
+
+from batchai.adapters.azure_blob_store import AzureBlobStore
+from batchai.adapters.fs_blob_store import FsBlobStore
+from batchai.ports import BlobStore, Store
+
+VMSS_REQUIRED = ("BATCHAI_VMSS_SUBSCRIPTION_ID", "BATCHAI_VMSS_RESOURCE_GROUP", "BATCHAI_VMSS_LOCATION", "BATCHAI_AGENT_PACKAGE")
+
+
+def _all_or_none(environ: Mapping[str, str], names: tuple[str, ...]) -> bool:
+    """True when every variable is set, False when none is; ValueError naming the missing ones otherwise."""
+    missing = [n for n in names if not environ.get(n)]
+    if len(missing) == len(names):
+        return False
+    if missing:
+        raise ValueError(f"set {', '.join(missing)} too ({' + '.join(names)} go together), or none of them")
+    return True
+
+
+def resource_store(data_dir: Path, environ: Mapping[str, str] = os.environ) -> Store:
+    if not _all_or_none(environ, ("BATCHAI_COSMOS_ENDPOINT", "BATCHAI_COSMOS_KEY")):
+        from batchai.adapters.sqlite_store import SqliteStore
+
+        return SqliteStore(Path(data_dir) / "store.db")
+    from batchai.adapters.cosmos_store import CosmosStore
+
+    endpoint = environ["BATCHAI_COSMOS_ENDPOINT"]
+    # an http endpoint is an emulator with one region: asking it for others fails
+    options = {"enable_endpoint_discovery": False} if endpoint.startswith("http://") else {}
+    return CosmosStore.connect(endpoint, environ["BATCHAI_COSMOS_KEY"], environ.get("BATCHAI_COSMOS_DATABASE") or "batchai", **options)
+
+
+def blob_store(environ: Mapping[str, str] = os.environ) -> BlobStore | None:
+    """The container for jobs' logs and outputs, when one is configured."""
+    return _container(environ, "BATCHAI_BLOB_CONTAINER")
+
+
+def drop_store(data_dir: Path, environ: Mapping[str, str] = os.environ) -> BlobStore:
+    """Where job files are dropped: a blob container when configured, else `{data dir}/drops`."""
+    return _container(environ, "BATCHAI_DROP_CONTAINER") or FsBlobStore(Path(data_dir) / "drops")
+
+
+def _container(environ: Mapping[str, str], setting: str) -> AzureBlobStore | None:
+    """The container the setting names, in the account of BATCHAI_BLOB_CONNECTION_STRING."""
+    if not environ.get(setting):
+        return None
+    if not environ.get("BATCHAI_BLOB_CONNECTION_STRING"):
+        raise ValueError(f"{setting} needs BATCHAI_BLOB_CONNECTION_STRING (the storage account)")
+    return AzureBlobStore(environ["BATCHAI_BLOB_CONNECTION_STRING"], environ[setting])
+
+
+def azure_compute(store: Store, data_dir: Path, heartbeat: float, environ: Mapping[str, str] = os.environ):
+    """VM scale sets when configured, else None."""
+    if not _all_or_none(environ, VMSS_REQUIRED):
+        return None
+    from azure.identity import DefaultAzureCredential
+
+    from batchai.adapters.vmss_compute import VmssCompute
+
+    url = environ.get("BATCHAI_PUBLIC_URL") or (f"https://{environ['WEBSITE_HOSTNAME']}" if environ.get("WEBSITE_HOSTNAME") else "")
+    if not url:
+        raise ValueError("set BATCHAI_PUBLIC_URL: the URL at which the VMs reach the control plane")
+
+    def cluster_properties(cluster_id: str) -> dict | None:
+        record = store.get(cluster_id)
+        return record.properties if record is not None else None
+
+    return VmssCompute(
+        DefaultAzureCredential(), environ["BATCHAI_VMSS_SUBSCRIPTION_ID"],
+        resource_group=environ["BATCHAI_VMSS_RESOURCE_GROUP"], location=environ["BATCHAI_VMSS_LOCATION"],
+        control_plane_url=url, token=store.setting("node_token", lambda: secrets.token_urlsafe(32)),
+        agent_package=environ["BATCHAI_AGENT_PACKAGE"], cluster_properties=cluster_properties,
+        default_subnet_id=environ.get("BATCHAI_VMSS_SUBNET_ID") or None,
+        state_file=Path(data_dir) / "vmss-nodes.json", heartbeat=heartbeat,
+    )

@@ -1,0 +1,66 @@
+"""Adapters chosen from the environment: embedded by default, Azure where its settings are all given."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchai.adapters.azure_blob_store import AzureBlobStore
+from batchai.adapters.from_env import azure_compute, blob_store, drop_store, resource_store
+from batchai.adapters.fs_blob_store import FsBlobStore
+from batchai.adapters.sqlite_store import SqliteStore
+from batchai.adapters.vmss_compute import VmssCompute
+from batchai.ports import Record
+
+VMSS = {"BATCHAI_VMSS_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001", "BATCHAI_VMSS_RESOURCE_GROUP": "nodes",
+        "BATCHAI_VMSS_LOCATION": "westeurope", "BATCHAI_AGENT_PACKAGE": "batchai-serverless==0.1.0"}
+
+
+def test_nothing_configured_means_the_embedded_adapters(tmp_path):
+    assert isinstance(resource_store(tmp_path, {}), SqliteStore)
+    assert blob_store({}) is None
+    drops = drop_store(tmp_path, {})
+    assert isinstance(drops, FsBlobStore) and drops.root == (tmp_path / "drops").resolve()
+    assert azure_compute(SqliteStore(tmp_path / "s.db"), tmp_path, 1.0, {}) is None
+
+
+@pytest.mark.parametrize("environ, missing", [
+    ({"BATCHAI_COSMOS_ENDPOINT": "https://acct.documents.azure.com"}, "BATCHAI_COSMOS_KEY"),
+    ({"BATCHAI_COSMOS_KEY": "k"}, "BATCHAI_COSMOS_ENDPOINT"),
+])
+def test_half_a_cosmos_setting_is_an_error_naming_the_other_half(tmp_path, environ, missing):
+    with pytest.raises(ValueError, match=missing):
+        resource_store(tmp_path, environ)
+
+
+def test_a_container_without_a_storage_account_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="BATCHAI_BLOB_CONNECTION_STRING"):
+        blob_store({"BATCHAI_BLOB_CONTAINER": "logs"})
+    with pytest.raises(ValueError, match="BATCHAI_BLOB_CONNECTION_STRING"):
+        drop_store(tmp_path, {"BATCHAI_DROP_CONTAINER": "drops"})
+    assert blob_store({"BATCHAI_BLOB_CONNECTION_STRING": "AccountName=a;AccountKey=a2V5"}) is None  # no container named
+
+
+def test_part_of_the_scale_set_settings_is_an_error_naming_what_is_missing(tmp_path):
+    partial = {k: v for k, v in VMSS.items() if k != "BATCHAI_VMSS_LOCATION"}
+    with pytest.raises(ValueError, match="BATCHAI_VMSS_LOCATION"):
+        azure_compute(SqliteStore(tmp_path / "s.db"), tmp_path, 1.0, partial)
+
+
+def test_scale_set_settings_mean_vmss_compute_reaching_back_to_the_function_app(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    compute = azure_compute(store, tmp_path, 2.5, {**VMSS, "WEBSITE_HOSTNAME": "batchai.azurewebsites.net"})
+    assert isinstance(compute, VmssCompute)
+    assert compute.control_plane_url == "https://batchai.azurewebsites.net"
+    assert compute.token == store.setting("node_token", lambda: "never used: the token exists") and compute.token
+    assert (compute.resource_group, compute.location, compute.heartbeat) == ("nodes", "westeurope", 2.5)
+    assert compute.state_file == tmp_path / "vmss-nodes.json"
+    cluster = "/subscriptions/s/resourceGroups/g/providers/Microsoft.BatchAI/workspaces/w/clusters/c"
+    store.create(Record(id=cluster, type="clusters", name="c", parent=cluster.rsplit("/clusters/", 1)[0],
+                        body={"properties": {"vmSize": "STANDARD_NC6"}}))
+    assert compute.cluster_properties(cluster) == {"vmSize": "STANDARD_NC6"}
+    assert compute.cluster_properties(cluster + "x") is None
+
+
+def test_scale_sets_need_a_url_the_vms_can_reach(tmp_path):
+    with pytest.raises(ValueError, match="BATCHAI_PUBLIC_URL"):
+        azure_compute(SqliteStore(tmp_path / "s.db"), tmp_path, 1.0, VMSS)

@@ -41,8 +41,8 @@ def wall_clock_seconds(value: str | None) -> float:
 
 
 def queued_job(summary: dict) -> QueuedJob:
-    return QueuedJob(summary["id"], summary["node_count"] or 1, summary["priority"] or "normal", summary["seq"],
-                     summary["parent"], wall_clock_seconds(summary["max_wall_clock"]))
+    return QueuedJob(summary.id, summary.node_count or 1, summary.priority or "normal", summary.seq,
+                     summary.parent, wall_clock_seconds(summary.max_wall_clock))
 
 
 def busy_until(nodes: list[NodeRecord], active: dict[str, dict], now: float, timeout: float) -> list[float]:
@@ -58,8 +58,8 @@ def busy_until(nodes: list[NodeRecord], active: dict[str, dict], now: float, tim
         if node.state in ("starting", "preparing"):
             ends.append(0.0)
         elif node.job and (job := active.get(ids.key(node.job))) and node.state == "running":
-            start = parse_time(job["start_time"]).timestamp() if job["start_time"] else now
-            left = start + wall_clock_seconds(job["max_wall_clock"]) - now if job["state"] == "running" else 0.0
+            start = parse_time(job.start_time).timestamp() if job.start_time else now
+            left = start + wall_clock_seconds(job.max_wall_clock) - now if job.state == "running" else 0.0
             ends.append(max(0.0, left))
     return ends
 
@@ -83,7 +83,7 @@ def run_pass(svc, cluster_id: str) -> list[str]:
         timeout = svc.settings.node_timeout_seconds
         nodes = svc.store.nodes(cluster_id)
         held = any(n.job for n in nodes)
-        active = {ids.key(j["id"]): j for j in svc.store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
+        active = {ids.key(j.id): j for j in svc.store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
         if release_stale_claims(svc, nodes, active):
             nodes = svc.store.nodes(cluster_id)
         # Nodes before the queue: on a busy cluster there is nothing to place, and reading the queue costs.

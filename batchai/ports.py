@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, NamedTuple, Protocol
 
 
 class Conflict(Exception):
@@ -68,6 +68,19 @@ class TaskRecord:
 Mutation = Callable[[Record], "Record | None"]
 
 
+class JobSummary(NamedTuple):
+    """What scheduling reads of a job, without its body. A tuple: a pass reads ten thousand of them."""
+
+    id: str
+    seq: int
+    parent: str  # the experiment's key
+    state: str
+    node_count: int | None
+    priority: str | None
+    max_wall_clock: str | None  # constraints.maxWallClockTime as given
+    start_time: str | None  # executionInfo.startTime
+
+
 class Store(Protocol):
     """The resource hierarchy, nodes, per-node tasks and long-running operations."""
 
@@ -101,9 +114,8 @@ class Store(Protocol):
     def operations(self, status: str) -> list[dict]: ...
     def finish_operation(self, op_id: str, status: str, error: str | None = None) -> None: ...
 
-    # a cluster's jobs in `states` as scheduling needs them, in submission order:
-    # {"id", "seq", "parent", "state", "node_count", "priority", "max_wall_clock", "start_time"}
-    def job_summaries(self, cluster: str, states: Iterable[str]) -> list[dict]: ...
+    # a cluster's jobs in `states` as scheduling needs them, in submission order
+    def job_summaries(self, cluster: str, states: Iterable[str]) -> list[JobSummary]: ...
 
     # flags: set_flag is true only for the caller that raised it (debouncing wake-ups)
     def set_flag(self, name: str) -> bool: ...

@@ -79,7 +79,7 @@ def decide(store: SqliteStore, cluster: str) -> int:
     """What run_pass does before launching: the same reads and the same policy call."""
     now = time.time()
     nodes = store.nodes(cluster)
-    active = {ids.key(j["id"]): j for j in store.job_summaries(cluster, ("running", "terminating"))} if any(n.job for n in nodes) else {}
+    active = {ids.key(j.id): j for j in store.job_summaries(cluster, ("running", "terminating"))} if any(n.job for n in nodes) else {}
     free = [n.id for n in nodes if usable(n, now, 60.0)]
     if not free:
         return 0
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         occupy(store, cluster, busy, rng)
         now = time.time()
         nodes = store.nodes(cluster)
-        active = {ids.key(j["id"]): j for j in store.job_summaries(cluster, ("running", "terminating"))}
+        active = {ids.key(j.id): j for j in store.job_summaries(cluster, ("running", "terminating"))}
         free = [n.id for n in nodes if usable(n, now, 60.0)]
         ends = busy_until(nodes, active, now, 60.0)
         policy, placed = timed(lambda: place(queue, free, ends), args.repeat)

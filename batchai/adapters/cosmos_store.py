@@ -35,12 +35,11 @@ from azure.cosmos.exceptions import (
 
 from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
-from batchai.ports import Conflict, Mutation, NodeRecord, Record, TaskRecord
+from batchai.ports import Conflict, JobSummary, Mutation, NodeRecord, Record, TaskRecord
 
 _PARTITION_KEYS = {"resources": "/pk", "nodes": "/id", "tasks": "/id", "operations": "/id", "settings": "/id"}
 _NODE_FIELDS = [f.name for f in fields(NodeRecord)]
 _TASK_FIELDS = [f.name for f in fields(TaskRecord)]
-_SUMMARY_FIELDS = ("id", "seq", "parent", "state", "node_count", "priority", "max_wall_clock", "start_time")
 _WORKSPACE = re.compile(r"^/subscriptions/[^/]+/resourcegroups/[^/]+/providers/microsoft\.batchai/workspaces/[^/]+")
 
 Doc = dict[str, Any]
@@ -243,14 +242,14 @@ class CosmosStore:
             params["@cluster"] = ids.key(cluster)
         return [_record(d) for d in self._resources(where, params, pk)]
 
-    def job_summaries(self, cluster: str, states: Iterable[str]) -> list[dict]:
+    def job_summaries(self, cluster: str, states: Iterable[str]) -> list[JobSummary]:
         """What scheduling needs of a cluster's jobs, in submission order: one single-partition query, no bodies."""
         clause, params = _in("state", states)
         cluster_key = ids.key(cluster)
         rows = self._resources(f"c.type = 'jobs' AND c.cluster = @cluster AND {clause}", {**params, "@cluster": cluster_key},
                                _partition(cluster_key),
                                select="c.ref, c.seq, c.parent, c.state, c.node_count, c.priority, c.max_wall_clock, c.start_time")
-        return [{f: row.get("ref" if f == "id" else f) for f in _SUMMARY_FIELDS} for row in rows]
+        return [JobSummary(*(row.get("ref" if f == "id" else f) for f in JobSummary._fields)) for row in rows]
 
     # -- nodes ------------------------------------------------------------------------------
     def put_node(self, node: NodeRecord) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from batchai.adapters.cosmos_store import CosmosStore
 from batchai.adapters.sqlite_store import SqliteStore
-from batchai.ports import Conflict, NodeRecord, Record, Store, TaskRecord
+from batchai.ports import Conflict, JobSummary, NodeRecord, Record, Store, TaskRecord
 from tests.support.cosmos_server import client, cosmos_server
 
 RG = "/subscriptions/s/resourceGroups/rg"
@@ -173,10 +173,10 @@ def test_job_summaries_carry_what_scheduling_reads(store):
     store.mutate(high.id, lambda r: (r.properties.update(executionState="running", executionInfo={"startTime": "T"}), r)[1])
     summaries = store.job_summaries(shouted(CL), ["queued", "running"])
     assert summaries == [
-        {"id": high.id, "seq": high.seq, "parent": EXP.lower(), "state": "running", "node_count": 2, "priority": "high",
-         "max_wall_clock": "PT1H", "start_time": "T"},
-        {"id": f"{EXP}/jobs/plain", "seq": store.get(f"{EXP}/jobs/plain").seq, "parent": EXP.lower(), "state": "queued",
-         "node_count": None, "priority": None, "max_wall_clock": None, "start_time": None},
+        JobSummary(id=high.id, seq=high.seq, parent=EXP.lower(), state="running", node_count=2, priority="high",
+                   max_wall_clock="PT1H", start_time="T"),
+        JobSummary(id=f"{EXP}/jobs/plain", seq=store.get(f"{EXP}/jobs/plain").seq, parent=EXP.lower(), state="queued",
+                   node_count=None, priority=None, max_wall_clock=None, start_time=None),
     ]
     assert store.job_summaries(CL, ["failed"]) == []
 

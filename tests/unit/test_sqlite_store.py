@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from batchai.adapters.sqlite_store import SqliteStore
-from batchai.ports import Conflict, NodeRecord, Record, TaskRecord
+from batchai.ports import Conflict, JobSummary, NodeRecord, Record, TaskRecord
 
 WS = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/ws"
 CL = WS + "/clusters/c1"
@@ -97,8 +97,8 @@ def test_job_summaries_follow_every_write_and_older_data_dirs_are_migrated(store
     record.body["properties"].update(nodeCount=2, schedulingPriority="high", constraints={"maxWallClockTime": "PT1H"})
     store.create(record)
     store.mutate(record.id, lambda r: (r.body["properties"].update(executionState="running", executionInfo={"startTime": "T"}), r)[1])
-    expected = {"id": record.id, "seq": 4, "parent": EXP.lower(), "state": "running", "node_count": 2, "priority": "high",
-                "max_wall_clock": "PT1H", "start_time": "T"}
+    expected = JobSummary(id=record.id, seq=4, parent=EXP.lower(), state="running", node_count=2, priority="high",
+                          max_wall_clock="PT1H", start_time="T")
     assert store.job_summaries(CL, ["running"]) == [expected]
     assert store.job_summaries(CL, ["queued"]) == []
 

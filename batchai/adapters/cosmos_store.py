@@ -230,9 +230,9 @@ class CosmosStore:
             self._delete("tasks", task["id"], task["id"])
         for node in self._query("nodes", "SELECT c.id, c.job FROM c WHERE ARRAY_CONTAINS(@keys, c.job) AND c.state = 'running'",
                                 {"@keys": keys}):
-            job = node["job"]
-            self._cas("nodes", node["id"], node["id"],
-                      lambda d: {**d, "job": None, "state": "idle"} if d["job"] == job and d["state"] == "running" else None)
+            job, now = node["job"], time.time()  # freed now: auto scale counts idleness from here
+            self._cas("nodes", node["id"], node["id"], lambda d: {**d, "job": None, "state": "idle", "idle_since": now}
+                      if d["job"] == job and d["state"] == "running" else None)
 
     def jobs(self, *, states: Iterable[str], cluster: str | None = None) -> list[Record]:
         clause, params = _in("state", states)

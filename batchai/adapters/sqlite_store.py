@@ -167,7 +167,9 @@ class SqliteStore(SqliteDb):
             keys = [r["key"] for r in rows]
             db.executemany("DELETE FROM resources WHERE key=?", [(x,) for x in keys])
             db.executemany("DELETE FROM tasks WHERE job=?", [(x,) for x in keys])
-            db.executemany("UPDATE nodes SET job=NULL, state='idle' WHERE job=? AND state='running'", [(x,) for x in keys])
+            now = time.time()  # freed now: auto scale counts idleness from here, not from before the job
+            db.executemany("UPDATE nodes SET job=NULL, state='idle', idle_since=? WHERE job=? AND state='running'",
+                           [(now, x) for x in keys])
             db.executemany("DELETE FROM nodes WHERE cluster=?", [(x,) for x in keys])
         return [self._record(r) for r in rows]
 

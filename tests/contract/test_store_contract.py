@@ -141,11 +141,13 @@ def test_delete_tree_cascades_to_children_tasks_and_nodes(store):
     assert store.claim_nodes(CL, f"{EXP}/jobs/j", ["n0"])
     store.put_tasks([TaskRecord("t0", f"{EXP}/jobs/j", "n0", 1, {})])
 
+    before = time.time()
     deleted = store.delete_tree(shouted(EXP))
     assert [r.type for r in deleted] == ["jobs", "experiments"]  # children first
     assert store.get(f"{EXP}/jobs/j") is None and store.get(CL) is not None
     assert store.tasks(job=f"{EXP}/jobs/j") == []
-    assert (store.get_node("n0").state, store.get_node("n0").job) == ("idle", None)
+    freed = store.get_node("n0")
+    assert (freed.state, freed.job) == ("idle", None) and freed.idle_since >= before  # idle from now on
 
     deleted = store.delete_tree(WS)
     assert [r.type for r in deleted] == ["clusters", "workspaces"]

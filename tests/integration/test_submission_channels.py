@@ -12,40 +12,22 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from batchai.adapters.simulated_compute import SimulatedCompute
-from batchai.adapters.sqlite_queue import LockLost, SqliteSubmissionQueue
-from batchai.queue_consumer import QueueConsumer, handle
-from batchai.services import Settings
-from function_app.embedded import EmbeddedHost
+from batchai.adapters.sqlite_queue import LockLost
+from batchai.queue_consumer import handle
 from tests.support.azurite import azurite
+from tests.support.paused_host import V, job_names, paused_host, workspace_path
 
 pytestmark = pytest.mark.timeout(300)
-SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "default", "qws", "qexp"
-BASE = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
-V = {"api-version": "2018-05-01"}
+WS, EXP = "qws", "qexp"
+BASE = workspace_path(WS)
 RECIPES = Path(__file__).resolve().parents[1] / "fixtures" / "recipes"
 
 
 @pytest.fixture
 def host(tmp_path):
-    compute = SimulatedCompute(heartbeat_seconds=5.0)
-    h = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), compute=compute)
-    h.build()
-    h.engine.start()
-    h.http = TestClient(h.app, headers={"Authorization": f"Bearer {h.token}"})
-    h.http.put(BASE, params=V, json={"location": "local"}).raise_for_status()
-    h.http.put(f"{BASE}/clusters/c", params=V, json={"properties": {
-        "vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
-        "scaleSettings": {"manual": {"targetNodeCount": 2}}}}).raise_for_status()
-    h.http.post(f"{BASE}/clusters/c/pause", params=V).raise_for_status()
-    h.http.put(f"{BASE}/experiments/{EXP}", params=V).raise_for_status()
-    yield h
-    h.consumer.stop()
-    h.inbox.stop()
-    h.engine.stop()
-    compute.stop()
+    with paused_host(tmp_path, WS, EXP) as h:
+        yield h
 
 
 def message(name: str, **extra) -> str:
@@ -55,13 +37,7 @@ def message(name: str, **extra) -> str:
 
 
 def jobs(host) -> list[str]:
-    """Job names in creation order (the list is in submission order)."""
-    page = host.http.get(f"{BASE}/experiments/{EXP}/jobs", params=V).json()
-    names = [j["name"] for j in page["value"]]
-    while page.get("nextLink"):
-        page = host.http.get(page["nextLink"]).json()
-        names += [j["name"] for j in page["value"]]
-    return names
+    return job_names(host, WS, EXP)
 
 
 def until(predicate, timeout=120):

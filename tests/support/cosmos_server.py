@@ -9,42 +9,22 @@ from __future__ import annotations
 
 import base64
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 import pytest
 from azure.cosmos import CosmosClient
+
+from tests.support.stand_in import free_port, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / ".stand-ins" / "node_modules" / "@vercel" / "cosmosdb-server"
 LAUNCHER = Path(__file__).with_name("cosmos_server.js")
 KEY = base64.b64encode(b"any key: the stand-in checks no signature").decode()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_answering(url: str, process: subprocess.Popen, log: IO[str], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"cosmosdb-server exited with {process.returncode}: {log.read()}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"cosmosdb-server did not answer at {url} within {timeout}s")
 
 
 @contextmanager
@@ -55,13 +35,13 @@ def cosmos_server() -> Iterator[str]:
         pytest.skip("Cosmos DB stand-in needs Node.js: `node` is not on PATH")
     if not (PACKAGE / "lib" / "cli.js").exists():
         pytest.skip(f"Cosmos DB stand-in not installed at {PACKAGE} (scripts/setup.sh installs it)")
-    port = _free_port()
+    port = free_port()
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would stall the server
     process = subprocess.Popen([node, str(LAUNCHER), str(PACKAGE), "-p", str(port), "--host", "127.0.0.1", "--no-ssl"],
                                stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_answering(url, process, log)
+        wait_until_ready("cosmosdb-server", lambda: urllib.request.urlopen(url, timeout=1).close(), process, log, timeout=15.0)
         yield url
     finally:
         log.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from azure.durable_functions import Orchestrator

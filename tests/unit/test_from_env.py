@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from batchai.adapters.azure_blob_store import AzureBlobStore
 from batchai.adapters.from_env import azure_compute, blob_store, drop_store, resource_store
 from batchai.adapters.fs_blob_store import FsBlobStore
 from batchai.adapters.sqlite_store import SqliteStore

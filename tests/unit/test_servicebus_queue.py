@@ -11,28 +11,22 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage
 from azure.servicebus.exceptions import MessageLockLostError
 from azure.servicebus.management import ServiceBusAdministrationClient
-from fastapi.testclient import TestClient
 
 from batchai.adapters.servicebus_queue import ServiceBusQueueMessage, ServiceBusSubmissionQueue, ensure_topology
-from batchai.adapters.simulated_compute import SimulatedCompute
 from batchai.ports import QueueMessage
 from batchai.queue_consumer import QueueConsumer, handle
-from batchai.services import Settings
 from batchai.submission import submit_message
-from function_app.embedded import EmbeddedHost
 from tests.support.fake_servicebus import CONNECTION, FakeServiceBusClient, ManagementTransport, Namespace
+from tests.support.paused_host import job_names, paused_host
 
 pytestmark = pytest.mark.timeout(120)
 TOPIC = "submissions"
-SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "default", "sbws", "sbexp"
-BASE = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
-V = {"api-version": "2018-05-01"}
+WS, EXP = "sbws", "sbexp"
 
 
 @pytest.fixture
@@ -180,20 +174,8 @@ def test_from_connection_string_builds_the_sdk_clients_without_connecting():
 
 @pytest.fixture
 def host(tmp_path):
-    compute = SimulatedCompute(heartbeat_seconds=5.0)
-    h = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), compute=compute)
-    h.build()
-    h.engine.start()
-    h.http = TestClient(h.app, headers={"Authorization": f"Bearer {h.token}"})
-    h.http.put(BASE, params=V, json={"location": "local"}).raise_for_status()
-    h.http.put(f"{BASE}/clusters/c", params=V, json={"properties": {
-        "vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
-        "scaleSettings": {"manual": {"targetNodeCount": 2}}}}).raise_for_status()
-    h.http.post(f"{BASE}/clusters/c/pause", params=V).raise_for_status()  # the queue's effect is the jobs it creates
-    h.http.put(f"{BASE}/experiments/{EXP}", params=V).raise_for_status()
-    yield h
-    h.engine.stop()
-    compute.stop()
+    with paused_host(tmp_path, WS, EXP) as h:
+        yield h
 
 
 @pytest.fixture
@@ -210,13 +192,7 @@ def job_message(name: str) -> str:
 
 
 def jobs(host) -> list[str]:
-    """Job names in creation order."""
-    page = host.http.get(f"{BASE}/experiments/{EXP}/jobs", params=V).json()
-    names = [j["name"] for j in page["value"]]
-    while page.get("nextLink"):
-        page = host.http.get(page["nextLink"]).json()
-        names += [j["name"] for j in page["value"]]
-    return names
+    return job_names(host, WS, EXP)
 
 
 def until(predicate, timeout: float = 60):

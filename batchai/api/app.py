@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,16 +31,19 @@ def _error(status: int, code: str, message: str, target: str | None = None) -> J
 
 
 def create_app(services: Services, *, token: str, node_token: str, signing_key: bytes) -> FastAPI:
-    app = FastAPI(title="Batch AI (open rebuild)", version="2018-05-01", docs_url=None, redoc_url=None)
+    waker = NodeWaker()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        waker.loop = asyncio.get_running_loop()  # activities' threads wake long-polling agents on it
+        yield
+
+    app = FastAPI(title="Batch AI (open rebuild)", version="2018-05-01", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.services = services
     app.state.node_token = node_token
     app.state.signing_key = signing_key
-    app.state.node_waker = waker = NodeWaker()
+    app.state.node_waker = waker
     services.wake_nodes = waker.wake
-
-    @app.on_event("startup")
-    async def _bind_loop():
-        waker.loop = asyncio.get_running_loop()
 
     @app.middleware("http")
     async def arm_gate(request: Request, call_next):

@@ -66,8 +66,12 @@ def _view(svc, record: Record | None) -> dict:
 
 
 def observe_job(svc, inp: dict) -> dict:
-    """The job as stored now (the cluster's controller starts queued jobs, then wakes them)."""
-    return _view(svc, svc.store.get(inp["jobId"]))
+    """The job as stored now (the cluster's controller starts queued jobs, then wakes them); "gone" when it
+    was deleted, also when a new job has taken its name since."""
+    record = svc.store.get(inp["jobId"])
+    if record is not None and inp.get("uuid") and record.internal.get("uuid") != inp["uuid"]:
+        record = None
+    return _view(svc, record)
 
 
 def _stop_tasks(svc, record: Record) -> None:

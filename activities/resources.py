@@ -23,6 +23,9 @@ def delete_resource(svc, inp: dict) -> dict:
                 _fail_jobs_of(svc, r.id)
                 stop_cluster_nodes(svc, r.id)
         svc.store.delete_tree(resource_id)
+        for r in doomed:
+            if r.type == "jobs" and r.properties.get("executionState") in ACTIVE:
+                wake(svc, r)  # its lifecycle sees it gone and ends now, not at its next timer
     svc.store.finish_operation(op_id, "Succeeded")
     return {"deleted": resource_id}
 

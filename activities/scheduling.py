@@ -7,6 +7,7 @@ the nodes and the started jobs' lifecycles.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -20,8 +21,10 @@ from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, jo
 from batchai.lifecycle import job_instance, parse_time, set_execution_state, utcnow
 from batchai.model import JobCreateParameters
 from batchai.model.common import parse_duration
-from batchai.ports import NodeRecord, Record, TaskRecord
+from batchai.ports import JobSummary, NodeRecord, Record, TaskRecord
 from batchai.scheduling import DEFAULT_MAX_SECONDS, QueuedJob, place
+
+log = logging.getLogger("batchai.scheduling")
 
 _cluster_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
@@ -40,12 +43,12 @@ def wall_clock_seconds(value: str | None) -> float:
     return DEFAULT_MAX_SECONDS if value is None else parse_duration(value).total_seconds()
 
 
-def queued_job(summary: dict) -> QueuedJob:
+def queued_job(summary: JobSummary) -> QueuedJob:
     return QueuedJob(summary.id, summary.node_count or 1, summary.priority or "normal", summary.seq,
                      summary.parent, wall_clock_seconds(summary.max_wall_clock))
 
 
-def busy_until(nodes: list[NodeRecord], active: dict[str, dict], now: float, timeout: float) -> list[float]:
+def busy_until(nodes: list[NodeRecord], active: dict[str, JobSummary], now: float, timeout: float) -> list[float]:
     """Seconds until each node that is not idle now is free at the latest (see `place`).
 
     A starting node is about to be idle (0); a busy one frees when its job's maxWallClockTime
@@ -64,7 +67,7 @@ def busy_until(nodes: list[NodeRecord], active: dict[str, dict], now: float, tim
     return ends
 
 
-def release_stale_claims(svc, nodes: list[NodeRecord], active: dict[str, dict]) -> bool:
+def release_stale_claims(svc, nodes: list[NodeRecord], active: dict[str, JobSummary]) -> bool:
     """Nodes held by a job that is not running: a launch or an ending died half-way. Free them.
 
     Passes of one cluster never overlap, and a launch claims and starts its job inside one pass,
@@ -77,7 +80,28 @@ def release_stale_claims(svc, nodes: list[NodeRecord], active: dict[str, dict]) 
 
 
 def run_pass(svc, cluster_id: str) -> list[str]:
-    """Start what fits now; returns the ids of the jobs started."""
+    """Start what fits now; returns the ids of the jobs started.
+
+    Every job the pass tried to launch is woken, even when the pass fails half-way: a queued job's
+    lifecycle only re-checks every ten minutes, and one left running without tasks must notice soon."""
+    tried: list[Record] = []
+    started: list[Record] = []
+    try:
+        _place_and_launch(svc, cluster_id, tried, started)
+    finally:
+        for record in tried:
+            _wake_job(svc, record)
+    return [r.id for r in started]
+
+
+def _wake_job(svc, record: Record) -> None:
+    try:
+        svc.engine.raise_event(job_instance(record), "wake")
+    except Exception:  # noqa: BLE001 - a hint lost: the job's own timer looks again
+        log.exception("waking job %s failed", record.id)
+
+
+def _place_and_launch(svc, cluster_id: str, tried: list[Record], started: list[Record]) -> None:
     with _cluster_locks[ids.key(cluster_id)]:
         now = time.time()
         timeout = svc.settings.node_timeout_seconds
@@ -89,19 +113,18 @@ def run_pass(svc, cluster_id: str) -> list[str]:
         # Nodes before the queue: on a busy cluster there is nothing to place, and reading the queue costs.
         free = {n.id: n for n in nodes if usable(n, now, timeout)}
         if not free:
-            return []
+            return
         queued = svc.store.job_summaries(cluster_id, ("queued",))
         if not queued:
-            return []
+            return
         plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout))
-        started = []
         for job_id, node_ids in plan:
             record = svc.store.get(job_id)
-            if record is not None and launch(svc, record, [free[n] for n in node_ids]):
+            if record is None:
+                continue
+            tried.append(record)
+            if launch(svc, record, [free[n] for n in node_ids]):
                 started.append(record)
-    for record in started:
-        svc.engine.raise_event(job_instance(record), "wake")
-    return [r.id for r in started]
 
 
 def file_server_export(svc):

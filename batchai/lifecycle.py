@@ -22,6 +22,12 @@ def job_instance(record: Record) -> str:
     return f"job-{record.internal['uuid']}"
 
 
+def lifecycle_input(record: Record) -> dict:
+    """What a job's lifecycle starts with: the job's id, and which job of that name it is (a job deleted and
+    submitted again under the same name is another job; the old lifecycle must not drive it)."""
+    return {"jobId": record.id, "uuid": record.internal["uuid"]}
+
+
 def controller_instance(cluster: Record) -> str:
     """The durable instance id of a cluster's controller: one per cluster, stable across restarts."""
     return f"controller-{cluster.internal['uuid']}"

@@ -7,7 +7,7 @@ import uuid
 from batchai import ids
 from batchai.api import render
 from batchai.errors import ApiError
-from batchai.lifecycle import job_instance, set_execution_state, utcnow
+from batchai.lifecycle import job_instance, lifecycle_input, set_execution_state, utcnow
 from batchai.api.deps import new_record
 from batchai.model import JobCreateParameters, load_job_file, validate_name
 from batchai.ports import Conflict
@@ -67,7 +67,7 @@ def submit_job(svc, job_id: str, params: JobCreateParameters, *, idempotency_key
             return render.job(existing)
         raise ApiError.conflict(f"The job '{parsed.name}' already exists in experiment '{parsed.experiment}'.")
     try:
-        svc.engine.schedule("job_lifecycle", {"jobId": job_id}, job_instance(record))
+        svc.engine.schedule("job_lifecycle", lifecycle_input(record), job_instance(record))
     except Exception:
         svc.store.delete_tree(job_id)
         raise

@@ -32,7 +32,7 @@ from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 from batchai.blob_drop import DropBox
 from batchai.queue_consumer import QueueConsumer
 from batchai.api.app import create_app
-from batchai.lifecycle import ACTIVE, controller_instance, job_instance
+from batchai.lifecycle import ACTIVE, controller_instance, job_instance, lifecycle_input
 from batchai.output_sync import OutputSync
 from batchai.services import Services, Settings
 from orchestrations import ORCHESTRATIONS
@@ -108,7 +108,7 @@ class EmbeddedHost:
             for cluster in self.store.children(workspace.id, "clusters"):
                 self.engine.schedule("cluster_controller", {"clusterId": cluster.id}, controller_instance(cluster))
         for job in self.store.jobs(states=ACTIVE):
-            self.engine.schedule("job_lifecycle", {"jobId": job.id}, job_instance(job))
+            self.engine.schedule("job_lifecycle", lifecycle_input(job), job_instance(job))
         for op in self.store.operations("InProgress"):
             if op["kind"] == "delete":
                 self.engine.schedule("resource_deletion", {"resourceId": op["resource"], "operationId": op["id"]}, f"delete-{op['id']}")

@@ -19,7 +19,7 @@ STEPS_PER_EPISODE = 100  # then continue-as-new, to keep the history small on lo
 
 def job_lifecycle(flow, job: dict):
     job_id = job["jobId"]
-    view = yield flow.activity("observe_job", {"jobId": job_id}, retry=STEP_RETRY)
+    view = yield flow.activity("observe_job", job, retry=STEP_RETRY)
     for _ in range(STEPS_PER_EPISODE):
         flow.status({"state": view["state"], "attempt": view.get("attempt")})
         step = next_step(view)
@@ -27,7 +27,7 @@ def job_lifecycle(flow, job: dict):
             return view
         if step == "wait":
             yield flow.any([flow.event("wake"), flow.timer(timedelta(seconds=view["wait"]))])
-            view = yield flow.activity("observe_job", {"jobId": job_id}, retry=STEP_RETRY)
+            view = yield flow.activity("observe_job", job, retry=STEP_RETRY)
         elif step == "kill":
             reason = "timeout" if view["state"] == "running" else "terminate"
             view = yield flow.activity("kill_job", {"jobId": job_id, "reason": reason}, retry=STEP_RETRY)

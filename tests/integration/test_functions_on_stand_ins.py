@@ -110,7 +110,7 @@ def test_a_blob_dropped_into_the_container_becomes_a_job_in_cosmos(app_module, s
     job = svc.store.get(status["jobId"])
     assert job is not None and job.properties["executionState"] == "queued" and job.properties["toolType"] == "tensorflow"
     lifecycle = [v for v in app_module.engine.started.values() if v[0] == "job_lifecycle"]
-    assert lifecycle == [("job_lifecycle", {"jobId": status["jobId"]})]
+    assert lifecycle == [("job_lifecycle", {"jobId": status["jobId"], "uuid": job.internal["uuid"]})]
     rejected = json.loads(container.download_blob(f"inbox/{WS}/{EXP}/broken.status.json").readall())
     assert rejected["status"] == "rejected" and rejected["error"]["target"]
 

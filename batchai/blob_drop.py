@@ -82,10 +82,10 @@ class DropBox:
         sidecar_name = name[: -len(".json")] + ".params.json"
         sidecar = self.blobs.get(sidecar_name)
         try:
-            params = json.loads(sidecar) if sidecar is not None else None
-            status = process_drop(self.svc, relative, content, params)
+            status = process_drop(self.svc, relative, content, parse_sidecar(sidecar))
         except ValueError as exc:
-            status = {"status": "rejected", "error": {"code": "InvalidDrop", "message": f"the sidecar is not JSON: {exc}"}}
+            status = {"status": "rejected", "error": {"code": "InvalidDrop", "message": str(exc),
+                                                      "target": sidecar_name.rsplit("/", 1)[-1]}}
         self.blobs.put(name[: -len(".json")] + ".status.json", (json.dumps(status, indent=2) + "\n").encode())
         outcome = "processed" if status["status"] == "accepted" else "rejected"
         self._move(name, f"{outcome}/{relative}", content)
@@ -95,12 +95,32 @@ class DropBox:
         return status
 
     def scan(self) -> int:
-        """Process every drop waiting now; returns how many."""
-        return sum(self.process(name) is not None for name in self.pending())
+        """Process every drop waiting now; returns how many. A drop that cannot be processed now (storage
+        failing, a file unreadable) is logged and left for the next scan: it must not hold up the others."""
+        done = 0
+        for name in self.pending():
+            try:
+                done += self.process(name) is not None
+            except Exception:  # noqa: BLE001 - the next scan tries it again
+                log.exception("processing drop %s failed; it stays in the inbox", name)
+        return done
 
     def _move(self, source: str, target: str, content: bytes) -> None:
         self.blobs.put(target, content)
         self.blobs.delete(source)
+
+
+def parse_sidecar(raw: bytes | None) -> dict | None:
+    """The sidecar's parameters; ValueError saying what is wrong with it."""
+    if raw is None:
+        return None
+    try:
+        params = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"the sidecar is not JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise ValueError("the sidecar must be a JSON object")
+    return params
 
 
 def is_drop(name: str) -> bool:

@@ -100,11 +100,14 @@ class OutputSync:
     def _sync_outputs(self, prefix: str, root: Path, uploaded: dict[str, Signature]) -> None:
         for relative, path in _files(root):
             name = prefix + relative
-            stat = path.stat()  # before reading: a write during the upload shows as a change next time
-            signature = (stat.st_size, stat.st_mtime_ns)
-            if uploaded.get(name) != signature:
-                self.blobs.put(name, path.read_bytes())
-                uploaded[name] = signature
+            try:
+                stat = path.stat()  # before reading: a write during the upload shows as a change next time
+                signature = (stat.st_size, stat.st_mtime_ns)
+                if uploaded.get(name) != signature:
+                    self.blobs.put(name, path.read_bytes())
+                    uploaded[name] = signature
+            except (OSError, ValueError) as exc:  # a file gone meanwhile, or a name the store refuses
+                log.warning("output file %s was not uploaded: %s", name, exc)
 
     def _lock(self, job_id: str) -> threading.Lock:
         with self._guard:

@@ -183,7 +183,9 @@ class BlobInfo:
 
 class BlobStore(Protocol):
     """Named byte strings in one container: where job logs and outputs go when the files must
-    outlive the nodes. Names are relative paths with `/` separators.
+    outlive the nodes. Names are relative paths with `/` separators; the directory adapter refuses
+    a segment starting with `.` (ValueError: such paths are its staging area, and files being
+    copied into a drop box).
 
     Adapters: a directory on disk, and Azure Blob Storage (append blobs for logs).
     """

@@ -13,7 +13,8 @@ outputs listed from a blob container, and the drop box in a blob container.
 
 Job files dropped into `$BATCHAI_DROP_CONTAINER/inbox/<workspace>/<experiment>/<job>.json` fire
 the `job_drops` blob trigger (connection: the `BATCHAI_BLOB_CONNECTION_STRING` setting), which
-processes them as the embedded host's drop box does.
+processes them as the embedded host's drop box does; a timer sweeps the inbox every five minutes
+for drops whose trigger gave up.
 
 Jobs also arrive by Service Bus: one topic trigger per priority subscription (see
 `batchai.adapters.servicebus_queue`), each calling the embedded consumer's `handle`. The
@@ -51,6 +52,7 @@ SERVICEBUS_TOPIC = "%BATCHAI_SERVICEBUS_TOPIC%"  # resolved from the app setting
 
 DROPS_CONNECTION = "BATCHAI_BLOB_CONNECTION_STRING"  # the app setting holding the storage connection string
 DROPS_PATH = "%BATCHAI_DROP_CONTAINER%/inbox/{name}"
+DROPS_SWEEP = "0 */5 * * * *"  # every five minutes
 
 
 class NoAzureCompute:
@@ -168,6 +170,16 @@ async def job_drops(drop: func.InputStream, client) -> None:
     """A new blob in the drop container's inbox: submit it (status files and sidecars are ignored)."""
     engine.use_client(client)
     await asyncio.to_thread(lambda: drop_box().process(drop_name(drop.name)))
+
+
+@app.function_name("job_drops_sweep")
+@app.timer_trigger(arg_name="timer", schedule=DROPS_SWEEP)
+@app.durable_client_input(client_name="client")
+async def job_drops_sweep(timer: func.TimerRequest, client) -> None:
+    """Drops the blob trigger gave up on (the store was down for all its tries) are still in the inbox:
+    scan it now and then, so none is stranded there."""
+    engine.use_client(client)
+    await asyncio.to_thread(lambda: drop_box().scan())
 
 
 def drop_name(trigger_name: str) -> str:

@@ -19,7 +19,8 @@ How a cluster maps onto Azure
   grows the capacity by one, finds the new instance, and names it with a Run Command that writes
   /etc/batchai/node.env (node id, name, root). The service waits for that file, then starts the agent.
   The node id -> instance mapping is kept in memory and, given `state_file`, on disk, so a restarted
-  control plane still finds its instances.
+  control plane still finds its instances. It is one process's map: run one control plane per
+  scale set (the Functions app is capped at one instance for this).
 - `stop_node` deletes that instance (`deleteInstances`, which also lowers the capacity);
   `is_alive` reads its instance view; `evicted` maps Spot evictions: an instance the platform deleted
   (gone from the scale set, or being deleted without us asking) or deallocated (a `Deallocate`

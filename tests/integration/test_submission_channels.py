@@ -150,3 +150,23 @@ def test_a_drop_written_in_place_is_not_read_until_renamed(host):
     folder.mkdir(parents=True)
     (folder / ".half.json").write_text('{"properties": ')
     assert host.inbox.scan() == 0 and (folder / ".half.json").exists()
+
+def test_a_drop_that_fails_does_not_hold_up_the_ones_behind_it(host, monkeypatch):
+    inbox, job = f"inbox/{WS}/{EXP}", json.dumps(json.loads(message("x"))["job"]).encode()
+    for name in ("a-unreadable", "b-bad-sidecar", "c-fine"):
+        host.inbox.blobs.put(f"{inbox}/{name}.params.json", b"5" if name == "b-bad-sidecar" else b'{"cluster": "c"}')
+        host.inbox.blobs.put(f"{inbox}/{name}.json", job)
+    real_get = host.inbox.blobs.get
+
+    def get(name):
+        if name.endswith("a-unreadable.json"):
+            raise PermissionError(f"cannot read {name}")
+        return real_get(name)
+
+    monkeypatch.setattr(host.inbox.blobs, "get", get)
+    assert host.inbox.scan() == 2
+    bad = json.loads(real_get(f"{inbox}/b-bad-sidecar.status.json"))
+    assert bad["status"] == "rejected" and "JSON object" in bad["error"]["message"]
+    assert bad["error"]["target"] == "b-bad-sidecar.params.json"
+    assert jobs(host) == ["c-fine"]
+    assert host.inbox.pending() == [f"{inbox}/a-unreadable.json"]  # left for the next scan

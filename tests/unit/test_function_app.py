@@ -14,6 +14,7 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
+from azure.functions.timer import TimerRequest
 
 from activities import ACTIVITIES
 from batchai import queue_consumer
@@ -36,7 +37,7 @@ def bindings(fn) -> dict[str, str]:
 def test_every_orchestration_and_activity_has_one_trigger(functions):
     names = list(functions)
     assert len(names) == len(set(names))
-    assert set(names) == {"http_api", "job_drops", *ORCHESTRATIONS, *ACTIVITIES, *(f"submissions_{p}" for p in PRIORITIES)}
+    assert set(names) == {"http_api", "job_drops", "job_drops_sweep", *ORCHESTRATIONS, *ACTIVITIES, *(f"submissions_{p}" for p in PRIORITIES)}
     for name in ORCHESTRATIONS:
         assert bindings(functions[name]) == {"context": "orchestrationTrigger"}
     for name in ACTIVITIES:
@@ -159,3 +160,20 @@ def test_the_blob_trigger_processes_the_drop_by_its_name_in_the_container(functi
     monkeypatch.setattr(module, "drop_box", Box)
     trigger_call(functions["job_drops"], func.blob.InputStream(data=b"{}", name="drops/inbox/ws/exp/j.json"))
     assert processed == ["inbox/ws/exp/j.json"]
+
+
+def test_a_timer_sweeps_the_drop_inbox_for_drops_the_blob_trigger_gave_up_on(functions, monkeypatch, trigger_call):
+    fn = functions["job_drops_sweep"]
+    assert bindings(fn) == {"timer": "timerTrigger", "client": "durableClient"}
+    assert next(b for b in fn.get_bindings() if b.type == "timerTrigger").schedule == "0 */5 * * * *"
+    module = importlib.import_module("function_app.function_app")
+    scans = []
+
+    class Box:
+        def scan(self):
+            scans.append(1)
+            return 0
+
+    monkeypatch.setattr(module, "drop_box", Box)
+    trigger_call(fn, TimerRequest())
+    assert scans == [1]

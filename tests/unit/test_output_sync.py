@@ -125,3 +125,14 @@ def test_complete_job_uploads_before_the_job_turns_terminal(store, dirs, tmp_pat
     assert blobs.get(f"{SEGMENT}/stdouterr/stdout.txt") == b"last words\n"
     complete_job(svc, {"jobId": job.id})  # a retried completion of an ended job uploads nothing more
     assert seen == ["running"]
+
+
+def test_a_file_the_store_refuses_is_skipped_and_the_others_are_uploaded(tmp_path):
+    blobs = FsBlobStore(tmp_path / "blobs")
+    out = tmp_path / "out"
+    (out / ".hydra").mkdir(parents=True)
+    (out / ".hydra" / "config.yaml").write_text("lr: 0.1")
+    (out / "model.bin").write_bytes(b"weights")
+    OutputSync(None, blobs)._sync_outputs("job/OUT/", out, {})
+    assert blobs.get("job/OUT/model.bin") == b"weights"
+    assert [b.name for b in blobs.list("job/")] == ["job/OUT/model.bin"]

@@ -26,7 +26,7 @@ from batchai.adapters.cosmos_store import CosmosStore
 from batchai.api.app import create_app
 from tests.support.azurite import azurite
 from tests.support.cosmos_server import KEY, cosmos_server
-from tests.support.function_app import registered_functions, user_code
+from tests.support.function_app import call_client_trigger, registered_functions
 
 pytestmark = pytest.mark.timeout(120)
 SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "default", "fws", "fexp"
@@ -80,7 +80,7 @@ def app_module(stand_ins, tmp_path, monkeypatch):
 
 
 def trigger(name: str, argument) -> None:
-    asyncio.run(user_code(registered_functions()[name])(argument, client="durable-client"))
+    asyncio.run(call_client_trigger(registered_functions()[name], argument))
 
 
 def test_a_blob_dropped_into_the_container_becomes_a_job_in_cosmos(app_module, stand_ins):
@@ -100,7 +100,7 @@ def test_a_blob_dropped_into_the_container_becomes_a_job_in_cosmos(app_module, s
     for name, content in drops.items():
         container.upload_blob(name, content)
         trigger("job_drops", func.blob.InputStream(data=content.encode(), name=f"{container.container_name}/{name}"))
-    assert app_module.engine.clients == ["durable-client"] * 3
+    assert [c._orchestration_bindings.task_hub_name for c in app_module.engine.clients] == ["BatchAI"] * 3
 
     names = {b.name for b in container.list_blobs()}
     assert names == {f"inbox/{WS}/{EXP}/tf.status.json", f"inbox/{WS}/{EXP}/broken.status.json",

@@ -20,3 +20,17 @@ def user_code(fn):
     """The function as written: under the durable client wrapper or the orchestrator handle, if any."""
     code = fn.get_user_function()
     return getattr(code, "client_function", None) or getattr(code, "orchestrator_function", None) or code
+
+
+# What the Functions host hands a durable client binding: the task hub's endpoints, as JSON.
+CLIENT_BINDING = (
+    '{"taskHubName": "BatchAI", "creationUrls": {"createNewInstancePostUri": "http://127.0.0.1:7071/runtime/webhooks/durabletask/orchestrators/{functionName}[/{instanceId}]"}, '
+    '"managementUrls": {"id": "INSTANCEID", "statusQueryGetUri": "http://127.0.0.1:7071/runtime/webhooks/durabletask/instances/INSTANCEID"}, '
+    '"rpcBaseUrl": "http://127.0.0.1:17071/durabletask/"}'
+)
+
+
+async def call_client_trigger(fn, argument) -> None:
+    """Run a client trigger as the host does: through Durable Functions' wrapper, which turns the binding JSON
+    into a DurableOrchestrationClient."""
+    await fn.get_user_function()(argument, client=CLIENT_BINDING)

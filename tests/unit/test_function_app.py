@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import azure.durable_functions as df
 import azure.functions as func
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
@@ -20,7 +21,7 @@ from activities import ACTIVITIES
 from batchai import queue_consumer
 from batchai.ports import PRIORITIES
 from orchestrations import ORCHESTRATIONS
-from tests.support.function_app import registered_functions, user_code
+from tests.support.function_app import call_client_trigger, registered_functions, user_code
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,8 +98,9 @@ def trigger_call(monkeypatch):
     monkeypatch.setattr(module, "engine", seen)
 
     def call(fn, argument):
-        asyncio.run(user_code(fn)(argument, client="durable-client"))
-        assert seen.clients[-1] == "durable-client"  # starting a job's lifecycle needs it
+        asyncio.run(call_client_trigger(fn, argument))
+        assert isinstance(seen.clients[-1], df.DurableOrchestrationClient)  # starting a job's lifecycle needs it
+        assert seen.clients[-1]._orchestration_bindings.task_hub_name == "BatchAI"
 
     return call
 

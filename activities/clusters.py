@@ -67,12 +67,12 @@ def collect_evictions(svc, cluster: Record) -> list[str]:
     if cluster.properties.get("vmPriority") != "lowpriority":
         return []
     nodes = svc.store.nodes(cluster.id)
-    evicted = set(svc.compute.evicted([{"id": n.id, "pid": n.pid, "root": n.root} for n in nodes]))
+    evicted = set(svc.compute.evicted([n.handle() for n in nodes if n.state != "leaving"]))
     names = []
     for node in nodes:
         if node.id in evicted:
             _fail_tasks_of(svc, node, EVICTED)
-            svc.compute.stop_node({"id": node.id, "pid": node.pid}, grace=0.0)
+            svc.compute.stop_node(node.handle(), grace=0.0)
             svc.store.delete_node(node.id)
             names.append(node.name)
     return names
@@ -112,14 +112,14 @@ def _start_node(svc, cluster: Record, nodes: list[NodeRecord]) -> NodeRecord:
     node_id = f"{cluster.internal['uuid'][:8]}-{name.split('-')[-1]}-{uuid.uuid4().hex[:6]}"
     started = svc.compute.start_node(node_id=node_id, cluster_id=cluster.id, cluster_key=cluster.internal["uuid"], name=name)
     node = NodeRecord(id=node_id, cluster=cluster.id, name=name, state="starting", pid=started["pid"],
-                      address=started["address"], root=started["root"], last_seen=0.0)
+                      address=started["address"], root=started["root"], last_seen=0.0, machine=started.get("machine"))
     svc.store.put_node(node)
     return node
 
 
 def _remove_node(svc, node: NodeRecord) -> None:
     svc.store.update_node(node.id, state="leaving", job=None)
-    svc.compute.stop_node({"id": node.id, "pid": node.pid}, grace=1.0)
+    svc.compute.stop_node(node.handle(), grace=1.0)
     svc.store.delete_node(node.id)
 
 
@@ -150,7 +150,7 @@ def resize(svc, cluster: Record, now: float) -> tuple[int, float]:
     idle_after = svc.settings.autoscale_idle_seconds
     nodes = svc.store.nodes(cluster.id)
     for node in nodes:  # dead agents, and agents that never came up, make way for new ones
-        starting_dead = node.state == "starting" and not svc.compute.is_alive({"id": node.id, "pid": node.pid})
+        starting_dead = node.state == "starting" and not svc.compute.is_alive(node.handle())
         if _replaceable(node) or starting_dead or (node.state == "leaving" and node.job is None):
             _remove_node(svc, node)
     nodes = svc.store.nodes(cluster.id)
@@ -202,4 +202,4 @@ def _next_pass(svc, cluster: Record, now: float, idle_after: float) -> float:
 
 def stop_cluster_nodes(svc, cluster_id: str) -> None:
     for node in svc.store.delete_nodes(cluster_id):
-        svc.compute.stop_node({"id": node.id, "pid": node.pid}, grace=2.0)
+        svc.compute.stop_node(node.handle(), grace=2.0)

@@ -48,6 +48,12 @@ class NodeRecord:
     error: str | None = None
     exec_port: int | None = None  # the agent's exec service (peers' mpirun launches arrive there)
     idle_since: float = 0.0  # when it last became idle (autoscale shrinks nodes idle for long)
+    machine: str | None = None  # the compute adapter's name for the node's machine (a scale set instance)
+
+    def handle(self) -> dict:
+        """What the compute port is given to act on this node: kept in the store, so any control-plane
+        process can reach a machine another one started."""
+        return {"id": self.id, "pid": self.pid, "root": self.root, "machine": self.machine}
 
 
 @dataclass

@@ -140,5 +140,5 @@ class EmbeddedHost:
         """Idle agents stop with the control plane; busy ones keep their jobs running for a restart."""
         for node in self.store.nodes():
             if node.job is None:
-                self.services.compute.stop_node({"id": node.id, "pid": node.pid}, grace=2.0)
+                self.services.compute.stop_node(node.handle(), grace=2.0)
                 self.store.update_node(node.id, state="starting", boot_id=None, pid=None)

@@ -231,11 +231,6 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
     httpsOnly: true
     siteConfig: {
       linuxFxVersion: 'PYTHON|3.11'
-      // One instance: VmssCompute keeps its node -> VM instance map per process (vmss-nodes.json under
-      // BATCHAI_DATA_DIR); a second instance would not know the first one's VMs. Lift this once the map
-      // lives in the store.
-      functionAppScaleLimit: 1
-      minimumElasticInstanceCount: 1
       appSettings: concat(baseSettings, computeSettings)
     }
   }

@@ -18,9 +18,10 @@ How a cluster maps onto Azure
 - All instances share the scale set's custom data, so a node learns who it is afterwards: `start_node`
   grows the capacity by one, finds the new instance, and names it with a Run Command that writes
   /etc/batchai/node.env (node id, name, root). The service waits for that file, then starts the agent.
-  The node id -> instance mapping is kept in memory and, given `state_file`, on disk, so a restarted
-  control plane still finds its instances. It is one process's map: run one control plane per
-  scale set (the Functions app is capped at one instance for this).
+  `start_node` answers the node's machine, `<scale set>/<instance id>`; the control plane keeps it
+  with the node in the store and hands it back (`NodeRecord.handle()`), so any of its processes
+  (Functions instances) reaches a VM another one started. The adapter's own node id -> instance
+  map (in memory and, given `state_file`, on disk) only serves nodes stored before machines were.
 - `stop_node` deletes that instance (`deleteInstances`, which also lowers the capacity);
   `is_alive` reads its instance view; `evicted` maps Spot evictions: an instance the platform deleted
   (gone from the scale set, or being deleted without us asking) or deallocated (a `Deallocate`
@@ -430,16 +431,24 @@ class VmssCompute:
         except Exception:
             self.stop_node({"id": node_id})  # an instance nobody can name would idle forever: it goes
             raise
-        return {"id": node_id, "pid": None, "address": None, "root": root}
+        return {"id": node_id, "pid": None, "address": None, "root": root, "machine": f"{scale_set}/{instance}"}
 
     def instance_of(self, node_id: str) -> tuple[str, str] | None:
         """(scale set, instance id) of a node this adapter started."""
         entry = self._nodes.get(node_id)
         return (entry["scaleSet"], entry["instanceId"]) if entry else None
 
+    def _where(self, node: dict) -> tuple[str, str] | None:
+        """(scale set, instance id) of a node: its stored machine, else this adapter's own map."""
+        machine = node.get("machine")
+        if machine and "/" in machine:
+            scale_set, instance = machine.split("/", 1)
+            return scale_set, instance
+        return self.instance_of(str(node.get("id") or ""))
+
     def is_alive(self, node: dict) -> bool:
         """The instance exists, has not failed, and is not stopped or deallocated (a booting one is alive)."""
-        where = self.instance_of(str(node.get("id") or ""))
+        where = self._where(node)
         if where is None:
             return False
         try:
@@ -455,7 +464,7 @@ class VmssCompute:
     def stop_node(self, node: dict, *, grace: float = 5.0) -> None:
         """Deletes the node's instance (no grace on a VM: its tasks die with it; the capacity drops by one)."""
         node_id = str(node.get("id") or "")
-        where = self.instance_of(node_id)
+        where = self._where(node)
         if where is None:
             return
         scale_set, instance = where
@@ -479,7 +488,7 @@ class VmssCompute:
         """Ids of the given nodes whose Spot instances were evicted (deleted or deallocated by the platform)."""
         by_scale_set: dict[str, list[tuple[str, str]]] = {}
         for node in nodes:
-            where = self.instance_of(str(node.get("id") or ""))
+            where = self._where(node)
             if where is not None and where not in self._deleting:
                 by_scale_set.setdefault(where[0], []).append((node["id"], where[1]))
         out = []

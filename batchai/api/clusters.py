@@ -109,7 +109,7 @@ def evict_node(request: Request, sub: str, rg: str, ws: str, cluster: str, node:
     target = next((n for n in svc.store.nodes(record.id) if n.name == node), None)
     if target is None:
         raise ApiError.not_found(f"The cluster has no node '{node}'.", target="node")
-    svc.compute.evict({"id": target.id, "pid": target.pid, "root": target.root})
+    svc.compute.evict(target.handle())
     wake_cluster(svc, record)
     return JSONResponse({"node": node, "evicted": True}, status_code=202)
 

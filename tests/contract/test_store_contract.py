@@ -186,10 +186,11 @@ def test_job_summaries_carry_what_scheduling_reads(store):
 # -- nodes -------------------------------------------------------------------------------------
 def test_nodes_put_get_update_list_delete(store):
     other = WS + "/clusters/c2"
-    store.put_node(NodeRecord("n1", shouted(CL), "node-b", "starting", pid=7))
+    store.put_node(NodeRecord("n1", shouted(CL), "node-b", "starting", pid=7, machine="batchai-k/3"))
     store.put_node(NodeRecord("n0", CL, "node-a", "idle"))
     store.put_node(NodeRecord("m0", other, "node-a", "idle"))
-    assert store.get_node("n1") == NodeRecord("n1", CL.lower(), "node-b", "starting", pid=7)
+    assert store.get_node("n1") == NodeRecord("n1", CL.lower(), "node-b", "starting", pid=7, machine="batchai-k/3")
+    assert store.get_node("n1").handle() == {"id": "n1", "pid": 7, "root": None, "machine": "batchai-k/3"}
     assert store.get_node("absent") is None
 
     updated = store.update_node("n1", state="idle", address="10.0.0.1", last_seen=12.5)

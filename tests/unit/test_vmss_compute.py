@@ -269,7 +269,8 @@ def test_start_node_creates_the_spot_scale_set_grows_it_and_names_the_instance(a
     arm = FakeArm(async_operations=async_operations)
     compute, cred = make(arm)
     started = compute.start_node(node_id="n-aaa", cluster_id=CLUSTER_ID, cluster_key=KEY, name="node-0")
-    assert started == {"id": "n-aaa", "pid": None, "address": None, "root": f"/mnt/batchai/nodes/{KEY}/node-0"}
+    assert started == {"id": "n-aaa", "pid": None, "address": None, "root": f"/mnt/batchai/nodes/{KEY}/node-0",
+                       "machine": f"{VMSS}/0"}
 
     # the scale set did not exist (GET 404), so it was created with capacity 0
     puts = arm.of("PUT")
@@ -446,6 +447,21 @@ def test_the_node_map_survives_a_restart_through_the_state_file(tmp_path):
     again.stop_node({"id": "n-a", "pid": None})
     assert arm.of("POST", "/delete")[-1]["body"] == {"instanceIds": ["0"]}
     assert json.loads(state.read_text()) == {"nodes": {}}
+
+
+def test_another_process_reaches_a_node_by_the_machine_stored_with_it():
+    """A second Functions instance has no map of the first one's nodes: the store's machine is enough."""
+    arm = FakeArm()
+    first, _ = make(arm)
+    started = [first.start_node(node_id=f"n-{i}", cluster_id=CLUSTER_ID, cluster_key=KEY, name=f"node-{i}") for i in range(3)]
+    handles = [{"id": s["id"], "pid": None, "root": s["root"], "machine": s["machine"]} for s in started]  # NodeRecord.handle()
+    second, _ = make(arm)
+    assert second.instance_of("n-1") is None
+    assert second.is_alive(handles[1]) is True
+    arm.vms[VMSS]["2"] = arm._vm(VMSS, "2", power="PowerState/deallocated")
+    assert second.evicted(handles) == ["n-2"]
+    second.stop_node(handles[1])
+    assert arm.of("POST", "/delete")[-1]["body"] == {"instanceIds": ["1"]} and sorted(arm.vms[VMSS]) == ["0", "2"]
 
 
 def test_mount_answers_the_planned_paths_and_unmount_does_nothing():

@@ -99,11 +99,21 @@ class LoopbackBackend(InMemoryOrchestrationBackend):
         return f"127.0.0.1:{self._port}"
 
 
+class AbandonedTimers(logging.Filter):
+    """Waiting for "an event or a timer" that the event wins leaves the timer to fire later, and durabletask
+    warns about each such timer. Every wake-up does this, so those warnings say nothing and are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Ignoring unexpected timerFired event" not in record.getMessage()
+
+
 def _quiet_logger(name: str) -> logging.Logger:
     """durabletask logs every raised event and connection at INFO: keep warnings and errors."""
     logger = logging.getLogger(name)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.WARNING)
+    if not any(isinstance(f, AbandonedTimers) for f in logger.filters):
+        logger.addFilter(AbandonedTimers())
     return logger
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from datetime import timedelta
 
 import pytest
@@ -116,3 +117,14 @@ def test_any_returns_the_timer_when_nothing_comes(engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_restart_continues_as_new(engine):
     assert run_on(engine, countdown, {"double": double}, 3).output == "liftoff"
+
+
+def test_the_worker_log_drops_timers_abandoned_by_a_won_wait_and_keeps_other_warnings(caplog):
+    from batchai.adapters.durabletask_engine import _quiet_logger
+
+    logger = _quiet_logger("durabletask.worker")
+    assert _quiet_logger("durabletask.worker").filters == logger.filters and len(logger.filters) == 1  # added once
+    with caplog.at_level(logging.WARNING, logger="durabletask.worker"):
+        logger.warning("job-1: Ignoring unexpected timerFired event with ID = 12.")
+        logger.warning("job-1: Ignoring unexpected taskCompleted event with ID = 3.")
+    assert [r.getMessage() for r in caplog.records] == ["job-1: Ignoring unexpected taskCompleted event with ID = 3."]

@@ -4,8 +4,9 @@ durabletask's in-memory engine runs the orchestrations, SQLite holds the resourc
 agents are the machines, and uvicorn serves the same ASGI app the Functions HTTP trigger wraps.
 Jobs also arrive by queue message (`queue.db`, consumed in a thread) and by dropping a job file
 into `drops/inbox/<workspace>/<experiment>/<job>.json`. Cloud adapters replace embedded ones where
-their settings are given (`batchai.adapters.from_env`): the store in Cosmos DB, the drop box in a
-blob container, and jobs' logs and outputs uploaded to a blob container as they are written.
+their settings are given (`batchai.adapters.from_env`): the store in Cosmos DB, the queue on a
+Service Bus topic, the drop box in a blob container, and jobs' logs and outputs uploaded to a blob
+container as they are written.
 On start it reconciles: every cluster gets its nodes back and every unfinished job gets a
 lifecycle again, so a `kill -9` loses nothing (the store is the source of truth).
 """
@@ -26,9 +27,8 @@ import uvicorn
 
 from activities import bind
 from batchai.adapters.durabletask_engine import DurableTaskEngine
-from batchai.adapters.from_env import blob_store, drop_store, resource_store
+from batchai.adapters.from_env import blob_store, drop_store, resource_store, submission_queue
 from batchai.adapters.local_compute import LocalCompute
-from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 from batchai.blob_drop import DropBox
 from batchai.queue_consumer import QueueConsumer
 from batchai.api.app import create_app
@@ -82,7 +82,7 @@ class EmbeddedHost:
         for name, fn in bind(self.services).items():
             self.engine.register_activity(name, fn)
         self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key)
-        self.queue = SqliteSubmissionQueue(self.data_dir / "queue.db")
+        self.queue = submission_queue(self.data_dir)
         self.consumer = QueueConsumer(self.services, self.queue)
         self.inbox = DropBox(self.services, drop_store(self.data_dir))
         if hasattr(compute, "attach"):  # in-process nodes call the control plane's services directly

@@ -10,6 +10,9 @@ naming the missing variable, never a silent fallback.
   `BATCHAI_BLOB_CONNECTION_STRING`; else they stay on the nodes' disks.
 - Drop box: `BATCHAI_DROP_CONTAINER` -> that container of the same account; else the directory
   `{data dir}/drops`.
+- Submission queue: `BATCHAI_SERVICEBUS` (a connection string; `BATCHAI_SERVICEBUS_TOPIC`, default
+  `submissions`) -> the Service Bus topic the Functions app's triggers read; else
+  `{data dir}/queue.db`. The Functions app itself reads Service Bus through its triggers.
 - Compute on Azure: `BATCHAI_VMSS_SUBSCRIPTION_ID` + `BATCHAI_VMSS_RESOURCE_GROUP` +
   `BATCHAI_VMSS_LOCATION` + `BATCHAI_AGENT_PACKAGE` (what `pip install` gets on the VMs), optional
   `BATCHAI_VMSS_SUBNET_ID`, and the URL the VMs reach the control plane at, `BATCHAI_PUBLIC_URL`
@@ -26,7 +29,7 @@ from typing import Mapping
 
 from batchai.adapters.azure_blob_store import AzureBlobStore
 from batchai.adapters.fs_blob_store import FsBlobStore
-from batchai.ports import BlobStore, Store
+from batchai.ports import BlobStore, Store, SubmissionQueue
 
 VMSS_REQUIRED = ("BATCHAI_VMSS_SUBSCRIPTION_ID", "BATCHAI_VMSS_RESOURCE_GROUP", "BATCHAI_VMSS_LOCATION", "BATCHAI_AGENT_PACKAGE")
 
@@ -62,6 +65,17 @@ def blob_store(environ: Mapping[str, str] = os.environ) -> BlobStore | None:
 def drop_store(data_dir: Path, environ: Mapping[str, str] = os.environ) -> BlobStore:
     """Where job files are dropped: a blob container when configured, else `{data dir}/drops`."""
     return _container(environ, "BATCHAI_DROP_CONTAINER") or FsBlobStore(Path(data_dir) / "drops")
+
+
+def submission_queue(data_dir: Path, environ: Mapping[str, str] = os.environ) -> SubmissionQueue:
+    connection = environ.get("BATCHAI_SERVICEBUS")
+    if not connection:
+        from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
+
+        return SqliteSubmissionQueue(Path(data_dir) / "queue.db")
+    from batchai.adapters.servicebus_queue import DEFAULT_TOPIC, ServiceBusSubmissionQueue
+
+    return ServiceBusSubmissionQueue.from_connection_string(connection, environ.get("BATCHAI_SERVICEBUS_TOPIC") or DEFAULT_TOPIC)
 
 
 def _container(environ: Mapping[str, str], setting: str) -> AzureBlobStore | None:

@@ -311,11 +311,11 @@ def job_submit(
             body = job_body(c.client, workspace, cluster, job_file, None, None, placeholder)
             return show(c, c.client.put(c.client.job(workspace, experiment, name), body), JOB_COLUMNS)
         if via == "queue":
-            from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
+            from batchai.adapters.from_env import submission_queue
 
             message = {"workspace": workspace, "experiment": experiment, "jobName": name, "job": raw, "cluster": cluster,
                        "placeholders": values, "resourceGroup": c.resource_group, "subscription": c.subscription}
-            message_id = SqliteSubmissionQueue(c.data_dir / "queue.db").publish(json.dumps(message), priority=priority, message_id=key)
+            message_id = submission_queue(c.data_dir).publish(json.dumps(message), priority=priority, message_id=key)
             return show(c, {"channel": "queue", "messageId": message_id, "priority": priority}, [("channel", lambda r: r["channel"]),
                         ("message id", lambda r: r["messageId"]), ("priority", lambda r: r["priority"])])
         if via == "blob":
@@ -423,13 +423,13 @@ def job_logs(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, exper
 
 @queue_app.command("show")
 def queue_show(ctx: typer.Context):
-    """Messages waiting per priority, and dead letters with their reasons."""
-    from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
+    """Messages waiting per priority, and dead letters with their reasons (Service Bus with BATCHAI_SERVICEBUS)."""
+    from batchai.adapters.from_env import submission_queue
 
     c = ctx.obj
 
     def report():
-        queue = SqliteSubmissionQueue(c.data_dir / "queue.db")
+        queue = submission_queue(c.data_dir)
         depth = [{"priority": p, "messages": n} for p, n in queue.depth().items()]
         show(c, depth, [("priority", lambda r: r["priority"]), ("messages", lambda r: r["messages"])])
         dead = queue.dead_letters()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from batchai.adapters.from_env import azure_compute, blob_store, drop_store, resource_store
+from batchai.adapters.from_env import azure_compute, blob_store, drop_store, resource_store, submission_queue
+from batchai.adapters.servicebus_queue import ServiceBusSubmissionQueue
+from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 from batchai.adapters.fs_blob_store import FsBlobStore
 from batchai.adapters.sqlite_store import SqliteStore
 from batchai.adapters.vmss_compute import VmssCompute
 from batchai.ports import Record
+from tests.support.fake_servicebus import CONNECTION
 
 VMSS = {"BATCHAI_VMSS_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001", "BATCHAI_VMSS_RESOURCE_GROUP": "nodes",
         "BATCHAI_VMSS_LOCATION": "westeurope", "BATCHAI_AGENT_PACKAGE": "batchai-serverless==0.1.0"}
@@ -20,6 +23,15 @@ def test_nothing_configured_means_the_embedded_adapters(tmp_path):
     drops = drop_store(tmp_path, {})
     assert isinstance(drops, FsBlobStore) and drops.root == (tmp_path / "drops").resolve()
     assert azure_compute(SqliteStore(tmp_path / "s.db"), tmp_path, 1.0, {}) is None
+    assert isinstance(submission_queue(tmp_path, {}), SqliteSubmissionQueue) and (tmp_path / "queue.db").exists()
+
+
+def test_a_service_bus_connection_means_its_topic_for_the_queue(tmp_path):
+    queue = submission_queue(tmp_path, {"BATCHAI_SERVICEBUS": CONNECTION, "BATCHAI_SERVICEBUS_TOPIC": "jobs"})
+    assert isinstance(queue, ServiceBusSubmissionQueue) and queue.topic == "jobs"
+    assert queue.client.fully_qualified_namespace == "127.0.0.1"  # built from the string, nothing contacted
+    queue.close()
+    assert submission_queue(tmp_path, {"BATCHAI_SERVICEBUS": CONNECTION}).topic == "submissions"
 
 
 @pytest.mark.parametrize("environ, missing", [

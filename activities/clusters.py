@@ -67,7 +67,8 @@ def collect_evictions(svc, cluster: Record) -> list[str]:
     if cluster.properties.get("vmPriority") != "lowpriority":
         return []
     nodes = svc.store.nodes(cluster.id)
-    evicted = set(svc.compute.evicted([n.handle() for n in nodes if n.state != "leaving"]))
+    # not a node being deleted (leaving, its job already taken off): its VM going away is our own doing
+    evicted = set(svc.compute.evicted([n.handle() for n in nodes if not (n.state == "leaving" and n.job is None)]))
     names = []
     for node in nodes:
         if node.id in evicted:

@@ -87,13 +87,22 @@ class QueueConsumer:
         self.start, self.stop = self._loop.start, self._loop.stop
 
     def consume(self) -> int:
-        """Handle one batch of messages; returns how many were received."""
+        """Handle one batch of messages; returns how many were received. Stopping mid-batch gives the rest
+        back at once rather than leaving them locked (each wait would also cost them a delivery)."""
         messages = self.queue.receive(max_messages=self.batch)
-        for message in messages:
+        for position, message in enumerate(messages):
             if self._loop.stopping:
+                self._give_back(messages[position:])
                 break
             self._handle(message)
         return len(messages)
+
+    def _give_back(self, messages: list[QueueMessage]) -> None:
+        for message in messages:
+            try:
+                self.queue.abandon(message)
+            except Exception:  # noqa: BLE001 - its lock runs out instead
+                log.warning("giving back submission message %s failed; it returns when its lock expires", message.id)
 
     def _handle(self, message: QueueMessage) -> None:
         """A settlement that fails (the lock expired meanwhile) must not stop the consumer: the message comes

@@ -130,6 +130,8 @@ class EmbeddedHost:
             server.run(sockets=[sock])
         finally:
             self.consumer.stop()
+            if hasattr(self.queue, "close"):  # Service Bus: its links and connection
+                self.queue.close()
             self.inbox.stop()
             if self.output_sync is not None:
                 self.output_sync.stop()

@@ -6,6 +6,10 @@ time its command says (`sleep N` anywhere in the command line; `default_seconds`
 and reports it finished with exit code 0 (or 137 when killed). So the controller, the
 scheduling pass, the job lifecycles and the store all run for real, on thousands of nodes,
 without a process per node. One thread drives every node from a time-ordered queue.
+
+Like a cloud adapter, it knows a node by the machine it answered from `start_node`, which the
+control plane keeps in the store and hands back (`NodeRecord.handle()`): a call site that lost
+it finds no node here, so the simulated-cluster tests catch it.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class SimulatedCompute:
         self.default_seconds = default_seconds
         self._svc = None
         self._nodes: dict[str, _Node] = {}
+        self._machines: dict[str, str] = {}  # machine -> node id
+        self._machine_numbers = itertools.count()
         self._queue: list[tuple[float, int, str, str]] = []  # (when, seq, action, node id)
         self._seq = itertools.count()
         self._cv = threading.Condition()
@@ -66,17 +72,25 @@ class SimulatedCompute:
         return f"/simulated/{cluster_key}/{node_name}"
 
     def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict:
+        machine = f"simulated-{next(self._machine_numbers)}"
         self._nodes[node_id] = _Node(node_id, name)
+        self._machines[machine] = node_id
         self._at(time.time(), "register", node_id)
-        return {"id": node_id, "pid": None, "address": "127.0.0.1", "root": self.node_root(cluster_key, name)}
+        return {"id": node_id, "pid": None, "address": "127.0.0.1", "root": self.node_root(cluster_key, name), "machine": machine}
+
+    def _node_of(self, node: dict) -> _Node | None:
+        node_id = self._machines.get(node.get("machine") or "")
+        return self._nodes.get(node_id) if node_id else None
 
     def is_alive(self, node: dict) -> bool:
-        n = self._nodes.get(node["id"])
+        n = self._node_of(node)
         return bool(n and n.alive)
 
     def stop_node(self, node: dict, *, grace: float = 5.0) -> None:
-        n = self._nodes.pop(node["id"], None)
+        n = self._node_of(node)
         if n is not None:
+            self._nodes.pop(n.id, None)
+            self._machines.pop(node["machine"], None)
             n.alive = False
 
     def kill_node(self, node: dict) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -74,6 +75,24 @@ def local_url(data_dir: Path) -> str:
         return json.loads((data_dir / "control-plane.json").read_text())["url"]
     except (OSError, ValueError, KeyError):
         return "http://127.0.0.1:8080"
+
+
+@contextmanager
+def queue_client(data_dir: Path):
+    """The submission queue the settings name, closed after use; its failures are CLI errors, not tracebacks."""
+    from azure.core.exceptions import AzureError
+
+    from batchai.adapters.from_env import submission_queue
+
+    queue = None
+    try:
+        queue = submission_queue(data_dir)
+        yield queue
+    except AzureError as exc:  # Service Bus: a bad connection string, no such topic, no network
+        raise CliError(f"the submission queue failed: {exc}") from None
+    finally:
+        if queue is not None and hasattr(queue, "close"):
+            queue.close()
 
 
 def run(fn):
@@ -311,11 +330,10 @@ def job_submit(
             body = job_body(c.client, workspace, cluster, job_file, None, None, placeholder)
             return show(c, c.client.put(c.client.job(workspace, experiment, name), body), JOB_COLUMNS)
         if via == "queue":
-            from batchai.adapters.from_env import submission_queue
-
             message = {"workspace": workspace, "experiment": experiment, "jobName": name, "job": raw, "cluster": cluster,
                        "placeholders": values, "resourceGroup": c.resource_group, "subscription": c.subscription}
-            message_id = submission_queue(c.data_dir).publish(json.dumps(message), priority=priority, message_id=key)
+            with queue_client(c.data_dir) as queue:
+                message_id = queue.publish(json.dumps(message), priority=priority, message_id=key)
             return show(c, {"channel": "queue", "messageId": message_id, "priority": priority}, [("channel", lambda r: r["channel"]),
                         ("message id", lambda r: r["messageId"]), ("priority", lambda r: r["priority"])])
         if via == "blob":
@@ -424,15 +442,13 @@ def job_logs(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, exper
 @queue_app.command("show")
 def queue_show(ctx: typer.Context):
     """Messages waiting per priority, and dead letters with their reasons (Service Bus with BATCHAI_SERVICEBUS)."""
-    from batchai.adapters.from_env import submission_queue
-
     c = ctx.obj
 
     def report():
-        queue = submission_queue(c.data_dir)
-        depth = [{"priority": p, "messages": n} for p, n in queue.depth().items()]
+        with queue_client(c.data_dir) as queue:
+            depth = [{"priority": p, "messages": n} for p, n in queue.depth().items()]
+            dead = queue.dead_letters()
         show(c, depth, [("priority", lambda r: r["priority"]), ("messages", lambda r: r["messages"])])
-        dead = queue.dead_letters()
         show(c, dead, [("message id", lambda r: r["id"]), ("priority", lambda r: r["priority"]),
                        ("reason", lambda r: r["reason"]), ("description", lambda r: r["description"])])
     run(report)

@@ -1,11 +1,14 @@
-"""The host's repeating workers: a failing pass is logged and the loop goes on; busy passes do not wait."""
+"""The host's repeating workers: a failing pass is logged and the loop goes on; busy passes do not wait;
+the queue consumer gives back what it did not handle when it stops."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
+from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 from batchai.background import Repeating
+from batchai.queue_consumer import QueueConsumer
 
 
 def test_a_step_that_raises_is_logged_and_the_loop_goes_on(caplog):
@@ -39,3 +42,20 @@ def test_a_busy_step_runs_again_without_waiting_and_stop_ends_the_thread():
     assert idle.wait(10) and remaining == [0]
     loop.stop()
     assert loop.stopping and not loop._thread.is_alive()
+
+
+def test_a_consumer_stopped_mid_batch_gives_the_rest_back_at_once(tmp_path):
+    queue = SqliteSubmissionQueue(tmp_path / "queue.db")
+    for i in range(3):
+        queue.publish(f'{{"n": {i}}}', message_id=f"m{i}")
+    consumer = QueueConsumer(None, queue)
+    handled = []
+
+    def handle_then_stop(message):
+        handled.append(message.id)
+        consumer._loop._stop.set()  # the host stops while this batch is being handled
+
+    consumer._handle = handle_then_stop
+    assert consumer.consume() == 3 and handled == ["m0"]
+    back = queue.receive(max_messages=10, lock_seconds=60)  # not locked until their lock would have run out
+    assert sorted(m.id for m in back) == ["m1", "m2"]

@@ -10,7 +10,10 @@ from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 from batchai.adapters.fs_blob_store import FsBlobStore
 from batchai.adapters.sqlite_store import SqliteStore
 from batchai.adapters.vmss_compute import VmssCompute
+from batchai.adapters.simulated_compute import SimulatedCompute
 from batchai.ports import Record
+from batchai.services import Settings
+from function_app.embedded import EmbeddedHost
 from tests.support.fake_servicebus import CONNECTION
 
 VMSS = {"BATCHAI_VMSS_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001", "BATCHAI_VMSS_RESOURCE_GROUP": "nodes",
@@ -75,3 +78,15 @@ def test_scale_set_settings_mean_vmss_compute_reaching_back_to_the_function_app(
 def test_scale_sets_need_a_url_the_vms_can_reach(tmp_path):
     with pytest.raises(ValueError, match="BATCHAI_PUBLIC_URL"):
         azure_compute(SqliteStore(tmp_path / "s.db"), tmp_path, 1.0, VMSS)
+
+
+def test_the_embedded_host_takes_its_queue_from_the_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHAI_SERVICEBUS", CONNECTION)
+    compute = SimulatedCompute()
+    host = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), compute=compute)
+    host.build()
+    try:
+        assert isinstance(host.queue, ServiceBusSubmissionQueue) and host.consumer.queue is host.queue
+    finally:
+        host.queue.close()
+        compute.stop()

@@ -16,9 +16,9 @@ import time
 import uuid
 
 from activities.scheduling import file_server_export, run_pass
-from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, job_instance, set_execution_state, utcnow
+from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, set_execution_state, utcnow
 from batchai.ports import NodeRecord, Record
-from batchai.wake import wake_flag
+from batchai.wake import wake_flag, wake_job
 
 MAX_WAIT_SECONDS = 30.0
 
@@ -48,7 +48,7 @@ def _fail_tasks_of(svc, node: NodeRecord, error: str) -> None:
         if svc.store.update_task(t.id, only_if_state=["pending", "running", "killing"], state="finished", error=error, end_time=utcnow()):
             job = svc.store.get(t.job)
             if job is not None and job.type == "jobs":
-                svc.engine.raise_event(job_instance(job), "wake")
+                wake_job(svc, job)
 
 
 def retire_silent_nodes(svc, cluster: Record, now: float) -> list[str]:
@@ -143,7 +143,7 @@ def _deallocate_busy(svc, cluster: Record, node: NodeRecord, option: str) -> Non
 
         svc.store.mutate(job.id, terminate)
     _fail_tasks_of(svc, node, EVICTED if option == "requeue" else "deallocated")
-    svc.engine.raise_event(job_instance(job), "wake")
+    wake_job(svc, job)
 
 
 def resize(svc, cluster: Record, now: float) -> tuple[int, float]:

@@ -7,7 +7,7 @@ import time
 
 from activities.scheduling import job_properties
 from batchai.lifecycle import (
-    EVICTED, NODE_LOST, NODE_SILENT, TERMINAL, job_instance, node_is_lost, parse_time, set_execution_state,
+    EVICTED, NODE_LOST, NODE_SILENT, TERMINAL, node_is_lost, parse_time, set_execution_state,
     task_outcome, utcnow,
 )
 from batchai.ports import Record
@@ -209,7 +209,3 @@ def unmount_job_volumes(svc, record: Record) -> None:
     volumes = record.properties.get("mountVolumes")
     if volumes:
         svc.compute.unmount(f"{svc.settings.job_dir(record.internal['uuid'])}/mounts", volumes)
-
-
-def wake(svc, record: Record) -> None:
-    svc.engine.raise_event(job_instance(record), "wake")

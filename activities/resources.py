@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from activities.clusters import stop_cluster_nodes
-from activities.jobs import _stop_tasks, wake
+from activities.jobs import _stop_tasks
 from batchai.lifecycle import ACTIVE, set_execution_state, utcnow
+from batchai.wake import wake_job
 
 CLUSTER_DELETED = {"code": "ClusterDeleted", "message": "The job's cluster was deleted."}
 
@@ -25,7 +26,7 @@ def delete_resource(svc, inp: dict) -> dict:
         svc.store.delete_tree(resource_id)
         for r in doomed:
             if r.type == "jobs" and r.properties.get("executionState") in ACTIVE:
-                wake(svc, r)  # its lifecycle sees it gone and ends now, not at its next timer
+                wake_job(svc, r)  # its lifecycle sees it gone and ends now, not at its next timer
     svc.store.finish_operation(op_id, "Succeeded")
     return {"deleted": resource_id}
 
@@ -50,4 +51,4 @@ def _fail_jobs_of(svc, cluster_id: str) -> None:
     for job in svc.store.jobs(states=ACTIVE, cluster=cluster_id):
         _stop_tasks(svc, job)
         if svc.store.mutate(job.id, fail) is not None:
-            wake(svc, job)
+            wake_job(svc, job)

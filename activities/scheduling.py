@@ -18,11 +18,12 @@ from functools import lru_cache
 
 from batchai import ids
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
-from batchai.lifecycle import job_instance, parse_time, set_execution_state, utcnow
+from batchai.lifecycle import parse_time, set_execution_state, utcnow
 from batchai.model import JobCreateParameters
 from batchai.model.common import parse_duration
 from batchai.ports import JobSummary, NodeRecord, Record, TaskRecord
 from batchai.scheduling import DEFAULT_MAX_SECONDS, QueuedJob, place
+from batchai.wake import wake_job
 
 log = logging.getLogger("batchai.scheduling")
 
@@ -96,7 +97,7 @@ def run_pass(svc, cluster_id: str) -> list[str]:
 
 def _wake_job(svc, record: Record) -> None:
     try:
-        svc.engine.raise_event(job_instance(record), "wake")
+        wake_job(svc, record)
     except Exception:  # noqa: BLE001 - a hint lost: the job's own timer looks again
         log.exception("waking job %s failed", record.id)
 
@@ -229,4 +230,4 @@ def fail_unlaunchable(svc, job_id: str, code: str, message: str) -> None:
 
     record = svc.store.mutate(job_id, fail)
     if record is not None:
-        svc.engine.raise_event(job_instance(record), "wake")
+        wake_job(svc, record)

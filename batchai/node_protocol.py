@@ -13,9 +13,9 @@ import time
 
 from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
-from batchai.lifecycle import NODE_LOST, job_instance, utcnow
+from batchai.lifecycle import NODE_LOST, utcnow
 from batchai.ports import TaskRecord
-from batchai.wake import wake_cluster
+from batchai.wake import wake_cluster, wake_job
 
 SETUP_ATTEMPT = 0  # the attempt number of node setup tasks (jobs count from 1)
 
@@ -23,7 +23,7 @@ SETUP_ATTEMPT = 0  # the attempt number of node setup tasks (jobs count from 1)
 def _wake_job(svc, job_key: str) -> None:
     record = svc.store.get(job_key)
     if record is not None:
-        svc.engine.raise_event(job_instance(record), "wake")
+        wake_job(svc, record)
 
 
 def register(svc, node_id: str, body: dict) -> dict:

@@ -14,8 +14,9 @@ from batchai.api.deps import WS, require, services
 from batchai.api.files import list_output_files
 from batchai.api.workspaces import experiment_path
 from batchai.submission import submit_job
-from batchai.lifecycle import job_instance, set_execution_state, utcnow
+from batchai.lifecycle import set_execution_state, utcnow
 from batchai.model import JobCreateParameters, parse, validate_name
+from batchai.wake import wake_job
 
 router = APIRouter()
 JOBS = WS + "/experiments/{exp}/jobs"
@@ -71,7 +72,7 @@ def terminate_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: s
 
     svc.store.mutate(rid, terminate)
     record = svc.store.get(rid)
-    svc.engine.raise_event(job_instance(record), "wake")
+    wake_job(svc, record)
     op_id = new_operation_id()
     svc.store.create_operation(op_id, "terminate", rid)
     return accepted(request, sub, svc.store.get(ids.workspace_id(sub, rg, ws)).body["location"], op_id)

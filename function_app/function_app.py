@@ -28,6 +28,7 @@ subscription's function more instances if it must overtake.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
 import threading
@@ -64,14 +65,29 @@ class NoAzureCompute:
     node_root = start_node = is_alive = stop_node = kill_node = mount = unmount = evicted = evict = _unavailable
 
 
+def built_once(build):
+    """`build` runs once per host process, on first use, whichever trigger comes first."""
+    cached = lru_cache(maxsize=1)(build)
+
+    @functools.wraps(build)
+    def get():
+        with _build_lock:
+            return cached()
+
+    get.cache_clear = cached.cache_clear
+    return get
+
+
+async def with_client(client, work):
+    """Hand the trigger's durable client to the engine (a job stored here starts its lifecycle through it),
+    then do the synchronous work off the event loop."""
+    engine.use_client(client)
+    return await asyncio.to_thread(work)
+
+
+@built_once
 def services():
-    """The control plane's services, built once per host process on first use."""
-    with _build_lock:
-        return _services()
-
-
-@lru_cache(maxsize=1)
-def _services():
+    """The control plane's services."""
     from batchai.adapters.from_env import azure_compute, blob_store, resource_store
     from batchai.services import Services, Settings
 
@@ -83,13 +99,8 @@ def _services():
     return Services(store=store, compute=compute, engine=engine, settings=settings, blobs=blob_store())
 
 
+@built_once
 def drop_box():
-    with _build_lock:
-        return _drop_box()
-
-
-@lru_cache(maxsize=1)
-def _drop_box():
     from batchai.adapters.from_env import drop_store
     from batchai.blob_drop import DropBox
 
@@ -97,13 +108,8 @@ def _drop_box():
     return DropBox(svc, drop_store(svc.settings.data_dir))
 
 
+@built_once
 def asgi() -> func.AsgiMiddleware:
-    with _build_lock:
-        return _asgi()
-
-
-@lru_cache(maxsize=1)
-def _asgi() -> func.AsgiMiddleware:
     from batchai.api.app import create_app
 
     svc = services()
@@ -128,8 +134,7 @@ def _register_orchestration(name: str, fn) -> None:
 
 def _register_activity(name: str, fn) -> None:
     async def activity(payload, client):
-        engine.use_client(client)
-        return await asyncio.to_thread(fn, services(), payload)
+        return await with_client(client, lambda: fn(services(), payload))
 
     activity.__name__ = name
     app.function_name(name)(app.activity_trigger(input_name="payload")(app.durable_client_input(client_name="client")(activity)))
@@ -149,8 +154,7 @@ def queue_message(message: func.ServiceBusMessage, priority: str) -> QueueMessag
 
 def _register_submissions(priority: str) -> None:
     async def submissions(message: func.ServiceBusMessage, client) -> None:
-        engine.use_client(client)  # a stored job starts its lifecycle: the first trigger of a host may be this one
-        await asyncio.to_thread(lambda: handle(services(), HostSettlement(), queue_message(message, priority)))
+        await with_client(client, lambda: handle(services(), HostSettlement(), queue_message(message, priority)))
 
     name = f"submissions_{priority}"
     submissions.__name__ = name
@@ -168,8 +172,7 @@ for _priority in PRIORITIES:
 @app.durable_client_input(client_name="client")
 async def job_drops(drop: func.InputStream, client) -> None:
     """A new blob in the drop container's inbox: submit it (status files and sidecars are ignored)."""
-    engine.use_client(client)
-    await asyncio.to_thread(lambda: drop_box().process(drop_name(drop.name)))
+    await with_client(client, lambda: drop_box().process(drop_name(drop.name)))
 
 
 @app.function_name("job_drops_sweep")
@@ -178,8 +181,7 @@ async def job_drops(drop: func.InputStream, client) -> None:
 async def job_drops_sweep(timer: func.TimerRequest, client) -> None:
     """Drops the blob trigger gave up on (the store was down for all its tries) are still in the inbox:
     scan it now and then, so none is stranded there."""
-    engine.use_client(client)
-    await asyncio.to_thread(lambda: drop_box().scan())
+    await with_client(client, lambda: drop_box().scan())
 
 
 def drop_name(trigger_name: str) -> str:

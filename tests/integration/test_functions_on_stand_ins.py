@@ -72,11 +72,11 @@ def app_module(stand_ins, tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     module = importlib.import_module("function_app.function_app")
     monkeypatch.setattr(module, "engine", RecordingEngine())
-    module._services.cache_clear()
-    module._drop_box.cache_clear()
+    module.services.cache_clear()
+    module.drop_box.cache_clear()
     yield module
-    module._services.cache_clear()
-    module._drop_box.cache_clear()
+    module.services.cache_clear()
+    module.drop_box.cache_clear()
 
 
 def trigger(name: str, argument) -> None:

@@ -78,15 +78,17 @@ class DropBox:
         content = self.blobs.get(name)
         if content is None:
             return None
-        relative = name[len(INBOX):]
-        sidecar_name = name[: -len(".json")] + ".params.json"
+        relative, stem = name[len(INBOX):], name[: -len(".json")]
+        sidecar_name = stem + ".params.json"
         sidecar = self.blobs.get(sidecar_name)
         try:
-            status = process_drop(self.svc, relative, content, parse_sidecar(sidecar))
+            params = parse_sidecar(sidecar)
         except ValueError as exc:
             status = {"status": "rejected", "error": {"code": "InvalidDrop", "message": str(exc),
                                                       "target": sidecar_name.rsplit("/", 1)[-1]}}
-        self.blobs.put(name[: -len(".json")] + ".status.json", (json.dumps(status, indent=2) + "\n").encode())
+        else:
+            status = process_drop(self.svc, relative, content, params)
+        self.blobs.put(stem + ".status.json", (json.dumps(status, indent=2) + "\n").encode())
         outcome = "processed" if status["status"] == "accepted" else "rejected"
         self._move(name, f"{outcome}/{relative}", content)
         if sidecar is not None:

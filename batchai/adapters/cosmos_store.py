@@ -89,7 +89,7 @@ def _node_doc(node: NodeRecord) -> Doc:
 
 
 def _node(doc: Doc) -> NodeRecord:
-    return NodeRecord(**{f: doc.get(f) for f in _NODE_FIELDS if f != "id" and f in doc}, id=doc["ref"])  # older docs lack newer fields
+    return NodeRecord(**{f: doc[f] for f in _NODE_FIELDS if f != "id" and f in doc}, id=doc["ref"])  # older docs lack newer fields
 
 
 def _task_doc(task: TaskRecord, position: int) -> Doc:

@@ -12,7 +12,6 @@ from azure.mgmt.batchai import models
 
 from batchai.adapters.azure_blob_store import AzureBlobStore
 from tests.integration.conftest import Server, kill_agents, make_sdk
-from tests.support.azurite import azurite
 
 RG, WS, EXP, CONTAINER = "rg", "ws", "exp", "job-outputs"
 LINES = [f"line {i}" for i in range(1, 9)]
@@ -23,15 +22,9 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
-def storage():
-    with azurite() as connection:
-        yield connection
-
-
-@pytest.fixture(scope="module")
-def sdk(storage, tmp_path_factory):
+def sdk(azurite_connection, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("batchai-blob")
-    server = Server(data_dir, env={"BATCHAI_BLOB_CONNECTION_STRING": storage, "BATCHAI_BLOB_CONTAINER": CONTAINER,
+    server = Server(data_dir, env={"BATCHAI_BLOB_CONNECTION_STRING": azurite_connection, "BATCHAI_BLOB_CONTAINER": CONTAINER,
                                    "BATCHAI_BLOB_SYNC_SECONDS": "0.3"}).start()
     yield make_sdk(server)
     server.stop()
@@ -83,14 +76,14 @@ def wait_job(sdk, job: str, timeout: float = 60):
     raise TimeoutError(f"job {job} did not end")
 
 
-def test_logs_and_outputs_are_in_blob_storage_while_and_after_the_job_runs(sdk, cluster, storage):
+def test_logs_and_outputs_are_in_blob_storage_while_and_after_the_job_runs(sdk, cluster, azurite_connection):
     sdk.jobs.begin_create(RG, WS, EXP, "j1", models.JobCreateParameters(
         cluster=models.ResourceId(id=cluster.id), node_count=1,
         std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
         output_directories=[models.OutputDirectory(id="OUT", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/out")],
         custom_toolkit_settings=models.CustomToolkitSettings(command_line=COMMAND),
     )).result()
-    blobs = AzureBlobStore(storage, CONTAINER)
+    blobs = AzureBlobStore(azurite_connection, CONTAINER)
 
     partial = wait_for_log_while_running(sdk, blobs, "j1")
     assert partial.decode().splitlines() == LINES[:len(partial.decode().splitlines())]

@@ -24,7 +24,6 @@ from fastapi.testclient import TestClient
 from batchai.adapters.azure_blob_store import AzureBlobStore
 from batchai.adapters.cosmos_store import CosmosStore
 from batchai.api.app import create_app
-from tests.support.azurite import azurite
 from tests.support.cosmos_server import KEY, cosmos_server
 from tests.support.function_app import call_client_trigger, registered_functions
 
@@ -56,9 +55,9 @@ class RecordingEngine:
 
 
 @pytest.fixture(scope="module")
-def stand_ins():
-    with azurite() as storage, cosmos_server() as cosmos:
-        yield storage, cosmos
+def stand_ins(azurite_connection):
+    with cosmos_server() as cosmos:
+        yield azurite_connection, cosmos
 
 
 @pytest.fixture

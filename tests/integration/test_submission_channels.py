@@ -15,7 +15,6 @@ import pytest
 
 from batchai.adapters.sqlite_queue import LockLost
 from batchai.queue_consumer import handle
-from tests.support.azurite import azurite
 from tests.support.paused_host import V, job_names, paused_host, workspace_path
 
 pytestmark = pytest.mark.timeout(300)
@@ -97,12 +96,6 @@ def test_publishing_the_same_idempotency_key_twice_queues_it_once(host):
     host.queue.publish(message("dup"), message_id="same")
     host.queue.publish(message("dup"), message_id="same")
     assert host.queue.depth()["normal"] == 1
-
-
-@pytest.fixture(scope="module")
-def azurite_connection():
-    with azurite() as connection:
-        yield connection
 
 
 @pytest.fixture(params=["directory", "blob container"])

@@ -11,15 +11,8 @@ import pytest
 
 from batchai.adapters.azure_blob_store import AzureBlobStore
 from batchai.adapters.fs_blob_store import FsBlobStore
-from tests.support.azurite import azurite
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def azurite_connection():
-    with azurite() as connection:
-        yield connection
 
 
 @pytest.fixture(params=["fs", "azure"])

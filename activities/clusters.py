@@ -16,9 +16,11 @@ import time
 import uuid
 
 from activities.scheduling import file_server_export, run_pass
-from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, set_execution_state, utcnow
+from batchai import jobs
+from batchai.job_state import JobState, state_of
+from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, utcnow
 from batchai.ports import NodeRecord, Record
-from batchai.wake import wake_flag, wake_job
+from batchai.wake import wake_flag
 
 MAX_WAIT_SECONDS = 30.0
 
@@ -43,21 +45,13 @@ def control_cluster(svc, inp: dict) -> dict:
 
 # ----- node health ------------------------------------------------------------------------------
 
-def _fail_tasks_of(svc, node: NodeRecord, error: str) -> None:
-    for t in svc.store.tasks(node=node.id, states=["pending", "running", "killing"]):
-        if svc.store.update_task(t.id, only_if_state=["pending", "running", "killing"], state="finished", error=error, end_time=utcnow()):
-            job = svc.store.get(t.job)
-            if job is not None and job.type == "jobs":
-                wake_job(svc, job)
-
-
 def retire_silent_nodes(svc, cluster: Record, now: float) -> list[str]:
     """Nodes that missed their heartbeats are unusable; their tasks are void."""
     retired = []
     for node in svc.store.nodes(cluster.id):
         if node.state in ("idle", "running", "preparing") and node.last_seen and now - node.last_seen > svc.settings.node_timeout_seconds:
             svc.store.update_node(node.id, state="unusable", error=NODE_SILENT)
-            _fail_tasks_of(svc, node, NODE_LOST)
+            jobs.fail_tasks_of_node(svc, node.id, NODE_LOST)
             retired.append(node.name)
     return retired
 
@@ -72,7 +66,7 @@ def collect_evictions(svc, cluster: Record) -> list[str]:
     names = []
     for node in nodes:
         if node.id in evicted:
-            _fail_tasks_of(svc, node, EVICTED)
+            jobs.fail_tasks_of_node(svc, node.id, EVICTED)
             svc.compute.stop_node(node.handle(), grace=0.0)
             svc.store.delete_node(node.id)
             names.append(node.name)
@@ -130,20 +124,9 @@ def _deallocate_busy(svc, cluster: Record, node: NodeRecord, option: str) -> Non
     job = svc.store.get(node.job) if node.job else None
     if job is None or option == "waitforjobcompletion":
         return
-    if option == "terminate":
-        now = utcnow()
-
-        def terminate(r: Record):
-            if r.properties["executionState"] != "running":
-                return None
-            r.internal.setdefault("events", []).append({"time": now, "event": "node deallocated (terminate)", "node": node.name})
-            r.internal["endReason"] = "deallocated"
-            r.internal["killRequestedAt"] = time.time()
-            return set_execution_state(r, "terminating", now)
-
-        svc.store.mutate(job.id, terminate)
-    _fail_tasks_of(svc, node, EVICTED if option == "requeue" else "deallocated")
-    wake_job(svc, job)
+    if option == "terminate" and state_of(job) is JobState.RUNNING:
+        jobs.terminate(svc, job.id, "deallocated")
+    jobs.fail_tasks_of_node(svc, node.id, EVICTED if option == "requeue" else "deallocated")
 
 
 def resize(svc, cluster: Record, now: float) -> tuple[int, float]:

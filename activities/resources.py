@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from activities.clusters import stop_cluster_nodes
-from activities.jobs import _stop_tasks
-from batchai.lifecycle import ACTIVE, set_execution_state, utcnow
+from batchai import job_state
+from batchai.job_state import ACTIVE, LAUNCHED
+from batchai.jobs import stop_tasks
+from batchai.lifecycle import settled_view, utcnow
 from batchai.wake import wake_job
-
-CLUSTER_DELETED = {"code": "ClusterDeleted", "message": "The job's cluster was deleted."}
 
 
 def delete_resource(svc, inp: dict) -> dict:
@@ -17,8 +17,8 @@ def delete_resource(svc, inp: dict) -> dict:
     if root is not None:
         doomed = [root] + [r for r in _descendants(svc, root)]
         for r in doomed:
-            if r.type == "jobs" and r.properties.get("executionState") in ("running", "terminating"):
-                _stop_tasks(svc, r)
+            if r.type == "jobs" and r.properties.get("executionState") in LAUNCHED:
+                stop_tasks(svc, r)
         for r in doomed:
             if r.type == "clusters":
                 _fail_jobs_of(svc, r.id)
@@ -39,16 +39,8 @@ def _descendants(svc, record):
 
 
 def _fail_jobs_of(svc, cluster_id: str) -> None:
-    now = utcnow()
-
-    def fail(r):
-        if r.properties.get("executionState") not in ACTIVE:
-            return None
-        info = r.properties.setdefault("executionInfo", {"startTime": now})
-        info.update(endTime=now, errors=[CLUSTER_DELETED])
-        return set_execution_state(r, "failed", now)
-
     for job in svc.store.jobs(states=ACTIVE, cluster=cluster_id):
-        _stop_tasks(svc, job)
-        if svc.store.mutate(job.id, fail) is not None:
-            wake_job(svc, job)
+        stop_tasks(svc, job)
+        ended = svc.store.mutate(job.id, job_state.change(job_state.fail_cluster_deleted, now=utcnow()))
+        if ended is not None:
+            wake_job(svc, ended, settled_view(ended))

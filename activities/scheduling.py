@@ -1,8 +1,8 @@
 """The scheduling pass: start the queued jobs of a cluster that fit on its idle nodes.
 
 Placement itself is the pure `batchai.scheduling.place`; this module claims the nodes
-(all-or-nothing, in the store), moves the job to `running`, writes the per-node tasks and wakes
-the nodes and the started jobs' lifecycles.
+(all-or-nothing, in the store), moves the job to `running`, writes the per-node tasks, wakes
+the nodes, and starts the launched jobs' lifecycles, all in one pass however many it launches.
 """
 
 from __future__ import annotations
@@ -14,16 +14,14 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from functools import lru_cache
 
-from batchai import ids
+from batchai import ids, job_state
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
-from batchai.lifecycle import parse_time, set_execution_state, utcnow
+from batchai.lifecycle import launch_view, parse_time, settled_view, utcnow, wall_clock_seconds
 from batchai.model import JobCreateParameters
-from batchai.model.common import parse_duration
 from batchai.ports import JobSummary, NodeRecord, Record, TaskRecord
-from batchai.scheduling import DEFAULT_MAX_SECONDS, QueuedJob, place
-from batchai.wake import wake_job
+from batchai.scheduling import QueuedJob, place
+from batchai.wake import start_lifecycle, wake_job
 
 log = logging.getLogger("batchai.scheduling")
 
@@ -36,12 +34,6 @@ def job_properties(record: Record):
 
 def usable(node: NodeRecord, now: float, timeout: float) -> bool:
     return node.state == "idle" and node.job is None and now - node.last_seen <= timeout
-
-
-@lru_cache(maxsize=256)
-def wall_clock_seconds(value: str | None) -> float:
-    """A stored maxWallClockTime in seconds (sweeps share a handful of values: cached)."""
-    return DEFAULT_MAX_SECONDS if value is None else parse_duration(value).total_seconds()
 
 
 def queued_job(summary: JobSummary) -> QueuedJob:
@@ -83,26 +75,23 @@ def release_stale_claims(svc, nodes: list[NodeRecord], active: dict[str, JobSumm
 def run_pass(svc, cluster_id: str) -> list[str]:
     """Start what fits now; returns the ids of the jobs started.
 
-    Every job the pass tried to launch is woken, even when the pass fails half-way: a queued job's
-    lifecycle only re-checks every ten minutes, and one left running without tasks must notice soon."""
-    tried: list[Record] = []
-    started: list[Record] = []
+    Each launched job's lifecycle starts with what the pass stored, once the pass has placed
+    everything, and even when the pass fails half-way (a job left running without tasks must
+    notice soon)."""
+    launched: list[Record] = []
     try:
-        _place_and_launch(svc, cluster_id, tried, started)
+        _place_and_launch(svc, cluster_id, launched)
     finally:
-        for record in tried:
-            _wake_job(svc, record)
-    return [r.id for r in started]
+        now = time.time()
+        for record in launched:
+            try:
+                start_lifecycle(svc, record, launch_view(record, now))
+            except Exception:  # noqa: BLE001 - the host's reconciliation starts it after a restart
+                log.exception("starting the lifecycle of %s failed", record.id)
+    return [r.id for r in launched]
 
 
-def _wake_job(svc, record: Record) -> None:
-    try:
-        wake_job(svc, record)
-    except Exception:  # noqa: BLE001 - a hint lost: the job's own timer looks again
-        log.exception("waking job %s failed", record.id)
-
-
-def _place_and_launch(svc, cluster_id: str, tried: list[Record], started: list[Record]) -> None:
+def _place_and_launch(svc, cluster_id: str, launched: list[Record]) -> None:
     with _cluster_locks[ids.key(cluster_id)]:
         now = time.time()
         timeout = svc.settings.node_timeout_seconds
@@ -121,11 +110,8 @@ def _place_and_launch(svc, cluster_id: str, tried: list[Record], started: list[R
         plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout))
         for job_id, node_ids in plan:
             record = svc.store.get(job_id)
-            if record is None:
-                continue
-            tried.append(record)
-            if launch(svc, record, [free[n] for n in node_ids]):
-                started.append(record)
+            if record is not None:
+                launch(svc, record, [free[n] for n in node_ids], launched)
 
 
 def file_server_export(svc):
@@ -173,10 +159,12 @@ def launch_context(svc, record: Record, nodes: list[NodeRecord]) -> LaunchContex
     )
 
 
-def launch(svc, record: Record, nodes: list[NodeRecord]) -> bool:
+def launch(svc, record: Record, nodes: list[NodeRecord], launched: list[Record]) -> None:
+    """Claim `nodes` for the queued job, move it to running and hand its nodes their tasks; the job,
+    once running, is added to `launched`."""
     cluster_id = record.properties["cluster"]["id"]
     if not svc.store.claim_nodes(cluster_id, record.id, [n.id for n in nodes]):
-        return False
+        return
     try:
         props = job_properties(record)
         ctx = launch_context(svc, record, nodes)
@@ -186,48 +174,25 @@ def launch(svc, record: Record, nodes: list[NodeRecord]) -> bool:
     except UnsupportedToolkit as exc:
         svc.store.release_nodes(record.id)
         fail_unlaunchable(svc, record.id, "UnsupportedToolkit", str(exc))
-        return False
+        return
     except (OSError, LookupError) as exc:
         svc.store.release_nodes(record.id)
         fail_unlaunchable(svc, record.id, "MountFailed", f"The job's volumes could not be mounted: {exc}")
-        return False
-    now = utcnow()
-
-    def start(r: Record):
-        if r.properties.get("executionState") != "queued":
-            return None
-        set_execution_state(r, "running", now)
-        r.properties["executionInfo"] = {"startTime": now}
-        # where the files really are: a path through a job-level mount ends with the job
-        r.internal["paths"] = {"stdouterr": os.path.realpath(paths.stdouterr),
-                               "outputs": {k: os.path.realpath(v) for k, v in paths.outputs.items()}}
-        r.internal["nodes"] = [n.id for n in nodes]
-        r.internal["nodeNames"] = {n.id: n.name for n in nodes}  # nodes may be gone when the job's events name them
-        r.internal.setdefault("events", []).append(
-            {"time": now, "event": "started", "attempt": r.internal["attempt"], "nodes": [n.name for n in nodes]}
-        )
-        return r
-
-    if svc.store.mutate(record.id, start) is None:
+        return
+    # where the files really are: a path through a job-level mount ends with the job
+    real = {"stdouterr": os.path.realpath(paths.stdouterr), "outputs": {k: os.path.realpath(v) for k, v in paths.outputs.items()}}
+    started = svc.store.mutate(record.id, job_state.change(job_state.start, now=utcnow(), nodes=[(n.id, n.name) for n in nodes], paths=real))
+    if started is None:
         svc.store.release_nodes(record.id)
-        return False
+        return
+    launched.append(started)
     svc.store.put_tasks([
         TaskRecord(id=t.task_id, job=record.id, node=t.node_id, attempt=ctx.attempt, spec=t.to_json()) for t in tasks
     ])
     svc.wake_nodes([n.id for n in nodes])
-    return True
 
 
 def fail_unlaunchable(svc, job_id: str, code: str, message: str) -> None:
-    now = utcnow()
-
-    def fail(r: Record):
-        if r.properties.get("executionState") != "queued":
-            return None
-        set_execution_state(r, "failed", now)
-        r.properties["executionInfo"] = {"startTime": now, "endTime": now, "errors": [{"code": code, "message": message}]}
-        return r
-
-    record = svc.store.mutate(job_id, fail)
+    record = svc.store.mutate(job_id, job_state.change(job_state.fail_unlaunchable, now=utcnow(), code=code, message=message))
     if record is not None:
-        wake_job(svc, record)
+        wake_job(svc, record, settled_view(record))  # a requeued job may have a lifecycle waiting

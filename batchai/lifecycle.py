@@ -1,20 +1,28 @@
-"""Job and node state, as pure functions over stored records.
+"""A launched job's lifecycle, as pure functions over stored records: what it observes, and what
+it does next. The states and transitions themselves live in `batchai.job_state`.
 
-Activities apply these inside the store's compare-and-set, so every transition is decided from
+Activities apply transitions inside the store's compare-and-set, so every step is decided from
 what is stored now (the source of truth), never from what an event claimed.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 
+from batchai.job_state import TERMINAL, JobState, attempt_of
+from batchai.model.common import parse_duration
 from batchai.ports import NodeRecord, Record, TaskRecord
+from batchai.scheduling import DEFAULT_MAX_SECONDS
 
-TERMINAL = ("succeeded", "failed")
-ACTIVE = ("queued", "running", "terminating")
 NODE_LOST = "node_lost"  # a task error: its node died or restarted; not the job's fault
 NODE_SILENT = "The node stopped responding."  # a node's error once its heartbeats stopped
 EVICTED = "node_evicted"  # a task error: its low-priority node was taken back (or scaled away with requeue)
+
+# A lifecycle is woken by whoever changes its job (batchai.wake); its timers are safety nets, and the deadline.
+QUEUED_RECHECK_SECONDS = 600.0  # a requeued job: the controller wakes it when it starts it again
+RUNNING_RECHECK_SECONDS = 30.0
+TERMINATING_RECHECK_SECONDS = 2.0
 
 
 def job_instance(record: Record) -> str:
@@ -41,11 +49,31 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def set_execution_state(record: Record, state: str, now: str) -> Record:
-    props = record.properties
-    props["executionState"] = state
-    props["executionStateTransitionTime"] = now
-    return record
+@lru_cache(maxsize=256)
+def wall_clock_seconds(value: str | None) -> float:
+    """A stored maxWallClockTime in seconds (sweeps share a handful of values: cached)."""
+    return DEFAULT_MAX_SECONDS if value is None else parse_duration(value).total_seconds()
+
+
+def seconds_left(record: Record, now: float) -> float:
+    """Until a running job's maxWallClockTime runs out."""
+    start = parse_time(record.properties["executionInfo"]["startTime"]).timestamp()
+    return start + wall_clock_seconds((record.properties.get("constraints") or {}).get("maxWallClockTime")) - now
+
+
+def settled_view(record: Record) -> dict:
+    """What a lifecycle is told when its job ended: it takes a terminal state as is (states never leave it)."""
+    return {"state": record.properties["executionState"], "attempt": attempt_of(record)}
+
+
+def launch_view(record: Record, now: float) -> dict:
+    """What a lifecycle starts with: the job just launched, nothing decided yet."""
+    return {"state": JobState.RUNNING.value, "attempt": attempt_of(record), "outcome": None, "deadlineExceeded": False,
+            "wait": max(0.1, min(RUNNING_RECHECK_SECONDS, seconds_left(record, now)))}
+
+
+def is_settled(view: dict | None) -> bool:
+    return bool(view) and (view["state"] in TERMINAL or view["state"] == "gone")
 
 
 def holds_only(task: TaskRecord) -> bool:
@@ -101,11 +129,11 @@ def node_state_counts(nodes: list[NodeRecord], now: float, timeout: float) -> di
 def next_step(view: dict) -> str:
     """What a job lifecycle does next, from an observed view: wait, complete, requeue, kill, done."""
     state = view["state"]
-    if state in TERMINAL or state == "gone":
+    if is_settled(view):
         return "done"
-    if state == "queued":
+    if state == JobState.QUEUED:
         return "wait"
-    if state == "running":
+    if state == JobState.RUNNING:
         if view.get("outcome"):
             return "requeue" if view["outcome"].get("nodeLost") else "complete"
         if view.get("deadlineExceeded"):

@@ -3,27 +3,29 @@
 Agents speak it over HTTP (batchai/api/nodes.py); simulated nodes call it in process
 (batchai/adapters/simulated_compute.py). A heartbeat carries what the node runs and what
 finished; the answer carries tasks to start and to kill. Finished results are recorded with a
-compare-and-set, so a result re-sent after a lost answer is harmless, and the job's lifecycle is
-woken to look at the store. A node that joins runs the cluster's setup task first, if any.
+compare-and-set, so a result re-sent after a lost answer is harmless; a result that decides its
+job ends the job there and then (`batchai.jobs.settle`), which frees its nodes for the controller.
+A node that joins runs the cluster's setup task first, if any.
 """
 
 from __future__ import annotations
 
 import time
 
+from batchai import job_state, jobs
 from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
 from batchai.lifecycle import NODE_LOST, utcnow
 from batchai.ports import TaskRecord
-from batchai.wake import wake_cluster, wake_job
+from batchai.wake import start_lifecycle, wake_cluster
 
 SETUP_ATTEMPT = 0  # the attempt number of node setup tasks (jobs count from 1)
 
 
-def _wake_job(svc, job_key: str) -> None:
+def _node_lost(svc, job_key: str) -> None:
     record = svc.store.get(job_key)
     if record is not None:
-        wake_job(svc, record)
+        start_lifecycle(svc, record)  # it requeues the job
 
 
 def register(svc, node_id: str, body: dict) -> dict:
@@ -34,7 +36,7 @@ def register(svc, node_id: str, body: dict) -> dict:
         # The agent restarted: whatever it ran under its old boot is gone.
         for t in svc.store.tasks(node=node_id, states=["running", "killing"]):
             if svc.store.update_task(t.id, only_if_state=["running", "killing"], state="finished", error=NODE_LOST):
-                _wake_job(svc, t.job)
+                _node_lost(svc, t.job)
     joined = node.state in ("starting", "preparing")
     svc.store.update_node(
         node_id, boot_id=body["bootId"], pid=body.get("pid"), address=body.get("address"), root=body.get("root"),
@@ -87,28 +89,20 @@ def _record_results(svc, node_id: str, body: dict) -> list[str]:
             exit_code=result.get("exitCode"), error=result.get("error"),
             start_time=result.get("startTime"), end_time=result.get("endTime"),
         ):
-            task = next((t for t in svc.store.tasks(node=node_id) if t.id == task_id), None)
+            task = svc.store.get_task(task_id)
             if task is not None and task.attempt == SETUP_ATTEMPT:
                 _setup_finished(svc, node_id, result)
             elif task is not None:
                 _record_warnings(svc, task.job, node_id, result.get("warnings") or [])
-                _wake_job(svc, task.job)
+                jobs.settle(svc, task.job)  # the job ends now if this decided it
         acked.append(task_id)
     return acked
 
 
 def _record_warnings(svc, job_id: str, node_id: str, warnings: list[str]) -> None:
-    if not warnings:
-        return
-    node = svc.store.get_node(node_id)
-    now = utcnow()
-
-    def note(r):
-        events = r.internal.setdefault("events", [])
-        events += [{"time": now, "event": "warning", "node": node.name if node else node_id, "message": str(w)} for w in warnings]
-        return r
-
-    svc.store.mutate(job_id, note)
+    if warnings:
+        node = svc.store.get_node(node_id)
+        svc.store.mutate(job_id, job_state.change(job_state.note_warnings, now=utcnow(), node=node.name if node else node_id, warnings=warnings))
 
 
 def _orders(svc, node_id: str, body: dict) -> tuple[list[dict], list[str]]:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from batchai import ids
-from batchai.api import render
+from batchai import ids, job_state, render
 from batchai.errors import ApiError
-from batchai.lifecycle import job_instance, lifecycle_input, set_execution_state, utcnow
-from batchai.api.deps import new_record
 from batchai.model import JobCreateParameters, load_job_file, validate_name
 from batchai.ports import Conflict
+from batchai.records import new_record
 from batchai.wake import wake_cluster
 
 
@@ -38,7 +36,9 @@ def check_cluster(svc, props, workspace_id: str):
 
 
 def submit_job(svc, job_id: str, params: JobCreateParameters, *, idempotency_key: str | None = None) -> dict:
-    """The one create-job path: validate against the cluster, store queued, start the lifecycle.
+    """The one create-job path: validate against the cluster, store it queued, ask the cluster's
+    controller for a pass (debounced: a burst of submissions is one pass). The job gets its durable
+    lifecycle when the controller launches it; until then the stored queue is all there is to it.
 
     With an `idempotency_key`, submitting again what was already stored under the same key
     returns the stored job instead of a conflict: a redelivered queue message is harmless.
@@ -55,10 +55,7 @@ def submit_job(svc, job_id: str, params: JobCreateParameters, *, idempotency_key
     wire["toolType"] = props.tool_type
     wire["jobOutputDirectoryPathSegment"] = ids.output_segment(job_id, job_uuid)
     record = new_record(job_id, "jobs", parsed.name, experiment.id, wire)
-    set_execution_state(record, "queued", record.properties["creationTime"])
-    record.internal = {"uuid": job_uuid, "attempt": 1, "events": [{"time": utcnow(), "event": "queued"}]}
-    if idempotency_key:
-        record.internal["idempotencyKey"] = idempotency_key
+    job_state.new_job(record, record.properties["creationTime"], uuid=job_uuid, idempotency_key=idempotency_key)
     try:
         record = svc.store.create(record)
     except Conflict:
@@ -66,11 +63,6 @@ def submit_job(svc, job_id: str, params: JobCreateParameters, *, idempotency_key
         if idempotency_key and existing is not None and existing.internal.get("idempotencyKey") == idempotency_key:
             return render.job(existing)
         raise ApiError.conflict(f"The job '{parsed.name}' already exists in experiment '{parsed.experiment}'.")
-    try:
-        svc.engine.schedule("job_lifecycle", lifecycle_input(record), job_instance(record))
-    except Exception:
-        svc.store.delete_tree(job_id)
-        raise
     wake_cluster(svc, cluster)
     return render.job(record)
 

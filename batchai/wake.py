@@ -1,8 +1,12 @@
-"""Waking a job's lifecycle, and a cluster's controller (debounced through the store).
+"""Waking a job's lifecycle (starting it when a launched job has none), and a cluster's controller
+(debounced through the store).
 
-A job's lifecycle only looks at its job when woken or when its timer runs out (ten minutes while
-queued), so whoever changes a job wakes it: the pass that starts it, the API that terminates it,
-the node that reports its task, the deletion that removes it.
+A job's lifecycle exists from its launch: the scheduling pass starts it, handing it what it
+just stored, and it sleeps until woken or until its timer (the job's deadline, or a safety-net
+recheck). Whoever changes a launched job wakes it: the node report that ends it (handing it the
+terminal state, so it ends without looking again), the API that terminates it, the pass that
+finds its node silent, the deletion that removes it. A queued job has no lifecycle of its own
+to feed: the cluster's controller owns the queue.
 
 Every queued job, freed node, joined node and scale request asks the controller for a pass.
 A burst of them (a sweep of thousands of submissions) must not become thousands of passes, each
@@ -14,12 +18,30 @@ timer runs a pass (and lowers the flag) within its maximum wait anyway.
 
 from __future__ import annotations
 
-from batchai.lifecycle import controller_instance, job_instance
+import logging
+
+from batchai.job_state import LAUNCHED, state_of
+from batchai.lifecycle import controller_instance, job_instance, lifecycle_input
 from batchai.ports import Record
 
+log = logging.getLogger("batchai.wake")
 
-def wake_job(svc, job: Record) -> None:
-    svc.engine.raise_event(job_instance(job), "wake")
+
+def start_lifecycle(svc, job: Record, view: dict | None = None) -> None:
+    """Start the launched `job`'s lifecycle with `view` (what the caller just stored; None: it looks
+    first), or wake the one it has. Idempotent: one lifecycle per job, whoever starts it first."""
+    if state_of(job) in LAUNCHED and svc.engine.schedule("job_lifecycle", {**lifecycle_input(job), "view": view}, job_instance(job)):
+        return
+    wake_job(svc, job, view)
+
+
+def wake_job(svc, job: Record, view: dict | None = None) -> None:
+    """A hint to the job's lifecycle, if it has one, to look at its job again (`view`: a terminal state
+    just stored, which it may take as is). A lost hint only delays: its timer looks again."""
+    try:
+        svc.engine.raise_event(job_instance(job), "wake", view)
+    except Exception:  # noqa: BLE001 - a hint lost, never a step
+        log.exception("waking the lifecycle of %s failed", job.id)
 
 
 def wake_flag(cluster: Record) -> str:

@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 from activities.scheduling import busy_until, queued_job, usable  # noqa: E402
 from batchai import ids  # noqa: E402
 from batchai.adapters.sqlite_store import SqliteStore  # noqa: E402
-from batchai.api.deps import new_record  # noqa: E402
-from batchai.lifecycle import set_execution_state, utcnow  # noqa: E402
+from batchai.records import new_record  # noqa: E402
+from batchai import job_state  # noqa: E402
+from batchai.lifecycle import utcnow  # noqa: E402
 from batchai.ports import NodeRecord  # noqa: E402
 from batchai.scheduling import place  # noqa: E402
 
@@ -52,8 +53,7 @@ def build_store(path: Path, jobs: int, nodes: int, rng: random.Random) -> tuple[
         if wall:
             props["constraints"]["maxWallClockTime"] = wall
         record = new_record(ids.child_id(experiment, "jobs", f"j{i:05d}"), "jobs", f"j{i:05d}", experiment, props)
-        set_execution_state(record, "queued", utcnow())
-        store.create(record)
+        store.create(job_state.new_job(record, utcnow(), uuid=f"u{i:05d}"))
     now = time.time()
     for i in range(nodes):
         store.put_node(NodeRecord(f"n{i:04d}", cluster, f"node-{i}", "idle", last_seen=now))
@@ -67,11 +67,9 @@ def occupy(store: SqliteStore, cluster: str, busy: int, rng: random.Random) -> N
     for i in range(busy):
         job_id = ids.child_id(experiment, "jobs", f"r{i:04d}")
         if store.get(job_id) is None:
-            props = {"cluster": {"id": cluster}, "nodeCount": 1, "constraints": {"maxWallClockTime": rng.choice(WALL_CLOCKS[:-1])},
-                     "executionInfo": {"startTime": utcnow()}}
-            record = new_record(job_id, "jobs", f"r{i:04d}", experiment, props)
-            set_execution_state(record, "running", utcnow())
-            store.create(record)
+            props = {"cluster": {"id": cluster}, "nodeCount": 1, "constraints": {"maxWallClockTime": rng.choice(WALL_CLOCKS[:-1])}}
+            record = job_state.new_job(new_record(job_id, "jobs", f"r{i:04d}", experiment, props), utcnow(), uuid=f"r{i:04d}")
+            store.create(job_state.start(record, utcnow(), nodes=[(f"n{i:04d}", f"node-{i}")], paths={}))
         store.claim_nodes(cluster, job_id, [f"n{i:04d}"])
 
 

@@ -32,7 +32,9 @@ from batchai.adapters.local_compute import LocalCompute
 from batchai.blob_drop import DropBox
 from batchai.queue_consumer import QueueConsumer
 from batchai.api.app import create_app
-from batchai.lifecycle import ACTIVE, controller_instance, job_instance, lifecycle_input
+from batchai.job_state import LAUNCHED
+from batchai.lifecycle import controller_instance
+from batchai.wake import start_lifecycle
 from batchai.output_sync import OutputSync
 from batchai.services import Services, Settings
 from orchestrations import ORCHESTRATIONS
@@ -100,15 +102,15 @@ class EmbeddedHost:
         return f"http://{self.host}:{self.port}"
 
     def reconcile(self) -> None:
-        """Give every cluster its nodes and every unfinished job or deletion its orchestration."""
+        """Give every cluster its nodes and controller, every launched job and every deletion its orchestration."""
         now = time.time()
         for node in self.store.nodes():
             self.store.update_node(node.id, last_seen=now)  # agents get a grace period to reconnect
         for workspace in self.store.workspaces("/subscriptions"):
             for cluster in self.store.children(workspace.id, "clusters"):
                 self.engine.schedule("cluster_controller", {"clusterId": cluster.id}, controller_instance(cluster))
-        for job in self.store.jobs(states=ACTIVE):
-            self.engine.schedule("job_lifecycle", lifecycle_input(job), job_instance(job))
+        for job in self.store.jobs(states=LAUNCHED):  # queued jobs: their controller launches them
+            start_lifecycle(self.services, job)
         for op in self.store.operations("InProgress"):
             if op["kind"] == "delete":
                 self.engine.schedule("resource_deletion", {"resourceId": op["resource"], "operationId": op["id"]}, f"delete-{op['id']}")

@@ -342,6 +342,10 @@ class CosmosStore:
         docs = self._query("tasks", f"SELECT * FROM c WHERE {' AND '.join(where)} ORDER BY c.position", params)
         return [_task(d) for d in docs]
 
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        doc = self._read("tasks", item_id(task_id), item_id(task_id))
+        return _task(doc) if doc else None
+
     def update_task(self, task_id: str, *, only_if_state: Iterable[str] | None = None, **changes: Any) -> bool:
         unknown = set(changes) - set(_TASK_FIELDS)
         assert not unknown and changes, unknown

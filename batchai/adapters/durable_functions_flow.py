@@ -104,11 +104,12 @@ class DurableFunctionsEngine:
             raise RuntimeError("no durable client binding has been seen yet in this host")
         return self._client
 
-    def schedule(self, name: str, input: Any, instance_id: str) -> str:
-        """Start `name` as `instance_id` unless that instance already exists (idempotent)."""
+    def schedule(self, name: str, input: Any, instance_id: str) -> bool:
+        """Start `name` as `instance_id`; False (and nothing done) when that instance already exists."""
         if self.status(instance_id) is not None:
-            return instance_id
-        return _run(self.client.start_new(name, instance_id, input))
+            return False
+        _run(self.client.start_new(name, instance_id, input))
+        return True
 
     def raise_event(self, instance_id: str, name: str, data: Any = None) -> bool:
         """Deliver an event; False when there is no such running instance (events are only hints)."""

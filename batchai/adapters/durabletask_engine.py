@@ -156,15 +156,14 @@ class DurableTaskEngine:
             raise RuntimeError("the engine is not started")
         return self._client
 
-    def schedule(self, name: str, input: Any, instance_id: str) -> str:
-        """Start `name` as `instance_id` unless that instance already exists (idempotent)."""
-        if self.client.get_orchestration_state(instance_id, fetch_payloads=False) is not None:
-            return instance_id
+    def schedule(self, name: str, input: Any, instance_id: str) -> bool:
+        """Start `name` as `instance_id`; False (and nothing done) when that instance already exists."""
         try:
-            return self.client.schedule_new_orchestration(name, input=input, instance_id=instance_id)
+            self.client.schedule_new_orchestration(name, input=input, instance_id=instance_id)
+            return True
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
-                return instance_id
+                return False
             raise
 
     def raise_event(self, instance_id: str, name: str, data: Any = None) -> bool:

@@ -297,6 +297,10 @@ class SqliteStore(SqliteDb):
             args += states
         return [self._task(r) for r in self._db().execute(sql + " ORDER BY rowid", args).fetchall()]
 
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        row = self._db().execute("SELECT * FROM tasks WHERE id=?", (task_id,)).fetchone()
+        return self._task(row) if row else None
+
     def update_task(self, task_id: str, *, only_if_state: Iterable[str] | None = None, **changes) -> bool:
         unknown = set(changes) - set(_TASK_FIELDS)
         assert not unknown and changes, unknown

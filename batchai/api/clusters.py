@@ -8,10 +8,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from batchai import ids
-from batchai.api import render
 from batchai.api.arm import json_body, page_records, paged
 from batchai.api.deletion import begin_delete
-from batchai.api.deps import WS, new_record, require, services, workspace_path
+from batchai import render
+from batchai.records import new_record
+from batchai.api.deps import WS, require, services, workspace_path
 from batchai.errors import ApiError
 from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name

@@ -6,7 +6,6 @@ from fastapi import Request
 
 from batchai import ids
 from batchai.errors import ApiError
-from batchai.lifecycle import utcnow
 from batchai.model import validate_name, validate_resource_group
 from batchai.ports import Record
 from batchai.services import Services
@@ -30,10 +29,3 @@ def require(svc: Services, resource_id: str, what: str) -> Record:
     if record is None:
         raise ApiError.not_found(f"The {what} '{resource_id.rsplit('/', 1)[-1]}' was not found.")
     return record
-
-
-def new_record(resource_id: str, kind: str, name: str, parent: str, properties: dict, **envelope) -> Record:
-    now = utcnow()
-    properties = {**properties, "creationTime": now, "provisioningState": "succeeded", "provisioningStateTransitionTime": now}
-    return Record(id=resource_id, type=kind, name=name, parent=parent,
-                  body={"type": ids.TYPES[kind], **envelope, "properties": properties})

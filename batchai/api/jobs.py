@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from batchai import ids
-from batchai.api import render
+from batchai import ids, jobs, render
 from batchai.api.arm import accepted, json_body, new_operation_id, page_records, paged
 from batchai.api.clusters import remote_login
 from batchai.api.deletion import begin_delete
 from batchai.api.deps import WS, require, services
 from batchai.api.files import list_output_files
 from batchai.api.workspaces import experiment_path
-from batchai.submission import submit_job
-from batchai.lifecycle import set_execution_state, utcnow
 from batchai.model import JobCreateParameters, parse, validate_name
-from batchai.wake import wake_job
+from batchai.submission import submit_job
 
 router = APIRouter()
 JOBS = WS + "/experiments/{exp}/jobs"
@@ -32,7 +30,7 @@ def job_path(sub, rg, ws, exp, job) -> str:
 async def create_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
     rid = job_path(sub, rg, ws, exp, job)
     params = parse(JobCreateParameters, await json_body(request))
-    return JSONResponse(submit_job(services(request), rid, params))
+    return JSONResponse(await run_in_threadpool(submit_job, services(request), rid, params))
 
 
 @router.get(JOB)
@@ -60,19 +58,7 @@ def terminate_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: s
     svc = services(request)
     rid = job_path(sub, rg, ws, exp, job)
     require(svc, rid, "job")
-    now = utcnow()
-
-    def terminate(r):
-        if r.properties["executionState"] not in ("queued", "running"):
-            return None
-        if r.properties["executionState"] == "queued":
-            r.properties["executionInfo"] = {"startTime": now}
-        r.internal.setdefault("events", []).append({"time": now, "event": "terminate requested"})
-        return set_execution_state(r, "terminating", now)
-
-    svc.store.mutate(rid, terminate)
-    record = svc.store.get(rid)
-    wake_job(svc, record)
+    jobs.terminate(svc, rid)
     op_id = new_operation_id()
     svc.store.create_operation(op_id, "terminate", rid)
     return accepted(request, sub, svc.store.get(ids.workspace_id(sub, rg, ws)).body["location"], op_id)

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from batchai.api.arm import POLL_SECONDS, operation_url, paged
 from batchai.api.deps import services
 from batchai.errors import ApiError
-from batchai.lifecycle import TERMINAL
+from batchai.job_state import TERMINAL
 
 router = APIRouter()
 

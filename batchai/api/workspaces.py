@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from batchai import ids
-from batchai.api import render
 from batchai.api.arm import json_body, page_records
 from batchai.api.deletion import begin_delete
-from batchai.api.deps import RG, WS, new_record, require, services, workspace_path
+from batchai import render
+from batchai.records import new_record
+from batchai.api.deps import RG, WS, require, services, workspace_path
 from batchai.model import WorkspaceCreateParameters, WorkspaceUpdateParameters, parse, validate_name
 from batchai.ports import Conflict
 

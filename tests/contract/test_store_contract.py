@@ -267,6 +267,8 @@ def test_tasks_query_and_conditional_updates(store):
     assert not store.update_task("absent", state="finished")
     t2 = store.tasks(job=a, states=["finished"])[0]
     assert (t2.state, t2.boot_id, t2.exit_code, t2.end_time) == ("finished", "b1", 0, "E")
+    assert store.get_task("t2") == t2
+    assert store.get_task("absent") is None
 
 
 def test_a_task_transition_has_one_winner_of_eight(store):

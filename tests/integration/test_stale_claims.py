@@ -2,10 +2,9 @@
 
 A pass claims a job's nodes, then starts the job; a control plane killed between the two (CI
 caught it: kill -9 during 200 jobs) left a queued job holding a node, and with it the head of
-the queue, forever. The next pass frees such claims. A queued job's lifecycle re-checks only
-every ten minutes, so whoever changes a job must wake it: the pass that tried to start it (even
-one that then failed), and the deletion. In-process: simulated nodes, real controller,
-lifecycles, engine and SQLite store.
+the queue, forever. The next pass frees such claims. A launched job's lifecycle starts with the
+pass that launched it, even one that then failed; a deleted job's lifecycle ends. In-process:
+simulated nodes, real controller, lifecycles, engine and SQLite store.
 """
 
 from __future__ import annotations
@@ -91,37 +90,39 @@ def test_a_queued_job_holding_a_node_is_freed_and_runs(host):
     assert all(n.job is None and n.state == "idle" for n in host.store.nodes(cluster_id))
 
 
-def test_a_pass_that_fails_half_way_still_wakes_the_jobs_it_tried(host, monkeypatch):
+def test_a_pass_that_fails_half_way_still_starts_the_lifecycles_of_the_jobs_it_launched(host, monkeypatch):
     paused_cluster(host)
     submit(host, "first", node_count=1)
     submit(host, "second", node_count=1)
-    real_launch, woken = scheduling.launch, []
+    real_launch = scheduling.launch
 
-    def launch_then_fail(svc, record, nodes):
+    def launch_then_fail(svc, record, nodes, launched):
         if record.name == "second":
             raise RuntimeError("the store went away mid-pass")
-        return real_launch(svc, record, nodes)
+        return real_launch(svc, record, nodes, launched)
 
-    real_raise = host.engine.raise_event
     monkeypatch.setattr(scheduling, "launch", launch_then_fail)
-    monkeypatch.setattr(host.engine, "raise_event", lambda instance, name, data=None: woken.append(instance) or real_raise(instance, name, data))
     with pytest.raises(RuntimeError, match="mid-pass"):
         scheduling.run_pass(host.services, CLUSTER)
-    assert set(woken) >= {job_instance(host.store.get(job_id(n))) for n in ("first", "second")}
-    assert host.store.get(job_id("first")).properties["executionState"] == "running"
+    first, second = host.store.get(job_id("first")), host.store.get(job_id("second"))
+    assert first.properties["executionState"] == "running"
+    assert host.engine.status(job_instance(first)) is not None
+    assert second.properties["executionState"] == "queued" and host.engine.status(job_instance(second)) is None
 
 
-def test_a_deleted_queued_job_ends_its_lifecycle_and_a_new_job_of_its_name_is_not_driven_by_it(host):
+def test_a_deleted_job_ends_its_lifecycle_and_a_new_job_of_its_name_is_not_driven_by_it(host):
     http = paused_cluster(host)
-    submit(host, "again")
-    old = host.store.get(job_id("again"))
+    submit(host, "again", node_count=1, command="sleep 600")
+    http.post(f"{CLUSTER}/resume", params=V).raise_for_status()
+    old = until(lambda: (r := host.store.get(job_id("again"))).properties["executionState"] == "running" and r)
+    until(lambda: host.engine.status(job_instance(old)) is not None)
     http.delete(f"{BASE}/experiments/{EXP}/jobs/again", params=V).raise_for_status()
     until(lambda: host.store.get(job_id("again")) is None)
     until(lambda: (host.engine.status(job_instance(old)) or {}).get("runtimeStatus") == "COMPLETED", timeout=30)
 
+    http.post(f"{CLUSTER}/pause", params=V).raise_for_status()
     submit(host, "again")
     new = host.store.get(job_id("again"))
-    assert host.services.engine.status(job_instance(new)) is not None
     view = activities_jobs.observe_job(host.services, lifecycle_input(old))
     assert view["state"] == "gone"  # the old lifecycle, had it lived, would see no job of its own
     assert activities_jobs.observe_job(host.services, lifecycle_input(new))["state"] == "queued"

@@ -38,7 +38,8 @@ def run_on(engine: str, orchestration: Callable, activities: dict[str, Callable[
         dt.register_activity(name, fn)
     dt.start()
     try:
-        instance = dt.schedule("under_test", input, f"test-{uuid.uuid4().hex[:8]}")
+        instance = f"test-{uuid.uuid4().hex[:8]}"
+        dt.schedule("under_test", input, instance)
         for name, data in events:
             dt.raise_event(instance, name, data)
         status = dt.wait(instance, timeout=timeout)

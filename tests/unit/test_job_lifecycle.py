@@ -108,3 +108,22 @@ def test_a_long_wait_continues_as_new_to_keep_the_history_small():
                     complete_job=[{"state": "succeeded", "attempt": 1}])
     outcome = run_on("durable-functions", job_lifecycle, script.activities(), {"jobId": "J"})
     assert outcome.restarts == 1 and outcome.output["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_hot_path_runs_no_activity_a_launch_then_a_terminal_wake(engine):
+    script = Script()
+    launched = {"jobId": "J", "uuid": "U", "view": dict(running(), wait=3600)}
+    outcome = run_on(engine, job_lifecycle, script.activities(), launched,
+                     events=[("wake", {"state": "succeeded", "attempt": 1})], timeout=30)
+    assert outcome.output == {"state": "succeeded", "attempt": 1}
+    assert script.calls == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_wake_with_a_state_that_is_not_terminal_is_only_a_hint_to_look(engine):
+    script = Script(observe_job=[running({"exitCode": 0})], complete_job=[{"state": "succeeded", "attempt": 1}])
+    launched = {"jobId": "J", "view": dict(running(), wait=3600)}
+    outcome = run_on(engine, job_lifecycle, script.activities(), launched, events=[("wake", {"state": "queued"})], timeout=30)
+    assert outcome.output["state"] == "succeeded"
+    assert script.calls == ["observe_job", "complete_job"]

@@ -1,0 +1,140 @@
+"""The job path below the API: each transition of `batchai.job_state` with what must follow it in
+the world (tasks stopped, nodes freed, volumes unmounted, the controller and the lifecycle woken).
+
+The node protocol, the scheduling pass, the API and the lifecycle's activities all end, terminate
+and requeue jobs through these functions, so a job ends the same way whoever notices first, and
+exactly once: the transitions are compare-and-set, and the follow-ups are idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from batchai import job_state
+from batchai.job_state import JobState, state_of
+from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, settled_view, task_outcome, utcnow
+from batchai.ports import Record, TaskRecord
+from batchai.wake import start_lifecycle, wake_cluster, wake_job
+
+if TYPE_CHECKING:
+    from batchai.services import Services
+
+
+def attempt_tasks(svc: Services, record: Record) -> list[TaskRecord]:
+    attempt = job_state.attempt_of(record)
+    return [t for t in svc.store.tasks(job=record.id) if t.attempt == attempt]
+
+
+def stop_tasks(svc: Services, record: Record) -> None:
+    """The attempt's pending tasks never start; running ones are killed by their node agents."""
+    woken = set()
+    for t in attempt_tasks(svc, record):
+        if t.state == "pending" and svc.store.update_task(t.id, only_if_state=["pending"], state="finished", error="terminated",
+                                                         end_time=utcnow()):
+            continue
+        if t.state in ("pending", "running") and svc.store.update_task(t.id, only_if_state=["running"], state="killing"):
+            woken.add(t.node)
+    if woken:
+        svc.wake_nodes(sorted(woken))
+
+
+def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
+    """End the job if its attempt is decided (or, with `force`, a terminating job whose processes will
+    not report): one terminal state, its nodes freed, its controller and lifecycle told. A lost node
+    is not an end: the lifecycle is woken to requeue the job. Returns the job as stored after."""
+    record = svc.store.get(job_id)
+    if record is None or state_of(record) not in job_state.LAUNCHED:
+        if record is not None and state_of(record).is_terminal() and svc.store.release_nodes(record.id):
+            wake_controller(svc, record)  # a completion retried after a crash between the two
+        return record
+    tasks = attempt_tasks(svc, record)
+    outcome = task_outcome(tasks)
+    if state_of(record) is JobState.RUNNING:
+        if outcome is None:
+            return record
+        if outcome.get("nodeLost"):
+            start_lifecycle(svc, record)  # it requeues the job
+            return record
+    elif outcome is None and not force and not all(t.state == "finished" for t in tasks):
+        return record
+    svc.sync_job_files(record)  # before the job shows as ended: then all it wrote is in storage
+    ended = svc.store.mutate(record.id, job_state.change(job_state.finish, now=utcnow(), outcome=outcome or {}))
+    if ended is None:  # someone else ended it first
+        return svc.store.get(record.id)
+    _ended(svc, ended)
+    return ended
+
+
+def _ended(svc: Services, record: Record) -> None:
+    stop_tasks(svc, record)
+    unmount_job_volumes(svc, record)
+    if svc.store.release_nodes(record.id):
+        wake_controller(svc, record)
+    wake_job(svc, record, settled_view(record))
+
+
+def terminate(svc: Services, job_id: str, reason: str = "terminate") -> Record | None:
+    """Begin ending the job for `reason`: a queued one is failed at once; a running one is terminating,
+    its processes told to stop, and its lifecycle ends it once they have (or their grace runs out)."""
+    updated = svc.store.mutate(job_id, job_state.change(job_state.request_terminate, now=utcnow(), reason=reason, at=time.time()))
+    if updated is None:
+        return svc.store.get(job_id)
+    if state_of(updated).is_terminal():
+        wake_job(svc, updated, settled_view(updated))  # a requeued job may have a lifecycle waiting
+        return updated
+    stop_tasks(svc, updated)
+    start_lifecycle(svc, updated)
+    return updated
+
+
+def requeue(svc: Services, job_id: str, outcome: dict) -> Record | None:
+    """A node of the job was lost or evicted: void the attempt and queue the job again.
+
+    Lost nodes count against the job's retry budget (`max_attempts`); evictions do not, since a
+    low-priority job is expected to be evicted and to resume from its checkpoints.
+    """
+    record = svc.store.get(job_id)
+    if record is None:
+        return None
+    tasks = attempt_tasks(svc, record)
+    lost_nodes = {t.node for t in tasks if t.error == NODE_LOST}
+    evicted_nodes = {t.node for t in tasks if t.error == EVICTED}
+    if outcome.get("node") and not outcome.get("evicted"):
+        lost_nodes.add(outcome["node"])
+    for node_id in lost_nodes - evicted_nodes:
+        node = svc.store.get_node(node_id)
+        if node is not None and node.state != "leaving":
+            svc.store.update_node(node_id, state="unusable", job=None, error=NODE_SILENT)
+    stop_tasks(svc, record)
+    names = sorted(record.internal.get("nodeNames", {}).get(i, i) for i in lost_nodes | evicted_nodes)
+    evicted = bool(evicted_nodes) and not (lost_nodes - evicted_nodes)
+    updated = svc.store.mutate(record.id, job_state.change(
+        job_state.requeue, now=utcnow(), attempt=job_state.attempt_of(record), nodes=names, evicted=evicted,
+        max_attempts=svc.settings.max_attempts))
+    if updated is not None and state_of(updated).is_terminal():
+        unmount_job_volumes(svc, updated)
+    svc.store.release_nodes(record.id)
+    wake_controller(svc, record)
+    return updated or svc.store.get(record.id)
+
+
+def fail_tasks_of_node(svc: Services, node_id: str, error: str) -> None:
+    """The node is gone (silent, evicted, deallocated): its tasks are void, and their jobs' lifecycles look."""
+    for t in svc.store.tasks(node=node_id, states=["pending", "running", "killing"]):
+        if svc.store.update_task(t.id, only_if_state=["pending", "running", "killing"], state="finished", error=error, end_time=utcnow()):
+            job = svc.store.get(t.job)
+            if job is not None and job.type == "jobs":
+                start_lifecycle(svc, job)
+
+
+def wake_controller(svc: Services, job: Record) -> None:
+    """Nodes were freed or a job was queued: the cluster's controller runs a pass."""
+    wake_cluster(svc, svc.store.get(job.properties["cluster"]["id"]))
+
+
+def unmount_job_volumes(svc: Services, record: Record) -> None:
+    """Job-level volumes are mounted for the job only (its files stay in the volumes)."""
+    volumes = record.properties.get("mountVolumes")
+    if volumes:
+        svc.compute.unmount(f"{svc.settings.job_dir(record.internal['uuid'])}/mounts", volumes)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from activities.clusters import stop_cluster_nodes
 from activities.jobs import _stop_tasks
 from batchai.lifecycle import ACTIVE, set_execution_state, utcnow
+from batchai.services import Services
 from batchai.wake import wake_job
 
 CLUSTER_DELETED = {"code": "ClusterDeleted", "message": "The job's cluster was deleted."}
 
 
-def delete_resource(svc, inp: dict) -> dict:
+def delete_resource(svc: Services, inp: dict) -> dict:
     """Stop what runs under the resource (jobs' processes, clusters' nodes), then delete the tree."""
     resource_id, op_id = inp["resourceId"], inp["operationId"]
     root = svc.store.get(resource_id)
@@ -31,14 +32,14 @@ def delete_resource(svc, inp: dict) -> dict:
     return {"deleted": resource_id}
 
 
-def _descendants(svc, record):
+def _descendants(svc: Services, record):
     for kind in {"workspaces": ["clusters", "fileServers", "experiments"], "experiments": ["jobs"]}.get(record.type, []):
         for child in svc.store.children(record.id, kind):
             yield child
             yield from _descendants(svc, child)
 
 
-def _fail_jobs_of(svc, cluster_id: str) -> None:
+def _fail_jobs_of(svc: Services, cluster_id: str) -> None:
     now = utcnow()
 
     def fail(r):

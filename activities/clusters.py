@@ -20,12 +20,13 @@ from batchai import jobs
 from batchai.job_state import JobState, state_of
 from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, utcnow
 from batchai.ports import NodeRecord, Record
+from batchai.services import Services
 from batchai.wake import wake_flag
 
 MAX_WAIT_SECONDS = 30.0
 
 
-def control_cluster(svc, inp: dict) -> dict:
+def control_cluster(svc: Services, inp: dict) -> dict:
     """One controller pass; returns when the next one is due at the latest."""
     cluster = svc.store.get(inp["clusterId"])
     if cluster is None:
@@ -45,7 +46,7 @@ def control_cluster(svc, inp: dict) -> dict:
 
 # ----- node health ------------------------------------------------------------------------------
 
-def retire_silent_nodes(svc, cluster: Record, now: float) -> list[str]:
+def retire_silent_nodes(svc: Services, cluster: Record, now: float) -> list[str]:
     """Nodes that missed their heartbeats are unusable; their tasks are void."""
     retired = []
     for node in svc.store.nodes(cluster.id):
@@ -56,7 +57,7 @@ def retire_silent_nodes(svc, cluster: Record, now: float) -> list[str]:
     return retired
 
 
-def collect_evictions(svc, cluster: Record) -> list[str]:
+def collect_evictions(svc: Services, cluster: Record) -> list[str]:
     """Low-priority nodes the compute port reports evicted are gone; their jobs go back to the queue."""
     if cluster.properties.get("vmPriority") != "lowpriority":
         return []
@@ -102,7 +103,7 @@ def _next_name(nodes: list[NodeRecord]) -> str:
     return next(f"node-{i}" for i in range(len(taken) + 1) if f"node-{i}" not in taken)
 
 
-def _start_node(svc, cluster: Record, nodes: list[NodeRecord]) -> NodeRecord:
+def _start_node(svc: Services, cluster: Record, nodes: list[NodeRecord]) -> NodeRecord:
     name = _next_name(nodes)
     node_id = f"{cluster.internal['uuid'][:8]}-{name.split('-')[-1]}-{uuid.uuid4().hex[:6]}"
     started = svc.compute.start_node(node_id=node_id, cluster_id=cluster.id, cluster_key=cluster.internal["uuid"], name=name)
@@ -112,13 +113,13 @@ def _start_node(svc, cluster: Record, nodes: list[NodeRecord]) -> NodeRecord:
     return node
 
 
-def _remove_node(svc, node: NodeRecord) -> None:
+def _remove_node(svc: Services, node: NodeRecord) -> None:
     svc.store.update_node(node.id, state="leaving", job=None)
     svc.compute.stop_node(node.handle(), grace=1.0)
     svc.store.delete_node(node.id)
 
 
-def _deallocate_busy(svc, cluster: Record, node: NodeRecord, option: str) -> None:
+def _deallocate_busy(svc: Services, cluster: Record, node: NodeRecord, option: str) -> None:
     """A busy node must go: requeue or terminate its job, or let it finish first."""
     svc.store.update_node(node.id, state="leaving")
     job = svc.store.get(node.job) if node.job else None
@@ -129,7 +130,7 @@ def _deallocate_busy(svc, cluster: Record, node: NodeRecord, option: str) -> Non
     jobs.fail_tasks_of_node(svc, node.id, EVICTED if option == "requeue" else "deallocated")
 
 
-def resize(svc, cluster: Record, now: float) -> tuple[int, float]:
+def resize(svc: Services, cluster: Record, now: float) -> tuple[int, float]:
     """Bring the node count to the target; returns (target, seconds until a pass is due)."""
     idle_after = svc.settings.autoscale_idle_seconds
     nodes = svc.store.nodes(cluster.id)
@@ -158,7 +159,7 @@ def resize(svc, cluster: Record, now: float) -> tuple[int, float]:
     return target, _next_pass(svc, cluster, now, idle_after)
 
 
-def _record_target(svc, cluster: Record, target: int) -> None:
+def _record_target(svc: Services, cluster: Record, target: int) -> None:
     if cluster.internal.get("target") == target and cluster.internal.get("initialized"):
         return
 
@@ -171,7 +172,7 @@ def _record_target(svc, cluster: Record, target: int) -> None:
     svc.store.mutate(cluster.id, update)
 
 
-def _next_pass(svc, cluster: Record, now: float, idle_after: float) -> float:
+def _next_pass(svc: Services, cluster: Record, now: float, idle_after: float) -> float:
     """Timers, not polling: when a node could go silent, or an idle node becomes removable."""
     nodes = svc.store.nodes(cluster.id)
     wait = MAX_WAIT_SECONDS
@@ -184,6 +185,6 @@ def _next_pass(svc, cluster: Record, now: float, idle_after: float) -> float:
     return wait
 
 
-def stop_cluster_nodes(svc, cluster_id: str) -> None:
+def stop_cluster_nodes(svc: Services, cluster_id: str) -> None:
     for node in svc.store.delete_nodes(cluster_id):
         svc.compute.stop_node(node.handle(), grace=2.0)

@@ -7,10 +7,11 @@ from batchai import job_state
 from batchai.job_state import ACTIVE, LAUNCHED
 from batchai.jobs import stop_tasks
 from batchai.lifecycle import settled_view, utcnow
+from batchai.services import Services
 from batchai.wake import wake_job
 
 
-def delete_resource(svc, inp: dict) -> dict:
+def delete_resource(svc: Services, inp: dict) -> dict:
     """Stop what runs under the resource (jobs' processes, clusters' nodes), then delete the tree."""
     resource_id, op_id = inp["resourceId"], inp["operationId"]
     root = svc.store.get(resource_id)
@@ -31,14 +32,14 @@ def delete_resource(svc, inp: dict) -> dict:
     return {"deleted": resource_id}
 
 
-def _descendants(svc, record):
+def _descendants(svc: Services, record):
     for kind in {"workspaces": ["clusters", "fileServers", "experiments"], "experiments": ["jobs"]}.get(record.type, []):
         for child in svc.store.children(record.id, kind):
             yield child
             yield from _descendants(svc, child)
 
 
-def _fail_jobs_of(svc, cluster_id: str) -> None:
+def _fail_jobs_of(svc: Services, cluster_id: str) -> None:
     for job in svc.store.jobs(states=ACTIVE, cluster=cluster_id):
         stop_tasks(svc, job)
         ended = svc.store.mutate(job.id, job_state.change(job_state.fail_cluster_deleted, now=utcnow()))

@@ -20,6 +20,7 @@ import logging
 from batchai.background import Repeating
 from batchai.errors import ApiError
 from batchai.ports import BlobStore
+from batchai.services import Services
 from batchai.submission import submit_message
 
 log = logging.getLogger("batchai.blobdrop")
@@ -35,7 +36,7 @@ def parse_drop_path(relative: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2][: -len(".json")]
 
 
-def process_drop(svc, relative: str, content: bytes, params: dict | None = None) -> dict:
+def process_drop(svc: Services, relative: str, content: bytes, params: dict | None = None) -> dict:
     """Submit one dropped job file; returns its status document (never raises for bad input).
 
     The idempotency key is the drop's path and content: a drop processed again (a crash before it was
@@ -61,7 +62,7 @@ def process_drop(svc, relative: str, content: bytes, params: dict | None = None)
 class DropBox:
     """The drops of one BlobStore: `inbox/<ws>/<exp>/<job>.json`, processed into `processed/` or `rejected/`."""
 
-    def __init__(self, svc, blobs: BlobStore, *, interval: float = 0.5):
+    def __init__(self, svc: Services, blobs: BlobStore, *, interval: float = 0.5):
         self.svc, self.blobs = svc, blobs
         self._loop = Repeating("drop-box", self.scan, interval, log)
         self.start, self.stop = self._loop.start, self._loop.stop

@@ -6,6 +6,7 @@ Records are plain dataclasses so adapters stay interchangeable and easy to fake.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Iterable, NamedTuple, Protocol
@@ -140,16 +141,71 @@ class Engine(Protocol):
     def status(self, instance_id: str) -> dict | None: ...
 
 
-class Compute(Protocol):
-    """Machines for cluster nodes: local agent processes, or VM scale set instances."""
+class Unsupported(Exception):
+    """The adapter cannot do this at all (not a passing failure): e.g. `Compute.evict` on machines that
+    have no low-priority eviction. The API answers 409 Conflict with the message."""
 
-    def node_root(self, cluster_key: str, node_name: str): ...
-    def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict: ...
-    def is_alive(self, node: dict) -> bool: ...
-    def stop_node(self, node: dict, *, grace: float = 5.0) -> None: ...
-    def mount(self, root: str, mount_volumes: dict | None, file_server_export) -> list[str]: ...
-    def unmount(self, root: str, mount_volumes: dict | None) -> None: ...
-    def evicted(self, nodes: list[dict]) -> list[str]: ...  # ids of low-priority nodes the platform took back
+
+class Compute(Protocol):
+    """Machines for cluster nodes: local agent processes, in-memory simulated nodes, or VM scale set instances.
+
+    A node is known by its handle, `NodeRecord.handle()`: `{"id", "pid", "root", "machine"}` as
+    `start_node` answered them. The control plane keeps it in the store and hands it back to any of
+    its processes, so an adapter must find a machine from the handle alone, not from its own memory.
+    Calls come from several threads at once (activities, the API).
+    """
+
+    def node_root(self, cluster_key: str, node_name: str) -> str | os.PathLike:
+        """The node's root directory on its machine (its disk and mount root). The same arguments always
+        give the same path; no other node of the cluster gets it."""
+        ...
+
+    def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict:
+        """Starts a machine whose agent joins the cluster as `node_id` (it registers by itself, later).
+        Answers the handle's fields: `{"id": node_id, "pid", "address", "root", "machine"}`, every key
+        present; `pid`, `address` and `machine` may be None (an address is reported when the agent
+        registers), `root` is `node_root(cluster_key, name)`."""
+        ...
+
+    def is_alive(self, node: dict) -> bool:
+        """Whether the node's machine is running (a booting one is). False once stopped or evicted, and
+        for a handle this adapter cannot place."""
+        ...
+
+    def stop_node(self, node: dict, *, grace: float = 5.0) -> None:
+        """Stops the node's machine and its tasks: `grace` seconds to stop them gently, where the adapter
+        can. Returns once it is gone. A node already stopped, evicted or unknown is no error."""
+        ...
+
+    def evict(self, node: dict) -> None:
+        """Takes the node's machine back as the platform does to a low-priority node: no grace, its tasks
+        die unreported. The machine goes at once or soon after (VM scale sets: the platform acts on its own
+        time); from then on `evicted` reports the node. An unknown node is no error. Raises `Unsupported`
+        where the machines cannot be evicted."""
+        ...
+
+    def evicted(self, nodes: list[dict]) -> list[str]:
+        """Ids of the given nodes whose machines an eviction took back, reported on every call until the
+        node is stopped. A node stopped with `stop_node` is not asked about (callers leave out the nodes
+        they stop themselves): what is answered for it is not part of the contract."""
+        ...
+
+    def mount(self, root: str, mount_volumes: dict | None, file_server_export: Callable[[str], str | None]) -> list[str]:
+        """Makes the wire `mountVolumes` appear under `root` on the nodes (or plans them, where the machines
+        mount at boot); answers the mount paths. `file_server_export(file server id)` is the directory a
+        file server exports (None: no such file server). No volumes (None): nothing, `[]`. Repeating it is
+        harmless."""
+        ...
+
+    def unmount(self, root: str, mount_volumes: dict | None) -> None:
+        """Undoes `mount` for `root`. No volumes (None), or nothing mounted: nothing."""
+        ...
+
+    def close(self) -> None:
+        """Releases what the adapter holds in this process (threads, clients). It stops no machine: nodes outlive
+        the control plane (stop them with `stop_node`), save in-memory ones, which end with it. Call nothing
+        else after it; closing again is harmless."""
+        ...
 
 
 PRIORITIES = ("high", "normal", "low")  # the order a submission queue is drained in
@@ -179,6 +235,11 @@ class SubmissionQueue(Protocol):
     def dead_letter(self, message: QueueMessage, reason: str, description: str) -> None: ...
     def depth(self) -> dict[str, int]: ...  # active messages per priority
     def dead_letters(self) -> list[dict]: ...  # {"id", "priority", "reason", "description", "body"}
+
+    def close(self) -> None:
+        """Releases the adapter's connections; messages received and not settled are delivered again once
+        their locks expire. Call nothing else after it; closing again is harmless."""
+        ...
 
 
 @dataclass(frozen=True)

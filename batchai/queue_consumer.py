@@ -18,6 +18,7 @@ from typing import Protocol
 from batchai.background import Repeating
 from batchai.errors import ApiError
 from batchai.ports import QueueMessage, SubmissionQueue
+from batchai.services import Services
 from batchai.submission import submit_message
 
 log = logging.getLogger("batchai.queue")
@@ -57,7 +58,7 @@ class HostSettlement:
         raise Redeliver(f"submission message {message.id} is rejected: {reason}")
 
 
-def handle(svc, queue: Settlement, message: QueueMessage) -> str:
+def handle(svc: Services, queue: Settlement, message: QueueMessage) -> str:
     """Settle one message; returns "completed", "dead-lettered" or "abandoned"."""
     try:
         body = json.loads(message.body)
@@ -81,7 +82,7 @@ def handle(svc, queue: Settlement, message: QueueMessage) -> str:
 class QueueConsumer:
     """Receives and handles messages in a thread until stopped; waits briefly when the queue is empty."""
 
-    def __init__(self, svc, queue: SubmissionQueue, *, idle_wait: float = 0.2, batch: int = 32):
+    def __init__(self, svc: Services, queue: SubmissionQueue, *, idle_wait: float = 0.2, batch: int = 32):
         self.svc, self.queue, self.batch = svc, queue, batch
         self._loop = Repeating("queue-consumer", self.consume, idle_wait, log)
         self.start, self.stop = self._loop.start, self._loop.stop

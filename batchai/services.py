@@ -45,10 +45,13 @@ class Settings:
 
 @dataclass
 class Services:
+    """Everything is given here, by the composition root; nothing is set on it afterwards."""
+
     store: Store
     compute: Compute
     engine: Engine
     settings: Settings
+    # nodes whose orders changed heartbeat now: agents' long polls (the API's NodeWaker), or simulated nodes
     wake_nodes: Callable[[list[str]], None] = field(default=lambda node_ids: None)
     blobs: BlobStore | None = None  # where job logs and outputs are listed from; None: the local disk
     sync_job_files: Callable[[Record], None] = field(default=lambda record: None)  # an ending job's last upload

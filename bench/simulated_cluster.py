@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 from fastapi.testclient import TestClient  # noqa: E402
 
 from batchai import ids  # noqa: E402
-from batchai.adapters.simulated_compute import SimulatedCompute  # noqa: E402
 from batchai.model import JobCreateParameters  # noqa: E402
 from batchai.services import Settings  # noqa: E402
 from batchai.submission import submit_job  # noqa: E402
@@ -61,8 +60,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rng = random.Random(42)
     data = Path(tempfile.mkdtemp(prefix="batchai-sim-"))
-    compute = SimulatedCompute(heartbeat_seconds=20.0)
-    host = EmbeddedHost(data, settings=Settings(data_dir=data, node_timeout_seconds=120.0, heartbeat_seconds=30.0), compute=compute)
+    host = EmbeddedHost(data, settings=Settings(data_dir=data, node_timeout_seconds=120.0, heartbeat_seconds=30.0),
+                        simulated_nodes={"heartbeat_seconds": 20.0})
     host.build()
     host.engine.start()
     svc, store, engine = host.services, host.store, host.engine
@@ -118,7 +117,7 @@ def main(argv=None) -> int:
         "schedulingDelaySeconds": {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "mean": statistics.fmean(delays)} if delays else None,
     }
     t_stop = time.time()
-    compute.stop()
+    host.compute.close()
     engine.stop()
     print(f"[sim] stopped in {time.time() - t_stop:.1f} s", file=sys.stderr, flush=True)
     print("=" * 72)

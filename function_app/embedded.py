@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -29,13 +30,16 @@ from activities import bind
 from batchai.adapters.durabletask_engine import DurableTaskEngine
 from batchai.adapters.from_env import blob_store, drop_store, resource_store, submission_queue
 from batchai.adapters.local_compute import LocalCompute
+from batchai.adapters.simulated_compute import SimulatedCompute
 from batchai.blob_drop import DropBox
 from batchai.queue_consumer import QueueConsumer
 from batchai.api.app import create_app
+from batchai.api.nodes import NodeWaker
 from batchai.job_state import LAUNCHED
 from batchai.lifecycle import controller_instance
 from batchai.wake import start_lifecycle
 from batchai.output_sync import OutputSync
+from batchai.ports import Compute
 from batchai.services import Services, Settings
 from orchestrations import ORCHESTRATIONS
 
@@ -60,7 +64,8 @@ class EmbeddedHost:
     host: str = "127.0.0.1"
     port: int = 8080
     settings: Settings | None = None
-    compute: object | None = None  # the Compute port; default: local node agent processes
+    compute: Compute | None = None  # the machines; default: local node agent processes
+    simulated_nodes: dict[str, Any] | None = None  # instead, nodes in memory: SimulatedCompute's options
 
     def build(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -71,24 +76,29 @@ class EmbeddedHost:
         node_token = self.store.setting("node_token", lambda: secrets.token_urlsafe(32))
         signing_key = self.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
         self.control_plane_file = self.data_dir / "control-plane.json"
-        compute = self.compute or LocalCompute(self.data_dir, control_plane_file=self.control_plane_file, token=node_token,
-                                               python=sys.executable, heartbeat=self.settings.heartbeat_seconds)
+        node_waker = NodeWaker()  # agents long-poll their heartbeats on the API; activities end the polls early
+        wake_nodes = node_waker.wake
+        if self.simulated_nodes is not None:  # they call the node protocol in process, with the services below
+            self.compute = SimulatedCompute(lambda: self.services, **self.simulated_nodes)
+            wake_nodes = self.compute.wake
+        elif self.compute is None:
+            self.compute = LocalCompute(self.data_dir, control_plane_file=self.control_plane_file, token=node_token,
+                                        python=sys.executable, heartbeat=self.settings.heartbeat_seconds)
         self.engine = DurableTaskEngine()
         blobs = blob_store()
-        self.services = Services(store=self.store, compute=compute, engine=self.engine, settings=self.settings, blobs=blobs)
         self.output_sync = OutputSync(self.store, blobs, interval=self.settings.blob_sync_seconds) if blobs else None
-        if self.output_sync is not None:
-            self.services.sync_job_files = self.output_sync.final_sync
+        self.services = Services(store=self.store, compute=self.compute, engine=self.engine, settings=self.settings,
+                                 wake_nodes=wake_nodes, blobs=blobs,
+                                 sync_job_files=self.output_sync.final_sync if self.output_sync else lambda record: None)
         for name, fn in ORCHESTRATIONS.items():
             self.engine.register_orchestration(name, fn)
         for name, fn in bind(self.services).items():
             self.engine.register_activity(name, fn)
-        self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key)
+        self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key,
+                              node_waker=node_waker)
         self.queue = submission_queue(self.data_dir)
         self.consumer = QueueConsumer(self.services, self.queue)
         self.inbox = DropBox(self.services, drop_store(self.data_dir))
-        if hasattr(compute, "attach"):  # in-process nodes call the control plane's services directly
-            compute.attach(self.services)
 
     def bind_socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
@@ -132,13 +142,13 @@ class EmbeddedHost:
             server.run(sockets=[sock])
         finally:
             self.consumer.stop()
-            if hasattr(self.queue, "close"):  # Service Bus: its links and connection
-                self.queue.close()
+            self.queue.close()
             self.inbox.stop()
             if self.output_sync is not None:
                 self.output_sync.stop()
             self.stop_idle_nodes()
             self.engine.stop()
+            self.compute.close()  # after the engine: its activities use it to the end
 
     def stop_idle_nodes(self) -> None:
         """Idle agents stop with the control plane; busy ones keep their jobs running for a restart."""

@@ -62,7 +62,10 @@ class NoAzureCompute:
     def _unavailable(self, *args, **kwargs):
         raise RuntimeError("no compute adapter is configured: set the BATCHAI_VMSS_* app settings for VM scale sets")
 
-    node_root = start_node = is_alive = stop_node = kill_node = mount = unmount = evicted = evict = _unavailable
+    node_root = start_node = is_alive = stop_node = mount = unmount = evicted = evict = _unavailable
+
+    def close(self) -> None:
+        """Nothing held."""
 
 
 def built_once(build):
@@ -86,6 +89,14 @@ async def with_client(client, work):
 
 
 @built_once
+def node_waker():
+    """Ends agents' long-polling heartbeats early: the services wake nodes with it, the API's node routes wait on it."""
+    from batchai.api.nodes import NodeWaker
+
+    return NodeWaker()
+
+
+@built_once
 def services():
     """The control plane's services."""
     from batchai.adapters.from_env import azure_compute, blob_store, resource_store
@@ -96,7 +107,7 @@ def services():
     settings = Settings.from_env(data_dir)
     store = resource_store(data_dir)
     compute = azure_compute(store, data_dir, settings.heartbeat_seconds) or NoAzureCompute()
-    return Services(store=store, compute=compute, engine=engine, settings=settings, blobs=blob_store())
+    return Services(store=store, compute=compute, engine=engine, settings=settings, wake_nodes=node_waker().wake, blobs=blob_store())
 
 
 @built_once
@@ -116,7 +127,7 @@ def asgi() -> func.AsgiMiddleware:
     token = os.environ.get("BATCHAI_TOKEN") or svc.store.setting("api_token", lambda: secrets.token_urlsafe(32))
     node_token = svc.store.setting("node_token", lambda: secrets.token_urlsafe(32))
     signing_key = svc.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
-    return func.AsgiMiddleware(create_app(svc, token=token, node_token=node_token, signing_key=signing_key))
+    return func.AsgiMiddleware(create_app(svc, token=token, node_token=node_token, signing_key=signing_key, node_waker=node_waker()))
 
 
 @app.function_name("http_api")

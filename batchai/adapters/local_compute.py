@@ -53,8 +53,9 @@ class LocalCompute:
         local_storage.unmount(root, mount_volumes)
 
     def evict(self, node: dict) -> None:
-        """Simulate a low-priority eviction: the machine vanishes at once (agent and tasks killed)."""
-        if node.get("root"):
+        """Simulates a low-priority eviction: the machine vanishes at once (agent and tasks killed), and its
+        root carries a mark that `evicted` reports until a new node starts under the same name."""
+        if node.get("root") and Path(node["root"]).is_dir():
             (Path(node["root"]) / EVICTED_MARK).write_text("evicted\n")
         self.kill_node(node)
 
@@ -86,7 +87,8 @@ class LocalCompute:
                 start_new_session=True, close_fds=True,
             )
         self._children[proc.pid] = proc
-        return {"pid": proc.pid, "root": str(root), "address": "127.0.0.1"}
+        _await_command_line(proc)
+        return {"id": node_id, "pid": proc.pid, "root": str(root), "address": "127.0.0.1", "machine": None}
 
     def is_alive(self, node: dict) -> bool:
         pid = node.get("pid")
@@ -123,6 +125,9 @@ class LocalCompute:
             _signal(pid, signal.SIGKILL)
             self._wait_gone(node, 2.0)  # first, so that it starts no task after the list is read
         self._kill_tasks(root)
+
+    def close(self) -> None:
+        """Nothing to release: the agents are machines, and outlive this process by design (see above)."""
 
     # ----- internals --------------------------------------------------------------------------
 
@@ -180,6 +185,19 @@ class LocalCompute:
             path.write_text("")
         except OSError:
             pass
+
+
+def _await_command_line(proc: subprocess.Popen, timeout: float = 2.0) -> None:
+    """Until the agent's command line shows in /proc, `is_alive` cannot recognise it: Popen may return (after
+    a vfork) before the kernel has set up the new program's arguments, and /proc/<pid>/cmdline reads empty."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+                return
+        except OSError:
+            return
+        time.sleep(0.001)
 
 
 def _signal(pid: int, sig: int) -> None:

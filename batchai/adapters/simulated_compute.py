@@ -10,6 +10,12 @@ without a process per node. One thread drives every node from a time-ordered que
 Like a cloud adapter, it knows a node by the machine it answered from `start_node`, which the
 control plane keeps in the store and hands back (`NodeRecord.handle()`): a call site that lost
 it finds no node here, so the simulated-cluster tests catch it.
+
+The nodes reach the control plane through `control_plane`, given at construction: a callable that
+answers the services they call the node protocol with (an agent process finds its control plane by
+URL instead, when it runs). It is called when a node acts, never before, so the composition root can
+build this compute first and then the services that hold it. Nodes are woken through `wake`, which
+the composition root gives the services as their `wake_nodes`.
 """
 
 from __future__ import annotations
@@ -21,8 +27,12 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Callable
 
 from batchai import node_protocol
+
+if TYPE_CHECKING:
+    from batchai.services import Services
 
 _SLEEP = re.compile(r"\bsleep\s+([0-9]*\.?[0-9]+)")
 
@@ -44,14 +54,16 @@ class _Node:
 
 
 class SimulatedCompute:
-    """The Compute port for simulated nodes; `attach(services)` before starting any."""
+    """The Compute port for simulated nodes, which call the node protocol with `control_plane()`."""
 
-    def __init__(self, *, heartbeat_seconds: float = 5.0, default_seconds: float = 1.0, workers: int = 4):
+    def __init__(self, control_plane: Callable[[], Services], *, heartbeat_seconds: float = 5.0,
+                 default_seconds: float = 1.0, workers: int = 4):
         self.heartbeat_seconds = heartbeat_seconds
         self.default_seconds = default_seconds
-        self._svc = None
+        self._control_plane = control_plane
         self._nodes: dict[str, _Node] = {}
         self._machines: dict[str, str] = {}  # machine -> node id
+        self._evicted: set[str] = set()  # machines an eviction took, until stop_node
         self._machine_numbers = itertools.count()
         self._queue: list[tuple[float, int, str, str]] = []  # (when, seq, action, node id)
         self._seq = itertools.count()
@@ -60,11 +72,6 @@ class SimulatedCompute:
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="simulated-compute", daemon=True)
         self._thread.start()
-
-    def attach(self, services) -> None:
-        """Services and compute refer to each other: the nodes call the protocol with these."""
-        self._svc = services
-        services.wake_nodes = self.wake
 
     # ----- the Compute port -----------------------------------------------------------------
 
@@ -87,17 +94,25 @@ class SimulatedCompute:
         return bool(n and n.alive)
 
     def stop_node(self, node: dict, *, grace: float = 5.0) -> None:
-        n = self._node_of(node)
+        machine = node.get("machine") or ""
+        n = self._nodes.pop(self._machines.pop(machine, ""), None)
+        self._evicted.discard(machine)
         if n is not None:
-            self._nodes.pop(n.id, None)
-            self._machines.pop(node["machine"], None)
             n.alive = False
 
     def kill_node(self, node: dict) -> None:
         self.stop_node(node)
 
+    def evict(self, node: dict) -> None:
+        """The node vanishes at once, its tasks unreported; `evicted` reports it until stop_node."""
+        n = self._node_of(node)
+        if n is not None:
+            n.alive = False
+            self._nodes.pop(n.id, None)
+            self._evicted.add(node["machine"])
+
     def evicted(self, nodes: list[dict]) -> list[str]:
-        return []
+        return [n["id"] for n in nodes if n.get("machine") in self._evicted]
 
     def mount(self, root: str, mount_volumes, file_server_export) -> list[str]:
         return []  # simulated nodes read no files
@@ -111,7 +126,8 @@ class SimulatedCompute:
         for node_id in node_ids:
             self._at(now, "beat", node_id)
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Stops the thread that drives the nodes (they stop acting: simulated machines die with it)."""
         with self._cv:
             self._stopped = True
             self._cv.notify()
@@ -138,23 +154,24 @@ class SimulatedCompute:
 
     def _act(self, action: str, node) -> None:
         try:
+            svc = self._control_plane()
             if action == "register":
-                node_protocol.register(self._svc, node.id, {"bootId": node.boot, "address": "127.0.0.1", "pid": None})
-                stored = self._svc.store.get_node(node.id)
+                node_protocol.register(svc, node.id, {"bootId": node.boot, "address": "127.0.0.1", "pid": None})
+                stored = svc.store.get_node(node.id)
                 if stored is None or stored.boot_id != node.boot:  # started before the controller stored it
                     self._at(time.time() + 0.05, "register", node.id)
                     return
                 self._at(time.time() + self.heartbeat_seconds, "tick", node.id)
-                self._beat(node)
+                self._beat(svc, node)
             elif action == "tick":
-                self._beat(node)
+                self._beat(svc, node)
                 self._at(time.time() + self.heartbeat_seconds, "tick", node.id)
             else:  # "beat" (woken) and "finish" (a task's time is up)
-                self._beat(node)
+                self._beat(svc, node)
         except Exception:  # noqa: BLE001 - a simulated node that fails a beat tries again on its next tick
             pass
 
-    def _beat(self, node: _Node) -> None:
+    def _beat(self, svc: Services, node: _Node) -> None:
         now = time.time()
         with node.lock:
             done = [t for t, end in node.running.items() if end <= now]
@@ -162,7 +179,7 @@ class SimulatedCompute:
                 del node.running[task_id]
                 node.finished.append(_result(task_id, 0, None))
             body = {"bootId": node.boot, "running": sorted(node.running), "finished": list(node.finished)}
-        answer = node_protocol.beat(self._svc, node.id, body)
+        answer = node_protocol.beat(svc, node.id, body)
         with node.lock:
             acked = set(answer.get("ack") or [])
             node.finished = [f for f in node.finished if f["taskId"] not in acked]
@@ -179,7 +196,7 @@ class SimulatedCompute:
                     node.finished.append(_result(task_id, 0 if end == float("inf") else 137, None if end == float("inf") else "terminated"))
                     self._at(time.time(), "beat", node.id)
         if answer.get("action") == "register":
-            node_protocol.register(self._svc, node.id, {"bootId": node.boot, "address": "127.0.0.1", "pid": None})
+            node_protocol.register(svc, node.id, {"bootId": node.boot, "address": "127.0.0.1", "pid": None})
 
 
 def _result(task_id: str, code: int, error: str | None) -> dict:

@@ -91,3 +91,8 @@ class SqliteSubmissionQueue(SqliteDb):
     def dead_letters(self) -> list[dict]:
         rows = self._db().execute("SELECT id, priority, reason, description, body FROM messages WHERE state='dead' ORDER BY seq").fetchall()
         return [dict(r) for r in rows]
+
+    def close(self) -> None:
+        """Closes the calling thread's connection; another thread's closes as that thread ends. Nothing else
+        is held: a message's lock is a row, and expires by itself."""
+        super().close()

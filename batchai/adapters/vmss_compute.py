@@ -25,7 +25,8 @@ How a cluster maps onto Azure
 - `stop_node` deletes that instance (`deleteInstances`, which also lowers the capacity);
   `is_alive` reads its instance view; `evicted` maps Spot evictions: an instance the platform deleted
   (gone from the scale set, or being deleted without us asking) or deallocated (a `Deallocate`
-  eviction policy) was evicted.
+  eviction policy) was evicted. `evict` asks Azure to evict a Spot instance (Simulate Eviction); the
+  platform then takes it back on its own time, as it would for capacity.
 - Mounting happens on the VMs (custom data), so `mount` only answers the planned mount paths and
   `unmount` does nothing.
 
@@ -484,6 +485,18 @@ class VmssCompute:
     def kill_node(self, node: dict) -> None:
         self.stop_node(node, grace=0.0)
 
+    def evict(self, node: dict) -> None:
+        """Simulate Eviction of the node's Spot instance: ARM accepts at once (204) and the platform evicts
+        it soon after, which `evicted` then reports. ARM refuses an instance that is not Spot (an error
+        raised as is: a cluster's priority is checked before this is called). A gone instance is no error."""
+        where = self._where(node)
+        if where is None:
+            return
+        try:
+            self.client.virtual_machine_scale_set_vms.simulate_eviction(self.resource_group, *where)
+        except ResourceNotFoundError:
+            pass
+
     def evicted(self, nodes: list[dict]) -> list[str]:
         """Ids of the given nodes whose Spot instances were evicted (deleted or deallocated by the platform)."""
         by_scale_set: dict[str, list[tuple[str, str]]] = {}
@@ -505,6 +518,10 @@ class VmssCompute:
 
     def unmount(self, root: str, mount_volumes: dict | None) -> None:
         """Nothing to do here: a cluster's volumes go away with its VMs."""
+
+    def close(self) -> None:
+        """Closes the ARM client's connections (the VMs keep running)."""
+        self.client.close()
 
     # ----- internals --------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from batchai.api.deps import WS, require, services, workspace_path
 from batchai.errors import ApiError
 from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
-from batchai.ports import Conflict
+from batchai.ports import Conflict, Unsupported
 from batchai.wake import wake_cluster
 
 router = APIRouter()
@@ -102,7 +102,7 @@ def resume_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
 
 @router.post(CLUSTER + "/nodes/{node}/evict")
 def evict_node(request: Request, sub: str, rg: str, ws: str, cluster: str, node: str):
-    """Ours: simulate the platform taking a low-priority node back (local compute only)."""
+    """Ours: simulate the platform taking a low-priority node back (409 where the compute cannot)."""
     svc = services(request)
     record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
     if record.properties.get("vmPriority", "dedicated") != "lowpriority":
@@ -110,7 +110,10 @@ def evict_node(request: Request, sub: str, rg: str, ws: str, cluster: str, node:
     target = next((n for n in svc.store.nodes(record.id) if n.name == node), None)
     if target is None:
         raise ApiError.not_found(f"The cluster has no node '{node}'.", target="node")
-    svc.compute.evict(target.handle())
+    try:
+        svc.compute.evict(target.handle())
+    except Unsupported as exc:
+        raise ApiError.conflict(f"The cluster's nodes cannot be evicted here: {exc}", target="node") from None
     wake_cluster(svc, record)
     return JSONResponse({"node": node, "evicted": True}, status_code=202)
 

@@ -9,11 +9,12 @@ from batchai.api.arm import POLL_SECONDS, operation_url, paged
 from batchai.api.deps import services
 from batchai.errors import ApiError
 from batchai.job_state import TERMINAL
+from batchai.services import Services
 
 router = APIRouter()
 
 
-def _done(svc, op: dict) -> bool:
+def _done(svc: Services, op: dict) -> bool:
     if op["kind"] == "terminate":
         job = svc.store.get(op["resource"])
         return job is None or job.properties["executionState"] in TERMINAL

@@ -91,7 +91,7 @@ def queue_client(data_dir: Path):
     except AzureError as exc:  # Service Bus: a bad connection string, no such topic, no network
         raise CliError(f"the submission queue failed: {exc}") from None
     finally:
-        if queue is not None and hasattr(queue, "close"):
+        if queue is not None:
             queue.close()
 
 

@@ -18,7 +18,6 @@ from activities import jobs as activities_jobs
 from activities import scheduling
 from batchai import ids
 from batchai.lifecycle import job_instance, lifecycle_input
-from batchai.adapters.simulated_compute import SimulatedCompute
 from batchai.model import JobCreateParameters
 from batchai.services import Settings
 from batchai.submission import submit_job
@@ -32,11 +31,11 @@ BASE = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/wo
 
 @pytest.fixture
 def host(tmp_path):
-    host = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), compute=SimulatedCompute(heartbeat_seconds=0.5))
+    host = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), simulated_nodes={"heartbeat_seconds": 0.5})
     host.build()
     host.engine.start()
     yield host
-    host.compute.stop()
+    host.compute.close()
     host.engine.stop()
 
 

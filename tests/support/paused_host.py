@@ -9,7 +9,6 @@ from typing import Iterator
 
 from fastapi.testclient import TestClient
 
-from batchai.adapters.simulated_compute import SimulatedCompute
 from batchai.services import Settings
 from function_app.embedded import EmbeddedHost
 
@@ -24,8 +23,7 @@ def workspace_path(workspace: str) -> str:
 @contextmanager
 def paused_host(data_dir: Path, workspace: str, experiment: str) -> Iterator[EmbeddedHost]:
     """Workspace, a paused 2-node cluster `c` and an experiment; `host.http` is an authorized client."""
-    compute = SimulatedCompute(heartbeat_seconds=5.0)
-    host = EmbeddedHost(data_dir, settings=Settings(data_dir=data_dir), compute=compute)
+    host = EmbeddedHost(data_dir, settings=Settings(data_dir=data_dir), simulated_nodes={"heartbeat_seconds": 5.0})
     host.build()
     host.engine.start()
     base = workspace_path(workspace)
@@ -42,7 +40,7 @@ def paused_host(data_dir: Path, workspace: str, experiment: str) -> Iterator[Emb
         host.consumer.stop()
         host.inbox.stop()
         host.engine.stop()
-        compute.stop()
+        host.compute.close()
 
 
 def job_names(host: EmbeddedHost, workspace: str, experiment: str) -> list[str]:

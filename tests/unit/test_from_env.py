@@ -10,7 +10,6 @@ from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 from batchai.adapters.fs_blob_store import FsBlobStore
 from batchai.adapters.sqlite_store import SqliteStore
 from batchai.adapters.vmss_compute import VmssCompute
-from batchai.adapters.simulated_compute import SimulatedCompute
 from batchai.ports import Record
 from batchai.services import Settings
 from function_app.embedded import EmbeddedHost
@@ -82,11 +81,10 @@ def test_scale_sets_need_a_url_the_vms_can_reach(tmp_path):
 
 def test_the_embedded_host_takes_its_queue_from_the_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("BATCHAI_SERVICEBUS", CONNECTION)
-    compute = SimulatedCompute()
-    host = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), compute=compute)
+    host = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), simulated_nodes={})
     host.build()
     try:
         assert isinstance(host.queue, ServiceBusSubmissionQueue) and host.consumer.queue is host.queue
     finally:
         host.queue.close()
-        compute.stop()
+        host.compute.close()

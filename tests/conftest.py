@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 
+from tests.support import naming
 from tests.support.azurite import azurite
 
 
@@ -12,3 +15,12 @@ def azurite_connection():
     """One Azurite for the whole run (it takes about 1.5 s to start); tests use containers of their own."""
     with azurite() as connection:
         yield connection
+
+
+@pytest.fixture
+def unique_name(request) -> Callable[[str], str]:
+    """unique_name("ws") -> "ws-<this test's name, shortened>-1a2b3c4d", a new one each call.
+
+    Module fixtures, which cannot use this one, call `tests.support.naming.unique_name` themselves.
+    """
+    return lambda prefix: naming.unique_name(prefix, request.node.name)

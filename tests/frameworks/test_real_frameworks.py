@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,10 +12,12 @@ import pytest
 from azure.mgmt.batchai import models
 
 from tests.integration.conftest import server, sdk  # noqa: F401 - the live control plane fixtures
+from tests.support.naming import unique_name
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.frameworks, pytest.mark.timeout(900)]
 HERE = Path(__file__).resolve().parent
-RG, WS, EXP = "rg", "frameworks", "exp"
+RG, WS, EXP = "rg", unique_name("frameworks"), "exp"
 
 
 def need(module: str) -> None:
@@ -30,10 +31,7 @@ def cluster(sdk):  # noqa: F811
     cluster = sdk.clusters.begin_create(RG, WS, "c", models.ClusterCreateParameters(
         vm_size="STANDARD_D2", user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
         scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)))).result()
-    deadline = time.time() + 60
-    while sdk.clusters.get(RG, WS, "c").node_state_counts.idle_node_count != 2:
-        assert time.time() < deadline
-        time.sleep(0.2)
+    until(lambda: sdk.clusters.get(RG, WS, "c").node_state_counts.idle_node_count == 2, 60, "2 idle nodes", interval=0.2)
     sdk.experiments.begin_create(RG, WS, EXP).result()
     yield cluster
     sdk.workspaces.begin_delete(RG, WS).result()
@@ -44,10 +42,8 @@ def run(sdk, cluster, name, **toolkit):  # noqa: F811
         cluster=models.ResourceId(id=cluster.id), node_count=2, std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
         output_directories=[models.OutputDirectory(id="OUT", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/out")],
         constraints=models.JobBasePropertiesConstraints(max_wall_clock_time=timedelta(minutes=10)), **toolkit)).result()
-    deadline = time.time() + 600
-    while (job := sdk.jobs.get(RG, WS, EXP, name)).execution_state not in ("succeeded", "failed"):
-        assert time.time() < deadline
-        time.sleep(1)
+    job = until(lambda: (j := sdk.jobs.get(RG, WS, EXP, name)).execution_state in ("succeeded", "failed") and j, 600,
+                f"job {name} to end", interval=1)
     assert job.execution_state == "succeeded", job.execution_info.errors
     return {f.name for f in sdk.jobs.list_output_files(RG, WS, EXP, name, models.JobsListOutputFilesOptions(outputdirectoryid="OUT"))}
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.waiting import until
+
 TOKEN = "test-token-123"
 SUB = "00000000-0000-0000-0000-000000000000"
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,20 +35,19 @@ class Server:
             [sys.executable, "-m", "batchai.cli.main", "serve", "--port", "0", "--data-dir", str(self.data_dir)],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            cp = self.data_dir / "control-plane.json"
-            if cp.exists() and cp.read_text():
-                self.url = json.loads(cp.read_text())["url"]
-                try:
-                    if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                        return self
-                except httpx.TransportError:
-                    pass
+        log = self.data_dir / "serve.log"
+
+        def healthy() -> bool:
             if self.proc.poll() is not None:
-                raise RuntimeError((self.data_dir / "serve.log").read_text())
-            time.sleep(0.05)
-        raise TimeoutError("batchai serve did not start")
+                raise RuntimeError(log.read_text())
+            cp = self.data_dir / "control-plane.json"
+            if not (cp.exists() and cp.read_text()):
+                return False
+            self.url = json.loads(cp.read_text())["url"]
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+
+        until(healthy, timeout, "batchai serve to answer /healthz", ignoring=(httpx.TransportError,))
+        return self
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -6,8 +6,9 @@ import httpx
 import pytest
 
 from tests.integration.conftest import SUB, TOKEN
+from tests.support.naming import unique_name
 
-BASE = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/bad"
+BASE = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/{unique_name('bad')}"
 V = {"api-version": "2018-05-01"}
 
 

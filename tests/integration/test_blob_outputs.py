@@ -3,7 +3,6 @@ official SDK as SAS URLs that download without the control plane."""
 
 from __future__ import annotations
 
-import time
 import urllib.error
 import urllib.request
 
@@ -12,8 +11,10 @@ from azure.mgmt.batchai import models
 
 from batchai.adapters.azure_blob_store import AzureBlobStore
 from tests.integration.conftest import Server, kill_agents, make_sdk
+from tests.support.naming import unique_name
+from tests.support.waiting import until
 
-RG, WS, EXP, CONTAINER = "rg", "ws", "exp", "job-outputs"
+RG, WS, EXP, CONTAINER = "rg", unique_name("blobs"), "exp", "job-outputs"
 LINES = [f"line {i}" for i in range(1, 9)]
 COMMAND = ("for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.5; done; "
            "echo weights > $AZ_BATCHAI_OUTPUT_OUT/model.bin; "
@@ -54,26 +55,22 @@ def files(sdk, job: str, output_id: str, directory: str | None = None) -> dict:
 
 def wait_for_log_while_running(sdk, blobs: AzureBlobStore, job: str, timeout: float = 60) -> bytes:
     """The stdout blob's content, read while the job is still running."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+
+    def read_while_running() -> bytes | None:
         record = sdk.jobs.get(RG, WS, EXP, job)
         assert record.execution_state in ("queued", "running"), "the job ended before its log blob had content"
         if record.execution_state == "running":
             content = blobs.get(f"{record.job_output_directory_path_segment}/stdouterr/stdout.txt")
             if content and sdk.jobs.get(RG, WS, EXP, job).execution_state == "running":
                 return content
-        time.sleep(0.1)
-    raise TimeoutError("no stdout blob while the job ran")
+        return None
+
+    return until(read_while_running, timeout, f"job {job}'s stdout blob while it runs", interval=0.1)
 
 
 def wait_job(sdk, job: str, timeout: float = 60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        record = sdk.jobs.get(RG, WS, EXP, job)
-        if record.execution_state in ("succeeded", "failed"):
-            return record
-        time.sleep(0.2)
-    raise TimeoutError(f"job {job} did not end")
+    return until(lambda: (r := sdk.jobs.get(RG, WS, EXP, job)).execution_state in ("succeeded", "failed") and r, timeout,
+                 f"job {job} to end", interval=0.2)
 
 
 def test_logs_and_outputs_are_in_blob_storage_while_and_after_the_job_runs(sdk, cluster, azurite_connection):

@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.integration.conftest import ROOT, TOKEN
+from tests.support.naming import unique_name
+from tests.support.waiting import until
 
-WS, EXP = "cliws", "cliexp"
+WS, EXP = unique_name("cli"), "cliexp"
 
 JOB_FILE = {
     "$schema": "https://raw.githubusercontent.com/Azure/BatchAI/master/schemas/2018-05-01/pytorch.json",
@@ -128,10 +129,10 @@ def test_errors_are_clear_and_exit_nonzero(cli, cluster, tmp_path):
 def test_workspace_delete_cascades(cli, cluster):
     assert WS in cli("workspace", "list").stdout
     cli("workspace", "delete", WS)
-    assert as_json(cli("--json", "workspace", "list")) == []
+    assert WS not in [w["name"] for w in as_json(cli("--json", "workspace", "list"))]
 
 
-CHAN_WS = "chanws"
+CHAN_WS = unique_name("chan")
 
 
 @pytest.fixture(scope="module")
@@ -152,13 +153,12 @@ def test_job_submit_through_each_channel(cli, channels, tmp_path, via):
                                                    "customToolkitSettings": {"commandLine": "echo via <CHANNEL>"}}}))
     cli("job", "submit", f"by-{via}", "-w", WS, "-e", EXP, "-c", cluster, "-f", str(job_file), "-p", f"CHANNEL={via}",
         "--via", via, "--priority", "high")
-    deadline = time.time() + 60
-    while True:
+
+    def ended():
         done = cli("--json", "job", "show", f"by-{via}", "-w", WS, "-e", EXP, check=False)
-        if done.returncode == 0 and as_json(done)["properties"]["executionState"] in ("succeeded", "failed"):
-            break
-        assert time.time() < deadline, done.stdout + done.stderr
-        time.sleep(0.3)
+        return done.returncode == 0 and as_json(done)["properties"]["executionState"] in ("succeeded", "failed") and done
+
+    done = until(ended, 60, f"job by-{via} to end", interval=0.3)
     assert as_json(done)["properties"]["executionState"] == "succeeded"
     assert f"via {via}" in cli("job", "logs", f"by-{via}", "-w", WS, "-e", EXP).stdout
 
@@ -167,8 +167,6 @@ def test_queue_show_lists_depth_and_dead_letters(cli, server):
     from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 
     SqliteSubmissionQueue(server.data_dir / "queue.db").publish("{broken", message_id="broken-one", priority="low")
-    deadline = time.time() + 30
-    while "broken-one" not in (out := cli("queue", "show").stdout):
-        assert time.time() < deadline, out
-        time.sleep(0.3)
+    out = until(lambda: "broken-one" in (shown := cli("queue", "show").stdout) and shown, 30,
+                "the broken message in `batchai queue show`", interval=0.3)
     assert "MalformedMessage" in out and "low" in out

@@ -11,17 +11,18 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from azure.mgmt.batchai import models
 
 from tests.integration.conftest import Server, kill_agents, make_sdk
+from tests.support.naming import unique_name
+from tests.support.waiting import WaitTimedOut, until
 
 pytestmark = pytest.mark.timeout(300)
 IMAGE = "local/batchai-busybox:test"
-RG, WS, EXP = "rg", "containers", "exp"
+RG, WS, EXP = "rg", unique_name("containers"), "exp"
 
 
 def _docker(*args, env=None, check=True, **kw):
@@ -42,12 +43,14 @@ def docker_env():
         log = open(state / "dockerd.log", "wb")
         daemon = subprocess.Popen(["dockerd", "--data-root", str(state / "root"), "--exec-root", str(state / "exec"),
                                    "--pidfile", str(state / "docker.pid"), "-H", env["DOCKER_HOST"]], stdout=log, stderr=log)
-        deadline = time.time() + 60
-        while _docker("info", env=env, check=False).returncode != 0:
-            if daemon.poll() is not None or time.time() > deadline:
-                daemon.kill()
-                pytest.skip(f"dockerd cannot start here: {(state / 'dockerd.log').read_text()[-600:]}")
-            time.sleep(0.3)
+        try:
+            until(lambda: daemon.poll() is not None or _docker("info", env=env, check=False).returncode == 0, 60,
+                  "dockerd to answer, or exit", interval=0.3)
+        except WaitTimedOut:
+            pass
+        if daemon.poll() is not None or _docker("info", env=env, check=False).returncode != 0:
+            daemon.kill()
+            pytest.skip(f"dockerd cannot start here: {(state / 'dockerd.log').read_text()[-600:]}")
     rootfs = Path(tempfile.mkdtemp(prefix="batchai-rootfs-"))
     (rootfs / "bin").mkdir()
     (rootfs / "tmp").mkdir()
@@ -83,10 +86,7 @@ def test_a_two_node_job_and_its_preparation_run_in_the_image(docker_server, sdk_
     cluster = sdk.clusters.begin_create(RG, WS, "c", models.ClusterCreateParameters(
         vm_size="STANDARD_D1", user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
         scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)))).result()
-    deadline = time.time() + 60
-    while sdk.clusters.get(RG, WS, "c").node_state_counts.idle_node_count != 2:
-        assert time.time() < deadline
-        time.sleep(0.2)
+    until(lambda: sdk.clusters.get(RG, WS, "c").node_state_counts.idle_node_count == 2, 60, "2 idle nodes", interval=0.2)
     sdk.experiments.begin_create(RG, WS, EXP).result()
     share = Path(docker_server.data_dir, "storage", "files", "acct", "share")
     share.mkdir(parents=True)
@@ -107,10 +107,8 @@ def test_a_two_node_job_and_its_preparation_run_in_the_image(docker_server, sdk_
         py_torch_settings=models.PyTorchSettings(python_interpreter_path="/bin/sh",
                                                  python_script_file_path="$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/train.sh"),
     )).result()
-    deadline = time.time() + 120
-    while (job := sdk.jobs.get(RG, WS, EXP, "boxed")).execution_state not in ("succeeded", "failed"):
-        assert time.time() < deadline
-        time.sleep(0.3)
+    job = until(lambda: (j := sdk.jobs.get(RG, WS, EXP, "boxed")).execution_state in ("succeeded", "failed") and j, 120,
+                "job boxed to end", interval=0.3)
     logs = share / "logs" / job.job_output_directory_path_segment / "stdouterr"
     assert job.execution_state == "succeeded", (job.execution_info.errors, [(p.name, p.read_text()) for p in logs.glob("*")])
     assert (logs / "stdout-0.txt").read_text().startswith("rank 0 in ") and "sees shared input" in (logs / "stdout-1.txt").read_text()

@@ -28,8 +28,7 @@ from tests.support.cosmos_server import KEY, cosmos_server
 from tests.support.function_app import call_client_trigger, registered_functions
 
 pytestmark = pytest.mark.timeout(120)
-SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "default", "fws", "fexp"
-BASE = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
+SUB, RG, EXP = "00000000-0000-0000-0000-000000000000", "default", "fexp"
 V = {"api-version": "2018-05-01"}
 RECIPE = Path(__file__).resolve().parents[1] / "fixtures" / "recipes" / "TensorFlow-GPU-Distributed" / "job.json"
 
@@ -82,39 +81,41 @@ def trigger(name: str, argument) -> None:
     asyncio.run(call_client_trigger(registered_functions()[name], argument))
 
 
-def test_a_blob_dropped_into_the_container_becomes_a_job_in_cosmos(app_module, stand_ins):
+def test_a_blob_dropped_into_the_container_becomes_a_job_in_cosmos(app_module, stand_ins, unique_name):
+    ws = unique_name("f")
+    base = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{ws}"
     svc = app_module.services()
     assert isinstance(svc.store, CosmosStore) and isinstance(svc.blobs, AzureBlobStore)
     http = TestClient(create_app(svc, token="t", node_token="n", signing_key=b"k"), headers={"Authorization": "Bearer t"})
-    http.put(BASE, params=V, json={"location": "westeurope"}).raise_for_status()
-    http.put(f"{BASE}/clusters/c", params=V, json={"properties": {
+    http.put(base, params=V, json={"location": "westeurope"}).raise_for_status()
+    http.put(f"{base}/clusters/c", params=V, json={"properties": {
         "vmSize": "STANDARD_NC6", "userAccountSettings": {"adminUserName": "u", "adminUserPassword": "p"},
         "scaleSettings": {"manual": {"targetNodeCount": 2}}}}).raise_for_status()
-    http.put(f"{BASE}/experiments/{EXP}", params=V).raise_for_status()
+    http.put(f"{base}/experiments/{EXP}", params=V).raise_for_status()
 
     container = BlobServiceClient.from_connection_string(stand_ins[0]).get_container_client(os.environ["BATCHAI_DROP_CONTAINER"])
     container.create_container()  # the deployment creates it (infra/main.bicep)
-    drops = {f"inbox/{WS}/{EXP}/tf.params.json": json.dumps({"cluster": "c", "placeholders": {"AZURE_BATCHAI_STORAGE_ACCOUNT": "acct"}}),
-             f"inbox/{WS}/{EXP}/tf.json": RECIPE.read_text(), f"inbox/{WS}/{EXP}/broken.json": '{"properties": {}}'}
+    drops = {f"inbox/{ws}/{EXP}/tf.params.json": json.dumps({"cluster": "c", "placeholders": {"AZURE_BATCHAI_STORAGE_ACCOUNT": "acct"}}),
+             f"inbox/{ws}/{EXP}/tf.json": RECIPE.read_text(), f"inbox/{ws}/{EXP}/broken.json": '{"properties": {}}'}
     for name, content in drops.items():
         container.upload_blob(name, content)
         trigger("job_drops", func.blob.InputStream(data=content.encode(), name=f"{container.container_name}/{name}"))
     assert [c._orchestration_bindings.task_hub_name for c in app_module.engine.clients] == ["BatchAI"] * 3
 
     names = {b.name for b in container.list_blobs()}
-    assert names == {f"inbox/{WS}/{EXP}/tf.status.json", f"inbox/{WS}/{EXP}/broken.status.json",
-                     f"processed/{WS}/{EXP}/tf.json", f"processed/{WS}/{EXP}/tf.params.json", f"rejected/{WS}/{EXP}/broken.json"}
-    status = json.loads(container.download_blob(f"inbox/{WS}/{EXP}/tf.status.json").readall())
+    assert names == {f"inbox/{ws}/{EXP}/tf.status.json", f"inbox/{ws}/{EXP}/broken.status.json",
+                     f"processed/{ws}/{EXP}/tf.json", f"processed/{ws}/{EXP}/tf.params.json", f"rejected/{ws}/{EXP}/broken.json"}
+    status = json.loads(container.download_blob(f"inbox/{ws}/{EXP}/tf.status.json").readall())
     assert status["status"] == "accepted"
     job = svc.store.get(status["jobId"])
     assert job is not None and job.properties["executionState"] == "queued" and job.properties["toolType"] == "tensorflow"
     lifecycle = [v for v in app_module.engine.started.values() if v[0] == "job_lifecycle"]
     assert lifecycle == [("job_lifecycle", {"jobId": status["jobId"], "uuid": job.internal["uuid"]})]
-    rejected = json.loads(container.download_blob(f"inbox/{WS}/{EXP}/broken.status.json").readall())
+    rejected = json.loads(container.download_blob(f"inbox/{ws}/{EXP}/broken.status.json").readall())
     assert rejected["status"] == "rejected" and rejected["error"]["target"]
 
     # the trigger fires again for the status files it wrote, and for a drop already taken: nothing more happens
-    trigger("job_drops", func.blob.InputStream(data=b"{}", name=f"{container.container_name}/inbox/{WS}/{EXP}/tf.status.json"))
-    trigger("job_drops", func.blob.InputStream(data=b"{}", name=f"{container.container_name}/inbox/{WS}/{EXP}/tf.json"))
-    listed = http.get(f"{BASE}/experiments/{EXP}/jobs", params=V).json()["value"]
+    trigger("job_drops", func.blob.InputStream(data=b"{}", name=f"{container.container_name}/inbox/{ws}/{EXP}/tf.status.json"))
+    trigger("job_drops", func.blob.InputStream(data=b"{}", name=f"{container.container_name}/inbox/{ws}/{EXP}/tf.json"))
+    listed = http.get(f"{base}/experiments/{EXP}/jobs", params=V).json()["value"]
     assert [j["name"] for j in listed] == ["tf"]

@@ -6,7 +6,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,9 +13,11 @@ import pytest
 from azure.mgmt.batchai import models
 
 from tests.integration.conftest import ROOT, TOKEN
+from tests.support.naming import unique_name
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(180)
-RG, WS, EXP = "rg", "features", "exp"
+RG, WS, EXP = "rg", unique_name("features"), "exp"
 SECRET = "s3cr3t-value-" + os.urandom(4).hex()
 
 
@@ -27,10 +28,7 @@ def cluster(sdk):
         vm_size="STANDARD_D1", user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
         scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)),
     )).result()
-    deadline = time.time() + 60
-    while sdk.clusters.get(RG, WS, "c").node_state_counts.idle_node_count != 2:
-        assert time.time() < deadline
-        time.sleep(0.2)
+    until(lambda: sdk.clusters.get(RG, WS, "c").node_state_counts.idle_node_count == 2, 60, "2 idle nodes", interval=0.2)
     sdk.experiments.begin_create(RG, WS, EXP).result()
     yield cluster
     sdk.workspaces.begin_delete(RG, WS).result()
@@ -40,11 +38,8 @@ def run(sdk, cluster, name, command, **extra) -> models.Job:
     sdk.jobs.begin_create(RG, WS, EXP, name, models.JobCreateParameters(
         cluster=models.ResourceId(id=cluster.id), node_count=2, std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
         custom_toolkit_settings=models.CustomToolkitSettings(command_line=command), **extra)).result()
-    deadline = time.time() + 90
-    while (job := sdk.jobs.get(RG, WS, EXP, name)).execution_state not in ("succeeded", "failed"):
-        assert time.time() < deadline
-        time.sleep(0.2)
-    return job
+    return until(lambda: (job := sdk.jobs.get(RG, WS, EXP, name)).execution_state in ("succeeded", "failed") and job, 90,
+                 f"job {name} to end", interval=0.2)
 
 
 def files(sdk, name, output="stdouterr"):

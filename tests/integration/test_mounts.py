@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from azure.mgmt.batchai import models
 
+from tests.support.naming import unique_name
+from tests.support.waiting import until
+
 pytestmark = pytest.mark.timeout(180)
-RG, WS, EXP = "rg", "mounts", "exp"
+RG, WS, EXP = "rg", unique_name("mounts"), "exp"
 BASE = f"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
 V = {"api-version": "2018-05-01"}
 
@@ -39,10 +41,7 @@ def setup(sdk, server):
             unmanaged_file_systems=[models.UnmanagedFileSystemReference(mount_command="mount -t tmpfs none", relative_mount_path="scratch")],
         )),
     )).result()
-    deadline = time.time() + 60
-    while sdk.clusters.get(RG, WS, "c").node_state_counts.idle_node_count != 2:
-        assert time.time() < deadline
-        time.sleep(0.2)
+    until(lambda: sdk.clusters.get(RG, WS, "c").node_state_counts.idle_node_count == 2, 60, "2 idle nodes", interval=0.2)
     sdk.experiments.begin_create(RG, WS, EXP).result()
     yield cluster, share
     sdk.workspaces.begin_delete(RG, WS).result()
@@ -50,11 +49,8 @@ def setup(sdk, server):
 
 def run(sdk, cluster, name, **props) -> models.Job:
     sdk.jobs.begin_create(RG, WS, EXP, name, models.JobCreateParameters(cluster=models.ResourceId(id=cluster.id), **props)).result()
-    deadline = time.time() + 90
-    while (job := sdk.jobs.get(RG, WS, EXP, name)).execution_state not in ("succeeded", "failed"):
-        assert time.time() < deadline
-        time.sleep(0.2)
-    return job
+    return until(lambda: (job := sdk.jobs.get(RG, WS, EXP, name)).execution_state in ("succeeded", "failed") and job, 90,
+                 f"job {name} to end", interval=0.2)
 
 
 def test_cluster_and_job_volumes_are_shared_directories(sdk, server, setup):

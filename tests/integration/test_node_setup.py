@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from azure.mgmt.batchai import models
 
+from tests.support.naming import unique_name
+from tests.support.waiting import until
+
 pytestmark = pytest.mark.timeout(180)
-RG, WS = "rg", "setup"
+RG, WS = "rg", unique_name("setup")
 
 
-def wait_cluster(sdk, name, done, timeout=60):
-    deadline = time.time() + timeout
-    while True:
-        cluster = sdk.clusters.get(RG, WS, name)
-        if done(cluster):
-            return cluster
-        assert time.time() < deadline, cluster.as_dict()
-        time.sleep(0.2)
+def wait_cluster(sdk, name, done, what, timeout=60):
+    return until(lambda: done(cluster := sdk.clusters.get(RG, WS, name)) and cluster, timeout, f"cluster {name}: {what}", interval=0.2)
 
 
 def create_cluster(sdk, name, command):
@@ -46,7 +42,7 @@ def test_setup_runs_on_every_node_before_it_takes_jobs(sdk, server, workspace):
     cluster = create_cluster(sdk, "ok", 'mkdir -p "$WHERE" && echo "$SETUP_SECRET" > "$WHERE/$AZ_BATCHAI_NODE_NAME" && echo set up')
     suffix = cluster.node_setup.setup_task.std_out_err_path_suffix
     assert suffix.endswith(f"/workspaces/{WS}/clusters/ok/" + suffix.rsplit("/", 1)[1])
-    cluster = wait_cluster(sdk, "ok", lambda c: c.node_state_counts.idle_node_count == 2)
+    cluster = wait_cluster(sdk, "ok", lambda c: c.node_state_counts.idle_node_count == 2, "2 idle nodes")
     assert cluster.errors is None
     mounts = next(Path(server.data_dir, "clusters").glob("*/mounts/setup")).parent
     assert sorted(p.name for p in (mounts / "setup").iterdir()) == ["node-0", "node-1"]
@@ -56,7 +52,7 @@ def test_setup_runs_on_every_node_before_it_takes_jobs(sdk, server, workspace):
 
 def test_a_failing_setup_makes_the_node_unusable_with_the_error_on_the_cluster(sdk, server, workspace):
     create_cluster(sdk, "bad", "echo broken >&2; exit 4")
-    cluster = wait_cluster(sdk, "bad", lambda c: c.node_state_counts.unusable_node_count == 2)
+    cluster = wait_cluster(sdk, "bad", lambda c: c.node_state_counts.unusable_node_count == 2, "2 unusable nodes")
     assert cluster.node_state_counts.idle_node_count == 0
     messages = [e.message for e in cluster.errors]
     assert len(messages) == 2 and all("setup task failed (exit code 4)" in m for m in messages), messages

@@ -9,20 +9,17 @@ import time
 import pytest
 
 from tests.integration.conftest import SUB, Server, kill_agents
+from tests.support.naming import unique_name
+from tests.support.waiting import until
 
-BASE = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/w"
+BASE = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/{unique_name('restart')}"
 V = {"api-version": "2018-05-01"}
 pytestmark = pytest.mark.timeout(180)
 
 
 def wait_state(http, job, states, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        state = http.get(f"{BASE}/experiments/e/jobs/{job}", params=V).json()["properties"]["executionState"]
-        if state in states:
-            return state
-        time.sleep(0.2)
-    raise TimeoutError(f"{job} never reached {states}")
+    return until(lambda: (state := http.get(f"{BASE}/experiments/e/jobs/{job}", params=V).json()["properties"]["executionState"])
+                 in states and state, timeout, f"{job} to be {' or '.join(states)}", interval=0.2)
 
 
 def test_kill9_then_restart_finishes_each_job_exactly_once(tmp_path):
@@ -44,13 +41,10 @@ def test_kill9_then_restart_finishes_each_job_exactly_once(tmp_path):
                                    "customToolkitSettings": {"commandLine": command}}}
             assert http.put(f"{BASE}/experiments/e/jobs/{name}", params=V, json=body).status_code == 200
         wait_state(http, "long", ["running"])
-        deadline = time.time() + 30
-        while not (marks / "long.start").exists():
-            assert time.time() < deadline
-            time.sleep(0.1)
+        until(lambda: (marks / "long.start").exists(), 30, "the long job's command to start")
 
         server.kill9()
-        time.sleep(1.0)
+        time.sleep(1.0)  # how long the control plane stays down (the agents see it gone); no check waits on it
         server.start()
         http = server.http()
 

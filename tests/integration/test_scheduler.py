@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from azure.mgmt.batchai import models
 
 from tests.integration.conftest import Server, kill_agents, make_sdk
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(300)
 RG, EXP = "rg", "exp"
@@ -38,16 +38,6 @@ def base(ws: str) -> str:
     return f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{ws}"
 
 
-def until(predicate, timeout=90, what="the condition", interval=0.2):
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval)
-
-
 def make_cluster(sdk, ws, name, scale, priority="dedicated") -> models.Cluster:
     sdk.workspaces.begin_create(RG, ws, models.WorkspaceCreateParameters(location="eastus")).result()
     sdk.experiments.begin_create(RG, ws, EXP).result()
@@ -57,7 +47,8 @@ def make_cluster(sdk, ws, name, scale, priority="dedicated") -> models.Cluster:
 
 
 def idle(sdk, ws, name, count):
-    return until(lambda: sdk.clusters.get(RG, ws, name).node_state_counts.idle_node_count == count, what=f"{count} idle nodes")
+    return until(lambda: sdk.clusters.get(RG, ws, name).node_state_counts.idle_node_count == count, 90, f"{count} idle nodes",
+                 interval=0.2)
 
 
 def job(sdk, ws, cluster, name, command, nodes=1, priority="normal", **extra):
@@ -69,15 +60,28 @@ def job(sdk, ws, cluster, name, command, nodes=1, priority="normal", **extra):
 
 def ended(sdk, ws, name, timeout=120):
     return until(lambda: (j := sdk.jobs.get(RG, ws, EXP, name)).execution_state in ("succeeded", "failed") and j,
-                 timeout=timeout, what=f"job {name} to end")
+                 timeout, f"job {name} to end", interval=0.2)
 
 
 def manual(n):
     return models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=n))
 
 
-def test_a_paused_cluster_starts_its_queue_in_priority_order_then_fifo(client, srv):
-    ws = "order"
+def a_controller_pass_ends(sdk, ws, name, nodes):
+    """Returns once a controller pass that began after this call has ended: a pass that, unless the
+    cluster is paused, starts what fits. A pass shows itself only in what it does to nodes, so: one
+    node more (a pass saw the new target), then back to `nodes` (a later pass; the controller runs
+    its passes one at a time, so the first had ended). The same `nodes` are idle at the end."""
+    sdk.clusters.update(RG, ws, name, models.ClusterUpdateParameters(scale_settings=manual(nodes + 1)))
+    idle(sdk, ws, name, nodes + 1)
+    sdk.clusters.update(RG, ws, name, models.ClusterUpdateParameters(scale_settings=manual(nodes)))
+    until(lambda: (c := sdk.clusters.get(RG, ws, name)).current_node_count == nodes and c.allocation_state == "steady", 90,
+          f"a later pass to bring the cluster back to {nodes} nodes", interval=0.2)
+    idle(sdk, ws, name, nodes)
+
+
+def test_a_paused_cluster_starts_its_queue_in_priority_order_then_fifo(client, srv, unique_name):
+    ws = unique_name("order")
     cluster = make_cluster(client, ws, "c", manual(2))
     idle(client, ws, "c", 2)
     http = srv.http()
@@ -85,7 +89,7 @@ def test_a_paused_cluster_starts_its_queue_in_priority_order_then_fifo(client, s
     priorities = ["low", "high", "normal"] * 10
     for i, priority in enumerate(priorities):
         job(client, ws, cluster, f"j{i:02d}", "sleep 0.05", priority=priority)
-    time.sleep(1)
+    a_controller_pass_ends(client, ws, "c", 2)  # one that, were the cluster not paused, would have started two
     assert all(j.execution_state == "queued" for j in client.jobs.list_by_experiment(RG, ws, EXP))
     assert http.post(f"{base(ws)}/clusters/c/resume", params=V).status_code == 200
     jobs = {f"j{i:02d}": ended(client, ws, f"j{i:02d}") for i in range(30)}
@@ -95,30 +99,31 @@ def test_a_paused_cluster_starts_its_queue_in_priority_order_then_fifo(client, s
     assert starts == sorted(starts), [(n, jobs[n].execution_info.start_time.isoformat()) for n in expected]
 
 
-def test_auto_scale_grows_from_zero_for_the_queue_and_returns_to_zero(client, srv):
-    ws = "auto"
+def test_auto_scale_grows_from_zero_for_the_queue_and_returns_to_zero(client, srv, unique_name):
+    ws = unique_name("auto")
     cluster = make_cluster(client, ws, "c", models.ScaleSettings(auto_scale=models.AutoScaleSettings(
         minimum_node_count=0, maximum_node_count=2, initial_node_count=0)))
     assert client.clusters.get(RG, ws, "c").current_node_count == 0
     job(client, ws, cluster, "two", "test $(wc -l < $AZ_BATCHAI_MPI_HOST_FILE) = 2", nodes=2)
-    until(lambda: client.clusters.get(RG, ws, "c").current_node_count == 2, what="the cluster to grow to 2")
+    until(lambda: client.clusters.get(RG, ws, "c").current_node_count == 2, 90, "the cluster to grow to 2", interval=0.2)
     assert ended(client, ws, "two").execution_state == "succeeded"
     shrunk = until(lambda: (c := client.clusters.get(RG, ws, "c")).current_node_count == 0 and c.allocation_state == "steady" and c,
-                   timeout=60, what="the cluster to shrink to 0")
+                   60, "the cluster to shrink to 0", interval=0.2)
     assert shrunk.node_state_counts.idle_node_count == 0
 
 
-def test_a_killed_node_fails_over_to_healthy_nodes_and_is_replaced(client, srv):
-    ws = "failover"
+def test_a_killed_node_fails_over_to_healthy_nodes_and_is_replaced(client, srv, unique_name):
+    ws = unique_name("failover")
     cluster = make_cluster(client, ws, "c", manual(3))
     idle(client, ws, "c", 3)
     job(client, ws, cluster, "resilient", "sleep 5; echo done", nodes=2)
     http = srv.http()
-    first = until(lambda: (j := http.get(f"{base(ws)}/experiments/{EXP}/jobs/resilient", params=V).json())["properties"]["executionState"] == "running" and j)
+    first = until(lambda: (j := http.get(f"{base(ws)}/experiments/{EXP}/jobs/resilient", params=V).json())["properties"]["executionState"] == "running" and j,
+                  90, "the job to run", interval=0.2)
     victim = next(e for e in first["properties"]["events"] if e["event"] == "started")["nodes"][0]
     agent = next(p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_agent(p, cluster.id, victim))
     root = Path(agent.joinpath("cwd").resolve())
-    until(lambda: (root / "agent.pids").read_text().strip(), what="the job's processes on the victim")
+    until(lambda: (root / "agent.pids").read_text().strip(), 90, "the job's processes on the victim", interval=0.2)
     os.kill(int(agent.name), signal.SIGKILL)  # the machine dies: its agent and what it ran
     for pid in (root / "agent.pids").read_text().split():
         os.killpg(int(pid), signal.SIGKILL)
@@ -147,15 +152,14 @@ CHECKPOINTING = (
 )
 
 
-def test_an_evicted_low_priority_node_requeues_and_the_job_resumes_from_its_checkpoint(client, srv):
-    ws = "spot"
+def test_an_evicted_low_priority_node_requeues_and_the_job_resumes_from_its_checkpoint(client, srv, unique_name):
+    ws = unique_name("spot")
     cluster = make_cluster(client, ws, "c", manual(1), priority="lowpriority")
     idle(client, ws, "c", 1)
-    job(client, ws, cluster, "ckpt", CHECKPOINTING,
-        output_directories=[models.OutputDirectory(id="CKPT", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/ckpt")])
+    segment = job(client, ws, cluster, "ckpt", CHECKPOINTING, output_directories=[
+        models.OutputDirectory(id="CKPT", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/ckpt")]).job_output_directory_path_segment
     http = srv.http()
-    until(lambda: http.get(f"{base(ws)}/experiments/{EXP}/jobs/ckpt", params=V).json()["properties"]["executionState"] == "running")
-    time.sleep(1.2)
+    until(lambda: _checkpoint(srv, segment) > 0, 90, "the job's first checkpoint")
     assert http.post(f"{base(ws)}/clusters/c/nodes/node-0/evict", params=V).status_code == 202
     done = ended(client, ws, "ckpt", timeout=120)
     assert done.execution_state == "succeeded"
@@ -166,18 +170,26 @@ def test_an_evicted_low_priority_node_requeues_and_the_job_resumes_from_its_chec
     assert resumed[0] == 0 and resumed[-1] > 0 and out.rstrip().endswith("finished at 12"), out
 
 
-def test_dedicated_nodes_cannot_be_evicted(client, srv):
-    ws = "order"
+def _checkpoint(srv, segment: str) -> int:
+    """The step the CHECKPOINTING job last saved (0: none yet)."""
+    step = next(Path(srv.data_dir, "jobs").glob(f"*/mounts/ckpt/{segment}/outputs/step"), None)
+    saved = step.read_text().strip() if step else ""
+    return int(saved) if saved.isdigit() else 0
+
+
+def test_dedicated_nodes_cannot_be_evicted(client, srv, unique_name):
+    ws = unique_name("dedicated")
+    make_cluster(client, ws, "c", manual(1))
     assert srv.http().post(f"{base(ws)}/clusters/c/nodes/node-0/evict", params=V).status_code == 409
 
 
-def test_kill_9_during_200_jobs_loses_none_and_runs_none_twice(tmp_path):
+def test_kill_9_during_200_jobs_loses_none_and_runs_none_twice(tmp_path, unique_name):
     data = tmp_path / "cp"
     data.mkdir()
     server = Server(data, env=FAST).start()
     try:
         sdk = make_sdk(server)
-        ws = "crash"
+        ws = unique_name("crash")
         cluster = make_cluster(sdk, ws, "c", manual(2))
         idle(sdk, ws, "c", 2)
         runs = "$AZ_BATCHAI_MOUNT_ROOT/runs"
@@ -200,8 +212,8 @@ def test_kill_9_during_200_jobs_loses_none_and_runs_none_twice(tmp_path):
         kill_agents(data)
 
 
-def test_max_wall_clock_time_ends_the_job_failed_with_a_timeout(client, srv):
-    ws = "timeout"
+def test_max_wall_clock_time_ends_the_job_failed_with_a_timeout(client, srv, unique_name):
+    ws = unique_name("timeout")
     cluster = make_cluster(client, ws, "c", manual(1))
     idle(client, ws, "c", 1)
     job(client, ws, cluster, "too-long", "sleep 60", constraints=models.JobBasePropertiesConstraints(max_wall_clock_time=timedelta(seconds=2)))
@@ -211,29 +223,29 @@ def test_max_wall_clock_time_ends_the_job_failed_with_a_timeout(client, srv):
     assert 2 <= elapsed < 30
 
 
-def test_sdk_cluster_update_resizes_and_reports_allocation_state(client, srv):
-    ws = "resize"
+def test_sdk_cluster_update_resizes_and_reports_allocation_state(client, srv, unique_name):
+    ws = unique_name("resize")
     make_cluster(client, ws, "c", manual(1))
     idle(client, ws, "c", 1)
     client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=manual(3)))
     until(lambda: (c := client.clusters.get(RG, ws, "c")).node_state_counts.idle_node_count == 3 and c.allocation_state == "steady",
-          what="3 idle nodes, steady")
+          90, "3 idle nodes, steady", interval=0.2)
     client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=manual(1)))
     shrunk = until(lambda: (c := client.clusters.get(RG, ws, "c")).current_node_count == 1 and c.allocation_state == "steady" and c,
-                   what="1 node, steady")
+                   90, "1 node, steady", interval=0.2)
     assert shrunk.node_state_counts.idle_node_count == 1
 
 
-def test_scaling_down_a_busy_node_requeues_its_job(client, srv):
-    ws = "requeue"
+def test_scaling_down_a_busy_node_requeues_its_job(client, srv, unique_name):
+    ws = unique_name("requeue")
     cluster = make_cluster(client, ws, "c", models.ScaleSettings(manual=models.ManualScaleSettings(
         target_node_count=2, node_deallocation_option="requeue")))
     idle(client, ws, "c", 2)
     job(client, ws, cluster, "long", "sleep 3", nodes=2)
-    until(lambda: client.jobs.get(RG, ws, EXP, "long").execution_state == "running")
+    until(lambda: client.jobs.get(RG, ws, EXP, "long").execution_state == "running", 90, "the job to run", interval=0.2)
     client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=models.ScaleSettings(
         manual=models.ManualScaleSettings(target_node_count=0, node_deallocation_option="requeue"))))
-    until(lambda: client.jobs.get(RG, ws, EXP, "long").execution_state == "queued", what="the job to be requeued")
+    until(lambda: client.jobs.get(RG, ws, EXP, "long").execution_state == "queued", 90, "the job to be requeued", interval=0.2)
     client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=manual(2)))
     assert ended(client, ws, "long").execution_state == "succeeded"
     events = srv.http().get(f"{base(ws)}/experiments/{EXP}/jobs/long", params=V).json()["properties"]["events"]

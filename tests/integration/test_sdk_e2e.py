@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from datetime import timedelta
 
 import httpx
@@ -11,18 +10,16 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.batchai import models
 
-RG, WS, EXP = "rg", "ws", "exp"
+from tests.support.naming import unique_name
+from tests.support.waiting import until
+
+RG, WS, EXP = "rg", unique_name("sdk"), "exp"
 pytestmark = pytest.mark.timeout(180)
 
 
 def wait_job(sdk, name, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = sdk.jobs.get(RG, WS, EXP, name)
-        if job.execution_state in ("succeeded", "failed"):
-            return job
-        time.sleep(0.2)
-    raise TimeoutError(f"job {name} still {job.execution_state}")
+    return until(lambda: (job := sdk.jobs.get(RG, WS, EXP, name)).execution_state in ("succeeded", "failed") and job, timeout,
+                 f"job {name} to end", interval=0.2)
 
 
 def files(sdk, job, output_id="stdouterr"):
@@ -54,11 +51,8 @@ def cluster(sdk):
         vm_size="STANDARD_NC6", user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
         scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)),
     )).result()
-    deadline = time.time() + 60
-    while cluster.node_state_counts.idle_node_count != 2 or cluster.allocation_state != "steady":
-        assert time.time() < deadline, cluster.as_dict()
-        time.sleep(0.2)
-        cluster = sdk.clusters.get(RG, WS, "c1")
+    cluster = until(lambda: (c := sdk.clusters.get(RG, WS, "c1")).node_state_counts.idle_node_count == 2
+                    and c.allocation_state == "steady" and c, 60, "2 idle nodes, steady", interval=0.2)
     sdk.experiments.begin_create(RG, WS, EXP).result()
     return cluster
 
@@ -115,20 +109,14 @@ def test_terminate_kills_processes_on_every_node(sdk, cluster, tmp_path):
     script.write_text(f"import os, time\nopen('{pids}/' + os.environ['RANK'], 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
     sdk.jobs.begin_create(RG, WS, EXP, "sleepy", job_params(cluster.id, py_torch_settings=models.PyTorchSettings(
         python_script_file_path=str(script)))).result()
-    deadline = time.time() + 60
-    while len(list(pids.iterdir())) < 2:
-        assert time.time() < deadline
-        time.sleep(0.1)
+    until(lambda: len([p for p in pids.iterdir() if p.read_text()]) == 2, 60, "both ranks to write their pid")
     sdk.jobs.begin_terminate(RG, WS, EXP, "sleepy").result()
     job = sdk.jobs.get(RG, WS, EXP, "sleepy")
     assert job.execution_state == "failed"
     assert job.execution_info.errors[0].code == "JobTerminated"
     for pid_file in pids.iterdir():
         pid = int(pid_file.read_text())
-        deadline = time.time() + 10
-        while _alive(pid):
-            assert time.time() < deadline, f"process {pid} survived termination"
-            time.sleep(0.1)
+        until(lambda: not _alive(pid), 10, f"process {pid} to die with its terminated job")
 
 
 def _alive(pid: int) -> bool:
@@ -157,4 +145,4 @@ def test_delete_cascades(sdk, cluster, server):
                 lambda: sdk.experiments.get(RG, WS, EXP), lambda: sdk.jobs.get(RG, WS, EXP, "custom")):
         with pytest.raises(ResourceNotFoundError):
             get()
-    assert list(sdk.workspaces.list_by_resource_group(RG)) == []
+    assert WS not in [w.name for w in sdk.workspaces.list_by_resource_group(RG)]

@@ -9,8 +9,6 @@ simulated nodes, real controller, lifecycles, engine and SQLite store.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from fastapi.testclient import TestClient
 
@@ -22,16 +20,17 @@ from batchai.model import JobCreateParameters
 from batchai.services import Settings
 from batchai.submission import submit_job
 from function_app.embedded import EmbeddedHost
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
-SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "rg", "ws", "exp"
+SUB, RG, EXP = "00000000-0000-0000-0000-000000000000", "rg", "exp"
 V = {"api-version": "2018-05-01"}
-BASE = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
 
 
 @pytest.fixture
-def host(tmp_path):
+def host(tmp_path, unique_name):
     host = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), simulated_nodes={"heartbeat_seconds": 0.5})
+    host.workspace = unique_name("claims")
     host.build()
     host.engine.start()
     yield host
@@ -39,43 +38,40 @@ def host(tmp_path):
     host.engine.stop()
 
 
-def until(predicate, timeout=60.0):
-    deadline = time.time() + timeout
-    while not (value := predicate()):
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.05)
-    return value
+def base(host) -> str:
+    return f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{host.workspace}"
 
 
-CLUSTER = f"{BASE}/clusters/c"
+def cluster(host) -> str:
+    return f"{base(host)}/clusters/c"
 
 
-def job_id(name: str) -> str:
-    return ids.child_id(ids.child_id(ids.workspace_id(SUB, RG, WS), "experiments", EXP), "jobs", name)
+def job_id(host, name: str) -> str:
+    return ids.child_id(ids.child_id(ids.workspace_id(SUB, RG, host.workspace), "experiments", EXP), "jobs", name)
 
 
 def paused_cluster(host) -> TestClient:
     http = TestClient(host.app, headers={"Authorization": f"Bearer {host.token}"})
-    http.put(BASE, params=V, json={"location": "local"}).raise_for_status()
-    http.put(CLUSTER, params=V, json={"properties": {
+    http.put(base(host), params=V, json={"location": "local"}).raise_for_status()
+    http.put(cluster(host), params=V, json={"properties": {
         "vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
         "scaleSettings": {"manual": {"targetNodeCount": 2}}}}).raise_for_status()
-    http.put(f"{BASE}/experiments/{EXP}", params=V).raise_for_status()
-    until(lambda: http.get(CLUSTER, params=V).json()["properties"]["nodeStateCounts"]["idleNodeCount"] == 2)
-    http.post(f"{CLUSTER}/pause", params=V).raise_for_status()
+    http.put(f"{base(host)}/experiments/{EXP}", params=V).raise_for_status()
+    until(lambda: http.get(cluster(host), params=V).json()["properties"]["nodeStateCounts"]["idleNodeCount"] == 2, 60, "2 idle nodes")
+    http.post(f"{cluster(host)}/pause", params=V).raise_for_status()
     return http
 
 
 def submit(host, name: str, node_count: int = 2, command: str = "sleep 0.1") -> None:
-    submit_job(host.services, job_id(name), JobCreateParameters.model_validate({"properties": {
-        "cluster": {"id": CLUSTER}, "nodeCount": node_count, "stdOutErrPathPrefix": "/sim",
+    submit_job(host.services, job_id(host, name), JobCreateParameters.model_validate({"properties": {
+        "cluster": {"id": cluster(host)}, "nodeCount": node_count, "stdOutErrPathPrefix": "/sim",
         "customToolkitSettings": {"commandLine": command}}}))
 
 
 def test_a_queued_job_holding_a_node_is_freed_and_runs(host):
     http = paused_cluster(host)
-    cluster_id = CLUSTER
-    job_ids = [job_id("a"), job_id("b")]
+    cluster_id = cluster(host)
+    job_ids = [job_id(host, "a"), job_id(host, "b")]
     for name in ("a", "b"):
         submit(host, name)
     # what a pass that died after claiming, before starting, leaves: "a" queued and holding a node
@@ -84,7 +80,7 @@ def test_a_queued_job_holding_a_node_is_freed_and_runs(host):
 
     http.post(f"{cluster_id}/resume", params=V).raise_for_status()
     for each in job_ids:
-        assert until(lambda: host.store.get(each).properties["executionState"] in ("succeeded", "failed"))
+        assert until(lambda: host.store.get(each).properties["executionState"] in ("succeeded", "failed"), 60, f"{each} to end")
         assert host.store.get(each).properties["executionState"] == "succeeded"
     assert all(n.job is None and n.state == "idle" for n in host.store.nodes(cluster_id))
 
@@ -102,8 +98,8 @@ def test_a_pass_that_fails_half_way_still_starts_the_lifecycles_of_the_jobs_it_l
 
     monkeypatch.setattr(scheduling, "launch", launch_then_fail)
     with pytest.raises(RuntimeError, match="mid-pass"):
-        scheduling.run_pass(host.services, CLUSTER)
-    first, second = host.store.get(job_id("first")), host.store.get(job_id("second"))
+        scheduling.run_pass(host.services, cluster(host))
+    first, second = host.store.get(job_id(host, "first")), host.store.get(job_id(host, "second"))
     assert first.properties["executionState"] == "running"
     assert host.engine.status(job_instance(first)) is not None
     assert second.properties["executionState"] == "queued" and host.engine.status(job_instance(second)) is None
@@ -112,16 +108,16 @@ def test_a_pass_that_fails_half_way_still_starts_the_lifecycles_of_the_jobs_it_l
 def test_a_deleted_job_ends_its_lifecycle_and_a_new_job_of_its_name_is_not_driven_by_it(host):
     http = paused_cluster(host)
     submit(host, "again", node_count=1, command="sleep 600")
-    http.post(f"{CLUSTER}/resume", params=V).raise_for_status()
-    old = until(lambda: (r := host.store.get(job_id("again"))).properties["executionState"] == "running" and r)
-    until(lambda: host.engine.status(job_instance(old)) is not None)
-    http.delete(f"{BASE}/experiments/{EXP}/jobs/again", params=V).raise_for_status()
-    until(lambda: host.store.get(job_id("again")) is None)
-    until(lambda: (host.engine.status(job_instance(old)) or {}).get("runtimeStatus") == "COMPLETED", timeout=30)
+    http.post(f"{cluster(host)}/resume", params=V).raise_for_status()
+    old = until(lambda: (r := host.store.get(job_id(host, "again"))).properties["executionState"] == "running" and r, 60, "the job to start")
+    until(lambda: host.engine.status(job_instance(old)) is not None, 30, "its lifecycle to start")
+    http.delete(f"{base(host)}/experiments/{EXP}/jobs/again", params=V).raise_for_status()
+    until(lambda: host.store.get(job_id(host, "again")) is None, 60, "the job to be deleted")
+    until(lambda: (host.engine.status(job_instance(old)) or {}).get("runtimeStatus") == "COMPLETED", 30, "the old lifecycle to end")
 
-    http.post(f"{CLUSTER}/pause", params=V).raise_for_status()
+    http.post(f"{cluster(host)}/pause", params=V).raise_for_status()
     submit(host, "again")
-    new = host.store.get(job_id("again"))
+    new = host.store.get(job_id(host, "again"))
     view = activities_jobs.observe_job(host.services, lifecycle_input(old))
     assert view["state"] == "gone"  # the old lifecycle, had it lived, would see no job of its own
     assert activities_jobs.observe_job(host.services, lifecycle_input(new))["state"] == "queued"

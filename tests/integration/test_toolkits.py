@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from azure.mgmt.batchai import models
 
+from tests.support.naming import unique_name
+from tests.support.waiting import until
+
 pytestmark = pytest.mark.timeout(240)
-RG, WS, EXP = "rg", "toolkits", "exp"
+RG, WS, EXP = "rg", unique_name("toolkits"), "exp"
 STANDIN = str(Path(__file__).resolve().parents[1] / "fixtures" / "standins" / "standin.py")
 PY = sys.executable
 
@@ -28,11 +30,7 @@ def cluster(sdk):
         vm_size="STANDARD_NC6", user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
         scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)),
     )).result()
-    deadline = time.time() + 60
-    while cluster.node_state_counts.idle_node_count != 2:
-        assert time.time() < deadline, cluster.as_dict()
-        time.sleep(0.2)
-        cluster = sdk.clusters.get(RG, WS, "two")
+    until(lambda: sdk.clusters.get(RG, WS, "two").node_state_counts.idle_node_count == 2, 60, "2 idle nodes", interval=0.2)
     sdk.experiments.begin_create(RG, WS, EXP).result()
     yield cluster
     sdk.workspaces.begin_delete(RG, WS).result()
@@ -47,10 +45,8 @@ def run_job(sdk, server, cluster, name: str, **toolkit) -> tuple[models.Job, dic
         **toolkit,
     )
     sdk.jobs.begin_create(RG, WS, EXP, name, params).result()
-    deadline = time.time() + 120
-    while (job := sdk.jobs.get(RG, WS, EXP, name)).execution_state not in ("succeeded", "failed"):
-        assert time.time() < deadline, f"{name} still {job.execution_state}"
-        time.sleep(0.2)
+    job = until(lambda: (j := sdk.jobs.get(RG, WS, EXP, name)).execution_state in ("succeeded", "failed") and j, 120,
+                f"job {name} to end", interval=0.2)
     out = next(Path(server.data_dir, "jobs").glob(f"*/mounts/out/*/*/workspaces/{WS}/experiments/{EXP}/jobs/{name}/*/outputs"))
     logs = out.parent.parent.parent.parent / "logs"
     records = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}

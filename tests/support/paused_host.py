@@ -22,11 +22,13 @@ def workspace_path(workspace: str) -> str:
 
 @contextmanager
 def paused_host(data_dir: Path, workspace: str, experiment: str) -> Iterator[EmbeddedHost]:
-    """Workspace, a paused 2-node cluster `c` and an experiment; `host.http` is an authorized client."""
+    """Workspace, a paused 2-node cluster `c` and an experiment; `host.http` is an authorized client,
+    `host.workspace` and `host.experiment` their names."""
     host = EmbeddedHost(data_dir, settings=Settings(data_dir=data_dir), simulated_nodes={"heartbeat_seconds": 5.0})
     host.build()
     host.engine.start()
     base = workspace_path(workspace)
+    host.workspace, host.experiment = workspace, experiment
     host.http = TestClient(host.app, headers={"Authorization": f"Bearer {host.token}"})
     host.http.put(base, params=V, json={"location": "local"}).raise_for_status()
     host.http.put(f"{base}/clusters/c", params=V, json={"properties": {

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from typing import IO, Callable
+
+from tests.support.waiting import until
 
 
 def free_port() -> int:
@@ -16,14 +17,12 @@ def free_port() -> int:
 
 def wait_until_ready(name: str, probe: Callable[[], None], process: subprocess.Popen, log: IO[str], timeout: float) -> None:
     """Until `probe` stops raising OSError; a server that exits meanwhile fails with its log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             log.seek(0)
             raise RuntimeError(f"{name} exited with {process.returncode}: {log.read()}")
-        try:
-            probe()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{name} was not ready within {timeout}s")
+        probe()
+        return True
+
+    until(answers, timeout, f"{name} to answer", ignoring=(OSError,))

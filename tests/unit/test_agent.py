@@ -25,6 +25,7 @@ import pytest
 from batchai.adapters.local_compute import LocalCompute
 from batchai.agent.runner import TaskRunner
 from batchai.frameworks.plan import NodeTask, Process
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -35,17 +36,6 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
 # ----- helpers ------------------------------------------------------------------------------------
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 def pid_alive(pid: int) -> bool:
@@ -100,6 +90,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if self.headers.get("Authorization") != f"Bearer {cp.token}":
+            with cp.cond:
+                cp.refused.append(self.path)
+                cp.cond.notify_all()
             return self._send(401, {"error": "bad token"})
         m = re.fullmatch(r"/internal/v1/nodes/([^/]+)/(register|heartbeat)", self.path)
         if not m:
@@ -138,6 +131,7 @@ class FakeControlPlane:
         self.actions: dict[str, str] = {}
         self.results: dict[str, dict] = {}  # first report of each task
         self.reports: list[dict] = []  # every finished entry received
+        self.refused: list[str] = []  # the path of every request refused for its token
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.cp = self
@@ -385,7 +379,7 @@ def test_kill_terminates_the_process_group(cp, node, tmp_path):
     task = make_task(tmp_path, "t-kill", [("", "sleep 60 & echo $! > child.pid; wait")])
     cp.give(node["id"], task)
     child_file = Path(task.cwd) / "child.pid"
-    wait_until(lambda: child_file.exists() and child_file.read_text().strip(), what="the child pid")
+    until(lambda: child_file.exists() and child_file.read_text().strip(), 10, "the child pid")
     cp.wait_running(node["id"], "t-kill")
     leader, child = exec_pid(task), int(child_file.read_text())
     assert pid_alive(leader) and pid_alive(child)
@@ -394,8 +388,8 @@ def test_kill_terminates_the_process_group(cp, node, tmp_path):
     result = cp.wait_result("t-kill")
     assert result["exitCode"] in (137, 143)
     assert result["error"] == "terminated"
-    wait_until(lambda: not pid_alive(leader) and not pid_alive(child), timeout=8, what="the task processes to die")
-    wait_until(lambda: (Path(node["root"]) / "agent.pids").read_text() == "", what="agent.pids to empty")
+    until(lambda: not pid_alive(leader) and not pid_alive(child), 8, "the task processes to die")
+    until(lambda: (Path(node["root"]) / "agent.pids").read_text() == "", 10, "agent.pids to empty")
 
 
 def test_start_is_idempotent(cp, node, tmp_path):
@@ -433,7 +427,7 @@ def test_sigterm_kills_tasks_and_reports_them(cp, node, nodes, tmp_path):
     task = make_task(tmp_path, "t-term", [("", "sleep 60")])
     cp.give(node["id"], task)
     cp.wait_running(node["id"], "t-term")
-    pid = wait_until(lambda: exec_pid(task), what="the task pid")
+    pid = until(lambda: exec_pid(task), 10, "the task pid")
     nodes.compute.stop_node(node)
     assert nodes.popen(node).wait(5) == 0
     result = cp.wait_result("t-term", timeout=1)
@@ -446,7 +440,7 @@ def test_shutdown_action_kills_tasks_and_exits_zero(cp, node, nodes, tmp_path):
     task = make_task(tmp_path, "t-shut", [("", "sleep 60")])
     cp.give(node["id"], task)
     cp.wait_running(node["id"], "t-shut")
-    pid = wait_until(lambda: exec_pid(task), what="the task pid")
+    pid = until(lambda: exec_pid(task), 10, "the task pid")
     cp.order(node["id"], "shutdown")
     assert nodes.popen(node).wait(8) == 0
     assert not pid_alive(pid)
@@ -478,7 +472,7 @@ def test_survives_control_plane_restart_on_new_port(cp_file, nodes, tmp_path):
         a.wait(lambda: [r["taskId"] for r in a.reports].count("t-fast") >= 3, what="t-fast re-sent")
         a.wait_running(node["id"], "t-slow")
         a.close()  # the control plane goes away; t-slow finishes while it is gone
-        time.sleep(2.0)
+        until(lambda: "task t-slow finished" in Path(slow.execution_log).read_text(), 10, "t-slow to finish")
         assert nodes.compute.is_alive(node)
         assert Path(slow.processes[0].stdout).read_text() == "done\n"
         b = FakeControlPlane()
@@ -523,7 +517,8 @@ def test_wrong_token_is_refused_until_fixed(cp, cp_file, tmp_path):
     nodes = Nodes(compute)
     try:
         node = nodes.start()
-        time.sleep(0.6)
+        register = f"/internal/v1/nodes/{node['id']}/register"
+        cp.wait(lambda: cp.refused.count(register) >= 3, what="the agent to try again after being refused")
         assert compute.is_alive(node) and not [b for n, b in cp.registrations if n == node["id"]]
     finally:
         nodes.cleanup()
@@ -554,7 +549,9 @@ def test_runner_without_processes_holds_the_node_until_killed(tmp_path):
     task = make_task(tmp_path, "t-empty", [])
     runner = TaskRunner(task, node_name="n", base_env={})
     runner.start()
-    assert not runner.join(0.3)  # holding
+    log = Path(task.execution_log)
+    until(lambda: log.exists() and "holding the node" in log.read_text(), 5, "the runner to hold the node")
+    assert not runner.join(0)  # where a task with processes would have ended, this one holds
     assert Path(task.dirs[0]).is_dir()
     assert runner.kill(grace=1.0)
     assert runner.join(5)
@@ -581,8 +578,8 @@ def test_runner_escalates_to_sigkill(tmp_path, monkeypatch):
     runner = TaskRunner(task, node_name="n")
     runner.start()
     try:
-        wait_until(lambda: Path(task.processes[0].stdout).exists() and Path(task.processes[0].stdout).read_text(),
-                   what="the trap")
+        until(lambda: Path(task.processes[0].stdout).exists() and Path(task.processes[0].stdout).read_text(), 10,
+              "the trap")
         pid = runner.pids()[0]
         runner.kill(grace=0.3)
         assert runner.join(5)
@@ -602,7 +599,7 @@ def test_repeated_orders_do_not_make_the_agent_spin(cp, node, tmp_path):
     cp.give(node["id"], task)
     cp.wait_running(node["id"], "t-stubborn")
     out = Path(task.processes[0].stdout)
-    wait_until(lambda: out.exists() and "ready" in out.read_text(), what="the trap")
+    until(lambda: out.exists() and "ready" in out.read_text(), 10, "the trap")
     n = len(cp.beats)
     t0 = time.monotonic()
     while time.monotonic() - t0 < 1.0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from batchai.agent.exec_server import HOSTS_ENV, REFUSED, SECRET_ENV, ExecServer
 from batchai.agent.rsh import parse_hosts
 from batchai.agent.runner import TaskRunner
 from batchai.frameworks.plan import NodeTask
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(30)
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,10 +69,8 @@ def test_a_wrong_secret_or_node_is_refused(node):
 def start_sleeper(server, marker: Path) -> tuple[subprocess.Popen, int]:
     """A remote `sleep` through rsh; returns the rsh process and the sleeper's pid on the node."""
     proc = rsh(server, "node-1", f"echo $$ > {marker}; exec sleep 60")
-    deadline = time.time() + 10
-    while not (marker.exists() and marker.read_text().strip()) and time.time() < deadline:
-        time.sleep(0.02)
-    return proc, int(marker.read_text())
+    pid = until(lambda: marker.exists() and marker.read_text().strip(), 10, "the remote sleeper's pid")
+    return proc, int(pid)
 
 
 def test_killing_the_task_kills_what_peers_started_there(node, tmp_path):
@@ -92,7 +90,4 @@ def test_hanging_up_kills_the_remote_command(node, tmp_path):
     proc, pid = start_sleeper(server, tmp_path / "pid")
     proc.kill()
     proc.wait()
-    deadline = time.time() + 10
-    while pid in runner.pids() and time.time() < deadline:
-        time.sleep(0.02)
-    assert pid not in runner.pids()
+    until(lambda: pid not in runner.pids(), 10, "the remote command to end with its caller")

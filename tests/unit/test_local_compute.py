@@ -14,10 +14,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_agent import CLUSTER_ID, HEARTBEAT, TOKEN, exec_pid, make_task, pid_alive, wait_until  # noqa: E402
+from test_agent import CLUSTER_ID, HEARTBEAT, TOKEN, exec_pid, make_task, pid_alive  # noqa: E402
 from test_agent import compute, cp, cp_file, node, nodes  # noqa: E402,F401 - the fake control plane's fixtures
 
 from batchai.adapters.local_compute import LocalCompute  # noqa: E402
+from tests.support.waiting import until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -37,7 +38,7 @@ def test_start_node_runs_an_agent_in_its_own_session(cp, nodes):
     assert body["pid"] == node["pid"] and body["root"] == node["root"]
     assert nodes.compute.is_alive(node)
     assert os.getsid(node["pid"]) == node["pid"] != os.getsid(0)  # Ctrl-C of our terminal does not reach it
-    log = wait_until(lambda: "registered" in (t := (Path(node["root"]) / "agent.log").read_text()) and t, what="the log")
+    log = until(lambda: "registered" in (t := (Path(node["root"]) / "agent.log").read_text()) and t, 10, "the log")
     assert TOKEN not in log
     cmdline = Path(f"/proc/{node['pid']}/cmdline").read_bytes().split(b"\0")
     assert TOKEN.encode() not in cmdline  # the token travels in the environment only
@@ -78,16 +79,16 @@ def test_kill_node_kills_the_task_processes_too(cp, node, nodes, tmp_path):
     task = make_task(tmp_path, "t-dead", [("", "sleep 60 & echo $! > child.pid; wait"), ("1", "sleep 60")])
     cp.give(node["id"], task)
     child_file = Path(task.cwd) / "child.pid"
-    wait_until(lambda: child_file.exists() and child_file.read_text().strip(), what="the child pid")
+    until(lambda: child_file.exists() and child_file.read_text().strip(), 10, "the child pid")
     pids_file = Path(node["root"]) / "agent.pids"
-    wait_until(lambda: len(pids_file.read_text().split()) == 2, what="agent.pids")
+    until(lambda: len(pids_file.read_text().split()) == 2, 10, "agent.pids")
     pids = [int(p) for p in pids_file.read_text().split()] + [int(child_file.read_text())]
     assert sorted(pids[:2]) == sorted([exec_pid(task), exec_pid(task, "1")])
     assert all(pid_alive(p) for p in pids)
     # from another instance, as a test that simulates a dead machine would do it
     LocalCompute(tmp_path / "data", control_plane_file=tmp_path / "cp.json", token=TOKEN).kill_node(node)
-    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=5, what="the task processes to die")
-    wait_until(lambda: not pid_alive(node["pid"]), timeout=5, what="the agent to die")
+    until(lambda: not any(pid_alive(p) for p in pids), 5, "the task processes to die")
+    until(lambda: not pid_alive(node["pid"]), 5, "the agent to die")
     assert not nodes.compute.is_alive(node)
     assert "t-dead" not in cp.results  # nobody reported it: the machine is dead
 

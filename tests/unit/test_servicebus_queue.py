@@ -10,7 +10,6 @@ create-job path of an embedded control plane over it, as test_submission_channel
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage
@@ -23,10 +22,11 @@ from batchai.queue_consumer import QueueConsumer, handle
 from batchai.submission import submit_message
 from tests.support.fake_servicebus import CONNECTION, FakeServiceBusClient, ManagementTransport, Namespace
 from tests.support.paused_host import job_names, paused_host
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
 TOPIC = "submissions"
-WS, EXP = "sbws", "sbexp"
+EXP = "sbexp"
 
 
 @pytest.fixture
@@ -173,8 +173,8 @@ def test_from_connection_string_builds_the_sdk_clients_without_connecting():
 
 
 @pytest.fixture
-def host(tmp_path):
-    with paused_host(tmp_path, WS, EXP) as h:
+def host(tmp_path, unique_name):
+    with paused_host(tmp_path, unique_name("sb"), EXP) as h:
         yield h
 
 
@@ -185,50 +185,42 @@ def consumer(host, queue):
     consumer.stop()
 
 
-def job_message(name: str) -> str:
-    return json.dumps({"workspace": WS, "experiment": EXP, "jobName": name, "cluster": "c", "job": {"properties": {
+def job_message(workspace: str, name: str) -> str:
+    return json.dumps({"workspace": workspace, "experiment": EXP, "jobName": name, "cluster": "c", "job": {"properties": {
         "nodeCount": 1, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
         "customToolkitSettings": {"commandLine": "true"}}}})
 
 
 def jobs(host) -> list[str]:
-    return job_names(host, WS, EXP)
-
-
-def until(predicate, timeout: float = 60):
-    deadline = time.time() + timeout
-    while not (value := predicate()):
-        assert time.time() < deadline
-        time.sleep(0.05)
-    return value
+    return job_names(host, host.workspace, EXP)
 
 
 def test_30_messages_become_30_jobs_high_before_normal_before_low(host, queue, consumer):
     priorities = ["low", "normal", "high"] * 10
     for i, priority in enumerate(priorities):
-        queue.publish(job_message(f"m{i:02d}"), priority=priority)
+        queue.publish(job_message(host.workspace, f"m{i:02d}"), priority=priority)
     consumer.start()
-    names = until(lambda: (lambda n: n if len(n) >= 30 else None)(jobs(host)))
+    names = until(lambda: (lambda n: n if len(n) >= 30 else None)(jobs(host)), 60, "30 jobs")
     assert len(set(names)) == 30
     rank = [{"high": 0, "normal": 1, "low": 2}[priorities[int(n[1:])]] for n in names]
     assert rank == sorted(rank)
-    until(lambda: queue.depth() == {"high": 0, "normal": 0, "low": 0})
+    until(lambda: queue.depth() == {"high": 0, "normal": 0, "low": 0}, 60, "the queue to drain")
     assert queue.dead_letters() == []
 
 
 def test_a_malformed_message_is_dead_lettered_with_the_reason_and_the_consumer_goes_on(host, queue, consumer):
     queue.publish("{not json", message_id="malformed")
-    queue.publish(job_message("x").replace(f'"workspace": "{WS}"', '"workspace": "nowhere"'), message_id="no-workspace")
-    queue.publish(job_message("good"), message_id="good")
+    queue.publish(job_message("nowhere", "x"), message_id="no-workspace")
+    queue.publish(job_message(host.workspace, "good"), message_id="good")
     consumer.start()
-    until(lambda: jobs(host) == ["good"])
-    dead = {d["id"]: d for d in until(lambda: (lambda d: d if len(d) == 2 else None)(queue.dead_letters()))}
+    until(lambda: jobs(host) == ["good"], 60, "the good message's job")
+    dead = {d["id"]: d for d in until(lambda: (lambda d: d if len(d) == 2 else None)(queue.dead_letters()), 60, "2 dead letters")}
     assert dead["malformed"]["reason"] == "MalformedMessage" and "not JSON" in dead["malformed"]["description"]
     assert dead["no-workspace"]["reason"] == "ResourceNotFound" and "nowhere" in dead["no-workspace"]["description"]
 
 
 def test_a_redelivered_message_creates_one_job(host, namespace, queue):
-    queue.publish(job_message("once"), message_id="key-1")
+    queue.publish(job_message(host.workspace, "once"), message_id="key-1")
     (first,) = queue.receive()
     submit_message(host.services, json.loads(first.body), idempotency_key=first.id)  # stored, then "crash"
     namespace.expire_locks()

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from batchai import ids
 from batchai.api import render
 from batchai.api.arm import json_body, page_records, paged
-from batchai.api.deletion import begin_delete
+from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, new_record, require, services, workspace_path
 from batchai.errors import ApiError
 from batchai.lifecycle import controller_instance, utcnow
@@ -54,7 +54,7 @@ async def create_cluster(request: Request, sub: str, rg: str, ws: str, cluster: 
     try:
         record = svc.store.create(record)
     except Conflict:
-        raise ApiError.conflict(f"The cluster '{cluster}' already exists; change it with an update (PATCH).")
+        raise ApiError.conflict(f"The cluster '{cluster}' already exists; change it with an update (PATCH).") from None
     svc.engine.schedule("cluster_controller", {"clusterId": rid}, controller_instance(record))
     return JSONResponse(_render(request, record))
 
@@ -109,7 +109,10 @@ def evict_node(request: Request, sub: str, rg: str, ws: str, cluster: str, node:
     target = next((n for n in svc.store.nodes(record.id) if n.name == node), None)
     if target is None:
         raise ApiError.not_found(f"The cluster has no node '{node}'.", target="node")
-    svc.compute.evict(target.handle())
+    evict = getattr(svc.compute, "evict", None)  # only local compute can take a node away on request
+    if evict is None:
+        raise ApiError.conflict("This deployment's compute cannot evict nodes on request.")
+    evict(target.handle())
     wake_cluster(svc, record)
     return JSONResponse({"node": node, "evicted": True}, status_code=202)
 
@@ -123,7 +126,7 @@ def get_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
 def delete_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     svc = services(request)
     record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
-    return begin_delete(request, record, svc.store.get(record.parent).body["location"])
+    return begin_delete(request, record, workspace_location(svc, ids.workspace_id(sub, rg, ws)))
 
 
 @router.get(WS + "/clusters")
@@ -168,7 +171,7 @@ async def create_file_server(request: Request, sub: str, rg: str, ws: str, fs: s
     try:
         record = svc.store.create(record)
     except Conflict:
-        raise ApiError.conflict(f"The file server '{fs}' already exists.")
+        raise ApiError.conflict(f"The file server '{fs}' already exists.") from None
     return JSONResponse(render.file_server(record))
 
 
@@ -181,7 +184,7 @@ def get_file_server(request: Request, sub: str, rg: str, ws: str, fs: str):
 def delete_file_server(request: Request, sub: str, rg: str, ws: str, fs: str):
     svc = services(request)
     record = require(svc, file_server_path(sub, rg, ws, fs), "file server")
-    return begin_delete(request, record, svc.store.get(record.parent).body["location"])
+    return begin_delete(request, record, workspace_location(svc, ids.workspace_id(sub, rg, ws)))
 
 
 @router.get(WS + "/fileServers")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from azure.mgmt.batchai import models
 
-from tests.integration.conftest import server, sdk  # noqa: F401 - the live control plane fixtures
+from tests.integration.conftest import sdk, server  # noqa: F401 - the live control plane fixtures
 
 pytestmark = [pytest.mark.frameworks, pytest.mark.timeout(900)]
 HERE = Path(__file__).resolve().parent

@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from activities import jobs as activities_jobs
 from activities import scheduling
 from batchai import ids
-from batchai.lifecycle import job_instance, lifecycle_input
 from batchai.adapters.simulated_compute import SimulatedCompute
+from batchai.lifecycle import job_instance, lifecycle_input
 from batchai.model import JobCreateParameters
 from batchai.services import Settings
 from batchai.submission import submit_job
@@ -86,7 +86,7 @@ def test_a_queued_job_holding_a_node_is_freed_and_runs(host):
 
     http.post(f"{cluster_id}/resume", params=V).raise_for_status()
     for each in job_ids:
-        assert until(lambda: host.store.get(each).properties["executionState"] in ("succeeded", "failed"))
+        assert until(lambda each=each: host.store.get(each).properties["executionState"] in ("succeeded", "failed"))
         assert host.store.get(each).properties["executionState"] == "succeeded"
     assert all(n.job is None and n.state == "idle" for n in host.store.nodes(cluster_id))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 
 def free_port() -> int:

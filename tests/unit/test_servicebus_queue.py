@@ -222,7 +222,7 @@ def test_a_malformed_message_is_dead_lettered_with_the_reason_and_the_consumer_g
     queue.publish(job_message("good"), message_id="good")
     consumer.start()
     until(lambda: jobs(host) == ["good"])
-    dead = {d["id"]: d for d in until(lambda: (lambda d: d if len(d) == 2 else None)(queue.dead_letters()))}
+    dead = {d["id"]: d for d in until(lambda: (lambda ds: ds if len(ds) == 2 else None)(queue.dead_letters()))}
     assert dead["malformed"]["reason"] == "MalformedMessage" and "not JSON" in dead["malformed"]["description"]
     assert dead["no-workspace"]["reason"] == "ResourceNotFound" and "nowhere" in dead["no-workspace"]["description"]
 

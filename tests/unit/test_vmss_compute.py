@@ -19,7 +19,13 @@ from azure.core.rest._http_response_impl import HttpResponseImpl
 from azure.core.utils import case_insensitive_dict
 
 from batchai.adapters.vmss_compute import (
-    DEFAULT_IMAGE, NODE_ENV, VmssCompute, custom_data, encode_custom_data, node_env_script, scale_set_name,
+    DEFAULT_IMAGE,
+    NODE_ENV,
+    VmssCompute,
+    custom_data,
+    encode_custom_data,
+    node_env_script,
+    scale_set_name,
 )
 
 SUB = "00000000-0000-0000-0000-000000000001"

@@ -1,8 +1,10 @@
-.PHONY: setup demo test test-slow test-frameworks bench
+.PHONY: setup demo check test test-slow test-frameworks bench
 setup:
 	bash scripts/setup.sh
 demo:
 	bash scripts/demo.sh
+check: setup  # ruff (lint, format check) and mypy
+	bash scripts/check.sh
 test:
 	bash scripts/test.sh
 test-slow:

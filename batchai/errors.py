@@ -29,13 +29,13 @@ class ApiError(Exception):
         return f"{self.code}: {self.message}" + (f" (target: {self.target})" if self.target else "")
 
     @classmethod
-    def bad_request(cls, message: str, target: str | None = None, code: str = "InvalidRequestContent") -> "ApiError":
+    def bad_request(cls, message: str, target: str | None = None, code: str = "InvalidRequestContent") -> ApiError:
         return cls(400, code, message, target)
 
     @classmethod
-    def not_found(cls, message: str, target: str | None = None) -> "ApiError":
+    def not_found(cls, message: str, target: str | None = None) -> ApiError:
         return cls(404, "ResourceNotFound", message, target)
 
     @classmethod
-    def conflict(cls, message: str, target: str | None = None) -> "ApiError":
+    def conflict(cls, message: str, target: str | None = None) -> ApiError:
         return cls(409, "Conflict", message, target)

@@ -15,9 +15,10 @@ both engines and the losers are cancelled), and turns each engine's own failure 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Generator, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)

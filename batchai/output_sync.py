@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from batchai.background import Repeating
 from batchai.ports import BlobStore, Record, Store

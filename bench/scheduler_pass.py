@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         active = {ids.key(j.id): j for j in store.job_summaries(cluster, ("running", "terminating"))}
         free = [n.id for n in nodes if usable(n, now, 60.0)]
         ends = busy_until(nodes, active, now, 60.0)
-        policy, placed = timed(lambda: place(queue, free, ends), args.repeat)
+        policy, placed = timed(lambda free=free, ends=ends: place(queue, free, ends), args.repeat)
         full, _ = timed(lambda: decide(store, cluster), args.repeat)
         results[name] = {"idleNodes": len(free), "placed": len(placed), "policy": policy, "pass": full}
         print(f"[pass] {name:10s}: {len(free):4d} idle nodes, {len(placed):4d} jobs placed;"

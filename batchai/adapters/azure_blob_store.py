@@ -9,7 +9,7 @@ with `AccountKey` rather than a token credential.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -29,7 +29,10 @@ class AzureBlobStore:
         key = getattr(service.credential, "account_key", None)
         if not key:
             raise ValueError("the blob connection string needs an AccountKey: SAS download URLs are signed with it")
-        self.account, self._key = service.account_name, key
+        if not service.account_name:
+            raise ValueError("the blob connection string needs an AccountName: SAS download URLs name it")
+        self.account: str = service.account_name
+        self._key = key
         self.container = service.get_container_client(container)
         try:
             self.container.create_container()
@@ -67,7 +70,7 @@ class AzureBlobStore:
     def download_url(self, name: str, expires_in: timedelta) -> str:
         sas = generate_blob_sas(
             self.account, self.container.container_name, name, account_key=self._key,
-            permission=BlobSasPermissions(read=True), expiry=datetime.now(timezone.utc) + expires_in,
+            permission=BlobSasPermissions(read=True), expiry=datetime.now(UTC) + expires_in,
         )
         return f"{self.container.get_blob_client(name).url}?{sas}"
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.cosmos import CosmosClient, PartitionKey
@@ -104,6 +105,11 @@ def _operation(doc: Doc) -> dict:
     return {"id": doc["ref"], **{k: doc[k] for k in ("kind", "resource", "status", "error", "created")}}
 
 
+def _freed_of(job: str, now: float) -> Callable[[Doc], Doc | None]:
+    """The change that frees a node still running `job`; None (no change) once it runs something else."""
+    return lambda d: {**d, "job": None, "state": "idle", "idle_since": now} if d["job"] == job and d["state"] == "running" else None
+
+
 class CosmosStore:
     """The Store port on one Cosmos DB database; creates the database and its containers if missing."""
 
@@ -115,7 +121,7 @@ class CosmosStore:
         self._create_counter("tasks")
 
     @classmethod
-    def connect(cls, endpoint: str, key: str, database: str = "batchai", **options: Any) -> "CosmosStore":
+    def connect(cls, endpoint: str, key: str, database: str = "batchai", **options: Any) -> CosmosStore:
         return cls(CosmosClient(endpoint, credential=key, **options), database)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -230,9 +236,8 @@ class CosmosStore:
             self._delete("tasks", task["id"], task["id"])
         for node in self._query("nodes", "SELECT c.id, c.job FROM c WHERE ARRAY_CONTAINS(@keys, c.job) AND c.state = 'running'",
                                 {"@keys": keys}):
-            job, now = node["job"], time.time()  # freed now: auto scale counts idleness from here
-            self._cas("nodes", node["id"], node["id"], lambda d: {**d, "job": None, "state": "idle", "idle_since": now}
-                      if d["job"] == job and d["state"] == "running" else None)
+            # freed now: auto scale counts idleness from here
+            self._cas("nodes", node["id"], node["id"], _freed_of(node["job"], time.time()))
 
     def jobs(self, *, states: Iterable[str], cluster: str | None = None) -> list[Record]:
         clause, params = _in("state", states)
@@ -249,7 +254,7 @@ class CosmosStore:
         rows = self._resources(f"c.type = 'jobs' AND c.cluster = @cluster AND {clause}", {**params, "@cluster": cluster_key},
                                _partition(cluster_key),
                                select="c.ref, c.seq, c.parent, c.state, c.node_count, c.priority, c.max_wall_clock, c.start_time")
-        return [JobSummary(*(row.get("ref" if f == "id" else f) for f in JobSummary._fields)) for row in rows]
+        return [JobSummary._make(row.get("ref" if f == "id" else f) for f in JobSummary._fields) for row in rows]
 
     # -- nodes ------------------------------------------------------------------------------
     def put_node(self, node: NodeRecord) -> None:

@@ -15,8 +15,9 @@ durable client binding of the current invocation (the extension's management end
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TimerTask
@@ -50,7 +51,7 @@ class DurableFunctionsFlow(ContextFlow):
 
     def all(self, tasks: Sequence[FlowTask]) -> FlowTask:
         return FlowTask(self._ctx.task_all([t.task for t in tasks]),
-                        lambda raw: [t.post(value) for t, value in zip(tasks, raw)])
+                        lambda raw: [t.post(value) for t, value in zip(tasks, raw, strict=True)])
 
     def any(self, tasks: Sequence[FlowTask]) -> FlowTask:
         def post(winner):
@@ -64,7 +65,7 @@ class DurableFunctionsFlow(ContextFlow):
 
     def now(self) -> datetime:
         now = self._ctx.current_utc_datetime
-        return now.astimezone(timezone.utc) if now.tzinfo else now.replace(tzinfo=timezone.utc)
+        return now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
 
     def failure(self, exc: BaseException) -> FlowTaskFailed:
         return FlowTaskFailed(str(exc).split(DETAILS_SEPARATOR, 1)[0].strip())

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from batchai.adapters.azure_blob_store import AzureBlobStore
 from batchai.adapters.fs_blob_store import FsBlobStore

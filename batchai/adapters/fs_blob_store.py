@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from batchai.ports import BlobInfo
@@ -63,7 +63,7 @@ class FsBlobStore:
                 name = path.relative_to(self.root).as_posix()
                 if name.startswith(prefix):
                     stat = path.stat()
-                    found.append(BlobInfo(name, stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc)))
+                    found.append(BlobInfo(name, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
         return sorted(found, key=lambda b: b.name)
 
     def delete(self, name: str) -> None:

@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.servicebus import (ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusReceiver,
-                              ServiceBusSender, ServiceBusSubQueue)
+from azure.servicebus import (
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusReceivedMessage,
+    ServiceBusReceiver,
+    ServiceBusSender,
+    ServiceBusSubQueue,
+)
 from azure.servicebus.amqp import AmqpMessageBodyType
 from azure.servicebus.management import ServiceBusAdministrationClient, SqlRuleFilter
 

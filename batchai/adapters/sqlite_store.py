@@ -12,9 +12,9 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Iterable
 
 from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
@@ -74,7 +74,7 @@ _SUMMARY_COLUMNS = ("id", "seq", "parent", "state", "node_count", "priority", "w
 
 def _columns(record: Record) -> dict:
     """The columns derived from a record's body, written with it."""
-    return {"state": state_of(record), "cluster": cluster_of(record), **dict(zip(_SCHEDULING_COLUMNS, scheduling_of(record)))}
+    return {"state": state_of(record), "cluster": cluster_of(record), **dict(zip(_SCHEDULING_COLUMNS, scheduling_of(record), strict=True))}
 
 
 class SqliteStore(SqliteDb):

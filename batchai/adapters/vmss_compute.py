@@ -44,8 +44,8 @@ import json
 import os
 import shlex
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.compute import ComputeManagementClient

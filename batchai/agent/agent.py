@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
 from batchai.agent.exec_server import ExecServer
@@ -297,7 +297,7 @@ class Agent:
             self.request_stop("shutdown")
             return True
         with self._lock:
-            acked = [t for t in answer.get("ack") or [] if isinstance(t, str) and self._finished.pop(t, None)]
+            acked = [t for t in answer.get("ack") or [] if isinstance(t, str) and self._finished.pop(t, None) is not None]
         started = [self._start(spec) for spec in answer.get("start") or []]
         killed = [self._kill(task_id) for task_id in answer.get("kill") or []]
         if action == "register":

@@ -26,7 +26,7 @@ import socketserver
 import struct
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from batchai.agent.runner import TaskRunner
 
@@ -138,7 +138,7 @@ class ExecServer:
         deadline = time.monotonic() + self.ready_wait
         runner = self._runner_for(request["secret"], self.ready_wait)
         proc = runner.exec(request["command"], wait=max(0.0, deadline - time.monotonic())) if runner is not None else None
-        if proc is None:
+        if runner is None or proc is None:
             log.warning("refused a remote launch: no running task of this node holds its secret")
             send(b"x", json.dumps({"exitCode": REFUSED, "error": "no running, prepared task of this node accepts the request"}).encode())
             return

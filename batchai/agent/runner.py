@@ -24,8 +24,8 @@ import signal
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from batchai.agent import containers
 from batchai.frameworks.container import PASSWORD_ENV, ContainerSpec, exec_command
@@ -38,7 +38,7 @@ TERMINATED = "terminated"
 
 def utc_now() -> str:
     """UTC ISO-8601 with a Z, millisecond precision."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def exit_code_of(returncode: int) -> int:
@@ -75,7 +75,7 @@ class TaskRunner:
         node_name: str,
         base_env: dict[str, str] | None = None,
         on_pids: Callable[[], None] | None = None,
-        on_done: Callable[["TaskRunner"], None] | None = None,
+        on_done: Callable[[TaskRunner], None] | None = None,
         after: Callable[[float], bool | None] | None = None,
     ):
         self.task = task
@@ -261,7 +261,7 @@ class TaskRunner:
             self._log("holding the node for the job")
             self._released.wait()
         self._stop_daemons([(started[i][1], waiters[i]) for i, (p, _) in enumerate(started) if p.daemon])
-        return next((codes[i] for i in main if codes[i]), 0), None
+        return next((code for code in (codes[i] for i in main) if code), 0), None
 
     def _wait_after(self) -> bool:
         while not self._released.is_set():

@@ -35,7 +35,7 @@ async def json_body(request: Request, *, required: bool = True) -> dict:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError.bad_request(f"The request body is not valid JSON: {exc}.")
+        raise ApiError.bad_request(f"The request body is not valid JSON: {exc}.") from exc
     if not isinstance(body, dict):
         raise ApiError.bad_request("The request body must be a JSON object.")
     return body
@@ -58,7 +58,7 @@ def skip_token(request: Request) -> int:
     try:
         return max(0, int(request.query_params.get("$skiptoken", "0")))
     except ValueError:
-        raise ApiError.bad_request("The $skiptoken is not valid.", target="$skiptoken")
+        raise ApiError.bad_request("The $skiptoken is not valid.", target="$skiptoken") from None
 
 
 def next_link(request: Request, token: int) -> str:

@@ -9,10 +9,10 @@ from fastapi.responses import JSONResponse
 
 from batchai import ids
 from batchai.api.arm import json_body, page_records, paged
-from batchai.api.deletion import begin_delete
 from batchai import render
-from batchai.records import new_record
+from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services, workspace_path
+from batchai.records import new_record
 from batchai.errors import ApiError
 from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
@@ -55,7 +55,7 @@ async def create_cluster(request: Request, sub: str, rg: str, ws: str, cluster: 
     try:
         record = svc.store.create(record)
     except Conflict:
-        raise ApiError.conflict(f"The cluster '{cluster}' already exists; change it with an update (PATCH).")
+        raise ApiError.conflict(f"The cluster '{cluster}' already exists; change it with an update (PATCH).") from None
     svc.engine.schedule("cluster_controller", {"clusterId": rid}, controller_instance(record))
     return JSONResponse(_render(request, record))
 
@@ -127,7 +127,7 @@ def get_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
 def delete_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     svc = services(request)
     record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
-    return begin_delete(request, record, svc.store.get(record.parent).body["location"])
+    return begin_delete(request, record, workspace_location(svc, ids.workspace_id(sub, rg, ws)))
 
 
 @router.get(WS + "/clusters")
@@ -172,7 +172,7 @@ async def create_file_server(request: Request, sub: str, rg: str, ws: str, fs: s
     try:
         record = svc.store.create(record)
     except Conflict:
-        raise ApiError.conflict(f"The file server '{fs}' already exists.")
+        raise ApiError.conflict(f"The file server '{fs}' already exists.") from None
     return JSONResponse(render.file_server(record))
 
 
@@ -185,7 +185,7 @@ def get_file_server(request: Request, sub: str, rg: str, ws: str, fs: str):
 def delete_file_server(request: Request, sub: str, rg: str, ws: str, fs: str):
     svc = services(request)
     record = require(svc, file_server_path(sub, rg, ws, fs), "file server")
-    return begin_delete(request, record, svc.store.get(record.parent).body["location"])
+    return begin_delete(request, record, workspace_location(svc, ids.workspace_id(sub, rg, ws)))
 
 
 @router.get(WS + "/fileServers")

@@ -6,9 +6,10 @@ from fastapi import Request
 
 from batchai import ids
 from batchai.api.arm import accepted, new_operation_id
-from batchai.api.deps import services
+from batchai.api.deps import require, services
 from batchai.lifecycle import utcnow
 from batchai.ports import Record
+from batchai.services import Services
 
 
 def begin_delete(request: Request, record: Record, location: str):
@@ -17,7 +18,14 @@ def begin_delete(request: Request, record: Record, location: str):
     svc.store.create_operation(op_id, "delete", record.id)
     svc.store.mutate(record.id, _deleting)
     svc.engine.schedule("resource_deletion", {"resourceId": record.id, "operationId": op_id}, f"delete-{op_id}")
-    return accepted(request, ids.parse(record.id).subscription, location, op_id)
+    parsed = ids.parse(record.id)
+    assert parsed is not None, record.id  # a stored resource's id is a Batch AI id
+    return accepted(request, parsed.subscription, location, op_id)
+
+
+def workspace_location(svc: Services, workspace_id: str) -> str:
+    """The location of a workspace, which its clusters, file servers, experiments and jobs share."""
+    return require(svc, workspace_id, "workspace").body["location"]
 
 
 def _deleting(record: Record) -> Record:

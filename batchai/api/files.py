@@ -14,15 +14,16 @@ import hashlib
 import hmac
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-from batchai.api.arm import paged, page_size, skip_token
+from batchai.api.arm import page_size, paged, skip_token
 from batchai.api.deps import services
 from batchai.errors import ApiError
 from batchai.output_sync import STDOUTERR, blob_prefix
@@ -83,7 +84,7 @@ def _file_entry(name: str, url: str, last_modified: datetime, size: int) -> dict
         "fileType": "file",
         "downloadUrl": url,
         "properties": {
-            "lastModified": last_modified.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "lastModified": last_modified.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "contentLength": size,
         },
     }
@@ -94,7 +95,7 @@ def _entry(request: Request, path: Path, expiry: int) -> dict:
         return {"name": path.name, "fileType": "directory"}
     stat = path.stat()
     return _file_entry(path.name, download_url(request, path, expiry),
-                       datetime.fromtimestamp(stat.st_mtime, timezone.utc), stat.st_size)
+                       datetime.fromtimestamp(stat.st_mtime, UTC), stat.st_size)
 
 
 def _page(request: Request, children: list[T], render: Callable[[T], dict]):
@@ -164,7 +165,7 @@ def download(request: Request, name: str, p: str, se: int, sig: str):
     try:
         path = base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)).decode()
     except ValueError:
-        raise ApiError(403, "AuthenticationFailed", "The download link is not valid.")
+        raise ApiError(403, "AuthenticationFailed", "The download link is not valid.") from None
     if not hmac.compare_digest(_sign(_key(request), path, se), sig):
         raise ApiError(403, "AuthenticationFailed", "The download link signature does not match.")
     if se < time.time():

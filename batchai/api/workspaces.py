@@ -7,12 +7,14 @@ from fastapi.responses import JSONResponse
 
 from batchai import ids
 from batchai.api.arm import json_body, page_records
-from batchai.api.deletion import begin_delete
 from batchai import render
-from batchai.records import new_record
+from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import RG, WS, require, services, workspace_path
+from batchai.errors import ApiError
+from batchai.records import new_record
 from batchai.model import WorkspaceCreateParameters, WorkspaceUpdateParameters, parse, validate_name
-from batchai.ports import Conflict
+from batchai.ports import Conflict, Mutation, Record
+from batchai.services import Services
 
 router = APIRouter()
 
@@ -30,7 +32,7 @@ async def create_workspace(request: Request, sub: str, rg: str, ws: str):
         def retag(r):
             r.body["tags"] = params.tags or {}
             return r
-        record = svc.store.mutate(rid, retag)
+        record = _mutate_workspace(svc, rid, retag)
     return JSONResponse(render.workspace(record))
 
 
@@ -45,7 +47,14 @@ async def update_workspace(request: Request, sub: str, rg: str, ws: str):
         if params.tags is not None:
             r.body["tags"] = params.tags
         return r
-    return JSONResponse(render.workspace(svc.store.mutate(rid, retag)))
+    return JSONResponse(render.workspace(_mutate_workspace(svc, rid, retag)))
+
+
+def _mutate_workspace(svc: Services, rid: str, change: Mutation) -> Record:
+    record = svc.store.mutate(rid, change)
+    if record is None:  # deleted in the meantime
+        raise ApiError.not_found(f"The workspace '{rid.rsplit('/', 1)[-1]}' was not found.")
+    return record
 
 
 @router.get(WS)
@@ -88,7 +97,7 @@ def create_experiment(request: Request, sub: str, rg: str, ws: str, exp: str):
     try:
         record = svc.store.create(new_record(rid, "experiments", exp, workspace.id, {}))
     except Conflict:
-        record = svc.store.get(rid)
+        record = require(svc, rid, "experiment")
     return render.experiment(record)
 
 
@@ -101,7 +110,7 @@ def get_experiment(request: Request, sub: str, rg: str, ws: str, exp: str):
 def delete_experiment(request: Request, sub: str, rg: str, ws: str, exp: str):
     svc = services(request)
     record = require(svc, experiment_path(sub, rg, ws, exp), "experiment")
-    return begin_delete(request, record, svc.store.get(record.parent).body["location"])
+    return begin_delete(request, record, workspace_location(svc, ids.workspace_id(sub, rg, ws)))
 
 
 @router.get(WS + "/experiments")

@@ -9,15 +9,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from batchai.cli.client import CliError, Client
+from batchai.cli.client import Client, CliError
 
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 DEFAULT_DATA_DIR = Path(os.environ.get("BATCHAI_DATA_DIR", Path.home() / ".batchai"))
@@ -58,9 +59,9 @@ class Context:
 @app.callback()
 def main(
     ctx: typer.Context,
-    url: Optional[str] = typer.Option(None, envvar="BATCHAI_URL",
-                                      help="Control plane URL (default: the one serving --data-dir, else :8080)."),
-    token: Optional[str] = typer.Option(None, envvar="BATCHAI_TOKEN", help="Bearer token (default: <data-dir>/token)."),
+    url: str | None = typer.Option(None, envvar="BATCHAI_URL",
+                                   help="Control plane URL (default: the one serving --data-dir, else :8080)."),
+    token: str | None = typer.Option(None, envvar="BATCHAI_TOKEN", help="Bearer token (default: <data-dir>/token)."),
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, envvar="BATCHAI_DATA_DIR", help="The embedded server's data directory."),
     subscription: str = typer.Option(DEFAULT_SUBSCRIPTION, envvar="BATCHAI_SUBSCRIPTION"),
     resource_group: str = typer.Option("default", "--resource-group", "-g", envvar="BATCHAI_RESOURCE_GROUP"),
@@ -100,10 +101,10 @@ def run(fn):
         return fn()
     except CliError as exc:
         errors.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
 
 
-def show(ctx: Context, data, columns: list[tuple[str, callable]]) -> None:
+def show(ctx: Context, data, columns: list[tuple[str, Callable[[Any], Any]]]) -> None:
     if ctx.as_json:
         print(json.dumps(data, indent=2))
         return
@@ -292,10 +293,10 @@ def job_body(client: Client, workspace: str, cluster: str | None, job_file: Path
 @job_app.command("create")
 def job_create(
     ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
-    cluster: Optional[str] = typer.Option(None, "--cluster", "-c", help="Cluster name in the workspace."),
-    job_file: Optional[Path] = typer.Option(None, "--file", "-f", help="An original Batch AI job file (job.json)."),
-    command: Optional[str] = typer.Option(None, "--command", help="A custom-toolkit command line instead of a file."),
-    nodes: Optional[int] = typer.Option(None, "--nodes", "-n", help="Node count (overrides the file)."),
+    cluster: str | None = typer.Option(None, "--cluster", "-c", help="Cluster name in the workspace."),
+    job_file: Path | None = typer.Option(None, "--file", "-f", help="An original Batch AI job file (job.json)."),
+    command: str | None = typer.Option(None, "--command", help="A custom-toolkit command line instead of a file."),
+    nodes: int | None = typer.Option(None, "--nodes", "-n", help="Node count (overrides the file)."),
     placeholder: list[str] = typer.Option([], "--placeholder", "-p", help="NAME=VALUE for <NAME> in the job file."),
 ):
     """Submit a job: from an original job file, or a command line."""
@@ -315,7 +316,7 @@ def job_submit(
     placeholder: list[str] = typer.Option([], "--placeholder", "-p", help="NAME=VALUE for <NAME> in the job file."),
     via: str = typer.Option("http", "--via", help="http (the REST API), queue (a submission message) or blob (a dropped file)."),
     priority: str = typer.Option("normal", "--priority", help="Queue priority: high, normal or low."),
-    key: Optional[str] = typer.Option(None, "--idempotency-key", help="Queue: the message id; a repeat creates no second job."),
+    key: str | None = typer.Option(None, "--idempotency-key", help="Queue: the message id; a repeat creates no second job."),
 ):
     """Submit a job file through one of the three channels (they end in the same create-job path)."""
     c = ctx.obj
@@ -414,7 +415,7 @@ def job_files(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, expe
 
 @job_app.command("logs")
 def job_logs(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
-             file: Optional[str] = typer.Option(None, "--file", help="One log file (default: every stdout/stderr file)."),
+             file: str | None = typer.Option(None, "--file", help="One log file (default: every stdout/stderr file)."),
              follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends.")):
     """Print a job's stdout/stderr, optionally following it until the job ends."""
     c = ctx.obj

@@ -25,7 +25,7 @@ def python_command(settings, ctx: LaunchContext, args: str | None = None) -> str
 
 def host_file(ctx: LaunchContext, slots: list[int]) -> str:
     """OpenMPI host file: one line per node of the job, with its share of the ranks."""
-    return "".join(f"{n.name} slots={s}\n" for n, s in zip(ctx.nodes, slots))
+    return "".join(f"{n.name} slots={s}\n" for n, s in zip(ctx.nodes, slots, strict=True))
 
 
 def split_ranks(process_count: int, node_count: int) -> list[list[int]]:

@@ -49,7 +49,7 @@ class NodeTask:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "NodeTask":
+    def from_json(cls, data: dict) -> NodeTask:
         prep = data.get("preparation")
         container = data.get("container")
         return cls(

@@ -7,8 +7,16 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from batchai.model.common import (
-    EnvironmentVariable, EnvironmentVariableWithSecretValue, FieldError, KeyVaultSecretReference, NonEmptyStr,
-    NonNegativeInt, ResourceId, WireModel, _ci_enum, check_unique_names,
+    EnvironmentVariable,
+    EnvironmentVariableWithSecretValue,
+    FieldError,
+    KeyVaultSecretReference,
+    NonEmptyStr,
+    NonNegativeInt,
+    ResourceId,
+    WireModel,
+    _ci_enum,
+    check_unique_names,
 )
 from batchai.model.mounts import MountVolumes
 
@@ -50,6 +58,7 @@ class ScaleSettings(WireModel):
     def initial_target_nodes(self) -> int:
         if self.manual is not None:
             return self.manual.target_node_count
+        assert self.auto_scale is not None  # _exactly_one: one of the two is given
         return self.auto_scale.initial_node_count
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails
 
 from batchai.errors import ApiError
 
@@ -146,8 +147,8 @@ def parse_duration(value: Any) -> timedelta:
         if m := _ISO.fullmatch(text):
             if text.upper() in ("P", "PT") or text.upper().endswith("T"):
                 raise ValueError(f"'{value}' is not a valid ISO-8601 duration")
-            weeks, days, hours, minutes, seconds = (_f(g) for g in m.groups())
-            result = timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+            w, d, h, mi, s = (_f(g) for g in m.groups())
+            result = timedelta(weeks=w, days=d, hours=h, minutes=mi, seconds=s)
         elif m := _DOTNET.fullmatch(text):
             days, hours, minutes, seconds, frac = m.groups()
             if int(hours) > 23 or int(minutes) > 59 or int(seconds) > 59:
@@ -234,7 +235,7 @@ _TYPE_MESSAGES = {
 }
 
 
-def describe_error(err: dict, prefix: str = "") -> tuple[str | None, str]:
+def describe_error(err: ErrorDetails, prefix: str = "") -> tuple[str | None, str]:
     """(target, message) for one pydantic error dict."""
     loc = tuple(err.get("loc", ()))
     kind = err.get("type", "")

@@ -19,8 +19,19 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, model_validator
 
 from batchai.model.common import (
-    Duration, EnvironmentVariable, EnvironmentVariableWithSecretValue, FieldError, KeyVaultSecretReference,
-    NonEmptyStr, NonNegativeInt, matching, PositiveInt, ResourceId, WireModel, _ci_enum, check_unique_names,
+    Duration,
+    EnvironmentVariable,
+    EnvironmentVariableWithSecretValue,
+    FieldError,
+    KeyVaultSecretReference,
+    NonEmptyStr,
+    NonNegativeInt,
+    PositiveInt,
+    ResourceId,
+    WireModel,
+    _ci_enum,
+    check_unique_names,
+    matching,
 )
 from batchai.model.mounts import MountVolumes
 

@@ -42,7 +42,8 @@ def load_job_file(raw: dict, *, cluster_id: str | None = None, placeholders: dic
     """
     if not isinstance(raw, dict):
         raise ApiError.bad_request("A job file must contain a JSON object.")
-    props = raw.get("properties") if isinstance(raw.get("properties"), dict) else raw
+    inner = raw.get("properties")
+    props = inner if isinstance(inner, dict) else raw
     props = {k: v for k, v in props.items() if k != "$schema"}
     if placeholders:
         props = substitute(props, {k.strip("<>"): v for k, v in placeholders.items()})

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterable, Sequence
 from operator import attrgetter, itemgetter
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 _SEQ = attrgetter("seq")

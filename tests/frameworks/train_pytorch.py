@@ -15,7 +15,7 @@ opt = torch.optim.SGD(model.parameters(), lr=0.1)
 gen = torch.Generator().manual_seed(rank)
 x = torch.randn(256, 4, generator=gen)
 y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1
-for step in range(50):
+for _step in range(50):
     opt.zero_grad()
     loss = ((model(x).squeeze(1) - y) ** 2).mean()
     loss.backward()

@@ -27,7 +27,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
-    def start(self, timeout: float = 30) -> "Server":
+    def start(self, timeout: float = 30) -> Server:
         (self.data_dir / "control-plane.json").unlink(missing_ok=True)
         env = {**os.environ, **self.env, "BATCHAI_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
         self.log = open(self.data_dir / "serve.log", "ab")

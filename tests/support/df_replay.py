@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from azure.durable_functions import Orchestrator
 from azure.durable_functions.models import DurableOrchestrationContext
@@ -44,12 +45,12 @@ class Run:
 
 
 def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class DFReplay:
     def __init__(self, orchestrator: Callable, activities: dict[str, Callable[[Any], Any]], *,
-                 instance_id: str = "df-test", start: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)):
+                 instance_id: str = "df-test", start: datetime = datetime(2026, 1, 1, tzinfo=UTC)):
         self.orchestrator = orchestrator
         self.activities = activities
         self.instance_id = instance_id
@@ -127,7 +128,7 @@ class DFReplay:
                 return [self._event(H.EVENT_RAISED, Name=name, Input=json.dumps(data))]
         if timers:
             fire_at, key = min(timers, key=lambda t: (t[0], t[1]))
-            self.clock = max(self.clock, fire_at if fire_at.tzinfo else fire_at.replace(tzinfo=timezone.utc))
+            self.clock = max(self.clock, fire_at if fire_at.tzinfo else fire_at.replace(tzinfo=UTC))
             run.timers_fired += 1
             return [self._event(H.TIMER_CREATED, EventId=key), self._event(H.TIMER_FIRED, TimerId=key, FireAt=_iso(self.clock))]
         return []

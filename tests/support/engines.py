@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from batchai.adapters.durable_functions_flow import as_df_orchestrator
 from batchai.adapters.durabletask_engine import DurableTaskEngine

@@ -3,9 +3,9 @@ exactly the jobs it creates. Simulated nodes, since nothing here needs a job to 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from fastapi.testclient import TestClient
 

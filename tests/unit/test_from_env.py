@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from batchai.adapters.from_env import azure_compute, blob_store, drop_store, resource_store, submission_queue
-from batchai.adapters.servicebus_queue import ServiceBusSubmissionQueue
-from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 from batchai.adapters.fs_blob_store import FsBlobStore
+from batchai.adapters.servicebus_queue import ServiceBusSubmissionQueue
+from batchai.adapters.simulated_compute import SimulatedCompute
+from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 from batchai.adapters.sqlite_store import SqliteStore
 from batchai.adapters.vmss_compute import VmssCompute
 from batchai.ports import Record

@@ -12,8 +12,15 @@ from msrest import Serializer
 
 from batchai.errors import ApiError
 from batchai.model import (
-    ClusterCreateParameters, FileServerCreateParameters, JobCreateParameters, WorkspaceCreateParameters,
-    load_job_file, parse, redact_cluster, redact_job, validate_name,
+    ClusterCreateParameters,
+    FileServerCreateParameters,
+    JobCreateParameters,
+    WorkspaceCreateParameters,
+    load_job_file,
+    parse,
+    redact_cluster,
+    redact_job,
+    validate_name,
 )
 
 RECIPES = sorted((Path(__file__).parents[1] / "fixtures" / "recipes").glob("*/job*.json"))

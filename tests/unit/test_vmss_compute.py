@@ -9,7 +9,13 @@ import json
 import pytest
 
 from batchai.adapters.vmss_compute import (
-    DEFAULT_IMAGE, NODE_ENV, VmssCompute, custom_data, encode_custom_data, node_env_script, scale_set_name,
+    DEFAULT_IMAGE,
+    NODE_ENV,
+    VmssCompute,
+    custom_data,
+    encode_custom_data,
+    node_env_script,
+    scale_set_name,
 )
 from tests.support.fake_arm import RG, SUB, FakeArm, FakeCredential
 

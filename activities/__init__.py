@@ -7,8 +7,7 @@ same functions run under the embedded durabletask worker and under Azure Functio
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable
+from collections.abc import Callable
 
 from activities import clusters, jobs, resources
 
@@ -23,8 +22,10 @@ ACTIVITIES: dict[str, Callable] = {
 
 
 def bind(services) -> dict[str, Callable]:
-    def named(name, fn):
-        bound = partial(fn, services)
+    def named(name: str, fn: Callable) -> Callable:
+        def bound(inp):
+            return fn(services, inp)
+
         bound.__name__ = name
         return bound
 

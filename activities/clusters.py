@@ -40,11 +40,11 @@ def control_cluster(svc: Services, inp: dict) -> dict:
     target, wait = resize(svc, cluster, now)
     paused = bool(cluster.internal.get("paused"))
     started = [] if paused else run_pass(svc, cluster.id)
-    return {"state": "ok", "target": target, "paused": paused, "started": len(started),
-            "lost": lost, "evicted": evicted, "wait": wait}
+    return {"state": "ok", "target": target, "paused": paused, "started": len(started), "lost": lost, "evicted": evicted, "wait": wait}
 
 
 # ----- node health ------------------------------------------------------------------------------
+
 
 def retire_silent_nodes(svc: Services, cluster: Record, now: float) -> list[str]:
     """Nodes that missed their heartbeats are unusable; their tasks are void."""
@@ -75,6 +75,7 @@ def collect_evictions(svc: Services, cluster: Record) -> list[str]:
 
 
 # ----- scaling ----------------------------------------------------------------------------------
+
 
 def _replaceable(node: NodeRecord) -> bool:
     """Dead nodes are replaced; a node whose setup task failed stays, showing its error."""
@@ -107,8 +108,17 @@ def _start_node(svc: Services, cluster: Record, nodes: list[NodeRecord]) -> Node
     name = _next_name(nodes)
     node_id = f"{cluster.internal['uuid'][:8]}-{name.split('-')[-1]}-{uuid.uuid4().hex[:6]}"
     started = svc.compute.start_node(node_id=node_id, cluster_id=cluster.id, cluster_key=cluster.internal["uuid"], name=name)
-    node = NodeRecord(id=node_id, cluster=cluster.id, name=name, state="starting", pid=started["pid"],
-                      address=started["address"], root=started["root"], last_seen=0.0, machine=started.get("machine"))
+    node = NodeRecord(
+        id=node_id,
+        cluster=cluster.id,
+        name=name,
+        state="starting",
+        pid=started["pid"],
+        address=started["address"],
+        root=started["root"],
+        last_seen=0.0,
+        machine=started.get("machine"),
+    )
     svc.store.put_node(node)
     return node
 
@@ -147,8 +157,11 @@ def resize(svc: Services, cluster: Record, now: float) -> tuple[int, float]:
         live.append(_start_node(svc, cluster, nodes + live))
     if len(live) > target:
         option = ((cluster.properties.get("scaleSettings") or {}).get("manual") or {}).get("nodeDeallocationOption", "requeue")
-        idle = sorted((n for n in live if n.job is None and n.state in ("idle", "starting", "preparing", "unusable")),
-                      key=lambda n: (n.state == "idle", n.name), reverse=True)
+        idle = sorted(
+            (n for n in live if n.job is None and n.state in ("idle", "starting", "preparing", "unusable")),
+            key=lambda n: (n.state == "idle", n.name),
+            reverse=True,
+        )
         busy = sorted((n for n in live if n.job is not None), key=lambda n: n.name, reverse=True)
         for node in (idle + busy)[: len(live) - target]:
             if node.job is None:

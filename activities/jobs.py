@@ -9,8 +9,13 @@ from typing import TYPE_CHECKING
 from batchai import jobs
 from batchai.job_state import JobState, attempt_of, state_of
 from batchai.lifecycle import (
-    QUEUED_RECHECK_SECONDS, RUNNING_RECHECK_SECONDS, TERMINATING_RECHECK_SECONDS, node_is_lost, parse_time,
-    seconds_left, task_outcome,
+    QUEUED_RECHECK_SECONDS,
+    RUNNING_RECHECK_SECONDS,
+    TERMINATING_RECHECK_SECONDS,
+    node_is_lost,
+    parse_time,
+    seconds_left,
+    task_outcome,
 )
 from batchai.ports import Record
 

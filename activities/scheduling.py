@@ -37,8 +37,14 @@ def usable(node: NodeRecord, now: float, timeout: float) -> bool:
 
 
 def queued_job(summary: JobSummary) -> QueuedJob:
-    return QueuedJob(summary.id, summary.node_count or 1, summary.priority or "normal", summary.seq,
-                     summary.parent, wall_clock_seconds(summary.max_wall_clock))
+    return QueuedJob(
+        summary.id,
+        summary.node_count or 1,
+        summary.priority or "normal",
+        summary.seq,
+        summary.parent,
+        wall_clock_seconds(summary.max_wall_clock),
+    )
 
 
 def busy_until(nodes: list[NodeRecord], active: dict[str, JobSummary], now: float, timeout: float) -> list[float]:
@@ -116,9 +122,11 @@ def _place_and_launch(svc, cluster_id: str, launched: list[Record]) -> None:
 
 def file_server_export(svc):
     """file server id -> the directory it exports (its mount point), for the compute port."""
+
     def export(file_server_id: str) -> str | None:
         record = svc.store.get(file_server_id)
         return (record.properties.get("mountSettings") or {}).get("mountPoint") if record else None
+
     return export
 
 
@@ -150,7 +158,7 @@ def launch_context(svc, record: Record, nodes: list[NodeRecord]) -> LaunchContex
         output_segment=record.properties["jobOutputDirectoryPathSegment"],
         cluster_mount_root=str(svc.settings.cluster_mount_root(cluster.internal["uuid"])),
         job_dir=str(svc.settings.job_dir(record.internal["uuid"])),
-        nodes=tuple(PlacedNode(n.id, n.name, n.address or "127.0.0.1", n.root, n.exec_port or 0) for n in nodes),
+        nodes=tuple(PlacedNode(n.id, n.name, n.address or "127.0.0.1", n.root or "", n.exec_port or 0) for n in nodes),
         master_port=_free_port(),
         python=svc.settings.python,
         mpirun=mpirun_command(svc.settings.python),
@@ -181,14 +189,14 @@ def launch(svc, record: Record, nodes: list[NodeRecord], launched: list[Record])
         return
     # where the files really are: a path through a job-level mount ends with the job
     real = {"stdouterr": os.path.realpath(paths.stdouterr), "outputs": {k: os.path.realpath(v) for k, v in paths.outputs.items()}}
-    started = svc.store.mutate(record.id, job_state.change(job_state.start, now=utcnow(), nodes=[(n.id, n.name) for n in nodes], paths=real))
+    started = svc.store.mutate(
+        record.id, job_state.change(job_state.start, now=utcnow(), nodes=[(n.id, n.name) for n in nodes], paths=real)
+    )
     if started is None:
         svc.store.release_nodes(record.id)
         return
     launched.append(started)
-    svc.store.put_tasks([
-        TaskRecord(id=t.task_id, job=record.id, node=t.node_id, attempt=ctx.attempt, spec=t.to_json()) for t in tasks
-    ])
+    svc.store.put_tasks([TaskRecord(id=t.task_id, job=record.id, node=t.node_id, attempt=ctx.attempt, spec=t.to_json()) for t in tasks])
     svc.wake_nodes([n.id for n in nodes])
 
 

@@ -48,8 +48,13 @@ def process_drop(svc: Services, relative: str, content: bytes, params: dict | No
         except ValueError as exc:
             raise ApiError.bad_request(f"The job file is not JSON: {exc}") from None
         params = params or {}
-        message = {"workspace": workspace, "experiment": experiment, "jobName": job, "job": job_file,
-                   **{k: params[k] for k in ("cluster", "placeholders", "resourceGroup", "subscription") if k in params}}
+        message = {
+            "workspace": workspace,
+            "experiment": experiment,
+            "jobName": job,
+            "job": job_file,
+            **{k: params[k] for k in ("cluster", "placeholders", "resourceGroup", "subscription") if k in params},
+        }
         key = "drop:" + hashlib.sha256(relative.encode() + b"\0" + content).hexdigest()
         accepted = submit_message(svc, message, idempotency_key=key)
         return {"status": "accepted", "jobId": accepted["id"]}
@@ -79,21 +84,23 @@ class DropBox:
         content = self.blobs.get(name)
         if content is None:
             return None
-        relative, stem = name[len(INBOX):], name[: -len(".json")]
+        relative, stem = name[len(INBOX) :], name[: -len(".json")]
         sidecar_name = stem + ".params.json"
         sidecar = self.blobs.get(sidecar_name)
         try:
             params = parse_sidecar(sidecar)
         except ValueError as exc:
-            status = {"status": "rejected", "error": {"code": "InvalidDrop", "message": str(exc),
-                                                      "target": sidecar_name.rsplit("/", 1)[-1]}}
+            status = {
+                "status": "rejected",
+                "error": {"code": "InvalidDrop", "message": str(exc), "target": sidecar_name.rsplit("/", 1)[-1]},
+            }
         else:
             status = process_drop(self.svc, relative, content, params)
         self.blobs.put(stem + ".status.json", (json.dumps(status, indent=2) + "\n").encode())
         outcome = "processed" if status["status"] == "accepted" else "rejected"
         self._move(name, f"{outcome}/{relative}", content)
         if sidecar is not None:
-            self._move(sidecar_name, f"{outcome}/{sidecar_name[len(INBOX):]}", sidecar)
+            self._move(sidecar_name, f"{outcome}/{sidecar_name[len(INBOX) :]}", sidecar)
         log.info("drop %s %s", relative, status["status"])
         return status
 
@@ -131,7 +138,7 @@ def is_drop(name: str) -> bool:
     if not name.startswith(INBOX):
         return False
     try:
-        parse_drop_path(name[len(INBOX):])
+        parse_drop_path(name[len(INBOX) :])
     except ValueError:
         return False
     return True

@@ -16,9 +16,9 @@ every terminal state is entered with exactly one event named after it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from functools import partial
-from typing import Callable
 
 from batchai.ports import Record
 
@@ -84,13 +84,16 @@ def _end(record: Record, state: JobState, now: str, *, exit_code: int | None = N
 
 def _from(*states: JobState):
     """A transition that leaves only from `states`: anything else is refused (None)."""
+
     def guard(fn):
         def change(record: Record, *args, **kwargs) -> Record | None:
             if state_of(record) not in states:
                 return None
             return fn(record, *args, **kwargs)
+
         change.__name__, change.__doc__ = fn.__name__, fn.__doc__
         return change
+
     return guard
 
 
@@ -133,7 +136,9 @@ def finish(record: Record, now: str, *, outcome: dict) -> Record:
     """The attempt is decided (`outcome`: exitCode, error) or, terminating, its processes are stopped."""
     code = outcome.get("exitCode")
     if state_of(record) is JobState.TERMINATING:
-        return _end(record, JobState.FAILED, now, exit_code=code, error=END_REASONS.get(record.internal.get("endReason"), TERMINATED))
+        return _end(
+            record, JobState.FAILED, now, exit_code=code, error=END_REASONS.get(record.internal.get("endReason", "terminate"), TERMINATED)
+        )
     if code == 0:
         return _end(record, JobState.SUCCEEDED, now, exit_code=0)
     error = {"code": "JobFailed", "message": outcome["error"]} if outcome.get("error") else None
@@ -150,8 +155,12 @@ def requeue(record: Record, now: str, *, attempt: int, nodes: list[str], evicted
     record_event(record, now, "node evicted" if evicted else "node lost", nodes=nodes)
     failures = attempt - record.internal["evictions"]
     if failures >= max_attempts:
-        return _end(record, JobState.FAILED, now, error={
-            "code": "NodeFailure", "message": f"The job's nodes failed {failures} times; the retry budget is exhausted."})
+        return _end(
+            record,
+            JobState.FAILED,
+            now,
+            error={"code": "NodeFailure", "message": f"The job's nodes failed {failures} times; the retry budget is exhausted."},
+        )
     record.internal["attempt"] = attempt + 1
     record.internal.pop("killRequestedAt", None)
     return _enter(record, JobState.QUEUED, now)

@@ -30,8 +30,9 @@ def stop_tasks(svc: Services, record: Record) -> None:
     """The attempt's pending tasks never start; running ones are killed by their node agents."""
     woken = set()
     for t in attempt_tasks(svc, record):
-        if t.state == "pending" and svc.store.update_task(t.id, only_if_state=["pending"], state="finished", error="terminated",
-                                                         end_time=utcnow()):
+        if t.state == "pending" and svc.store.update_task(
+            t.id, only_if_state=["pending"], state="finished", error="terminated", end_time=utcnow()
+        ):
             continue
         if t.state in ("pending", "running") and svc.store.update_task(t.id, only_if_state=["running"], state="killing"):
             woken.add(t.node)
@@ -109,9 +110,17 @@ def requeue(svc: Services, job_id: str, outcome: dict) -> Record | None:
     stop_tasks(svc, record)
     names = sorted(record.internal.get("nodeNames", {}).get(i, i) for i in lost_nodes | evicted_nodes)
     evicted = bool(evicted_nodes) and not (lost_nodes - evicted_nodes)
-    updated = svc.store.mutate(record.id, job_state.change(
-        job_state.requeue, now=utcnow(), attempt=job_state.attempt_of(record), nodes=names, evicted=evicted,
-        max_attempts=svc.settings.max_attempts))
+    updated = svc.store.mutate(
+        record.id,
+        job_state.change(
+            job_state.requeue,
+            now=utcnow(),
+            attempt=job_state.attempt_of(record),
+            nodes=names,
+            evicted=evicted,
+            max_attempts=svc.settings.max_attempts,
+        ),
+    )
     if updated is not None and state_of(updated).is_terminal():
         unmount_job_volumes(svc, updated)
     svc.store.release_nodes(record.id)

@@ -7,7 +7,7 @@ what is stored now (the source of truth), never from what an event claimed.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from batchai.job_state import TERMINAL, JobState, attempt_of
@@ -42,7 +42,7 @@ def controller_instance(cluster: Record) -> str:
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> datetime:
@@ -68,12 +68,17 @@ def settled_view(record: Record) -> dict:
 
 def launch_view(record: Record, now: float) -> dict:
     """What a lifecycle starts with: the job just launched, nothing decided yet."""
-    return {"state": JobState.RUNNING.value, "attempt": attempt_of(record), "outcome": None, "deadlineExceeded": False,
-            "wait": max(0.1, min(RUNNING_RECHECK_SECONDS, seconds_left(record, now)))}
+    return {
+        "state": JobState.RUNNING.value,
+        "attempt": attempt_of(record),
+        "outcome": None,
+        "deadlineExceeded": False,
+        "wait": max(0.1, min(RUNNING_RECHECK_SECONDS, seconds_left(record, now))),
+    }
 
 
 def is_settled(view: dict | None) -> bool:
-    return bool(view) and (view["state"] in TERMINAL or view["state"] == "gone")
+    return view is not None and (view["state"] in TERMINAL or view["state"] == "gone")
 
 
 def holds_only(task: TaskRecord) -> bool:

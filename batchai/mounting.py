@@ -37,6 +37,7 @@ class WriteFile:
 @dataclass(frozen=True)
 class SecretFetch:
     """The node fetches a Key Vault secret into `variable` before the steps that use it."""
+
     variable: str
     secret_url: str
 
@@ -68,22 +69,36 @@ def plan_mounts(volumes, root: str, *, file_server_address=lambda file_server_id
         path = f"{root}/{share.relative_mount_path.strip('/')}"
         url = urlsplit(share.azure_file_url)
         fetch, key = _key(share.credentials, f"AFS_KEY_{i}")
-        options = (f"vers=3.0,username={share.account_name},password={key},dir_mode={share.directory_mode},"
-                   f"file_mode={share.file_mode},serverino")
-        steps += [*fetch, MakeDir(path),
-                  Run(["mount", "-t", "cifs", f"//{url.hostname}{url.path}", path, "-o", options], secret=key)]
+        options = (
+            f"vers=3.0,username={share.account_name},password={key},dir_mode={share.directory_mode},file_mode={share.file_mode},serverino"
+        )
+        steps += [*fetch, MakeDir(path), Run(["mount", "-t", "cifs", f"//{url.hostname}{url.path}", path, "-o", options], secret=key)]
     for i, blob in enumerate(volumes.azure_blob_file_systems or []):
         path = f"{root}/{blob.relative_mount_path.strip('/')}"
         config = f"{root}/.blobfuse/{blob.relative_mount_path.strip('/').replace('/', '_')}.cfg"
         fetch, key = _key(blob.credentials, f"BLOB_KEY_{i}")
         tmp = f"{BLOBFUSE_TMP}/{blob.relative_mount_path.strip('/').replace('/', '_')}"
-        argv = ["blobfuse", path, f"--tmp-path={tmp}", f"--config-file={config}", "-o", "attr_timeout=240",
-                "-o", "entry_timeout=240", "-o", "negative_timeout=120"]
+        argv = [
+            "blobfuse",
+            path,
+            f"--tmp-path={tmp}",
+            f"--config-file={config}",
+            "-o",
+            "attr_timeout=240",
+            "-o",
+            "entry_timeout=240",
+            "-o",
+            "negative_timeout=120",
+        ]
         if blob.mount_options:
             argv += shlex.split(blob.mount_options)
-        steps += [*fetch, MakeDir(path), MakeDir(tmp),
-                  WriteFile(config, f"accountName {blob.account_name}\naccountKey {key}\ncontainerName {blob.container_name}\n", secret=key),
-                  Run(argv)]
+        steps += [
+            *fetch,
+            MakeDir(path),
+            MakeDir(tmp),
+            WriteFile(config, f"accountName {blob.account_name}\naccountKey {key}\ncontainerName {blob.container_name}\n", secret=key),
+            Run(argv),
+        ]
     for server in volumes.file_servers or []:
         path = f"{root}/{server.relative_mount_path.strip('/')}"
         address = file_server_address(server.file_server.id)
@@ -108,6 +123,7 @@ def plan_unmounts(steps: list[Step]) -> list[Run]:
 
 def render(steps: list[Step], *, redact: bool = True) -> str:
     """A shell script for the steps; with `redact` (the default) credentials are masked."""
+
     def hide(text: str, secret: str | None) -> str:
         return text.replace(secret, MASK) if redact and secret and not secret.startswith("${") else text
 

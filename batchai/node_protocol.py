@@ -39,8 +39,14 @@ def register(svc, node_id: str, body: dict) -> dict:
                 _node_lost(svc, t.job)
     joined = node.state in ("starting", "preparing")
     svc.store.update_node(
-        node_id, boot_id=body["bootId"], pid=body.get("pid"), address=body.get("address"), root=body.get("root"),
-        exec_port=body.get("execPort"), last_seen=time.time(), state=node.state,
+        node_id,
+        boot_id=body["bootId"],
+        pid=body.get("pid"),
+        address=body.get("address"),
+        root=body.get("root"),
+        exec_port=body.get("execPort"),
+        last_seen=time.time(),
+        state=node.state,
     )
     if joined:
         _join(svc, svc.store.get_node(node_id), body["bootId"])
@@ -56,8 +62,11 @@ def _join(svc, node, boot_id: str) -> None:
         _wake_controller(svc, node.cluster)
         return
     task = plan_node_setup(
-        setup, cluster_id=cluster.id, node=PlacedNode(node.id, node.name, node.address or "127.0.0.1", node.root or ""),
-        cluster_mount_root=str(svc.settings.cluster_mount_root(cluster.internal["uuid"])), boot_id=boot_id,
+        setup,
+        cluster_id=cluster.id,
+        node=PlacedNode(node.id, node.name, node.address or "127.0.0.1", node.root or ""),
+        cluster_mount_root=str(svc.settings.cluster_mount_root(cluster.internal["uuid"])),
+        boot_id=boot_id,
     )
     svc.store.put_tasks([TaskRecord(id=task.task_id, job=cluster.id, node=node.id, attempt=0, spec=task.to_json())])
     svc.store.update_node(node.id, state="preparing", error=None)
@@ -72,7 +81,9 @@ def _setup_finished(svc, node_id: str, result: dict) -> None:
             _wake_controller(svc, node.cluster)
         return
     reason = result.get("error") or f"exit code {code}"
-    svc.store.update_node(node_id, state="unusable", error=f"The node setup task failed ({reason}); its logs are under the setup task's stdOutErrPathPrefix.")
+    svc.store.update_node(
+        node_id, state="unusable", error=f"The node setup task failed ({reason}); its logs are under the setup task's stdOutErrPathPrefix."
+    )
 
 
 def _wake_controller(svc, cluster_id: str) -> None:
@@ -85,9 +96,13 @@ def _record_results(svc, node_id: str, body: dict) -> list[str]:
     for result in body.get("finished", []):
         task_id = result["taskId"]
         if svc.store.update_task(
-            task_id, only_if_state=["pending", "running", "killing"], state="finished",
-            exit_code=result.get("exitCode"), error=result.get("error"),
-            start_time=result.get("startTime"), end_time=result.get("endTime"),
+            task_id,
+            only_if_state=["pending", "running", "killing"],
+            state="finished",
+            exit_code=result.get("exitCode"),
+            error=result.get("error"),
+            start_time=result.get("startTime"),
+            end_time=result.get("endTime"),
         ):
             task = svc.store.get_task(task_id)
             if task is not None and task.attempt == SETUP_ATTEMPT:
@@ -102,7 +117,9 @@ def _record_results(svc, node_id: str, body: dict) -> list[str]:
 def _record_warnings(svc, job_id: str, node_id: str, warnings: list[str]) -> None:
     if warnings:
         node = svc.store.get_node(node_id)
-        svc.store.mutate(job_id, job_state.change(job_state.note_warnings, now=utcnow(), node=node.name if node else node_id, warnings=warnings))
+        svc.store.mutate(
+            job_id, job_state.change(job_state.note_warnings, now=utcnow(), node=node.name if node else node_id, warnings=warnings)
+        )
 
 
 def _orders(svc, node_id: str, body: dict) -> tuple[list[dict], list[str]]:

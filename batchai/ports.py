@@ -7,9 +7,10 @@ Records are plain dataclasses so adapters stay interchangeable and easy to fake.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Iterable, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 
 class Conflict(Exception):

@@ -53,8 +53,12 @@ class HostSettlement:
         raise Redeliver(f"submission message {message.id} will be delivered again")
 
     def dead_letter(self, message: QueueMessage, reason: str, description: str) -> None:
-        log.error("submission message %s can never become a job: %s: %s (the subscription dead-letters it after "
-                  "its last delivery)", message.id, reason, description)
+        log.error(
+            "submission message %s can never become a job: %s: %s (the subscription dead-letters it after its last delivery)",
+            message.id,
+            reason,
+            description,
+        )
         raise Redeliver(f"submission message {message.id} is rejected: {reason}")
 
 

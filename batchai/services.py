@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 from batchai.ports import BlobStore, Compute, Engine, Record, Store
 
@@ -27,9 +27,9 @@ class Settings:
     blob_sync_seconds: float = 1.0  # with blob storage: how often running jobs' new output is uploaded
 
     @classmethod
-    def from_env(cls, data_dir: Path, environ=os.environ) -> "Settings":
+    def from_env(cls, data_dir: Path, environ=os.environ) -> Settings:
         """Defaults, overridden by BATCHAI_<FIELD> variables (e.g. BATCHAI_AUTOSCALE_IDLE_SECONDS=5)."""
-        overrides = {}
+        overrides: dict = {}  # each field's own type, from its annotation
         for f in fields(cls):
             value = environ.get(f"BATCHAI_{f.name.upper()}")
             if value is not None and f.name not in ("data_dir", "python"):

@@ -23,7 +23,9 @@ def check_cluster(svc, props, workspace_id: str):
     cluster_id = props.cluster.id
     parsed = ids.parse(cluster_id)
     if parsed is None or parsed.kind != "clusters" or ids.key(parsed.workspace_id) != ids.key(workspace_id):
-        raise ApiError.bad_request("properties.cluster.id must be the id of a cluster in the job's workspace.", target="properties.cluster.id")
+        raise ApiError.bad_request(
+            "properties.cluster.id must be the id of a cluster in the job's workspace.", target="properties.cluster.id"
+        )
     cluster = svc.store.get(cluster_id)
     if cluster is None:
         raise ApiError.bad_request(f"The cluster '{parsed.name}' does not exist.", target="properties.cluster.id")
@@ -31,7 +33,8 @@ def check_cluster(svc, props, workspace_id: str):
     if props.node_count > capacity:
         raise ApiError.bad_request(
             f"properties.nodeCount ({props.node_count}) exceeds the {capacity} node(s) cluster '{parsed.name}' can have.",
-            target="properties.nodeCount")
+            target="properties.nodeCount",
+        )
     return cluster
 
 
@@ -44,10 +47,14 @@ def submit_job(svc, job_id: str, params: JobCreateParameters, *, idempotency_key
     returns the stored job instead of a conflict: a redelivered queue message is harmless.
     """
     parsed = ids.parse(job_id)
+    if parsed is None or parsed.experiment is None:
+        raise ApiError.bad_request(f"'{job_id}' is not the id of a job.")
     experiment = svc.store.get(ids.child_id(parsed.workspace_id, "experiments", parsed.experiment))
     if experiment is None:
         raise ApiError.not_found(f"The experiment '{parsed.experiment}' was not found.")
     props = params.properties
+    if props.cluster is None:
+        raise ApiError.bad_request("The job needs properties.cluster.", target="properties.cluster")
     cluster = check_cluster(svc, props, parsed.workspace_id)
     props.cluster.id = cluster.id
     job_uuid = uuid.uuid4().hex
@@ -62,7 +69,7 @@ def submit_job(svc, job_id: str, params: JobCreateParameters, *, idempotency_key
         existing = svc.store.get(job_id)
         if idempotency_key and existing is not None and existing.internal.get("idempotencyKey") == idempotency_key:
             return render.job(existing)
-        raise ApiError.conflict(f"The job '{parsed.name}' already exists in experiment '{parsed.experiment}'.")
+        raise ApiError.conflict(f"The job '{parsed.name}' already exists in experiment '{parsed.experiment}'.") from None
     wake_cluster(svc, cluster)
     return render.job(record)
 

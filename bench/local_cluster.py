@@ -59,8 +59,12 @@ def summary(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
     return {
-        "n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
-        "mean": statistics.fmean(values), "min": min(values), "max": max(values),
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p99": percentile(values, 99),
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "max": max(values),
     }
 
 
@@ -76,7 +80,10 @@ class Server:
         self.log_file = open(self.data_dir / "serve.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "batchai.cli.main", "serve", "--port", "0", "--data-dir", str(self.data_dir)],
-            env=env, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         deadline = time.time() + timeout
         cp = self.data_dir / "control-plane.json"
@@ -147,21 +154,31 @@ def check(response: httpx.Response) -> httpx.Response:
 
 
 def job_body(cluster_id: str) -> dict:
-    return {"properties": {
-        "cluster": {"id": cluster_id},
-        "nodeCount": 1,
-        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
-        "customToolkitSettings": {"commandLine": "true"},
-    }}
+    return {
+        "properties": {
+            "cluster": {"id": cluster_id},
+            "nodeCount": 1,
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+            "customToolkitSettings": {"commandLine": "true"},
+        }
+    }
 
 
 def setup(http: httpx.Client, nodes: int, timeout: float = 120) -> str:
     check(http.put(path_ws(), json={"location": "local"}))
-    cluster = check(http.put(path_cluster(), json={"properties": {
-        "vmSize": "STANDARD_D1_V2", "vmPriority": "dedicated",
-        "scaleSettings": {"manual": {"targetNodeCount": nodes, "nodeDeallocationOption": "requeue"}},
-        "userAccountSettings": {"adminUserName": "bench"},
-    }})).json()
+    cluster = check(
+        http.put(
+            path_cluster(),
+            json={
+                "properties": {
+                    "vmSize": "STANDARD_D1_V2",
+                    "vmPriority": "dedicated",
+                    "scaleSettings": {"manual": {"targetNodeCount": nodes, "nodeDeallocationOption": "requeue"}},
+                    "userAccountSettings": {"adminUserName": "bench"},
+                }
+            },
+        )
+    ).json()
     deadline = time.time() + timeout
     while True:
         props = cluster["properties"]
@@ -203,8 +220,9 @@ async def submit_all(url: str, names: list[str], cluster_id: str, concurrency: i
     """PUT every job concurrently; returns name -> (client time before the PUT, after its answer)."""
     times: dict[str, tuple[float, float]] = {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"},
-                                 params={"api-version": API_VERSION}, timeout=300, limits=limits) as http:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, params={"api-version": API_VERSION}, timeout=300, limits=limits
+    ) as http:
         body = job_body(cluster_id)
 
         async def one(name: str) -> None:
@@ -245,10 +263,16 @@ def throughput(http: httpx.Client, url: str, cluster_id: str, count: int, concur
     t_observed = time.time()
 
     first_submit = min(s for s, _ in submitted.values())
-    ends = [parse_time(j["properties"]["executionInfo"]["endTime"]) for j in jobs
-            if j["properties"]["executionState"] in TERMINAL and (j["properties"].get("executionInfo") or {}).get("endTime")]
-    starts = [parse_time(j["properties"]["executionInfo"]["startTime"]) for j in jobs
-              if (j["properties"].get("executionInfo") or {}).get("startTime")]
+    ends = [
+        parse_time(j["properties"]["executionInfo"]["endTime"])
+        for j in jobs
+        if j["properties"]["executionState"] in TERMINAL and (j["properties"].get("executionInfo") or {}).get("endTime")
+    ]
+    starts = [
+        parse_time(j["properties"]["executionInfo"]["startTime"])
+        for j in jobs
+        if (j["properties"].get("executionInfo") or {}).get("startTime")
+    ]
     succeeded = sum(1 for j in jobs if j["properties"]["executionState"] == "succeeded")
     failed = sum(1 for j in jobs if j["properties"]["executionState"] == "failed")
     last_end = max(ends) if ends else t_observed
@@ -295,8 +319,7 @@ def latency(http: httpx.Client, cluster_id: str, samples: int, poll: float, time
             failures += 1
         to_start.append(parse_time(info["startTime"]) - sent)
         to_end.append(parse_time(info["endTime"]) - sent)
-    return {"samples": samples, "failed": failures,
-            "submitToStartSeconds": summary(to_start), "submitToEndSeconds": summary(to_end)}
+    return {"samples": samples, "failed": failures, "submitToStartSeconds": summary(to_start), "submitToEndSeconds": summary(to_end)}
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -318,14 +341,18 @@ def figures_block(result: dict) -> str:
     if lat:
         for key, label in (("submitToStartSeconds", "submit -> start"), ("submitToEndSeconds", "submit -> end")):
             s = lat[key]
-            lines.append(f"{label} latency, idle cluster ({s['n']} samples): p50 {s['p50'] * 1000:.0f} ms  "
-                         f"p99 {s['p99'] * 1000:.0f} ms  mean {s['mean'] * 1000:.0f} ms  max {s['max'] * 1000:.0f} ms")
+            lines.append(
+                f"{label} latency, idle cluster ({s['n']} samples): p50 {s['p50'] * 1000:.0f} ms  "
+                f"p99 {s['p99'] * 1000:.0f} ms  mean {s['mean'] * 1000:.0f} ms  max {s['max'] * 1000:.0f} ms"
+            )
         lines.append(f"  latency jobs failed: {lat['failed']}")
     if result.get("error"):
         lines.append(f"ERROR: {result['error']}")
     c = result.get("cleanup", {})
-    lines.append(f"cleanup: workspace deleted={c.get('workspaceDeleted')}  server exit status={c.get('serverExit')} (-15: SIGTERM, as asked)  "
-                 f"agents left={c.get('agentsLeft')}")
+    lines.append(
+        f"cleanup: workspace deleted={c.get('workspaceDeleted')}  server exit status={c.get('serverExit')} (-15: SIGTERM, as asked)  "
+        f"agents left={c.get('agentsLeft')}"
+    )
     lines.append(f"bench wall time: {result['wallSeconds']:.1f} s")
     lines.append("=" * 72)
     return "\n".join(lines)
@@ -348,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="batchai-bench-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir = data_dir.resolve()
-    result: dict = {"environment": {"nodes": args.nodes, "cpus": os.cpu_count(), "python": sys.version.split()[0],
-                                    "dataDir": str(data_dir)}}
+    result: dict = {
+        "environment": {"nodes": args.nodes, "cpus": os.cpu_count(), "python": sys.version.split()[0], "dataDir": str(data_dir)}
+    }
     server = Server(data_dir)
     http: httpx.Client | None = None
     cleanup: dict = {"workspaceDeleted": False, "serverExit": None, "agentsLeft": None}
@@ -357,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"starting batchai serve (data dir {data_dir})")
         server.start()
-        http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"},
-                            params={"api-version": API_VERSION}, timeout=120)
+        http = httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, params={"api-version": API_VERSION}, timeout=120
+        )
         t = time.time()
         cluster_id = setup(http, args.nodes)
         result["environment"]["clusterReadySeconds"] = time.time() - t

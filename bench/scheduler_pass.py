@@ -28,12 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from activities.scheduling import busy_until, queued_job, usable  # noqa: E402
-from batchai import ids  # noqa: E402
+from batchai import ids, job_state  # noqa: E402
 from batchai.adapters.sqlite_store import SqliteStore  # noqa: E402
-from batchai.records import new_record  # noqa: E402
-from batchai import job_state  # noqa: E402
 from batchai.lifecycle import utcnow  # noqa: E402
 from batchai.ports import NodeRecord  # noqa: E402
+from batchai.records import new_record  # noqa: E402
 from batchai.scheduling import place  # noqa: E402
 
 SUB, RG, WS = "00000000-0000-0000-0000-000000000000", "bench", "ws"
@@ -47,8 +46,12 @@ def build_store(path: Path, jobs: int, nodes: int, rng: random.Random) -> tuple[
     experiments = [ids.child_id(ws, "experiments", f"e{i}") for i in range(20)]
     for i in range(jobs):
         experiment = experiments[0] if i % 2 else rng.choice(experiments)  # one big sweep and many small ones
-        props = {"cluster": {"id": cluster}, "nodeCount": rng.choice([1, 1, 1, 2, 2, 4, 8]),
-                 "schedulingPriority": rng.choice(["low", "normal", "normal", "high"]), "constraints": {}}
+        props = {
+            "cluster": {"id": cluster},
+            "nodeCount": rng.choice([1, 1, 1, 2, 2, 4, 8]),
+            "schedulingPriority": rng.choice(["low", "normal", "normal", "high"]),
+            "constraints": {},
+        }
         wall = rng.choice(WALL_CLOCKS)
         if wall:
             props["constraints"]["maxWallClockTime"] = wall
@@ -117,9 +120,11 @@ def main(argv=None) -> int:
         policy, placed = timed(lambda free=free, ends=ends: place(queue, free, ends), args.repeat)
         full, _ = timed(lambda: decide(store, cluster), args.repeat)
         results[name] = {"idleNodes": len(free), "placed": len(placed), "policy": policy, "pass": full}
-        print(f"[pass] {name:10s}: {len(free):4d} idle nodes, {len(placed):4d} jobs placed;"
-              f" policy {policy['medianMs']:.1f} ms (max {policy['maxMs']:.1f}),"
-              f" pass {full['medianMs']:.1f} ms (max {full['maxMs']:.1f})")
+        print(
+            f"[pass] {name:10s}: {len(free):4d} idle nodes, {len(placed):4d} jobs placed;"
+            f" policy {policy['medianMs']:.1f} ms (max {policy['maxMs']:.1f}),"
+            f" pass {full['medianMs']:.1f} ms (max {full['maxMs']:.1f})"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -60,8 +60,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rng = random.Random(42)
     data = Path(tempfile.mkdtemp(prefix="batchai-sim-"))
-    host = EmbeddedHost(data, settings=Settings(data_dir=data, node_timeout_seconds=120.0, heartbeat_seconds=30.0),
-                        simulated_nodes={"heartbeat_seconds": 20.0})
+    host = EmbeddedHost(
+        data,
+        settings=Settings(data_dir=data, node_timeout_seconds=120.0, heartbeat_seconds=30.0),
+        simulated_nodes={"heartbeat_seconds": 20.0},
+    )
     host.build()
     host.engine.start()
     svc, store, engine = host.services, host.store, host.engine
@@ -69,9 +72,17 @@ def main(argv=None) -> int:
     base = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
     t0 = time.time()
     http.put(base, params=V, json={"location": "local"}).raise_for_status()
-    http.put(f"{base}/clusters/c", params=V, json={"properties": {
-        "vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
-        "scaleSettings": {"manual": {"targetNodeCount": args.nodes}}}}).raise_for_status()
+    http.put(
+        f"{base}/clusters/c",
+        params=V,
+        json={
+            "properties": {
+                "vmSize": "STANDARD_D1",
+                "userAccountSettings": {"adminUserName": "u"},
+                "scaleSettings": {"manual": {"targetNodeCount": args.nodes}},
+            }
+        },
+    ).raise_for_status()
     http.put(f"{base}/experiments/{EXP}", params=V).raise_for_status()
     cluster_id = f"{base}/clusters/c"
     while http.get(cluster_id, params=V).json()["properties"]["nodeStateCounts"]["idleNodeCount"] < args.nodes:
@@ -84,10 +95,17 @@ def main(argv=None) -> int:
     for i in range(args.jobs):
         name = f"j{i:06d}"
         job_id = ids.child_id(ids.child_id(ids.workspace_id(SUB, RG, WS), "experiments", EXP), "jobs", name)
-        params = JobCreateParameters.model_validate({"properties": {
-            "cluster": {"id": cluster_id}, "nodeCount": rng.choice([1, 1, 1, 2, 2, 4]),
-            "schedulingPriority": rng.choice(["low", "normal", "normal", "high"]),
-            "stdOutErrPathPrefix": "/sim", "customToolkitSettings": {"commandLine": f"sleep {rng.randint(1, args.max_seconds) if args.max_seconds else 0}"}}})
+        params = JobCreateParameters.model_validate(
+            {
+                "properties": {
+                    "cluster": {"id": cluster_id},
+                    "nodeCount": rng.choice([1, 1, 1, 2, 2, 4]),
+                    "schedulingPriority": rng.choice(["low", "normal", "normal", "high"]),
+                    "stdOutErrPathPrefix": "/sim",
+                    "customToolkitSettings": {"commandLine": f"sleep {rng.randint(1, args.max_seconds) if args.max_seconds else 0}"},
+                }
+            }
+        )
         submitted[job_id] = time.time()
         submit_job(svc, job_id, params)
     t_submitted = time.time()
@@ -97,7 +115,11 @@ def main(argv=None) -> int:
     deadline = t_resume + args.timeout
     last_report = 0.0
     while True:
-        done = store.count_jobs(states=["succeeded", "failed"]) if hasattr(store, "count_jobs") else len(store.jobs(states=["succeeded", "failed"]))
+        done = (
+            store.count_jobs(states=["succeeded", "failed"])
+            if hasattr(store, "count_jobs")
+            else len(store.jobs(states=["succeeded", "failed"]))
+        )
         if done >= args.jobs or time.time() > deadline:
             break
         if time.time() - last_report > 10:
@@ -105,16 +127,27 @@ def main(argv=None) -> int:
             last_report = time.time()
         time.sleep(0.5)
     records = store.jobs(states=["succeeded", "failed", "queued", "running", "terminating"])
-    ends = [parse_time(r.properties["executionInfo"]["endTime"]) for r in records if (r.properties.get("executionInfo") or {}).get("endTime")]
-    delays = [parse_time(r.properties["executionInfo"]["startTime"]) - max(submitted[r.id], t_resume) for r in records
-              if (r.properties.get("executionInfo") or {}).get("startTime") and r.id in submitted]
+    ends = [
+        parse_time(r.properties["executionInfo"]["endTime"]) for r in records if (r.properties.get("executionInfo") or {}).get("endTime")
+    ]
+    delays = [
+        parse_time(r.properties["executionInfo"]["startTime"]) - max(submitted[r.id], t_resume)
+        for r in records
+        if (r.properties.get("executionInfo") or {}).get("startTime") and r.id in submitted
+    ]
     succeeded = sum(1 for r in records if r.properties["executionState"] == "succeeded")
     window = (max(ends) - t_resume) if ends else float("nan")
     result = {
-        "nodes": args.nodes, "jobs": args.jobs, "succeeded": succeeded, "clusterReadySeconds": ready,
-        "submitSeconds": t_submitted - t_submit, "resumeToLastCompletionSeconds": window,
+        "nodes": args.nodes,
+        "jobs": args.jobs,
+        "succeeded": succeeded,
+        "clusterReadySeconds": ready,
+        "submitSeconds": t_submitted - t_submit,
+        "resumeToLastCompletionSeconds": window,
         "jobsPerSecond": len(ends) / window if ends else None,
-        "schedulingDelaySeconds": {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "mean": statistics.fmean(delays)} if delays else None,
+        "schedulingDelaySeconds": {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "mean": statistics.fmean(delays)}
+        if delays
+        else None,
     }
     t_stop = time.time()
     host.compute.close()

@@ -31,16 +31,16 @@ from batchai.adapters.durabletask_engine import DurableTaskEngine
 from batchai.adapters.from_env import blob_store, drop_store, resource_store, submission_queue
 from batchai.adapters.local_compute import LocalCompute
 from batchai.adapters.simulated_compute import SimulatedCompute
-from batchai.blob_drop import DropBox
-from batchai.queue_consumer import QueueConsumer
 from batchai.api.app import create_app
 from batchai.api.nodes import NodeWaker
+from batchai.blob_drop import DropBox
 from batchai.job_state import LAUNCHED
 from batchai.lifecycle import controller_instance
-from batchai.wake import start_lifecycle
 from batchai.output_sync import OutputSync
 from batchai.ports import Compute
+from batchai.queue_consumer import QueueConsumer
 from batchai.services import Services, Settings
+from batchai.wake import start_lifecycle
 from orchestrations import ORCHESTRATIONS
 
 log = logging.getLogger("batchai.host")
@@ -82,20 +82,30 @@ class EmbeddedHost:
             self.compute = SimulatedCompute(lambda: self.services, **self.simulated_nodes)
             wake_nodes = self.compute.wake
         elif self.compute is None:
-            self.compute = LocalCompute(self.data_dir, control_plane_file=self.control_plane_file, token=node_token,
-                                        python=sys.executable, heartbeat=self.settings.heartbeat_seconds)
+            self.compute = LocalCompute(
+                self.data_dir,
+                control_plane_file=self.control_plane_file,
+                token=node_token,
+                python=sys.executable,
+                heartbeat=self.settings.heartbeat_seconds,
+            )
         self.engine = DurableTaskEngine()
         blobs = blob_store()
         self.output_sync = OutputSync(self.store, blobs, interval=self.settings.blob_sync_seconds) if blobs else None
-        self.services = Services(store=self.store, compute=self.compute, engine=self.engine, settings=self.settings,
-                                 wake_nodes=wake_nodes, blobs=blobs,
-                                 sync_job_files=self.output_sync.final_sync if self.output_sync else lambda record: None)
+        self.services = Services(
+            store=self.store,
+            compute=self.compute,
+            engine=self.engine,
+            settings=self.settings,
+            wake_nodes=wake_nodes,
+            blobs=blobs,
+            sync_job_files=self.output_sync.final_sync if self.output_sync else lambda record: None,
+        )
         for name, fn in ORCHESTRATIONS.items():
             self.engine.register_orchestration(name, fn)
         for name, fn in bind(self.services).items():
             self.engine.register_activity(name, fn)
-        self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key,
-                              node_waker=node_waker)
+        self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key, node_waker=node_waker)
         self.queue = submission_queue(self.data_dir)
         self.consumer = QueueConsumer(self.services, self.queue)
         self.inbox = DropBox(self.services, drop_store(self.data_dir))
@@ -148,7 +158,7 @@ class EmbeddedHost:
                 self.output_sync.stop()
             self.stop_idle_nodes()
             self.engine.stop()
-            self.compute.close()  # after the engine: its activities use it to the end
+            self.services.compute.close()  # after the engine: its activities use it to the end
 
     def stop_idle_nodes(self) -> None:
         """Idle agents stop with the control plane; busy ones keep their jobs running for a restart."""

@@ -159,8 +159,13 @@ for _name, _fn in ACTIVITIES.items():
 
 def queue_message(message: func.ServiceBusMessage, priority: str) -> QueueMessage:
     """The trigger's message as the consumer's handler takes it (the host reports delivery counts from 1)."""
-    return QueueMessage(id=message.message_id, body=message.get_body().decode("utf-8", errors="replace"),
-                        priority=priority, delivery_count=message.delivery_count or 1, lock_token=message.lock_token or "")
+    return QueueMessage(
+        id=message.message_id,
+        body=message.get_body().decode("utf-8", errors="replace"),
+        priority=priority,
+        delivery_count=message.delivery_count or 1,
+        lock_token=message.lock_token or "",
+    )
 
 
 def _register_submissions(priority: str) -> None:
@@ -169,8 +174,9 @@ def _register_submissions(priority: str) -> None:
 
     name = f"submissions_{priority}"
     submissions.__name__ = name
-    trigger = app.service_bus_topic_trigger(arg_name="message", connection=SERVICEBUS_CONNECTION,
-                                            topic_name=SERVICEBUS_TOPIC, subscription_name=priority)
+    trigger = app.service_bus_topic_trigger(
+        arg_name="message", connection=SERVICEBUS_CONNECTION, topic_name=SERVICEBUS_TOPIC, subscription_name=priority
+    )
     app.function_name(name)(trigger(app.durable_client_input(client_name="client")(submissions)))
 
 

@@ -4,8 +4,8 @@ No clock, random, I/O or global state here: everything that touches the world is
 """
 
 from orchestrations.cluster_controller import cluster_controller
-from orchestrations.resource_deletion import resource_deletion
 from orchestrations.job_lifecycle import job_lifecycle
+from orchestrations.resource_deletion import resource_deletion
 
 ORCHESTRATIONS = {
     "job_lifecycle": job_lifecycle,

@@ -69,15 +69,19 @@ class AzureBlobStore:
 
     def download_url(self, name: str, expires_in: timedelta) -> str:
         sas = generate_blob_sas(
-            self.account, self.container.container_name, name, account_key=self._key,
-            permission=BlobSasPermissions(read=True), expiry=datetime.now(UTC) + expires_in,
+            self.account,
+            self.container.container_name,
+            name,
+            account_key=self._key,
+            permission=BlobSasPermissions(read=True),
+            expiry=datetime.now(UTC) + expires_in,
         )
         return f"{self.container.get_blob_client(name).url}?{sas}"
 
 
 def _append_blocks(blob: BlobClient, data: bytes) -> None:
     for start in range(0, len(data), APPEND_BLOCK_BYTES):
-        blob.append_block(data[start:start + APPEND_BLOCK_BYTES])
+        blob.append_block(data[start : start + APPEND_BLOCK_BYTES])
 
 
 def _create_append_blob(blob: BlobClient) -> None:

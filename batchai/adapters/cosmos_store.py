@@ -73,16 +73,36 @@ def _resource_doc(record: Record) -> Doc:
     key = ids.key(record.id)
     node_count, priority, max_wall_clock, start_time = scheduling_of(record)
     return {
-        "id": item_id(key), "pk": _partition(key), "key": key, "ref": record.id, "type": record.type,
-        "name": record.name, "parent": ids.key(record.parent) if record.parent else None, "seq": record.seq,
-        "body": record.body, "internal": record.internal, "state": state_of(record), "cluster": cluster_of(record),
-        "node_count": node_count, "priority": priority, "max_wall_clock": max_wall_clock, "start_time": start_time,
+        "id": item_id(key),
+        "pk": _partition(key),
+        "key": key,
+        "ref": record.id,
+        "type": record.type,
+        "name": record.name,
+        "parent": ids.key(record.parent) if record.parent else None,
+        "seq": record.seq,
+        "body": record.body,
+        "internal": record.internal,
+        "state": state_of(record),
+        "cluster": cluster_of(record),
+        "node_count": node_count,
+        "priority": priority,
+        "max_wall_clock": max_wall_clock,
+        "start_time": start_time,
     }
 
 
 def _record(doc: Doc) -> Record:
-    return Record(id=doc["ref"], type=doc["type"], name=doc["name"], parent=doc["parent"], body=doc["body"],
-                  internal=doc["internal"], etag=doc["_etag"], seq=doc["seq"])
+    return Record(
+        id=doc["ref"],
+        type=doc["type"],
+        name=doc["name"],
+        parent=doc["parent"],
+        body=doc["body"],
+        internal=doc["internal"],
+        etag=doc["_etag"],
+        seq=doc["seq"],
+    )
 
 
 def _node_doc(node: NodeRecord) -> Doc:
@@ -115,8 +135,9 @@ class CosmosStore:
 
     def __init__(self, client: CosmosClient, database: str = "batchai"):
         db = client.create_database_if_not_exists(database)
-        self._c = {name: db.create_container_if_not_exists(name, partition_key=PartitionKey(path))
-                   for name, path in _PARTITION_KEYS.items()}
+        self._c = {
+            name: db.create_container_if_not_exists(name, partition_key=PartitionKey(path)) for name, path in _PARTITION_KEYS.items()
+        }
         self._create_counter("resources")
         self._create_counter("tasks")
 
@@ -136,8 +157,7 @@ class CosmosStore:
         parameters = [{"name": n, "value": v} for n, v in params.items()]
         return list(self._c[container].query_items(sql, parameters=parameters, **scope))
 
-    def _resources(self, where: str, params: dict[str, Any], pk: str | None, *,
-                   select: str = "*", order: str = "c.seq") -> list[Doc]:
+    def _resources(self, where: str, params: dict[str, Any], pk: str | None, *, select: str = "*", order: str = "c.seq") -> list[Doc]:
         """Resources matching `where`, in one partition when `pk` is known. The partition is also a
         condition, as the stand-in requires of a single-partition query (and then honours it)."""
         if pk is not None:
@@ -155,8 +175,7 @@ class CosmosStore:
             if changed is None:
                 return None
             try:
-                return self._c[container].replace_item(doc_id, changed, etag=etag,
-                                                       match_condition=MatchConditions.IfNotModified)
+                return self._c[container].replace_item(doc_id, changed, etag=etag, match_condition=MatchConditions.IfNotModified)
             except CosmosAccessConditionFailedError:
                 continue
 
@@ -175,8 +194,7 @@ class CosmosStore:
     def _advance(self, name: str, by: int = 1) -> int:
         """Atomically add `by` to a counter (a server-side increment: no retry loop), return the new count."""
         doc_id = item_id(f"counter:{name}")
-        doc = self._c["settings"].patch_item(doc_id, partition_key=doc_id,
-                                             patch_operations=[{"op": "incr", "path": "/count", "value": by}])
+        doc = self._c["settings"].patch_item(doc_id, partition_key=doc_id, patch_operations=[{"op": "incr", "path": "/count", "value": by}])
         return doc["count"]
 
     # -- resources --------------------------------------------------------------------------
@@ -201,12 +219,12 @@ class CosmosStore:
 
     def children(self, parent_id: str, type: str, *, after_seq: int = 0, limit: int | None = None) -> list[Record]:
         parent = ids.key(parent_id)
-        return self._page("c.parent = @parent AND c.type = @type", {"@parent": parent, "@type": type},
-                          _scope(parent), after_seq, limit)
+        return self._page("c.parent = @parent AND c.type = @type", {"@parent": parent, "@type": type}, _scope(parent), after_seq, limit)
 
     def workspaces(self, prefix: str, *, after_seq: int = 0, limit: int | None = None) -> list[Record]:
-        return self._page("c.type = 'workspaces' AND STARTSWITH(c.key, @prefix)",
-                          {"@prefix": ids.key(prefix) + "/"}, None, after_seq, limit)
+        return self._page(
+            "c.type = 'workspaces' AND STARTSWITH(c.key, @prefix)", {"@prefix": ids.key(prefix) + "/"}, None, after_seq, limit
+        )
 
     def mutate(self, resource_id: str, change: Mutation) -> Record | None:
         key = ids.key(resource_id)
@@ -220,8 +238,9 @@ class CosmosStore:
 
     def delete_tree(self, resource_id: str) -> list[Record]:
         key = ids.key(resource_id)
-        docs = self._resources("c.key = @key OR STARTSWITH(c.key, @prefix)", {"@key": key, "@prefix": key + "/"},
-                               _scope(key), order="c.seq DESC")
+        docs = self._resources(
+            "c.key = @key OR STARTSWITH(c.key, @prefix)", {"@key": key, "@prefix": key + "/"}, _scope(key), order="c.seq DESC"
+        )
         for doc in docs:
             self._delete("resources", doc["id"], doc["pk"])
         keys = [d["key"] for d in docs]
@@ -234,8 +253,9 @@ class CosmosStore:
         """Deleted jobs' tasks go, and the nodes they ran on are free again."""
         for task in self._query("tasks", "SELECT c.id FROM c WHERE ARRAY_CONTAINS(@keys, c.job)", {"@keys": keys}):
             self._delete("tasks", task["id"], task["id"])
-        for node in self._query("nodes", "SELECT c.id, c.job FROM c WHERE ARRAY_CONTAINS(@keys, c.job) AND c.state = 'running'",
-                                {"@keys": keys}):
+        for node in self._query(
+            "nodes", "SELECT c.id, c.job FROM c WHERE ARRAY_CONTAINS(@keys, c.job) AND c.state = 'running'", {"@keys": keys}
+        ):
             # freed now: auto scale counts idleness from here
             self._cas("nodes", node["id"], node["id"], _freed_of(node["job"], time.time()))
 
@@ -251,9 +271,12 @@ class CosmosStore:
         """What scheduling needs of a cluster's jobs, in submission order: one single-partition query, no bodies."""
         clause, params = _in("state", states)
         cluster_key = ids.key(cluster)
-        rows = self._resources(f"c.type = 'jobs' AND c.cluster = @cluster AND {clause}", {**params, "@cluster": cluster_key},
-                               _partition(cluster_key),
-                               select="c.ref, c.seq, c.parent, c.state, c.node_count, c.priority, c.max_wall_clock, c.start_time")
+        rows = self._resources(
+            f"c.type = 'jobs' AND c.cluster = @cluster AND {clause}",
+            {**params, "@cluster": cluster_key},
+            _partition(cluster_key),
+            select="c.ref, c.seq, c.parent, c.state, c.node_count, c.priority, c.max_wall_clock, c.start_time",
+        )
         return [JobSummary._make(row.get("ref" if f == "id" else f) for f in JobSummary._fields) for row in rows]
 
     # -- nodes ------------------------------------------------------------------------------
@@ -295,8 +318,12 @@ class CosmosStore:
         for node_id in node_ids:
             if self._cas("nodes", item_id(node_id), item_id(node_id), take) is None:
                 for done in taken:
-                    self._cas("nodes", item_id(done), item_id(done),
-                              lambda d: {**d, "state": "idle", "job": None} if d["job"] == job_key else None)
+                    self._cas(
+                        "nodes",
+                        item_id(done),
+                        item_id(done),
+                        lambda d: {**d, "state": "idle", "job": None} if d["job"] == job_key else None,
+                    )
                 return False
             taken.append(node_id)
         return True
@@ -363,8 +390,17 @@ class CosmosStore:
 
     # -- operations -------------------------------------------------------------------------
     def create_operation(self, op_id: str, kind: str, resource_id: str) -> None:
-        self._c["operations"].create_item({"id": item_id(op_id), "ref": op_id, "kind": kind, "resource": resource_id,
-                                           "status": "InProgress", "error": None, "created": time.time()})
+        self._c["operations"].create_item(
+            {
+                "id": item_id(op_id),
+                "ref": op_id,
+                "kind": kind,
+                "resource": resource_id,
+                "status": "InProgress",
+                "error": None,
+                "created": time.time(),
+            }
+        )
 
     def get_operation(self, op_id: str) -> dict | None:
         doc = self._read("operations", item_id(op_id), item_id(op_id))

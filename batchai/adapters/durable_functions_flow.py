@@ -50,8 +50,9 @@ class DurableFunctionsFlow(ContextFlow):
         return FlowTask(self._ctx.wait_for_external_event(name))
 
     def all(self, tasks: Sequence[FlowTask]) -> FlowTask:
-        return FlowTask(self._ctx.task_all([t.task for t in tasks]),
-                        lambda raw: [t.post(value) for t, value in zip(tasks, raw, strict=True)])
+        return FlowTask(
+            self._ctx.task_all([t.task for t in tasks]), lambda raw: [t.post(value) for t, value in zip(tasks, raw, strict=True)]
+        )
 
     def any(self, tasks: Sequence[FlowTask]) -> FlowTask:
         def post(winner):
@@ -73,6 +74,7 @@ class DurableFunctionsFlow(ContextFlow):
 
 def as_df_orchestrator(name: str, fn: Orchestration) -> Callable:
     """`fn` as a Durable Functions orchestrator (they take only the context; input comes from it)."""
+
     def orchestrator(context: df.DurableOrchestrationContext):
         return drive(DurableFunctionsFlow(context), fn, context.get_input())
 

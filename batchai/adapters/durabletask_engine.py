@@ -9,9 +9,10 @@ planes (or two test runs) never collide.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from durabletask import client as dt_client
@@ -23,12 +24,12 @@ from durabletask.testing import InMemoryOrchestrationBackend
 from batchai.flow import ContextFlow, FlowTask, FlowTaskFailed, Orchestration, Retry, drive
 
 
-
 def retry_policy(retry: Retry | None) -> dt.RetryPolicy | None:
     if retry is None:
         return None
-    return dt.RetryPolicy(first_retry_interval=retry.first_interval, max_number_of_attempts=retry.max_attempts,
-                          backoff_coefficient=retry.backoff)
+    return dt.RetryPolicy(
+        first_retry_interval=retry.first_interval, max_number_of_attempts=retry.max_attempts, backoff_coefficient=retry.backoff
+    )
 
 
 class DurableTaskFlow(ContextFlow):
@@ -45,8 +46,7 @@ class DurableTaskFlow(ContextFlow):
         return FlowTask(self._ctx.wait_for_external_event(name))
 
     def all(self, tasks: Sequence[FlowTask]) -> FlowTask:
-        return FlowTask(dt.when_all([t.task for t in tasks]),
-                        lambda raw: [t.post(value) for t, value in zip(tasks, raw)])
+        return FlowTask(dt.when_all([t.task for t in tasks]), lambda raw: [t.post(value) for t, value in zip(tasks, raw, strict=True)])
 
     def any(self, tasks: Sequence[FlowTask]) -> FlowTask:
         def post(winner):
@@ -59,7 +59,7 @@ class DurableTaskFlow(ContextFlow):
         return FlowTask(dt.when_any([t.task for t in tasks]), post)
 
     def now(self) -> datetime:
-        return self._ctx.current_utc_datetime.replace(tzinfo=timezone.utc)
+        return self._ctx.current_utc_datetime.replace(tzinfo=UTC)
 
     def failure(self, exc: BaseException) -> FlowTaskFailed:
         if isinstance(exc, dt.TaskFailedError):
@@ -70,6 +70,7 @@ class DurableTaskFlow(ContextFlow):
 
 def as_orchestrator(name: str, fn: Orchestration) -> Callable:
     """`fn` as a durabletask orchestrator function (they take `(ctx, input)`)."""
+
     def orchestrator(ctx: dt.OrchestrationContext, input: Any):
         return drive(DurableTaskFlow(ctx), fn, input)
 
@@ -79,6 +80,7 @@ def as_orchestrator(name: str, fn: Orchestration) -> Callable:
 
 def as_activity(name: str, fn: Callable[[Any], Any]) -> Callable:
     """A one-argument activity as a durabletask activity (they take `(ctx, input)`)."""
+
     def activity(ctx: dt.ActivityContext, input: Any):
         return fn(input)
 
@@ -135,8 +137,7 @@ class DurableTaskEngine:
 
     def start(self) -> None:
         address = self._backend.start()
-        self._worker = dt_worker.TaskHubGrpcWorker(host_address=address, emit_trace_spans=False,
-                                                    logger=_quiet_logger("durabletask.worker"))
+        self._worker = dt_worker.TaskHubGrpcWorker(host_address=address, emit_trace_spans=False, logger=_quiet_logger("durabletask.worker"))
         for name, fn in self._orchestrations.items():
             self._worker._registry.add_named_orchestrator(name, fn)
         for name, fn in self._activities.items():

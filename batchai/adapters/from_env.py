@@ -104,10 +104,15 @@ def azure_compute(store: Store, data_dir: Path, heartbeat: float, environ: Mappi
         return record.properties if record is not None else None
 
     return VmssCompute(
-        DefaultAzureCredential(), environ["BATCHAI_VMSS_SUBSCRIPTION_ID"],
-        resource_group=environ["BATCHAI_VMSS_RESOURCE_GROUP"], location=environ["BATCHAI_VMSS_LOCATION"],
-        control_plane_url=url, token=store.setting("node_token", lambda: secrets.token_urlsafe(32)),
-        agent_package=environ["BATCHAI_AGENT_PACKAGE"], cluster_properties=cluster_properties,
+        DefaultAzureCredential(),
+        environ["BATCHAI_VMSS_SUBSCRIPTION_ID"],
+        resource_group=environ["BATCHAI_VMSS_RESOURCE_GROUP"],
+        location=environ["BATCHAI_VMSS_LOCATION"],
+        control_plane_url=url,
+        token=store.setting("node_token", lambda: secrets.token_urlsafe(32)),
+        agent_package=environ["BATCHAI_AGENT_PACKAGE"],
+        cluster_properties=cluster_properties,
         default_subnet_id=environ.get("BATCHAI_VMSS_SUBNET_ID") or None,
-        state_file=Path(data_dir) / "vmss-nodes.json", heartbeat=heartbeat,
+        state_file=Path(data_dir) / "vmss-nodes.json",
+        heartbeat=heartbeat,
     )

@@ -35,8 +35,13 @@ class LocalCompute:
     """Starts and stops node agents as local processes (the `Compute` port)."""
 
     def __init__(
-        self, data_dir: Path, *, control_plane_file: Path, token: str,
-        python: str = sys.executable, heartbeat: float = 1.0,
+        self,
+        data_dir: Path,
+        *,
+        control_plane_file: Path,
+        token: str,
+        python: str = sys.executable,
+        heartbeat: float = 1.0,
     ):
         self.data_dir = Path(data_dir)
         self.control_plane_file = Path(control_plane_file)
@@ -76,15 +81,34 @@ class LocalCompute:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         cmd = [
-            self.python, "-m", "batchai.agent",
-            "--node-id", node_id, "--cluster-id", cluster_id, "--name", name, "--root", str(root),
-            "--control-plane-file", str(self.control_plane_file.resolve()),
-            "--address", "127.0.0.1", "--heartbeat", repr(float(self.heartbeat)),
+            self.python,
+            "-m",
+            "batchai.agent",
+            "--node-id",
+            node_id,
+            "--cluster-id",
+            cluster_id,
+            "--name",
+            name,
+            "--root",
+            str(root),
+            "--control-plane-file",
+            str(self.control_plane_file.resolve()),
+            "--address",
+            "127.0.0.1",
+            "--heartbeat",
+            repr(float(self.heartbeat)),
         ]
         with open(root / "agent.log", "ab") as out:  # a crash before logging starts still lands there
             proc = subprocess.Popen(
-                cmd, cwd=str(root), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, close_fds=True,
+                cmd,
+                cwd=str(root),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                close_fds=True,
             )
         self._children[proc.pid] = proc
         _await_command_line(proc)
@@ -218,5 +242,5 @@ def _is_our_group(pgid: int) -> bool:
         stat = Path(f"/proc/{pgid}/stat").read_text()
     except OSError:
         return True
-    fields = stat[stat.rindex(")") + 2:].split()  # state ppid pgrp ...
+    fields = stat[stat.rindex(")") + 2 :].split()  # state ppid pgrp ...
     return int(fields[2]) == pgid

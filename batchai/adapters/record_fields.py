@@ -28,5 +28,9 @@ def scheduling_of(record: Record) -> tuple:
     if record.type != "jobs":
         return (None,) * 4
     props = record.body.get("properties", {})
-    return (props.get("nodeCount"), props.get("schedulingPriority"),
-            (props.get("constraints") or {}).get("maxWallClockTime"), (props.get("executionInfo") or {}).get("startTime"))
+    return (
+        props.get("nodeCount"),
+        props.get("schedulingPriority"),
+        (props.get("constraints") or {}).get("maxWallClockTime"),
+        (props.get("executionInfo") or {}).get("startTime"),
+    )

@@ -57,8 +57,15 @@ class ServiceBusSubmissionQueue:
     """SubmissionQueue over one topic; settle messages from the same thread that received them (the SDK's
     receivers are not thread-safe)."""
 
-    def __init__(self, client: ServiceBusClient, admin: ServiceBusAdministrationClient, topic: str = DEFAULT_TOPIC, *,
-                 max_delivery_count: int = MAX_DELIVERY_COUNT, max_wait_time: float = 0.5):
+    def __init__(
+        self,
+        client: ServiceBusClient,
+        admin: ServiceBusAdministrationClient,
+        topic: str = DEFAULT_TOPIC,
+        *,
+        max_delivery_count: int = MAX_DELIVERY_COUNT,
+        max_wait_time: float = 0.5,
+    ):
         self.client, self.admin, self.topic = client, admin, topic
         self.max_delivery_count, self.max_wait_time = max_delivery_count, max_wait_time
         self._sender: ServiceBusSender | None = None
@@ -67,8 +74,12 @@ class ServiceBusSubmissionQueue:
 
     @classmethod
     def from_connection_string(cls, connection: str, topic: str = DEFAULT_TOPIC, **options: Any) -> ServiceBusSubmissionQueue:
-        return cls(ServiceBusClient.from_connection_string(connection),
-                   ServiceBusAdministrationClient.from_connection_string(connection), topic, **options)
+        return cls(
+            ServiceBusClient.from_connection_string(connection),
+            ServiceBusAdministrationClient.from_connection_string(connection),
+            topic,
+            **options,
+        )
 
     def publish(self, body: str, *, priority: str = "normal", message_id: str | None = None) -> str:
         if priority not in PRIORITIES:
@@ -90,8 +101,11 @@ class ServiceBusSubmissionQueue:
             for received in receiver.receive_messages(max_message_count=max_messages - len(out), max_wait_time=self.max_wait_time):
                 message = _queue_message(priority, receiver, received)
                 if message.delivery_count > self.max_delivery_count:
-                    receiver.dead_letter_message(received, reason="MaxDeliveryCountExceeded",
-                                                 error_description=f"not completed after {message.delivery_count - 1} deliveries")
+                    receiver.dead_letter_message(
+                        received,
+                        reason="MaxDeliveryCountExceeded",
+                        error_description=f"not completed after {message.delivery_count - 1} deliveries",
+                    )
                 else:
                     out.append(message)
         return out
@@ -120,8 +134,16 @@ class ServiceBusSubmissionQueue:
         out: list[dict] = []
         for priority in PRIORITIES:
             with self.client.get_subscription_receiver(self.topic, priority, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver:
-                out += [{"id": m.message_id, "priority": priority, "reason": m.dead_letter_reason,
-                         "description": m.dead_letter_error_description, "body": _text(m)} for m in _peek_all(receiver)]
+                out += [
+                    {
+                        "id": m.message_id,
+                        "priority": priority,
+                        "reason": m.dead_letter_reason,
+                        "description": m.dead_letter_error_description,
+                        "body": _text(m),
+                    }
+                    for m in _peek_all(receiver)
+                ]
         return out
 
     def close(self) -> None:
@@ -135,9 +157,15 @@ class ServiceBusSubmissionQueue:
 
 def _queue_message(priority: str, receiver: ServiceBusReceiver, received: ServiceBusReceivedMessage) -> ServiceBusQueueMessage:
     # the SDK reports the AMQP header's count of earlier deliveries (0 the first time); the port counts from 1
-    return ServiceBusQueueMessage(id=str(received.message_id), body=_text(received), priority=priority,
-                                  delivery_count=(received.delivery_count or 0) + 1, lock_token=str(received.lock_token),
-                                  received=received, receiver=receiver)
+    return ServiceBusQueueMessage(
+        id=str(received.message_id),
+        body=_text(received),
+        priority=priority,
+        delivery_count=(received.delivery_count or 0) + 1,
+        lock_token=str(received.lock_token),
+        received=received,
+        receiver=receiver,
+    )
 
 
 def _held(message: QueueMessage) -> ServiceBusQueueMessage:
@@ -161,8 +189,13 @@ def _peek_all(receiver: ServiceBusReceiver, page: int = 100) -> Iterator[Service
         sequence = (batch[-1].sequence_number or 0) + 1
 
 
-def ensure_topology(admin: ServiceBusAdministrationClient, topic: str = DEFAULT_TOPIC, *,
-                    max_delivery_count: int = MAX_DELIVERY_COUNT, lock_duration: timedelta = LOCK_DURATION) -> None:
+def ensure_topology(
+    admin: ServiceBusAdministrationClient,
+    topic: str = DEFAULT_TOPIC,
+    *,
+    max_delivery_count: int = MAX_DELIVERY_COUNT,
+    lock_duration: timedelta = LOCK_DURATION,
+) -> None:
     """Create what is missing: the topic with duplicate detection, and per priority a subscription whose only rule
     is its SQL filter. Existing subscriptions keep their settings; the adapter enforces its delivery limit anyway."""
     _ensure_topic(admin, topic)
@@ -181,8 +214,10 @@ def _ensure_topic(admin: ServiceBusAdministrationClient, topic: str) -> None:
         admin.create_topic(topic, requires_duplicate_detection=True, duplicate_detection_history_time_window=DUPLICATE_WINDOW)
         return
     if not existing.requires_duplicate_detection:
-        raise RuntimeError(f"the topic '{topic}' has no duplicate detection (it cannot be turned on later): "
-                           "a republished submission would be queued twice; delete it or use another topic")
+        raise RuntimeError(
+            f"the topic '{topic}' has no duplicate detection (it cannot be turned on later): "
+            "a republished submission would be queued twice; delete it or use another topic"
+        )
 
 
 def _ensure_rule(admin: ServiceBusAdministrationClient, topic: str, priority: str) -> None:

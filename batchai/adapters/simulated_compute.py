@@ -26,8 +26,9 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from batchai import node_protocol
 
@@ -56,8 +57,9 @@ class _Node:
 class SimulatedCompute:
     """The Compute port for simulated nodes, which call the node protocol with `control_plane()`."""
 
-    def __init__(self, control_plane: Callable[[], Services], *, heartbeat_seconds: float = 5.0,
-                 default_seconds: float = 1.0, workers: int = 4):
+    def __init__(
+        self, control_plane: Callable[[], Services], *, heartbeat_seconds: float = 5.0, default_seconds: float = 1.0, workers: int = 4
+    ):
         self.heartbeat_seconds = heartbeat_seconds
         self.default_seconds = default_seconds
         self._control_plane = control_plane
@@ -191,8 +193,8 @@ class SimulatedCompute:
                     if not holds:
                         self._at(end, "finish", node.id)
             for task_id in answer.get("kill") or []:
-                end = node.running.pop(task_id, None)
-                if end is not None:  # a killed holding task ends with 0, as on a real node
+                end = node.running.pop(task_id, -1.0)
+                if end >= 0:  # a killed holding task ends with 0, as on a real node
                     node.finished.append(_result(task_id, 0 if end == float("inf") else 137, None if end == float("inf") else "terminated"))
                     self._at(time.time(), "beat", node.id)
         if answer.get("action") == "register":

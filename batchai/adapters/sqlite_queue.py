@@ -45,26 +45,36 @@ class SqliteSubmissionQueue(SqliteDb):
         message_id = message_id or uuid.uuid4().hex
         with self._tx() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages").fetchone()[0]
-            db.execute("INSERT OR IGNORE INTO messages (id, seq, priority, rank, body, enqueued) VALUES (?, ?, ?, ?, ?, ?)",
-                       (message_id, seq, priority, PRIORITIES.index(priority), body, time.time()))
+            db.execute(
+                "INSERT OR IGNORE INTO messages (id, seq, priority, rank, body, enqueued) VALUES (?, ?, ?, ?, ?, ?)",
+                (message_id, seq, priority, PRIORITIES.index(priority), body, time.time()),
+            )
         return message_id
 
     def receive(self, *, max_messages: int = 10, lock_seconds: float = 30.0) -> list[QueueMessage]:
         now = time.time()
         out: list[QueueMessage] = []
         with self._tx() as db:
-            rows = db.execute("SELECT * FROM messages WHERE state='active' AND locked_until<=? ORDER BY rank, seq LIMIT ?",
-                              (now, max_messages)).fetchall()
+            rows = db.execute(
+                "SELECT * FROM messages WHERE state='active' AND locked_until<=? ORDER BY rank, seq LIMIT ?", (now, max_messages)
+            ).fetchall()
             for row in rows:
                 if row["delivery_count"] >= self.max_delivery_count:
-                    db.execute("UPDATE messages SET state='dead', reason='MaxDeliveryCountExceeded', description=? WHERE id=?",
-                               (f"not completed after {row['delivery_count']} deliveries", row["id"]))
+                    db.execute(
+                        "UPDATE messages SET state='dead', reason='MaxDeliveryCountExceeded', description=? WHERE id=?",
+                        (f"not completed after {row['delivery_count']} deliveries", row["id"]),
+                    )
                     continue
                 token = uuid.uuid4().hex
-                db.execute("UPDATE messages SET delivery_count=delivery_count+1, locked_until=?, lock_token=? WHERE id=?",
-                           (now + lock_seconds, token, row["id"]))
-                out.append(QueueMessage(id=row["id"], body=row["body"], priority=row["priority"],
-                                        delivery_count=row["delivery_count"] + 1, lock_token=token))
+                db.execute(
+                    "UPDATE messages SET delivery_count=delivery_count+1, locked_until=?, lock_token=? WHERE id=?",
+                    (now + lock_seconds, token, row["id"]),
+                )
+                out.append(
+                    QueueMessage(
+                        id=row["id"], body=row["body"], priority=row["priority"], delivery_count=row["delivery_count"] + 1, lock_token=token
+                    )
+                )
         return out
 
     def _settle(self, message: QueueMessage, sql: str, *args) -> None:

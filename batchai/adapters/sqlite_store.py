@@ -95,20 +95,29 @@ class SqliteStore(SqliteDb):
                 for name in missing:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {wanted[name]}")
                 if table == "resources":
-                    db.execute("CREATE INDEX IF NOT EXISTS resources_scheduling ON resources"
-                               "(cluster, state, type, seq, id, parent, node_count, priority, wall_clock, start_time)")
+                    db.execute(
+                        "CREATE INDEX IF NOT EXISTS resources_scheduling ON resources"
+                        "(cluster, state, type, seq, id, parent, node_count, priority, wall_clock, start_time)"
+                    )
                 if table == "resources" and missing:
                     for row in db.execute("SELECT * FROM resources WHERE type='jobs'").fetchall():
                         record = self._record(row)
-                        db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in _SCHEDULING_COLUMNS)} WHERE key=?",
-                                   (*scheduling_of(record), row["key"]))
+                        db.execute(
+                            f"UPDATE resources SET {', '.join(f'{c}=?' for c in _SCHEDULING_COLUMNS)} WHERE key=?",
+                            (*scheduling_of(record), row["key"]),
+                        )
 
     @staticmethod
     def _record(row: sqlite3.Row) -> Record:
         return Record(
-            id=row["id"], type=row["type"], name=row["name"], parent=row["parent"],
-            body=json.loads(row["body"]), internal=json.loads(row["internal"]),
-            etag=row["etag"], seq=row["seq"],
+            id=row["id"],
+            type=row["type"],
+            name=row["name"],
+            parent=row["parent"],
+            body=json.loads(row["body"]),
+            internal=json.loads(row["internal"]),
+            etag=row["etag"],
+            seq=row["seq"],
         )
 
     # -- resources ----------------------------------------------------------------------
@@ -118,9 +127,18 @@ class SqliteStore(SqliteDb):
             if db.execute("SELECT 1 FROM resources WHERE key=?", (ids.key(record.id),)).fetchone():
                 raise Conflict(record.id)
             record.seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM resources").fetchone()[0]
-            row = {"key": ids.key(record.id), "id": record.id, "type": record.type, "name": record.name,
-                   "parent": ids.key(record.parent) if record.parent else None, "seq": record.seq, "etag": record.etag,
-                   "body": json.dumps(record.body), "internal": json.dumps(record.internal), **_columns(record)}
+            row = {
+                "key": ids.key(record.id),
+                "id": record.id,
+                "type": record.type,
+                "name": record.name,
+                "parent": ids.key(record.parent) if record.parent else None,
+                "seq": record.seq,
+                "etag": record.etag,
+                "body": json.dumps(record.body),
+                "internal": json.dumps(record.internal),
+                **_columns(record),
+            }
             db.execute(f"INSERT INTO resources ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values()))
         return record
 
@@ -129,18 +147,26 @@ class SqliteStore(SqliteDb):
         return self._record(row) if row else None
 
     def children(self, parent_id: str, type: str, *, after_seq: int = 0, limit: int | None = None) -> list[Record]:
-        rows = self._db().execute(
-            "SELECT * FROM resources WHERE parent=? AND type=? AND seq>? ORDER BY seq LIMIT ?",
-            (ids.key(parent_id), type, after_seq, -1 if limit is None else limit),
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                "SELECT * FROM resources WHERE parent=? AND type=? AND seq>? ORDER BY seq LIMIT ?",
+                (ids.key(parent_id), type, after_seq, -1 if limit is None else limit),
+            )
+            .fetchall()
+        )
         return [self._record(r) for r in rows]
 
     def workspaces(self, prefix: str, *, after_seq: int = 0, limit: int | None = None) -> list[Record]:
         pattern = ids.key(prefix).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
-        rows = self._db().execute(
-            "SELECT * FROM resources WHERE type='workspaces' AND key LIKE ? ESCAPE '\\' AND seq>? ORDER BY seq LIMIT ?",
-            (pattern, after_seq, -1 if limit is None else limit),
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                "SELECT * FROM resources WHERE type='workspaces' AND key LIKE ? ESCAPE '\\' AND seq>? ORDER BY seq LIMIT ?",
+                (pattern, after_seq, -1 if limit is None else limit),
+            )
+            .fetchall()
+        )
         return [self._record(r) for r in rows]
 
     def mutate(self, resource_id: str, change: Mutation) -> Record | None:
@@ -152,25 +178,22 @@ class SqliteStore(SqliteDb):
             if updated is None:
                 return None
             updated.etag = uuid.uuid4().hex
-            row = {"body": json.dumps(updated.body), "internal": json.dumps(updated.internal), "etag": updated.etag,
-                   **_columns(updated)}
-            db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in row)} WHERE key=?",
-                       [*row.values(), ids.key(resource_id)])
+            row = {"body": json.dumps(updated.body), "internal": json.dumps(updated.internal), "etag": updated.etag, **_columns(updated)}
+            db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in row)} WHERE key=?", [*row.values(), ids.key(resource_id)])
             return updated
 
     def delete_tree(self, resource_id: str) -> list[Record]:
         k = ids.key(resource_id)
         pattern = k.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT * FROM resources WHERE key=? OR key LIKE ? ESCAPE '\\' ORDER BY seq DESC", (k, pattern)
-            ).fetchall()
+            rows = db.execute("SELECT * FROM resources WHERE key=? OR key LIKE ? ESCAPE '\\' ORDER BY seq DESC", (k, pattern)).fetchall()
             keys = [r["key"] for r in rows]
             db.executemany("DELETE FROM resources WHERE key=?", [(x,) for x in keys])
             db.executemany("DELETE FROM tasks WHERE job=?", [(x,) for x in keys])
             now = time.time()  # freed now: auto scale counts idleness from here, not from before the job
-            db.executemany("UPDATE nodes SET job=NULL, state='idle', idle_since=? WHERE job=? AND state='running'",
-                           [(now, x) for x in keys])
+            db.executemany(
+                "UPDATE nodes SET job=NULL, state='idle', idle_since=? WHERE job=? AND state='running'", [(now, x) for x in keys]
+            )
             db.executemany("DELETE FROM nodes WHERE cluster=?", [(x,) for x in keys])
         return [self._record(r) for r in rows]
 
@@ -226,9 +249,7 @@ class SqliteStore(SqliteDb):
         assert not unknown, unknown
         with self._tx() as db:
             if changes:
-                db.execute(
-                    f"UPDATE nodes SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?", [*changes.values(), node_id]
-                )
+                db.execute(f"UPDATE nodes SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?", [*changes.values(), node_id])
             row = db.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
         return self._node(row) if row else None
 
@@ -251,8 +272,10 @@ class SqliteStore(SqliteDb):
     def release_nodes(self, job: str) -> list[str]:
         with self._tx() as db:
             rows = db.execute("SELECT id FROM nodes WHERE job=?", (ids.key(job),)).fetchall()
-            db.execute("UPDATE nodes SET job=NULL, idle_since=?, state=CASE WHEN state='running' THEN 'idle' ELSE state END"
-                       " WHERE job=?", (time.time(), ids.key(job)))
+            db.execute(
+                "UPDATE nodes SET job=NULL, idle_since=?, state=CASE WHEN state='running' THEN 'idle' ELSE state END WHERE job=?",
+                (time.time(), ids.key(job)),
+            )
         return [r["id"] for r in rows]
 
     def delete_node(self, node_id: str) -> None:
@@ -347,4 +370,3 @@ class SqliteStore(SqliteDb):
     def clear_flag(self, name: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM settings WHERE name=?", (f"flag:{name}",))
-

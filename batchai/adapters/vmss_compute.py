@@ -71,7 +71,7 @@ def scale_set_name(cluster_key: str) -> str:
 
 # ----- custom data (pure) -------------------------------------------------------------------------
 
-_FETCH_SECRET = r'''#!/bin/bash
+_FETCH_SECRET = r"""#!/bin/bash
 # batchai-fetch-secret SECRET_URL: a Key Vault secret's value, with the scale set's managed identity.
 set -euo pipefail
 token=$(curl -sf -H Metadata:true \
@@ -79,7 +79,7 @@ token=$(curl -sf -H Metadata:true \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 curl -sf -H "Authorization: Bearer ${token}" "${1%/}?api-version=7.4" \
   | python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin)["value"])'
-'''
+"""
 
 
 def _heredoc(path: str, content: str, delimiter: str, mode: str = "644") -> str:
@@ -87,20 +87,21 @@ def _heredoc(path: str, content: str, delimiter: str, mode: str = "644") -> str:
         content += "\n"
     if f"\n{delimiter}\n" in f"\n{content}":
         raise ValueError(f"content contains the heredoc delimiter {delimiter}")
-    return (f"install -m {mode} /dev/null {shlex.quote(path)}\n"
-            f"cat > {shlex.quote(path)} <<'{delimiter}'\n{content}{delimiter}\n")
+    return f"install -m {mode} /dev/null {shlex.quote(path)}\ncat > {shlex.quote(path)} <<'{delimiter}'\n{content}{delimiter}\n"
 
 
-def agent_command(*, cluster_id: str, control_plane_url: str, python: str = f"{AGENT_VENV}/bin/python",
-                  heartbeat: float = 1.0) -> str:
+def agent_command(*, cluster_id: str, control_plane_url: str, python: str = f"{AGENT_VENV}/bin/python", heartbeat: float = 1.0) -> str:
     """The agent's command line on a VM; node id, name, root and address come from the environment."""
-    return (f"{python} -m batchai.agent --node-id \"$BATCHAI_NODE_ID\" --cluster-id {shlex.quote(cluster_id)} "
-            f"--name \"$BATCHAI_NODE_NAME\" --root \"$BATCHAI_NODE_ROOT\" --url {shlex.quote(control_plane_url)} "
-            f"--address \"$ADDRESS\" --heartbeat {float(heartbeat)!r}")
+    return (
+        f'{python} -m batchai.agent --node-id "$BATCHAI_NODE_ID" --cluster-id {shlex.quote(cluster_id)} '
+        f'--name "$BATCHAI_NODE_NAME" --root "$BATCHAI_NODE_ROOT" --url {shlex.quote(control_plane_url)} '
+        f'--address "$ADDRESS" --heartbeat {float(heartbeat)!r}'
+    )
 
 
-def custom_data(*, cluster_id: str, control_plane_url: str, token: str, agent_package: str,
-                mount_script: str = "", heartbeat: float = 1.0) -> str:
+def custom_data(
+    *, cluster_id: str, control_plane_url: str, token: str, agent_package: str, mount_script: str = "", heartbeat: float = 1.0
+) -> str:
     """The bootstrap script every instance of a cluster's scale set runs at its first boot (as root).
 
     `mount_script` is a rendered mount plan (`batchai.mounting.render(..., redact=False)`), run before
@@ -157,7 +158,7 @@ WantedBy=multi-user.target
     ]
     if needs_blobfuse:
         parts += [
-            "curl -sSfL \"https://packages.microsoft.com/config/ubuntu/$(lsb_release -rs)/packages-microsoft-prod.deb\""
+            'curl -sSfL "https://packages.microsoft.com/config/ubuntu/$(lsb_release -rs)/packages-microsoft-prod.deb"'
             " -o /tmp/packages-microsoft-prod.deb",
             "dpkg -i /tmp/packages-microsoft-prod.deb",
             "apt-get update -q",
@@ -166,7 +167,7 @@ WantedBy=multi-user.target
     parts += [
         "",
         "# 2. the node agent",
-        f"\"$PY\" -m venv {AGENT_VENV}",
+        f'"$PY" -m venv {AGENT_VENV}',
         f"{AGENT_VENV}/bin/python -m pip install -q --upgrade pip",
         f"{AGENT_VENV}/bin/python -m pip install -q {shlex.quote(agent_package)}",
         "",
@@ -198,9 +199,13 @@ def encode_custom_data(script: str) -> str:
 def node_env_script(*, node_id: str, name: str, root: str) -> list[str]:
     """The Run Command that names an instance: its node id, name and root (read by the launcher)."""
     values = (("BATCHAI_NODE_ID", node_id), ("BATCHAI_NODE_NAME", name), ("BATCHAI_NODE_ROOT", root))
-    return ["set -e", "install -d -m 700 /etc/batchai", f"install -m 600 /dev/null {NODE_ENV}.tmp",
-            *(f"echo {shlex.quote(f'{k}={shlex.quote(v)}')} >> {NODE_ENV}.tmp" for k, v in values),
-            f"mv {NODE_ENV}.tmp {NODE_ENV}"]
+    return [
+        "set -e",
+        "install -d -m 700 /etc/batchai",
+        f"install -m 600 /dev/null {NODE_ENV}.tmp",
+        *(f"echo {shlex.quote(f'{k}={shlex.quote(v)}')} >> {NODE_ENV}.tmp" for k, v in values),
+        f"mv {NODE_ENV}.tmp {NODE_ENV}",
+    ]
 
 
 def mount_plan(mount_volumes: dict | None, mount_root: str, file_server_address=lambda file_server_id: None):
@@ -226,18 +231,29 @@ def _codes(instance_view) -> list[str]:
 
 # ----- the adapter ----------------------------------------------------------------------------------
 
+
 class VmssCompute:
     """Nodes as VM scale set instances (the `Compute` port)."""
 
     def __init__(
-        self, credential, subscription_id: str, *, resource_group: str, location: str,
-        control_plane_url: str, token: str, agent_package: str,
+        self,
+        credential,
+        subscription_id: str,
+        *,
+        resource_group: str,
+        location: str,
+        control_plane_url: str,
+        token: str,
+        agent_package: str,
         cluster_properties: Callable[[str], dict | None] = lambda cluster_id: None,
-        default_subnet_id: str | None = None, data_dir: str = DEFAULT_DATA_DIR,
+        default_subnet_id: str | None = None,
+        data_dir: str = DEFAULT_DATA_DIR,
         mount_root: Callable[[str], str] | None = None,
         file_server_address: Callable[[str], str | None] = lambda file_server_id: None,
-        state_file: str | os.PathLike | None = None, heartbeat: float = 1.0,
-        client: ComputeManagementClient | None = None, **client_kwargs,
+        state_file: str | os.PathLike | None = None,
+        heartbeat: float = 1.0,
+        client: ComputeManagementClient | None = None,
+        **client_kwargs,
     ):
         """`cluster_properties(cluster_id)` answers a cluster's wire properties (vmSize, vmPriority, ...);
         `mount_root(cluster_key)` where the cluster's volumes go on the VMs (AZ_BATCHAI_MOUNT_ROOT; by
@@ -269,8 +285,9 @@ class VmssCompute:
         if image.get("virtualMachineImageId"):
             image_ref = m.ImageReference(id=image["virtualMachineImageId"])
         else:
-            image_ref = m.ImageReference(publisher=image["publisher"], offer=image["offer"], sku=image["sku"],
-                                         version=image.get("version") or "latest")
+            image_ref = m.ImageReference(
+                publisher=image["publisher"], offer=image["offer"], sku=image["sku"], version=image.get("version") or "latest"
+            )
         account = properties.get("userAccountSettings") or {}
         user = account.get("adminUserName")
         if not user:
@@ -285,26 +302,45 @@ class VmssCompute:
         subnet = (properties.get("subnet") or {}).get("id") or self.default_subnet_id
         if not subnet:
             raise ValueError("a scale set needs a subnet: give the cluster a subnet or the adapter a default_subnet_id")
-        steps = mount_plan((properties.get("nodeSetup") or {}).get("mountVolumes"), self.mount_root(cluster_key),
-                           self.file_server_address)
-        script = custom_data(cluster_id=cluster_id, control_plane_url=self.control_plane_url, token=self.token,
-                             agent_package=self.agent_package, mount_script=render(steps, redact=False) if steps else "",
-                             heartbeat=self.heartbeat)
+        steps = mount_plan((properties.get("nodeSetup") or {}).get("mountVolumes"), self.mount_root(cluster_key), self.file_server_address)
+        script = custom_data(
+            cluster_id=cluster_id,
+            control_plane_url=self.control_plane_url,
+            token=self.token,
+            agent_package=self.agent_package,
+            mount_script=render(steps, redact=False) if steps else "",
+            heartbeat=self.heartbeat,
+        )
         profile = m.VirtualMachineScaleSetVMProfile(
             os_profile=m.VirtualMachineScaleSetOSProfile(
-                computer_name_prefix=f"bai{cluster_key.replace('-', '')[:8]}", admin_username=user,
-                admin_password=password or None, custom_data=encode_custom_data(script), linux_configuration=linux,
+                computer_name_prefix=f"bai{cluster_key.replace('-', '')[:8]}",
+                admin_username=user,
+                admin_password=password or None,
+                custom_data=encode_custom_data(script),
+                linux_configuration=linux,
             ),
             storage_profile=m.VirtualMachineScaleSetStorageProfile(
                 image_reference=image_ref,
                 os_disk=m.VirtualMachineScaleSetOSDisk(create_option="FromImage", caching="ReadWrite"),
             ),
-            network_profile=m.VirtualMachineScaleSetNetworkProfile(network_interface_configurations=[
-                m.VirtualMachineScaleSetNetworkConfiguration(
-                    name="nic", properties=m.VirtualMachineScaleSetNetworkConfigurationProperties(
-                        primary=True, ip_configurations=[m.VirtualMachineScaleSetIPConfiguration(
-                            name="ipconfig", properties=m.VirtualMachineScaleSetIPConfigurationProperties(
-                                subnet=m.ApiEntityReference(id=subnet), primary=True))]))]),
+            network_profile=m.VirtualMachineScaleSetNetworkProfile(
+                network_interface_configurations=[
+                    m.VirtualMachineScaleSetNetworkConfiguration(
+                        name="nic",
+                        properties=m.VirtualMachineScaleSetNetworkConfigurationProperties(
+                            primary=True,
+                            ip_configurations=[
+                                m.VirtualMachineScaleSetIPConfiguration(
+                                    name="ipconfig",
+                                    properties=m.VirtualMachineScaleSetIPConfigurationProperties(
+                                        subnet=m.ApiEntityReference(id=subnet), primary=True
+                                    ),
+                                )
+                            ],
+                        ),
+                    )
+                ]
+            ),
         )
         if properties.get("vmPriority") == "lowpriority":
             profile.priority = "Spot"
@@ -318,8 +354,11 @@ class VmssCompute:
             sku=m.Sku(name=properties["vmSize"], tier="Standard", capacity=0),
             identity=m.VirtualMachineScaleSetIdentity(type="SystemAssigned") if any(isinstance(s, SecretFetch) for s in steps) else None,
             properties=m.VirtualMachineScaleSetProperties(
-                orchestration_mode="Uniform", upgrade_policy=m.UpgradePolicy(mode="Manual"),
-                overprovision=False, single_placement_group=False, virtual_machine_profile=profile,
+                orchestration_mode="Uniform",
+                upgrade_policy=m.UpgradePolicy(mode="Manual"),
+                overprovision=False,
+                single_placement_group=False,
+                virtual_machine_profile=profile,
             ),
         )
 
@@ -379,15 +418,21 @@ class VmssCompute:
 
     def _instances(self, name: str, *, instance_view: bool = True) -> list[dict]:
         try:
-            vms = list(self.client.virtual_machine_scale_set_vms.list(
-                self.resource_group, name, expand="instanceView" if instance_view else None))
+            vms = list(
+                self.client.virtual_machine_scale_set_vms.list(self.resource_group, name, expand="instanceView" if instance_view else None)
+            )
         except ResourceNotFoundError:
             return []
         out = []
         for vm in vms:
             props = vm.get("properties") or {}
-            out.append({"instanceId": str(vm.get("instanceId")), "provisioningState": props.get("provisioningState"),
-                        "statuses": _codes(props.get("instanceView"))})
+            out.append(
+                {
+                    "instanceId": str(vm.get("instanceId")),
+                    "provisioningState": props.get("provisioningState"),
+                    "statuses": _codes(props.get("instanceView")),
+                }
+            )
         return out
 
     def evicted_instances(self, cluster_key: str) -> list[str]:
@@ -417,9 +462,14 @@ class VmssCompute:
             self._set_capacity(scale_set, self.capacity(cluster_key) + 1)
             with self._lock:
                 taken = {v["instanceId"] for v in self._nodes.values() if v["scaleSet"] == scale_set}
-            new = sorted((vm["instanceId"] for vm in self._instances(scale_set, instance_view=False)
-                          if vm["instanceId"] not in before and vm["instanceId"] not in taken),
-                         key=lambda i: (len(i), i))
+            new = sorted(
+                (
+                    vm["instanceId"]
+                    for vm in self._instances(scale_set, instance_view=False)
+                    if vm["instanceId"] not in before and vm["instanceId"] not in taken
+                ),
+                key=lambda i: (len(i), i),
+            )
             if not new:
                 raise RuntimeError(f"the scale set {scale_set} grew but no new instance appeared")
             instance = new[0]
@@ -457,8 +507,11 @@ class VmssCompute:
         except ResourceNotFoundError:
             return False
         codes = _codes(view)
-        if any(code.lower() in ("provisioningstate/failed", "provisioningstate/deleting") or code.lower().startswith("provisioningstate/failed/")
-               for code in codes):
+        if any(
+            code.lower() in ("provisioningstate/failed", "provisioningstate/deleting")
+            or code.lower().startswith("provisioningstate/failed/")
+            for code in codes
+        ):
             return False
         return not any(code in _GONE_POWER for code in codes)
 
@@ -473,7 +526,9 @@ class VmssCompute:
             self._deleting.add(where)
         try:
             self.client.virtual_machine_scale_sets.begin_delete_instances(
-                self.resource_group, scale_set, m.VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=[instance]),
+                self.resource_group,
+                scale_set,
+                m.VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=[instance]),
             ).result()
         except ResourceNotFoundError:
             pass

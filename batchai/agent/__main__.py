@@ -25,8 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--control-plane-file", help='JSON file {"url": ...}, re-read whenever a request fails')
     p.add_argument("--address", default="127.0.0.1", help="the address this node is reachable at")
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (until the control plane says)")
-    p.add_argument("--orphan-timeout", type=float, default=600.0,
-                   help="exit when the control plane is unreachable this long and no task runs")
+    p.add_argument(
+        "--orphan-timeout", type=float, default=600.0, help="exit when the control plane is unreachable this long and no task runs"
+    )
     return p.parse_args(argv)
 
 
@@ -45,8 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("%s is not set: the control plane will refuse this node", TOKEN_ENV)
     control_plane = ControlPlane(token=token, url=args.url, url_file=args.control_plane_file)
     agent = Agent(
-        node_id=args.node_id, cluster_id=args.cluster_id, name=args.name, root=root,
-        control_plane=control_plane, address=args.address, heartbeat=args.heartbeat,
+        node_id=args.node_id,
+        cluster_id=args.cluster_id,
+        name=args.name,
+        root=root,
+        control_plane=control_plane,
+        address=args.address,
+        heartbeat=args.heartbeat,
         orphan_timeout=args.orphan_timeout,
     )
     return agent.run()

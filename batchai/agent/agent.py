@@ -88,11 +88,16 @@ class ControlPlane:
         try:
             conn = cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
             try:
-                conn.request("POST", parts.path.rstrip("/") + path, body=data, headers={
-                    "Authorization": f"Bearer {self._token}",
-                    "Content-Type": "application/json",
-                    "Connection": "close",
-                })
+                conn.request(
+                    "POST",
+                    parts.path.rstrip("/") + path,
+                    body=data,
+                    headers={
+                        "Authorization": f"Bearer {self._token}",
+                        "Content-Type": "application/json",
+                        "Connection": "close",
+                    },
+                )
                 resp = conn.getresponse()
                 text = resp.read().decode("utf-8", "replace")
             finally:
@@ -112,8 +117,16 @@ class ControlPlane:
 
 class Agent:
     def __init__(
-        self, *, node_id: str, cluster_id: str, name: str, root: str, control_plane: ControlPlane,
-        address: str = "127.0.0.1", heartbeat: float = 1.0, orphan_timeout: float = 600.0,
+        self,
+        *,
+        node_id: str,
+        cluster_id: str,
+        name: str,
+        root: str,
+        control_plane: ControlPlane,
+        address: str = "127.0.0.1",
+        heartbeat: float = 1.0,
+        orphan_timeout: float = 600.0,
     ):
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -182,9 +195,16 @@ class Agent:
             finished = list(self._finished.values())
         if finished and reason != "orphaned":
             try:
-                self.cp.post(f"{self._paths}/heartbeat", {
-                    "bootId": self.boot_id, "running": running, "finished": finished, "waitSeconds": 0,
-                }, timeout=FINAL_REPORT_TIMEOUT)
+                self.cp.post(
+                    f"{self._paths}/heartbeat",
+                    {
+                        "bootId": self.boot_id,
+                        "running": running,
+                        "finished": finished,
+                        "waitSeconds": 0,
+                    },
+                    timeout=FINAL_REPORT_TIMEOUT,
+                )
                 log.info("reported %d finished task(s)", len(finished))
             except (Unreachable, HttpError) as e:
                 log.warning("could not report the last results: %s", e)
@@ -248,8 +268,12 @@ class Agent:
 
     def _register(self) -> None:
         body = {
-            "clusterId": self.cluster_id, "name": self.name, "address": self.address,
-            "pid": os.getpid(), "bootId": self.boot_id, "root": self.root,
+            "clusterId": self.cluster_id,
+            "name": self.name,
+            "address": self.address,
+            "pid": os.getpid(),
+            "bootId": self.boot_id,
+            "root": self.root,
             "execPort": self._exec.port if self._exec else None,
         }
         try:
@@ -323,14 +347,20 @@ class Agent:
                 log.warning("task %s is malformed: %s", task_id, e)
                 now = utc_now()
                 self._finished[task_id] = {
-                    "taskId": task_id, "exitCode": 1, "error": f"the node agent cannot read the task: {e}",
-                    "startTime": now, "endTime": now,
+                    "taskId": task_id,
+                    "exitCode": 1,
+                    "error": f"the node agent cannot read the task: {e}",
+                    "startTime": now,
+                    "endTime": now,
                 }
                 self._wake.set()
                 return True
             runner = TaskRunner(
-                task, node_name=self.name, base_env=self.base_env,
-                on_pids=self._write_pids, on_done=self._task_done,
+                task,
+                node_name=self.name,
+                base_env=self.base_env,
+                on_pids=self._write_pids,
+                on_done=self._task_done,
                 after=self._prepared_state(task.after) if task.after else None,
             )
             self._runners[task_id] = runner
@@ -340,6 +370,7 @@ class Agent:
 
     def _prepared_state(self, task_id: str) -> Callable[[float], bool | None]:
         """Whether this boot's task `task_id` has prepared the node: True, False (ended without), None (not yet)."""
+
         def state(timeout: float) -> bool | None:
             with self._lock:
                 runner = self._runners.get(task_id)
@@ -352,6 +383,7 @@ class Agent:
                 return False
             time.sleep(timeout)
             return None
+
         return state
 
     def _running_tasks(self) -> list[TaskRunner]:
@@ -372,8 +404,12 @@ class Agent:
         with self._lock:
             self._runners.pop(runner.task_id, None)
             self._finished[runner.task_id] = result
-        log.info("task %s finished with exit code %s%s", runner.task_id, result.get("exitCode"),
-                 f" ({result['error']})" if result.get("error") == TERMINATED else "")
+        log.info(
+            "task %s finished with exit code %s%s",
+            runner.task_id,
+            result.get("exitCode"),
+            f" ({result['error']})" if result.get("error") == TERMINATED else "",
+        )
         self._write_pids()
         self._wake.set()
         threading.Thread(target=self._report_now, name="report", daemon=True).start()

@@ -161,8 +161,10 @@ class ExecServer:
                 except (ProcessLookupError, PermissionError):
                     pass
 
-        pumps = [threading.Thread(target=pump, args=(proc.stdout, b"o"), daemon=True),
-                 threading.Thread(target=pump, args=(proc.stderr, b"e"), daemon=True)]
+        pumps = [
+            threading.Thread(target=pump, args=(proc.stdout, b"o"), daemon=True),
+            threading.Thread(target=pump, args=(proc.stderr, b"e"), daemon=True),
+        ]
         for t in pumps:
             t.start()
         threading.Thread(target=hang_up_kills, daemon=True).start()

@@ -126,8 +126,14 @@ class TaskRunner:
             if self._killed or self._over:
                 return None
             proc = subprocess.Popen(
-                ["/bin/bash", "-c", self._command(command, {})], cwd=self.task.cwd, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+                ["/bin/bash", "-c", self._command(command, {})],
+                cwd=self.task.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
             )
             self._live[proc.pid] = proc
             self._groups.append(proc.pid)
@@ -330,9 +336,14 @@ class TaskRunner:
                 err = open(p.stderr, "ab")
                 try:
                     proc = subprocess.Popen(
-                        ["/bin/bash", "-c", self._command(p.command, p.env)], cwd=self.task.cwd, env=env,
-                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                        start_new_session=True, close_fds=True,
+                        ["/bin/bash", "-c", self._command(p.command, p.env)],
+                        cwd=self.task.cwd,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                        start_new_session=True,
+                        close_fds=True,
                     )
                 finally:
                     err.close()

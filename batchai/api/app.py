@@ -30,8 +30,7 @@ def _error(status: int, code: str, message: str, target: str | None = None) -> J
     return JSONResponse(ApiError(status, code, message, target).to_body(), status_code=status)
 
 
-def create_app(services: Services, *, token: str, node_token: str, signing_key: bytes,
-               node_waker: NodeWaker | None = None) -> FastAPI:
+def create_app(services: Services, *, token: str, node_token: str, signing_key: bytes, node_waker: NodeWaker | None = None) -> FastAPI:
     """`node_waker`: the one whose `wake` the services were given as `wake_nodes`, so that activities end
     agents' long-polling heartbeats early (without it, a new one nobody wakes: agents learn at their next poll)."""
     waker = node_waker or NodeWaker()

@@ -20,10 +20,19 @@ def require_api_version(request: Request) -> None:
     """Every ARM request names `api-version=2018-05-01` (nextLinks carry it too)."""
     version = request.query_params.get("api-version")
     if version is None:
-        raise ApiError(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.", "api-version")
+        raise ApiError(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+            "api-version",
+        )
     if version != API_VERSION:
-        raise ApiError(400, "InvalidApiVersionParameter",
-                       f"The api-version '{version}' is invalid. The supported version is '{API_VERSION}'.", "api-version")
+        raise ApiError(
+            400,
+            "InvalidApiVersionParameter",
+            f"The api-version '{version}' is invalid. The supported version is '{API_VERSION}'.",
+            "api-version",
+        )
 
 
 async def json_body(request: Request, *, required: bool = True) -> dict:
@@ -83,14 +92,20 @@ def page_records(request: Request, fetch, render) -> JSONResponse:
 
 def operation_url(request: Request, subscription: str, location: str, op_id: str) -> str:
     base = str(request.base_url).rstrip("/")
-    return (f"{base}/subscriptions/{subscription}/providers/Microsoft.BatchAI/locations/{location}"
-            f"/operationresults/{op_id}?api-version={API_VERSION}")
+    return (
+        f"{base}/subscriptions/{subscription}/providers/Microsoft.BatchAI/locations/{location}"
+        f"/operationresults/{op_id}?api-version={API_VERSION}"
+    )
 
 
 def accepted(request: Request, subscription: str, location: str, op_id: str) -> Response:
-    return Response(status_code=202, headers={
-        "Location": operation_url(request, subscription, location, op_id), "Retry-After": POLL_SECONDS,
-    })
+    return Response(
+        status_code=202,
+        headers={
+            "Location": operation_url(request, subscription, location, op_id),
+            "Retry-After": POLL_SECONDS,
+        },
+    )
 
 
 def new_operation_id() -> str:

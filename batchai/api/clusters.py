@@ -7,16 +7,15 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from batchai import ids
+from batchai import ids, render
 from batchai.api.arm import json_body, page_records, paged
-from batchai import render
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services, workspace_path
-from batchai.records import new_record
 from batchai.errors import ApiError
 from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
 from batchai.ports import Conflict, Unsupported
+from batchai.records import new_record
 from batchai.wake import wake_cluster
 
 router = APIRouter()
@@ -72,6 +71,7 @@ async def update_cluster(request: Request, sub: str, rg: str, ws: str, cluster: 
         r.properties["scaleSettings"] = scale
         r.internal["allocationTime"] = utcnow()
         return r
+
     record = svc.store.mutate(rid, rescale)
     wake_cluster(svc, record)
     return JSONResponse(_render(request, record))
@@ -84,6 +84,7 @@ def _set_paused(request: Request, rid: str, paused: bool):
     def flag(r):
         r.internal["paused"] = paused
         return r
+
     record = svc.store.mutate(rid, flag)
     wake_cluster(svc, record)
     return JSONResponse(_render(request, record))
@@ -135,8 +136,9 @@ def list_clusters(request: Request, sub: str, rg: str, ws: str):
     svc = services(request)
     rid = workspace_path(sub, rg, ws)
     require(svc, rid, "workspace")
-    return page_records(request, lambda after, n: svc.store.children(rid, "clusters", after_seq=after, limit=n),
-                        lambda r: _render(request, r))
+    return page_records(
+        request, lambda after, n: svc.store.children(rid, "clusters", after_seq=after, limit=n), lambda r: _render(request, r)
+    )
 
 
 def remote_login(nodes) -> list[dict]:

@@ -94,14 +94,13 @@ def _entry(request: Request, path: Path, expiry: int) -> dict:
     if path.is_dir():
         return {"name": path.name, "fileType": "directory"}
     stat = path.stat()
-    return _file_entry(path.name, download_url(request, path, expiry),
-                       datetime.fromtimestamp(stat.st_mtime, UTC), stat.st_size)
+    return _file_entry(path.name, download_url(request, path, expiry), datetime.fromtimestamp(stat.st_mtime, UTC), stat.st_size)
 
 
 def _page(request: Request, children: list[T], render: Callable[[T], dict]):
     """One page of a directory's children (sorted by name), rendered."""
     size, start = page_size(request), skip_token(request)
-    window = children[start:start + size]
+    window = children[start : start + size]
     more = start + size < len(children)
     return paged(request, [render(c) for c in window], start + size if more else None)
 
@@ -129,7 +128,7 @@ def _blob_children(blobs: list[BlobInfo], prefix: str) -> list[tuple[str, BlobIn
     for every blob further down."""
     children: dict[str, BlobInfo | None] = {}
     for blob in blobs:
-        first, _, rest = blob.name[len(prefix):].partition("/")
+        first, _, rest = blob.name[len(prefix) :].partition("/")
         children[first] = None if rest else blob
     return sorted(children.items())
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from batchai import ids, jobs, render
 from batchai.api.arm import accepted, json_body, new_operation_id, page_records, paged
 from batchai.api.clusters import remote_login
-from batchai.api.deletion import begin_delete
+from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services
 from batchai.api.files import list_output_files
 from batchai.api.workspaces import experiment_path
@@ -42,7 +42,7 @@ def get_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
 def delete_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
     svc = services(request)
     record = require(svc, job_path(sub, rg, ws, exp, job), "job")
-    return begin_delete(request, record, svc.store.get(ids.workspace_id(sub, rg, ws)).body["location"])
+    return begin_delete(request, record, workspace_location(svc, ids.workspace_id(sub, rg, ws)))
 
 
 @router.get(JOBS)
@@ -61,7 +61,7 @@ def terminate_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: s
     jobs.terminate(svc, rid)
     op_id = new_operation_id()
     svc.store.create_operation(op_id, "terminate", rid)
-    return accepted(request, sub, svc.store.get(ids.workspace_id(sub, rg, ws)).body["location"], op_id)
+    return accepted(request, sub, workspace_location(svc, ids.workspace_id(sub, rg, ws)), op_id)
 
 
 @router.api_route(JOB + "/listOutputFiles", methods=["POST", "GET"])

@@ -63,6 +63,6 @@ async def heartbeat(request: Request, node_id: str):
         return answer
     try:
         await asyncio.wait_for(event.wait(), timeout=min(float(body.get("waitSeconds", 0)), MAX_WAIT_SECONDS))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return answer
     return await run_in_threadpool(protocol.beat, svc, node_id, {**body, "finished": []})

@@ -35,24 +35,38 @@ def operation_result(request: Request, sub: str, location: str, op_id: str):
 
 
 OPERATIONS = [
-    ("workspaces", "read", "List or get workspaces"), ("workspaces", "write", "Create or update a workspace"),
-    ("workspaces", "delete", "Delete a workspace"), ("workspaces/clusters", "read", "List or get clusters"),
-    ("workspaces/clusters", "write", "Create or update a cluster"), ("workspaces/clusters", "delete", "Delete a cluster"),
-    ("workspaces/experiments", "read", "List or get experiments"), ("workspaces/experiments", "write", "Create an experiment"),
-    ("workspaces/experiments", "delete", "Delete an experiment"), ("workspaces/experiments/jobs", "read", "List or get jobs"),
-    ("workspaces/experiments/jobs", "write", "Create a job"), ("workspaces/experiments/jobs", "delete", "Delete a job"),
+    ("workspaces", "read", "List or get workspaces"),
+    ("workspaces", "write", "Create or update a workspace"),
+    ("workspaces", "delete", "Delete a workspace"),
+    ("workspaces/clusters", "read", "List or get clusters"),
+    ("workspaces/clusters", "write", "Create or update a cluster"),
+    ("workspaces/clusters", "delete", "Delete a cluster"),
+    ("workspaces/experiments", "read", "List or get experiments"),
+    ("workspaces/experiments", "write", "Create an experiment"),
+    ("workspaces/experiments", "delete", "Delete an experiment"),
+    ("workspaces/experiments/jobs", "read", "List or get jobs"),
+    ("workspaces/experiments/jobs", "write", "Create a job"),
+    ("workspaces/experiments/jobs", "delete", "Delete a job"),
     ("workspaces/experiments/jobs", "terminate/action", "Terminate a job"),
-    ("workspaces/fileservers", "read", "List or get file servers"), ("workspaces/fileservers", "write", "Create a file server"),
+    ("workspaces/fileservers", "read", "List or get file servers"),
+    ("workspaces/fileservers", "write", "Create a file server"),
 ]
 
 
 @router.get("/providers/Microsoft.BatchAI/operations")
 def list_operations(request: Request):
-    return paged(request, [
-        {"name": f"Microsoft.BatchAI/{res}/{verb}", "origin": "user,system",
-         "display": {"provider": "Microsoft Batch AI", "resource": res, "operation": verb, "description": text}}
-        for res, verb, text in OPERATIONS
-    ], None)
+    return paged(
+        request,
+        [
+            {
+                "name": f"Microsoft.BatchAI/{res}/{verb}",
+                "origin": "user,system",
+                "display": {"provider": "Microsoft Batch AI", "resource": res, "operation": verb, "description": text},
+            }
+            for res, verb, text in OPERATIONS
+        ],
+        None,
+    )
 
 
 @router.get("/subscriptions/{sub}/providers/Microsoft.BatchAI/locations/{location}/usages")
@@ -60,7 +74,16 @@ def list_usages(request: Request, sub: str, location: str):
     svc = services(request)
     workspaces = [w for w in svc.store.workspaces(f"/subscriptions/{sub}") if w.body.get("location", "").lower() == location.lower()]
     clusters = sum(len(svc.store.children(w.id, "clusters")) for w in workspaces)
-    return paged(request, [
-        {"unit": "Count", "currentValue": len(workspaces), "limit": 800, "name": {"value": "Workspaces", "localizedValue": "Workspaces"}},
-        {"unit": "Count", "currentValue": clusters, "limit": 800, "name": {"value": "Clusters", "localizedValue": "Clusters"}},
-    ], None)
+    return paged(
+        request,
+        [
+            {
+                "unit": "Count",
+                "currentValue": len(workspaces),
+                "limit": 800,
+                "name": {"value": "Workspaces", "localizedValue": "Workspaces"},
+            },
+            {"unit": "Count", "currentValue": clusters, "limit": 800, "name": {"value": "Clusters", "localizedValue": "Clusters"}},
+        ],
+        None,
+    )

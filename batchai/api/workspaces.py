@@ -5,15 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from batchai import ids
+from batchai import ids, render
 from batchai.api.arm import json_body, page_records
-from batchai import render
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import RG, WS, require, services, workspace_path
 from batchai.errors import ApiError
-from batchai.records import new_record
 from batchai.model import WorkspaceCreateParameters, WorkspaceUpdateParameters, parse, validate_name
 from batchai.ports import Conflict, Mutation, Record
+from batchai.records import new_record
 from batchai.services import Services
 
 router = APIRouter()
@@ -24,14 +23,15 @@ async def create_workspace(request: Request, sub: str, rg: str, ws: str):
     rid = workspace_path(sub, rg, ws)
     params = parse(WorkspaceCreateParameters, await json_body(request))
     svc = services(request)
-    record = new_record(rid, "workspaces", ws, ids.resource_group_id(sub, rg), {},
-                        location=params.location, tags=params.tags or {})
+    record = new_record(rid, "workspaces", ws, ids.resource_group_id(sub, rg), {}, location=params.location, tags=params.tags or {})
     try:
         record = svc.store.create(record)
     except Conflict:
+
         def retag(r):
             r.body["tags"] = params.tags or {}
             return r
+
         record = _mutate_workspace(svc, rid, retag)
     return JSONResponse(render.workspace(record))
 
@@ -47,6 +47,7 @@ async def update_workspace(request: Request, sub: str, rg: str, ws: str):
         if params.tags is not None:
             r.body["tags"] = params.tags
         return r
+
     return JSONResponse(render.workspace(_mutate_workspace(svc, rid, retag)))
 
 

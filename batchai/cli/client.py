@@ -23,8 +23,7 @@ class Client:
     timeout: float = 30.0
 
     def __post_init__(self):
-        self.http = httpx.Client(base_url=self.url.rstrip("/"), timeout=self.timeout,
-                                 headers={"Authorization": f"Bearer {self.token}"})
+        self.http = httpx.Client(base_url=self.url.rstrip("/"), timeout=self.timeout, headers={"Authorization": f"Bearer {self.token}"})
 
     # -- paths --------------------------------------------------------------------------
     def workspace(self, ws: str) -> str:

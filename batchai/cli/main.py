@@ -59,8 +59,7 @@ class Context:
 @app.callback()
 def main(
     ctx: typer.Context,
-    url: str | None = typer.Option(None, envvar="BATCHAI_URL",
-                                   help="Control plane URL (default: the one serving --data-dir, else :8080)."),
+    url: str | None = typer.Option(None, envvar="BATCHAI_URL", help="Control plane URL (default: the one serving --data-dir, else :8080)."),
     token: str | None = typer.Option(None, envvar="BATCHAI_TOKEN", help="Bearer token (default: <data-dir>/token)."),
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, envvar="BATCHAI_DATA_DIR", help="The embedded server's data directory."),
     subscription: str = typer.Option(DEFAULT_SUBSCRIPTION, envvar="BATCHAI_SUBSCRIPTION"),
@@ -137,8 +136,12 @@ def serve(
 
 
 # -- workspaces -------------------------------------------------------------------------
-WS_COLUMNS = [("name", lambda r: r["name"]), ("location", lambda r: r.get("location")),
-              ("state", lambda r: r["properties"].get("provisioningState")), ("created", lambda r: r["properties"].get("creationTime"))]
+WS_COLUMNS = [
+    ("name", lambda r: r["name"]),
+    ("location", lambda r: r.get("location")),
+    ("state", lambda r: r["properties"].get("provisioningState")),
+    ("created", lambda r: r["properties"].get("creationTime")),
+]
 
 
 @workspace_app.command("create")
@@ -173,14 +176,19 @@ def _counts(r):
     return f"idle {n.get('idleNodeCount', 0)} / running {n.get('runningNodeCount', 0)} / preparing {n.get('preparingNodeCount', 0)} / unusable {n.get('unusableNodeCount', 0)}"
 
 
-CLUSTER_COLUMNS = [("name", lambda r: r["name"]), ("vm size", lambda r: r["properties"].get("vmSize")),
-                   ("allocation", lambda r: r["properties"].get("allocationState")),
-                   ("nodes", lambda r: r["properties"].get("currentNodeCount")), ("node states", _counts)]
+CLUSTER_COLUMNS = [
+    ("name", lambda r: r["name"]),
+    ("vm size", lambda r: r["properties"].get("vmSize")),
+    ("allocation", lambda r: r["properties"].get("allocationState")),
+    ("nodes", lambda r: r["properties"].get("currentNodeCount")),
+    ("node states", _counts),
+]
 
 
 @cluster_app.command("create")
 def cluster_create(
-    ctx: typer.Context, name: str,
+    ctx: typer.Context,
+    name: str,
     workspace: str = typer.Option(..., "--workspace", "-w"),
     nodes: int = typer.Option(1, "--nodes", "-n", help="Target node count (manual scale)."),
     vm_size: str = typer.Option("STANDARD_D1_V2", "--vm-size"),
@@ -188,11 +196,14 @@ def cluster_create(
     wait: bool = typer.Option(True, help="Wait until every node has joined."),
 ):
     c = ctx.obj
-    body = {"properties": {
-        "vmSize": vm_size, "vmPriority": "lowpriority" if low_priority else "dedicated",
-        "scaleSettings": {"manual": {"targetNodeCount": nodes, "nodeDeallocationOption": "requeue"}},
-        "userAccountSettings": {"adminUserName": "batchai"},
-    }}
+    body = {
+        "properties": {
+            "vmSize": vm_size,
+            "vmPriority": "lowpriority" if low_priority else "dedicated",
+            "scaleSettings": {"manual": {"targetNodeCount": nodes, "nodeDeallocationOption": "requeue"}},
+            "userAccountSettings": {"adminUserName": "batchai"},
+        }
+    }
 
     def create():
         path = c.client.cluster(workspace, name)
@@ -202,6 +213,7 @@ def cluster_create(
             time.sleep(0.3)
             cluster = c.client.get(path)
         show(c, cluster, CLUSTER_COLUMNS)
+
     run(create)
 
 
@@ -224,8 +236,11 @@ def cluster_delete(ctx: typer.Context, name: str, workspace: str = typer.Option(
 
 
 # -- experiments ------------------------------------------------------------------------
-EXP_COLUMNS = [("name", lambda r: r["name"]), ("state", lambda r: r["properties"].get("provisioningState")),
-               ("created", lambda r: r["properties"].get("creationTime"))]
+EXP_COLUMNS = [
+    ("name", lambda r: r["name"]),
+    ("state", lambda r: r["properties"].get("provisioningState")),
+    ("created", lambda r: r["properties"].get("creationTime")),
+]
 
 
 @experiment_app.command("create")
@@ -253,19 +268,29 @@ def experiment_delete(ctx: typer.Context, name: str, workspace: str = typer.Opti
 
 
 # -- jobs -------------------------------------------------------------------------------
-JOB_COLUMNS = [("name", lambda r: r["name"]), ("tool", lambda r: r["properties"].get("toolType")),
-               ("nodes", lambda r: r["properties"].get("nodeCount")),
-               ("state", lambda r: r["properties"].get("executionState")),
-               ("exit code", lambda r: r["properties"].get("executionInfo", {}).get("exitCode")),
-               ("started", lambda r: r["properties"].get("executionInfo", {}).get("startTime")),
-               ("ended", lambda r: r["properties"].get("executionInfo", {}).get("endTime"))]
+JOB_COLUMNS = [
+    ("name", lambda r: r["name"]),
+    ("tool", lambda r: r["properties"].get("toolType")),
+    ("nodes", lambda r: r["properties"].get("nodeCount")),
+    ("state", lambda r: r["properties"].get("executionState")),
+    ("exit code", lambda r: r["properties"].get("executionInfo", {}).get("exitCode")),
+    ("started", lambda r: r["properties"].get("executionInfo", {}).get("startTime")),
+    ("ended", lambda r: r["properties"].get("executionInfo", {}).get("endTime")),
+]
 
 WorkspaceOpt = typer.Option(..., "--workspace", "-w")
 ExperimentOpt = typer.Option(..., "--experiment", "-e")
 
 
-def job_body(client: Client, workspace: str, cluster: str | None, job_file: Path | None, command: str | None,
-             nodes: int | None, placeholders: list[str]) -> dict:
+def job_body(
+    client: Client,
+    workspace: str,
+    cluster: str | None,
+    job_file: Path | None,
+    command: str | None,
+    nodes: int | None,
+    placeholders: list[str],
+) -> dict:
     from batchai.errors import ApiError
     from batchai.model import load_job_file
 
@@ -284,15 +309,22 @@ def job_body(client: Client, workspace: str, cluster: str | None, job_file: Path
         raise CliError("give a job file (-f) or a command line (--command)")
     if cluster_id is None:
         raise CliError("--cluster is required")
-    return {"properties": {
-        "cluster": {"id": cluster_id}, "nodeCount": nodes or 1,
-        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT", "customToolkitSettings": {"commandLine": command},
-    }}
+    return {
+        "properties": {
+            "cluster": {"id": cluster_id},
+            "nodeCount": nodes or 1,
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT",
+            "customToolkitSettings": {"commandLine": command},
+        }
+    }
 
 
 @job_app.command("create")
 def job_create(
-    ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
+    ctx: typer.Context,
+    name: str,
+    workspace: str = WorkspaceOpt,
+    experiment: str = ExperimentOpt,
     cluster: str | None = typer.Option(None, "--cluster", "-c", help="Cluster name in the workspace."),
     job_file: Path | None = typer.Option(None, "--file", "-f", help="An original Batch AI job file (job.json)."),
     command: str | None = typer.Option(None, "--command", help="A custom-toolkit command line instead of a file."),
@@ -305,12 +337,16 @@ def job_create(
     def create():
         body = job_body(c.client, workspace, cluster, job_file, command, nodes, placeholder)
         show(c, c.client.put(c.client.job(workspace, experiment, name), body), JOB_COLUMNS)
+
     run(create)
 
 
 @job_app.command("submit")
 def job_submit(
-    ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
+    ctx: typer.Context,
+    name: str,
+    workspace: str = WorkspaceOpt,
+    experiment: str = ExperimentOpt,
     cluster: str = typer.Option(..., "--cluster", "-c", help="Cluster name in the workspace."),
     job_file: Path = typer.Option(..., "--file", "-f", help="An original Batch AI job file (job.json)."),
     placeholder: list[str] = typer.Option([], "--placeholder", "-p", help="NAME=VALUE for <NAME> in the job file."),
@@ -331,12 +367,23 @@ def job_submit(
             body = job_body(c.client, workspace, cluster, job_file, None, None, placeholder)
             return show(c, c.client.put(c.client.job(workspace, experiment, name), body), JOB_COLUMNS)
         if via == "queue":
-            message = {"workspace": workspace, "experiment": experiment, "jobName": name, "job": raw, "cluster": cluster,
-                       "placeholders": values, "resourceGroup": c.resource_group, "subscription": c.subscription}
+            message = {
+                "workspace": workspace,
+                "experiment": experiment,
+                "jobName": name,
+                "job": raw,
+                "cluster": cluster,
+                "placeholders": values,
+                "resourceGroup": c.resource_group,
+                "subscription": c.subscription,
+            }
             with queue_client(c.data_dir) as queue:
                 message_id = queue.publish(json.dumps(message), priority=priority, message_id=key)
-            return show(c, {"channel": "queue", "messageId": message_id, "priority": priority}, [("channel", lambda r: r["channel"]),
-                        ("message id", lambda r: r["messageId"]), ("priority", lambda r: r["priority"])])
+            return show(
+                c,
+                {"channel": "queue", "messageId": message_id, "priority": priority},
+                [("channel", lambda r: r["channel"]), ("message id", lambda r: r["messageId"]), ("priority", lambda r: r["priority"])],
+            )
         if via == "blob":
             from batchai.adapters.from_env import drop_store
 
@@ -345,9 +392,13 @@ def job_submit(
             name_prefix = f"inbox/{workspace}/{experiment}/{name}"
             drops.put(f"{name_prefix}.params.json", json.dumps(params).encode())  # before the drop: it is read with it
             drops.put(f"{name_prefix}.json", json.dumps(raw).encode())
-            return show(c, {"channel": "blob", "path": f"{name_prefix}.json"},
-                        [("channel", lambda r: r["channel"]), ("dropped at", lambda r: r["path"])])
+            return show(
+                c,
+                {"channel": "blob", "path": f"{name_prefix}.json"},
+                [("channel", lambda r: r["channel"]), ("dropped at", lambda r: r["path"])],
+            )
         raise CliError("--via must be http, queue or blob")
+
     run(submit)
 
 
@@ -377,8 +428,13 @@ def job_terminate(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, 
 
 
 @job_app.command("wait")
-def job_wait(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
-             timeout: float = typer.Option(3600, help="Seconds.")):
+def job_wait(
+    ctx: typer.Context,
+    name: str,
+    workspace: str = WorkspaceOpt,
+    experiment: str = ExperimentOpt,
+    timeout: float = typer.Option(3600, help="Seconds."),
+):
     """Wait until the job succeeds or fails; exit 1 when it failed."""
     c = ctx.obj
 
@@ -390,33 +446,48 @@ def job_wait(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, exper
             time.sleep(0.5)
         show(c, job, JOB_COLUMNS)
         return job
+
     if run(wait)["properties"]["executionState"] != "succeeded":
         raise typer.Exit(1)
 
 
-FILE_COLUMNS = [("name", lambda r: r["name"]), ("type", lambda r: r["fileType"]),
-                ("size", lambda r: r.get("properties", {}).get("contentLength")),
-                ("modified", lambda r: r.get("properties", {}).get("lastModified"))]
+FILE_COLUMNS = [
+    ("name", lambda r: r["name"]),
+    ("type", lambda r: r["fileType"]),
+    ("size", lambda r: r.get("properties", {}).get("contentLength")),
+    ("modified", lambda r: r.get("properties", {}).get("lastModified")),
+]
 
 
 def list_files(client: Client, job_path: str, output_dir: str, directory: str = ".") -> list[dict]:
-    return client.list(f"{job_path}/listOutputFiles", method="POST", outputdirectoryid=output_dir,
-                       directory=directory, linkexpiryinminutes=60)
+    return client.list(
+        f"{job_path}/listOutputFiles", method="POST", outputdirectoryid=output_dir, directory=directory, linkexpiryinminutes=60
+    )
 
 
 @job_app.command("files")
-def job_files(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
-              output_dir: str = typer.Option("stdouterr", "--output-dir", "-d", help="stdouterr or an output directory id."),
-              path: str = typer.Option(".", "--path", help="Sub-directory to list.")):
+def job_files(
+    ctx: typer.Context,
+    name: str,
+    workspace: str = WorkspaceOpt,
+    experiment: str = ExperimentOpt,
+    output_dir: str = typer.Option("stdouterr", "--output-dir", "-d", help="stdouterr or an output directory id."),
+    path: str = typer.Option(".", "--path", help="Sub-directory to list."),
+):
     """List a job's log files or the files of one of its output directories."""
     c = ctx.obj
     run(lambda: show(c, list_files(c.client, c.client.job(workspace, experiment, name), output_dir, path), FILE_COLUMNS))
 
 
 @job_app.command("logs")
-def job_logs(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt,
-             file: str | None = typer.Option(None, "--file", help="One log file (default: every stdout/stderr file)."),
-             follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends.")):
+def job_logs(
+    ctx: typer.Context,
+    name: str,
+    workspace: str = WorkspaceOpt,
+    experiment: str = ExperimentOpt,
+    file: str | None = typer.Option(None, "--file", help="One log file (default: every stdout/stderr file)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends."),
+):
     """Print a job's stdout/stderr, optionally following it until the job ends."""
     c = ctx.obj
 
@@ -437,6 +508,7 @@ def job_logs(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, exper
             if not follow or state in TERMINAL:
                 return
             time.sleep(0.5)
+
     run(stream)
 
 
@@ -450,8 +522,17 @@ def queue_show(ctx: typer.Context):
             depth = [{"priority": p, "messages": n} for p, n in queue.depth().items()]
             dead = queue.dead_letters()
         show(c, depth, [("priority", lambda r: r["priority"]), ("messages", lambda r: r["messages"])])
-        show(c, dead, [("message id", lambda r: r["id"]), ("priority", lambda r: r["priority"]),
-                       ("reason", lambda r: r["reason"]), ("description", lambda r: r["description"])])
+        show(
+            c,
+            dead,
+            [
+                ("message id", lambda r: r["id"]),
+                ("priority", lambda r: r["priority"]),
+                ("reason", lambda r: r["reason"]),
+                ("description", lambda r: r["description"]),
+            ],
+        )
+
     run(report)
 
 
@@ -461,4 +542,3 @@ def entrypoint():
 
 if __name__ == "__main__":
     sys.exit(entrypoint())
-

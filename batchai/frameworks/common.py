@@ -12,8 +12,14 @@ from batchai.frameworks.plan import NodeTask, Process
 
 def log_process(stdouterr: str, name: str, command: str, env: dict[str, str] | None = None, *, daemon: bool = False) -> Process:
     stem = f"-{name}" if name else ""
-    return Process(name=name, command=command, stdout=f"{stdouterr}/stdout{stem}.txt",
-                   stderr=f"{stdouterr}/stderr{stem}.txt", env=env or {}, daemon=daemon)
+    return Process(
+        name=name,
+        command=command,
+        stdout=f"{stdouterr}/stdout{stem}.txt",
+        stderr=f"{stdouterr}/stderr{stem}.txt",
+        env=env or {},
+        daemon=daemon,
+    )
 
 
 def python_command(settings, ctx: LaunchContext, args: str | None = None) -> str:
@@ -87,5 +93,4 @@ def servers_task(main: NodeTask, servers: list[Process]) -> NodeTask:
     of stopping with this node's workers, and it starts once `main` has prepared the node."""
     task_id = f"{main.task_id}-servers"
     container = replace(main.container, name=f"batchai-{task_id}"[:128]) if main.container else None
-    return replace(main, task_id=task_id, files={}, dirs=[], preparation=None, processes=servers, after=main.task_id,
-                   container=container)
+    return replace(main, task_id=task_id, files={}, dirs=[], preparation=None, processes=servers, after=main.task_id, container=container)

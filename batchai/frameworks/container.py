@@ -33,8 +33,14 @@ def container_spec(settings, task_id: str, binds: list[str]) -> ContainerSpec:
     """From the job's (parsed) containerSettings."""
     registry = settings.image_source_registry
     creds = registry.credentials
-    return ContainerSpec(image=registry.image, name=f"batchai-{task_id}"[:128], binds=sorted(set(binds)),
-                         shm_size=settings.shm_size, server_url=registry.server_url, username=creds.username if creds else None)
+    return ContainerSpec(
+        image=registry.image,
+        name=f"batchai-{task_id}"[:128],
+        binds=sorted(set(binds)),
+        shm_size=settings.shm_size,
+        server_url=registry.server_url,
+        username=creds.username if creds else None,
+    )
 
 
 def pull_argvs(runtime: str, spec: ContainerSpec) -> list[list[str]]:

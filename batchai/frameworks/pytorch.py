@@ -23,18 +23,24 @@ def plan(props, ctx: LaunchContext) -> list[NodeTask]:
     def processes(node_ranks):
         def build(env, stdouterr):
             return [
-                log_process(stdouterr, str(rank), command, {
-                    "AZ_BATCHAI_TASK_INDEX": str(rank),
-                    "AZ_BATCHAI_PYTORCH_INIT_METHOD": f"tcp://{master}:{ctx.master_port}",
-                    "AZ_BATCHAI_PYTORCH_BACKEND": settings.communication_backend or "gloo",
-                    "MASTER_ADDR": master,
-                    "MASTER_PORT": str(ctx.master_port),
-                    "RANK": str(rank),
-                    "WORLD_SIZE": str(world),
-                    "LOCAL_RANK": str(local),
-                })
+                log_process(
+                    stdouterr,
+                    str(rank),
+                    command,
+                    {
+                        "AZ_BATCHAI_TASK_INDEX": str(rank),
+                        "AZ_BATCHAI_PYTORCH_INIT_METHOD": f"tcp://{master}:{ctx.master_port}",
+                        "AZ_BATCHAI_PYTORCH_BACKEND": settings.communication_backend or "gloo",
+                        "MASTER_ADDR": master,
+                        "MASTER_PORT": str(ctx.master_port),
+                        "RANK": str(rank),
+                        "WORLD_SIZE": str(world),
+                        "LOCAL_RANK": str(local),
+                    },
+                )
                 for local, rank in enumerate(node_ranks)
             ]
+
         return build
 
     slots = [len(r) for r in ranks]

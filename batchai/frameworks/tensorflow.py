@@ -50,11 +50,14 @@ def plan(props, ctx: LaunchContext) -> list[NodeTask]:
                 args = (s.master_command_line_args or s.worker_command_line_args) if i == 0 else s.worker_command_line_args
                 out.append(log_process(stdouterr, f"wk-{i}", python_command(s, ctx, args or ""), env("worker", i)))
             return out
+
         return build
 
     def servers_on(node_index: int, stdouterr: str) -> list[Process]:
-        return [log_process(stdouterr, f"ps-{j}", python_command(s, ctx, s.parameter_server_command_line_args or ""),
-                            env("ps", j), daemon=True) for j in range(node_index, ps_count, n)]
+        return [
+            log_process(stdouterr, f"ps-{j}", python_command(s, ctx, s.parameter_server_command_line_args or ""), env("ps", j), daemon=True)
+            for j in range(node_index, ps_count, n)
+        ]
 
     slots = [len(range(i, workers, n)) + len(range(i, ps_count, n)) for i in range(n)]
     tasks = []

@@ -20,8 +20,9 @@ from batchai.model.common import (
 )
 from batchai.model.mounts import MountVolumes
 
-DeallocationOption = Annotated[Literal["requeue", "terminate", "waitforjobcompletion"],
-                               _ci_enum("requeue", "terminate", "waitforjobcompletion")]
+DeallocationOption = Annotated[
+    Literal["requeue", "terminate", "waitforjobcompletion"], _ci_enum("requeue", "terminate", "waitforjobcompletion")
+]
 VmPriority = Annotated[Literal["dedicated", "lowpriority"], _ci_enum("dedicated", "lowpriority")]
 
 
@@ -51,8 +52,7 @@ class ScaleSettings(WireModel):
     @model_validator(mode="after")
     def _exactly_one(self):
         if (self.manual is None) == (self.auto_scale is None):
-            raise FieldError("exactly one of 'manual' or 'autoScale' must be given",
-                             targets=[("manual",), ("autoScale",)])
+            raise FieldError("exactly one of 'manual' or 'autoScale' must be given", targets=[("manual",), ("autoScale",)])
         return self
 
     def initial_target_nodes(self) -> int:
@@ -97,8 +97,10 @@ class AppInsightsReference(WireModel):
     @model_validator(mode="after")
     def _one_key(self):
         if (self.instrumentation_key is None) == (self.instrumentation_key_secret_reference is None):
-            raise FieldError("exactly one of 'instrumentationKey' or 'instrumentationKeySecretReference' must be given",
-                             targets=[("instrumentationKey",), ("instrumentationKeySecretReference",)])
+            raise FieldError(
+                "exactly one of 'instrumentationKey' or 'instrumentationKeySecretReference' must be given",
+                targets=[("instrumentationKey",), ("instrumentationKeySecretReference",)],
+            )
         return self
 
 

@@ -44,6 +44,7 @@ class FieldError(ValueError):
 
 # -- field types --------------------------------------------------------------------------
 
+
 def _no_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("Input should be a valid integer, not a boolean")
@@ -58,6 +59,7 @@ def _ci_enum(*values: str):
         if isinstance(value, str):
             return canonical.get(value.lower(), value)
         return value
+
     return BeforeValidator(normalise)
 
 
@@ -75,6 +77,7 @@ def matching(pattern: str, description: str, max_length: int | None = None):
         if not compiled.fullmatch(value) or (max_length is not None and len(value) > max_length):
             raise ValueError(f"'{value}' is not allowed: {description}")
         return value
+
     return AfterValidator(check)
 
 
@@ -100,8 +103,9 @@ class EnvironmentVariableWithSecretValue(WireModel):
     @model_validator(mode="after")
     def _one_value(self):
         if (self.value is None) == (self.value_secret_reference is None):
-            raise FieldError("exactly one of 'value' or 'valueSecretReference' must be given",
-                             targets=[("value",), ("valueSecretReference",)])
+            raise FieldError(
+                "exactly one of 'value' or 'valueSecretReference' must be given", targets=[("value",), ("valueSecretReference",)]
+            )
         return self
 
 
@@ -153,8 +157,7 @@ def parse_duration(value: Any) -> timedelta:
             days, hours, minutes, seconds, frac = m.groups()
             if int(hours) > 23 or int(minutes) > 59 or int(seconds) > 59:
                 raise ValueError(f"'{value}' is not a valid duration: hours must be below 24, minutes and seconds below 60")
-            result = timedelta(days=int(days or 0), hours=int(hours), minutes=int(minutes),
-                               seconds=int(seconds) + _fraction(frac))
+            result = timedelta(days=int(days or 0), hours=int(hours), minutes=int(minutes), seconds=int(seconds) + _fraction(frac))
         elif m := _PYTHON.fullmatch(text):
             days, hours, minutes, seconds, frac = m.groups()
             result = timedelta(days=int(days), hours=int(hours), minutes=int(minutes), seconds=int(seconds) + _fraction(frac))

@@ -43,6 +43,7 @@ LanguageType = Annotated[Literal["Python", "BrainScript"], _ci_enum("Python", "B
 
 # -- toolkits -------------------------------------------------------------------------------
 
+
 class CNTKsettings(WireModel):
     language_type: LanguageType | None = None
     config_file_path: str | None = None
@@ -59,11 +60,15 @@ class CNTKsettings(WireModel):
             elif self.config_file_path and not self.python_script_file_path:
                 self.language_type = "BrainScript"
             elif self.config_file_path and self.python_script_file_path:
-                raise FieldError("only one of 'configFilePath' (BrainScript) or 'pythonScriptFilePath' (Python) may be given",
-                                 targets=[("configFilePath",), ("pythonScriptFilePath",)])
+                raise FieldError(
+                    "only one of 'configFilePath' (BrainScript) or 'pythonScriptFilePath' (Python) may be given",
+                    targets=[("configFilePath",), ("pythonScriptFilePath",)],
+                )
             else:
-                raise FieldError("either 'configFilePath' (BrainScript) or 'pythonScriptFilePath' (Python) is required",
-                                 targets=[("configFilePath",), ("pythonScriptFilePath",)])
+                raise FieldError(
+                    "either 'configFilePath' (BrainScript) or 'pythonScriptFilePath' (Python) is required",
+                    targets=[("configFilePath",), ("pythonScriptFilePath",)],
+                )
         if self.language_type == "BrainScript":
             if not self.config_file_path:
                 raise FieldError("is required when languageType is 'BrainScript'", loc=("configFilePath",))
@@ -107,8 +112,10 @@ class CaffeSettings(WireModel):
     @model_validator(mode="after")
     def _one_entry_point(self):
         if bool(self.config_file_path) == bool(self.python_script_file_path):
-            raise FieldError("exactly one of 'configFilePath' or 'pythonScriptFilePath' must be given",
-                             targets=[("configFilePath",), ("pythonScriptFilePath",)])
+            raise FieldError(
+                "exactly one of 'configFilePath' or 'pythonScriptFilePath' must be given",
+                targets=[("configFilePath",), ("pythonScriptFilePath",)],
+            )
         if self.python_interpreter_path and not self.python_script_file_path:
             raise FieldError("can be given only with 'pythonScriptFilePath'", loc=("pythonInterpreterPath",))
         return self
@@ -156,11 +163,18 @@ TOOLKITS: dict[str, tuple[str, str]] = {
     "horovod_settings": ("horovodSettings", "horovod"),
 }
 TOOL_TYPES = tuple(t for _, t in TOOLKITS.values())
-_PROCESS_COUNT_DEFAULTS = ("cntk_settings", "py_torch_settings", "horovod_settings", "custom_mpi_settings",
-                           "chainer_settings", "caffe_settings")
+_PROCESS_COUNT_DEFAULTS = (
+    "cntk_settings",
+    "py_torch_settings",
+    "horovod_settings",
+    "custom_mpi_settings",
+    "chainer_settings",
+    "caffe_settings",
+)
 
 
 # -- the rest of a job ------------------------------------------------------------------------
+
 
 class PrivateRegistryCredentials(WireModel):
     username: NonEmptyStr
@@ -170,8 +184,9 @@ class PrivateRegistryCredentials(WireModel):
     @model_validator(mode="after")
     def _at_most_one(self):
         if self.password is not None and self.password_secret_reference is not None:
-            raise FieldError("only one of 'password' or 'passwordSecretReference' may be given",
-                             targets=[("password",), ("passwordSecretReference",)])
+            raise FieldError(
+                "only one of 'password' or 'passwordSecretReference' may be given", targets=[("password",), ("passwordSecretReference",)]
+            )
         return self
 
 
@@ -246,11 +261,13 @@ class JobProperties(WireModel):
         if len(given) != 1:
             names = ", ".join(TOOLKITS[n][0] for n in TOOLKITS)
             if not given:
-                raise FieldError(f"exactly one toolkit setting must be given, one of: {names}",
-                                 targets=[(TOOLKITS[n][0],) for n in TOOLKITS])
-            raise FieldError(f"exactly one toolkit setting may be given, but found {len(given)}: "
-                             + ", ".join(TOOLKITS[n][0] for n in given),
-                             targets=[(TOOLKITS[n][0],) for n in given])
+                raise FieldError(
+                    f"exactly one toolkit setting must be given, one of: {names}", targets=[(TOOLKITS[n][0],) for n in TOOLKITS]
+                )
+            raise FieldError(
+                f"exactly one toolkit setting may be given, but found {len(given)}: " + ", ".join(TOOLKITS[n][0] for n in given),
+                targets=[(TOOLKITS[n][0],) for n in given],
+            )
         for key, attr in (("inputDirectories", "input_directories"), ("outputDirectories", "output_directories")):
             seen: set[str] = set()
             for i, d in enumerate(getattr(self, attr) or []):
@@ -274,8 +291,7 @@ class JobProperties(WireModel):
             if settings.parameter_server_count is None:
                 settings.parameter_server_count = 1 if (self.node_count > 1 or settings.worker_count > 1) else 0
             if settings.parameter_server_count > self.node_count:
-                raise FieldError(f"must not exceed nodeCount ({self.node_count})",
-                                 loc=("tensorFlowSettings", "parameterServerCount"))
+                raise FieldError(f"must not exceed nodeCount ({self.node_count})", loc=("tensorFlowSettings", "parameterServerCount"))
 
     @property
     def tool_type(self) -> str:

@@ -27,8 +27,14 @@ def substitute(value: Any, placeholders: dict[str, str]) -> Any:
     return value
 
 
-def load_job_file(raw: dict, *, cluster_id: str | None = None, placeholders: dict[str, str] | None = None,
-                  require_cluster: bool = False, node_count: int | None = None) -> JobCreateParameters:
+def load_job_file(
+    raw: dict,
+    *,
+    cluster_id: str | None = None,
+    placeholders: dict[str, str] | None = None,
+    require_cluster: bool = False,
+    node_count: int | None = None,
+) -> JobCreateParameters:
     """Parse a job file, or a bare properties object, into `JobCreateParameters`.
 
     - `placeholders`: values for `<NAME>` (keys without the brackets; bracketed keys work too).

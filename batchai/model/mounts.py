@@ -41,8 +41,10 @@ class AzureStorageCredentialsInfo(WireModel):
     @model_validator(mode="after")
     def _at_most_one(self):
         if self.account_key is not None and self.account_key_secret_reference is not None:
-            raise FieldError("only one of 'accountKey' or 'accountKeySecretReference' may be given",
-                             targets=[("accountKey",), ("accountKeySecretReference",)])
+            raise FieldError(
+                "only one of 'accountKey' or 'accountKeySecretReference' may be given",
+                targets=[("accountKey",), ("accountKeySecretReference",)],
+            )
         return self
 
 
@@ -99,8 +101,12 @@ class MountVolumes(WireModel):
 
     def all(self) -> list[WireModel]:
         """Every volume, in wire order (file shares, blob containers, file servers, unmanaged)."""
-        return [*(self.azure_file_shares or []), *(self.azure_blob_file_systems or []),
-                *(self.file_servers or []), *(self.unmanaged_file_systems or [])]
+        return [
+            *(self.azure_file_shares or []),
+            *(self.azure_blob_file_systems or []),
+            *(self.file_servers or []),
+            *(self.unmanaged_file_systems or []),
+        ]
 
     @model_validator(mode="after")
     def _distinct_paths(self):
@@ -109,11 +115,17 @@ class MountVolumes(WireModel):
             for i, mount in enumerate(getattr(self, _SNAKE[key]) or []):
                 path = mount.relative_mount_path.strip("/\\")
                 if path in seen:
-                    raise FieldError(f"the relative mount path '{mount.relative_mount_path}' is used by more than one volume",
-                                     loc=(key, i, "relativeMountPath"))
+                    raise FieldError(
+                        f"the relative mount path '{mount.relative_mount_path}' is used by more than one volume",
+                        loc=(key, i, "relativeMountPath"),
+                    )
                 seen.add(path)
         return self
 
 
-_SNAKE = {"azureFileShares": "azure_file_shares", "azureBlobFileSystems": "azure_blob_file_systems",
-          "fileServers": "file_servers", "unmanagedFileSystems": "unmanaged_file_systems"}
+_SNAKE = {
+    "azureFileShares": "azure_file_shares",
+    "azureBlobFileSystems": "azure_blob_file_systems",
+    "fileServers": "file_servers",
+    "unmanagedFileSystems": "unmanaged_file_systems",
+}

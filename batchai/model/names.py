@@ -14,8 +14,10 @@ def validate_name(kind: str, value: str, target: str) -> str:
     """Workspace, cluster, file server, experiment and job names: `^[-\\w_]+$`, 1-64 characters."""
     if not isinstance(value, str) or not _NAME.fullmatch(value) or len(value) > 64:
         raise ApiError.bad_request(
-            f"The {kind} name '{value}' is invalid: it must be 1 to 64 characters long and contain only "
-            "letters, digits, '-' and '_'.", target=target, code="InvalidResourceName")
+            f"The {kind} name '{value}' is invalid: it must be 1 to 64 characters long and contain only letters, digits, '-' and '_'.",
+            target=target,
+            code="InvalidResourceName",
+        )
     return value
 
 
@@ -24,5 +26,8 @@ def validate_resource_group(value: str) -> str:
     if not isinstance(value, str) or not _RESOURCE_GROUP.fullmatch(value) or len(value) > 90:
         raise ApiError.bad_request(
             f"The resource group name '{value}' is invalid: it must be 1 to 90 characters long and contain only "
-            "letters, digits, '-', '_' and '.'.", target="resourceGroupName", code="InvalidResourceName")
+            "letters, digits, '-', '_' and '.'.",
+            target="resourceGroupName",
+            code="InvalidResourceName",
+        )
     return value

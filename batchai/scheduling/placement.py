@@ -94,7 +94,7 @@ def place(jobs: Iterable[QueuedJob], idle_nodes: list[str], busy_until: Sequence
                     continue
                 head = (start, spare - job.node_count)
         placed.append((job.id, free[: job.node_count]))
-        free = free[job.node_count:]
+        free = free[job.node_count :]
         if head is None:
             for _ in range(job.node_count):
                 bisect.insort(ends, job.max_seconds)

@@ -34,8 +34,12 @@ def make_data(seed: int = 7):
 
 def init_params(seed: int = 1) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)  # the same seed on every rank: identical starting models
-    return {"w1": rng.normal(scale=0.5, size=(FEATURES, HIDDEN)), "b1": np.zeros(HIDDEN),
-            "w2": rng.normal(scale=0.5, size=HIDDEN), "b2": np.zeros(1)}
+    return {
+        "w1": rng.normal(scale=0.5, size=(FEATURES, HIDDEN)),
+        "b1": np.zeros(HIDDEN),
+        "w2": rng.normal(scale=0.5, size=HIDDEN),
+        "b2": np.zeros(1),
+    }
 
 
 def forward(p, x):
@@ -53,7 +57,7 @@ def gradients(p, x, y) -> dict[str, np.ndarray]:
     """Summed (not averaged) gradients of the cross-entropy over this batch."""
     h, out = forward(p, x)
     d_out = out - y
-    d_h = np.outer(d_out, p["w2"]) * (1 - h ** 2)
+    d_h = np.outer(d_out, p["w2"]) * (1 - h**2)
     return {"w1": x.T @ d_h, "b1": d_h.sum(0), "w2": h.T @ d_out, "b2": np.array([d_out.sum()])}
 
 
@@ -76,7 +80,7 @@ def main() -> None:
     for epoch in range(1, EPOCHS + 1):
         order = np.random.default_rng(epoch * 100 + rank).permutation(len(xs))
         for step in range(steps):
-            batch = order[step * BATCH:(step + 1) * BATCH]
+            batch = order[step * BATCH : (step + 1) * BATCH]
             local = gradients(params, xs[batch], ys[batch])
             for name, grad in local.items():
                 params[name] -= LEARNING_RATE * allreduce_sum(comm, grad) / (BATCH * size)

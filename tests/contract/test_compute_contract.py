@@ -9,8 +9,8 @@ idempotent, and an eviction takes a node away and is reported until the node is 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -27,7 +27,8 @@ pytestmark = pytest.mark.timeout(60)
 KEY = "3f1c2d4e-aaaa-bbbb-cccc-1234567890ab"
 CLUSTER_ID = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/ws/clusters/c1"
 SPOT_CLUSTER = {
-    "vmSize": "STANDARD_D1", "vmPriority": "lowpriority",
+    "vmSize": "STANDARD_D1",
+    "vmPriority": "lowpriority",
     "userAccountSettings": {"adminUserName": "u", "adminUserPassword": "pw"},
     "subnet": {"id": f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/virtualNetworks/v/subnets/s"},
 }
@@ -47,8 +48,16 @@ class Machines:
         """Starts a node as the cluster controller does: the answer is stored, and its handle is what comes back."""
         node_id = f"n-{name}"
         started = self.compute.start_node(node_id=node_id, cluster_id=CLUSTER_ID, cluster_key=KEY, name=name)
-        record = NodeRecord(id=node_id, cluster=CLUSTER_ID, name=name, state="starting", pid=started["pid"],
-                            address=started["address"], root=started["root"], machine=started["machine"])
+        record = NodeRecord(
+            id=node_id,
+            cluster=CLUSTER_ID,
+            name=name,
+            state="starting",
+            pid=started["pid"],
+            address=started["address"],
+            root=started["root"],
+            machine=started["machine"],
+        )
         self.store.put_node(record)
         self.handles.append(record.handle())
         return record.handle()
@@ -69,9 +78,18 @@ def machines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Machine
         compute = SimulatedCompute(lambda: services, heartbeat_seconds=60.0)
         services = Services(store=store, compute=compute, engine=None, settings=Settings(data_dir=tmp_path))
     else:
-        compute = VmssCompute(FakeCredential(), SUB, resource_group=RG, location="westeurope", control_plane_url="https://cp.example.net",
-                              token="t", agent_package="batchai-serverless", transport=FakeArm(), polling_interval=0,
-                              cluster_properties=lambda cluster_id: SPOT_CLUSTER if cluster_id == CLUSTER_ID else None)
+        compute = VmssCompute(
+            FakeCredential(),
+            SUB,
+            resource_group=RG,
+            location="westeurope",
+            control_plane_url="https://cp.example.net",
+            token="t",
+            agent_package="batchai-serverless",
+            transport=FakeArm(),
+            polling_interval=0,
+            cluster_properties=lambda cluster_id: SPOT_CLUSTER if cluster_id == CLUSTER_ID else None,
+        )
     machines = Machines(compute, store)
     yield machines
     machines.cleanup()
@@ -95,8 +113,15 @@ def test_start_node_answers_the_handle_fields_and_the_node_is_alive(machines):
     machines.handles.append(started)
     assert HANDLE_FIELDS <= started.keys()
     assert started["id"] == "n-first" and str(started["root"]) == str(machines.compute.node_root(KEY, "node-0"))
-    handle = NodeRecord(id="n-first", cluster=CLUSTER_ID, name="node-0", state="starting", pid=started["pid"],
-                        root=started["root"], machine=started["machine"]).handle()
+    handle = NodeRecord(
+        id="n-first",
+        cluster=CLUSTER_ID,
+        name="node-0",
+        state="starting",
+        pid=started["pid"],
+        root=started["root"],
+        machine=started["machine"],
+    ).handle()
     assert machines.compute.is_alive(handle)
 
 

@@ -47,8 +47,7 @@ def workspace(rid: str) -> Record:
 
 
 def job(name: str, state: str = "queued", cluster: str = CL, exp: str = EXP) -> Record:
-    return Record(f"{exp}/jobs/{name}", "jobs", name, exp,
-                  {"properties": {"executionState": state, "cluster": {"id": cluster}}})
+    return Record(f"{exp}/jobs/{name}", "jobs", name, exp, {"properties": {"executionState": state, "cluster": {"id": cluster}}})
 
 
 def shouted(rid: str) -> str:
@@ -117,6 +116,7 @@ def test_mutate_is_compare_and_set_with_one_winner_of_eight(store):
                 return None
             r.properties["executionState"] = f"t{i}"
             return r
+
         return store.mutate(shouted(f"{EXP}/jobs/j"), change) is not None
 
     assert sum(race(8, finish)) == 1
@@ -175,10 +175,26 @@ def test_job_summaries_carry_what_scheduling_reads(store):
     store.mutate(high.id, lambda r: (r.properties.update(executionState="running", executionInfo={"startTime": "T"}), r)[1])
     summaries = store.job_summaries(shouted(CL), ["queued", "running"])
     assert summaries == [
-        JobSummary(id=high.id, seq=high.seq, parent=EXP.lower(), state="running", node_count=2, priority="high",
-                   max_wall_clock="PT1H", start_time="T"),
-        JobSummary(id=f"{EXP}/jobs/plain", seq=store.get(f"{EXP}/jobs/plain").seq, parent=EXP.lower(), state="queued",
-                   node_count=None, priority=None, max_wall_clock=None, start_time=None),
+        JobSummary(
+            id=high.id,
+            seq=high.seq,
+            parent=EXP.lower(),
+            state="running",
+            node_count=2,
+            priority="high",
+            max_wall_clock="PT1H",
+            start_time="T",
+        ),
+        JobSummary(
+            id=f"{EXP}/jobs/plain",
+            seq=store.get(f"{EXP}/jobs/plain").seq,
+            parent=EXP.lower(),
+            state="queued",
+            node_count=None,
+            priority=None,
+            max_wall_clock=None,
+            start_time=None,
+        ),
     ]
     assert store.job_summaries(CL, ["failed"]) == []
 
@@ -283,8 +299,13 @@ def test_operations_progress_to_a_status(store):
     store.create_operation("op1", "delete", CL)
     store.create_operation("op2", "create", EXP)
     op1 = store.get_operation("op1")
-    assert {k: op1[k] for k in ("id", "kind", "resource", "status", "error")} == \
-        {"id": "op1", "kind": "delete", "resource": CL, "status": "InProgress", "error": None}
+    assert {k: op1[k] for k in ("id", "kind", "resource", "status", "error")} == {
+        "id": "op1",
+        "kind": "delete",
+        "resource": CL,
+        "status": "InProgress",
+        "error": None,
+    }
     assert op1["created"] <= time.time()
     assert [o["id"] for o in store.operations("InProgress")] == ["op1", "op2"]
     store.finish_operation("op1", "Failed", "boom")

@@ -7,8 +7,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-dist.init_process_group(os.environ["AZ_BATCHAI_PYTORCH_BACKEND"], init_method=os.environ["AZ_BATCHAI_PYTORCH_INIT_METHOD"],
-                        rank=rank, world_size=world)
+dist.init_process_group(
+    os.environ["AZ_BATCHAI_PYTORCH_BACKEND"], init_method=os.environ["AZ_BATCHAI_PYTORCH_INIT_METHOD"], rank=rank, world_size=world
+)
 torch.manual_seed(0)
 model = DistributedDataParallel(torch.nn.Linear(4, 1))
 opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -33,7 +33,10 @@ class Server:
         self.log = open(self.data_dir / "serve.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "batchai.cli.main", "serve", "--port", "0", "--data-dir", str(self.data_dir)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         log = self.data_dir / "serve.log"
 

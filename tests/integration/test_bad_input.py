@@ -16,17 +16,35 @@ V = {"api-version": "2018-05-01"}
 def http(server):
     client = server.http()
     assert client.put(BASE, params=V, json={"location": "eastus"}).status_code == 200
-    assert client.put(f"{BASE}/clusters/c", params=V, json={"properties": {
-        "vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
-        "scaleSettings": {"manual": {"targetNodeCount": 1}}}}).status_code == 200
+    assert (
+        client.put(
+            f"{BASE}/clusters/c",
+            params=V,
+            json={
+                "properties": {
+                    "vmSize": "STANDARD_D1",
+                    "userAccountSettings": {"adminUserName": "u"},
+                    "scaleSettings": {"manual": {"targetNodeCount": 1}},
+                }
+            },
+        ).status_code
+        == 200
+    )
     assert client.put(f"{BASE}/experiments/e", params=V).status_code == 200
     yield client
     client.delete(BASE, params=V)
 
 
 def job(**props):
-    return {"properties": {"cluster": {"id": BASE + "/clusters/c"}, "nodeCount": 1, "stdOutErrPathPrefix": "/tmp",
-                           "customToolkitSettings": {"commandLine": "true"}, **props}}
+    return {
+        "properties": {
+            "cluster": {"id": BASE + "/clusters/c"},
+            "nodeCount": 1,
+            "stdOutErrPathPrefix": "/tmp",
+            "customToolkitSettings": {"commandLine": "true"},
+            **props,
+        }
+    }
 
 
 def assert_error(response: httpx.Response, status: int, target: str | None = None, code: str | None = None):
@@ -39,21 +57,39 @@ def assert_error(response: httpx.Response, status: int, target: str | None = Non
         assert error["code"] == code
 
 
-@pytest.mark.parametrize("name,body,target", [
-    ("bad name!", job(), "jobName"),
-    ("no-command", job(customToolkitSettings=None, customMpiSettings={"processCount": 1}), "properties.customMpiSettings.commandLine"),
-    ("two-toolkits", job(pyTorchSettings={"pythonScriptFilePath": "x.py"}), None),
-    ("too-many-nodes", job(nodeCount=5), "properties.nodeCount"),
-    ("no-prefix", job(stdOutErrPathPrefix=None), "properties.stdOutErrPathPrefix"),
-    ("zero-ranks", job(customToolkitSettings=None, horovodSettings={"pythonScriptFilePath": "t.py", "processCount": 0}),
-     "properties.horovodSettings.processCount"),
-    ("empty-mpi-command", job(customToolkitSettings=None, customMpiSettings={"commandLine": ""}), "properties.customMpiSettings.commandLine"),
-    ("absolute-mount", job(mountVolumes={"unmanagedFileSystems": [{"mountCommand": "mount -t tmpfs none", "relativeMountPath": "/etc"}]}),
-     "properties.mountVolumes.unmanagedFileSystems[0].relativeMountPath"),
-    ("escaping-mount", job(mountVolumes={"azureFileShares": [{"azureFileUrl": "https://a.file.core.windows.net/s", "relativeMountPath": "a/../../x"}]}),
-     "properties.mountVolumes.azureFileShares[0].relativeMountPath"),
-    ("bad-input-id", job(inputDirectories=[{"id": "DATA-SET", "path": "/data"}]), "properties.inputDirectories[0].id"),
-])
+@pytest.mark.parametrize(
+    "name,body,target",
+    [
+        ("bad name!", job(), "jobName"),
+        ("no-command", job(customToolkitSettings=None, customMpiSettings={"processCount": 1}), "properties.customMpiSettings.commandLine"),
+        ("two-toolkits", job(pyTorchSettings={"pythonScriptFilePath": "x.py"}), None),
+        ("too-many-nodes", job(nodeCount=5), "properties.nodeCount"),
+        ("no-prefix", job(stdOutErrPathPrefix=None), "properties.stdOutErrPathPrefix"),
+        (
+            "zero-ranks",
+            job(customToolkitSettings=None, horovodSettings={"pythonScriptFilePath": "t.py", "processCount": 0}),
+            "properties.horovodSettings.processCount",
+        ),
+        (
+            "empty-mpi-command",
+            job(customToolkitSettings=None, customMpiSettings={"commandLine": ""}),
+            "properties.customMpiSettings.commandLine",
+        ),
+        (
+            "absolute-mount",
+            job(mountVolumes={"unmanagedFileSystems": [{"mountCommand": "mount -t tmpfs none", "relativeMountPath": "/etc"}]}),
+            "properties.mountVolumes.unmanagedFileSystems[0].relativeMountPath",
+        ),
+        (
+            "escaping-mount",
+            job(
+                mountVolumes={"azureFileShares": [{"azureFileUrl": "https://a.file.core.windows.net/s", "relativeMountPath": "a/../../x"}]}
+            ),
+            "properties.mountVolumes.azureFileShares[0].relativeMountPath",
+        ),
+        ("bad-input-id", job(inputDirectories=[{"id": "DATA-SET", "path": "/data"}]), "properties.inputDirectories[0].id"),
+    ],
+)
 def test_bad_job_is_rejected_and_not_stored(http, name, body, target):
     body["properties"] = {k: v for k, v in body["properties"].items() if v is not None}
     response = http.put(f"{BASE}/experiments/e/jobs/{name}", params=V, json=body)
@@ -87,7 +123,16 @@ def test_unknown_resources_are_404(http):
 
 
 def test_bad_cluster_body_names_the_field(http):
-    response = http.put(f"{BASE}/clusters/c2", params=V, json={"properties": {"vmSize": "x", "userAccountSettings": {"adminUserName": "u"},
-                        "scaleSettings": {"manual": {"targetNodeCount": -1}}}})
+    response = http.put(
+        f"{BASE}/clusters/c2",
+        params=V,
+        json={
+            "properties": {
+                "vmSize": "x",
+                "userAccountSettings": {"adminUserName": "u"},
+                "scaleSettings": {"manual": {"targetNodeCount": -1}},
+            }
+        },
+    )
     assert_error(response, 400, "properties.scaleSettings.manual.targetNodeCount")
     assert_error(http.get(f"{BASE}/clusters/c2", params=V), 404)

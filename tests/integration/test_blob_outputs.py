@@ -16,17 +16,21 @@ from tests.support.waiting import until
 
 RG, WS, EXP, CONTAINER = "rg", unique_name("blobs"), "exp", "job-outputs"
 LINES = [f"line {i}" for i in range(1, 9)]
-COMMAND = ("for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.5; done; "
-           "echo weights > $AZ_BATCHAI_OUTPUT_OUT/model.bin; "
-           "mkdir $AZ_BATCHAI_OUTPUT_OUT/sub && echo deep > $AZ_BATCHAI_OUTPUT_OUT/sub/deep.txt")
+COMMAND = (
+    "for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.5; done; "
+    "echo weights > $AZ_BATCHAI_OUTPUT_OUT/model.bin; "
+    "mkdir $AZ_BATCHAI_OUTPUT_OUT/sub && echo deep > $AZ_BATCHAI_OUTPUT_OUT/sub/deep.txt"
+)
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
 def sdk(azurite_connection, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("batchai-blob")
-    server = Server(data_dir, env={"BATCHAI_BLOB_CONNECTION_STRING": azurite_connection, "BATCHAI_BLOB_CONTAINER": CONTAINER,
-                                   "BATCHAI_BLOB_SYNC_SECONDS": "0.3"}).start()
+    server = Server(
+        data_dir,
+        env={"BATCHAI_BLOB_CONNECTION_STRING": azurite_connection, "BATCHAI_BLOB_CONTAINER": CONTAINER, "BATCHAI_BLOB_SYNC_SECONDS": "0.3"},
+    ).start()
     yield make_sdk(server)
     server.stop()
     kill_agents(data_dir)
@@ -35,10 +39,16 @@ def sdk(azurite_connection, tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster(sdk):
     sdk.workspaces.begin_create(RG, WS, models.WorkspaceCreateParameters(location="eastus")).result()
-    cluster = sdk.clusters.begin_create(RG, WS, "c1", models.ClusterCreateParameters(
-        vm_size="STANDARD_NC6", user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
-        scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=1)),
-    )).result()
+    cluster = sdk.clusters.begin_create(
+        RG,
+        WS,
+        "c1",
+        models.ClusterCreateParameters(
+            vm_size="STANDARD_NC6",
+            user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
+            scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=1)),
+        ),
+    ).result()
     sdk.experiments.begin_create(RG, WS, EXP).result()
     return cluster
 
@@ -69,21 +79,32 @@ def wait_for_log_while_running(sdk, blobs: AzureBlobStore, job: str, timeout: fl
 
 
 def wait_job(sdk, job: str, timeout: float = 60):
-    return until(lambda: (r := sdk.jobs.get(RG, WS, EXP, job)).execution_state in ("succeeded", "failed") and r, timeout,
-                 f"job {job} to end", interval=0.2)
+    return until(
+        lambda: (r := sdk.jobs.get(RG, WS, EXP, job)).execution_state in ("succeeded", "failed") and r,
+        timeout,
+        f"job {job} to end",
+        interval=0.2,
+    )
 
 
 def test_logs_and_outputs_are_in_blob_storage_while_and_after_the_job_runs(sdk, cluster, azurite_connection):
-    sdk.jobs.begin_create(RG, WS, EXP, "j1", models.JobCreateParameters(
-        cluster=models.ResourceId(id=cluster.id), node_count=1,
-        std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
-        output_directories=[models.OutputDirectory(id="OUT", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/out")],
-        custom_toolkit_settings=models.CustomToolkitSettings(command_line=COMMAND),
-    )).result()
+    sdk.jobs.begin_create(
+        RG,
+        WS,
+        EXP,
+        "j1",
+        models.JobCreateParameters(
+            cluster=models.ResourceId(id=cluster.id),
+            node_count=1,
+            std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+            output_directories=[models.OutputDirectory(id="OUT", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/out")],
+            custom_toolkit_settings=models.CustomToolkitSettings(command_line=COMMAND),
+        ),
+    ).result()
     blobs = AzureBlobStore(azurite_connection, CONTAINER)
 
     partial = wait_for_log_while_running(sdk, blobs, "j1")
-    assert partial.decode().splitlines() == LINES[:len(partial.decode().splitlines())]
+    assert partial.decode().splitlines() == LINES[: len(partial.decode().splitlines())]
     assert len(partial.decode().splitlines()) < len(LINES)
 
     job = wait_job(sdk, "j1")

@@ -35,12 +35,18 @@ with open(os.path.join(os.environ["AZ_BATCHAI_OUTPUT_MODEL"], f"part-{os.environ
 
 @pytest.fixture(scope="module")
 def cli(server):
-    env = {**os.environ, "BATCHAI_URL": server.url, "BATCHAI_TOKEN": TOKEN, "PYTHONPATH": str(ROOT),
-           "BATCHAI_DATA_DIR": str(server.data_dir)}
+    env = {
+        **os.environ,
+        "BATCHAI_URL": server.url,
+        "BATCHAI_TOKEN": TOKEN,
+        "PYTHONPATH": str(ROOT),
+        "BATCHAI_DATA_DIR": str(server.data_dir),
+    }
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "batchai.cli.main", *args], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "batchai.cli.main", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         if check:
             assert done.returncode == 0, done.stdout + done.stderr
         return done
@@ -65,8 +71,26 @@ def test_job_file_with_placeholders_runs_and_streams_logs(cli, cluster, tmp_path
     (tmp_path / "rank.py").write_text(RANK_SCRIPT)
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps(JOB_FILE))
-    created = as_json(cli("--json", "job", "create", "torch", "-w", WS, "-e", EXP, "-c", cluster, "-f", str(job_file),
-                          "-p", f"SCRIPT_DIR={tmp_path}", "-p", "GREETING=hello"))
+    created = as_json(
+        cli(
+            "--json",
+            "job",
+            "create",
+            "torch",
+            "-w",
+            WS,
+            "-e",
+            EXP,
+            "-c",
+            cluster,
+            "-f",
+            str(job_file),
+            "-p",
+            f"SCRIPT_DIR={tmp_path}",
+            "-p",
+            "GREETING=hello",
+        )
+    )
     assert created["properties"]["toolType"] == "pytorch"
     assert created["properties"]["pyTorchSettings"]["pythonScriptFilePath"] == f"{tmp_path}/rank.py"
 
@@ -86,8 +110,28 @@ def test_node_count_flag_overrides_the_file_and_its_defaults(cli, cluster, tmp_p
     (tmp_path / "rank.py").write_text(RANK_SCRIPT)
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps(JOB_FILE))
-    created = as_json(cli("--json", "job", "create", "one", "-w", WS, "-e", EXP, "-c", cluster, "-f", str(job_file),
-                          "-n", "1", "-p", f"SCRIPT_DIR={tmp_path}", "-p", "GREETING=hi"))
+    created = as_json(
+        cli(
+            "--json",
+            "job",
+            "create",
+            "one",
+            "-w",
+            WS,
+            "-e",
+            EXP,
+            "-c",
+            cluster,
+            "-f",
+            str(job_file),
+            "-n",
+            "1",
+            "-p",
+            f"SCRIPT_DIR={tmp_path}",
+            "-p",
+            "GREETING=hi",
+        )
+    )
     assert created["properties"]["nodeCount"] == 1
     assert created["properties"]["pyTorchSettings"]["processCount"] == 1
     cli("job", "wait", "one", "-w", WS, "-e", EXP)
@@ -114,9 +158,18 @@ def test_errors_are_clear_and_exit_nonzero(cli, cluster, tmp_path):
     assert missing.returncode == 1 and "ResourceNotFound" in missing.stderr
 
     bad_file = tmp_path / "bad.json"
-    bad_file.write_text(json.dumps({"properties": {"nodeCount": 1, "stdOutErrPathPrefix": "/tmp",
-                                                   "customToolkitSettings": {"commandLine": "true"},
-                                                   "pyTorchSettings": {"pythonScriptFilePath": "x.py"}}}))
+    bad_file.write_text(
+        json.dumps(
+            {
+                "properties": {
+                    "nodeCount": 1,
+                    "stdOutErrPathPrefix": "/tmp",
+                    "customToolkitSettings": {"commandLine": "true"},
+                    "pyTorchSettings": {"pythonScriptFilePath": "x.py"},
+                }
+            }
+        )
+    )
     two = cli("job", "create", "bad", "-w", WS, "-e", EXP, "-c", cluster, "-f", str(bad_file), check=False)
     assert two.returncode == 1 and "toolkit" in two.stderr.lower()
 
@@ -149,10 +202,36 @@ def test_job_submit_through_each_channel(cli, channels, tmp_path, via):
     WS = CHAN_WS
     cluster = channels
     job_file = tmp_path / "job.json"
-    job_file.write_text(json.dumps({"properties": {"nodeCount": 1, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT",
-                                                   "customToolkitSettings": {"commandLine": "echo via <CHANNEL>"}}}))
-    cli("job", "submit", f"by-{via}", "-w", WS, "-e", EXP, "-c", cluster, "-f", str(job_file), "-p", f"CHANNEL={via}",
-        "--via", via, "--priority", "high")
+    job_file.write_text(
+        json.dumps(
+            {
+                "properties": {
+                    "nodeCount": 1,
+                    "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT",
+                    "customToolkitSettings": {"commandLine": "echo via <CHANNEL>"},
+                }
+            }
+        )
+    )
+    cli(
+        "job",
+        "submit",
+        f"by-{via}",
+        "-w",
+        WS,
+        "-e",
+        EXP,
+        "-c",
+        cluster,
+        "-f",
+        str(job_file),
+        "-p",
+        f"CHANNEL={via}",
+        "--via",
+        via,
+        "--priority",
+        "high",
+    )
 
     def ended():
         done = cli("--json", "job", "show", f"by-{via}", "-w", WS, "-e", EXP, check=False)
@@ -167,6 +246,10 @@ def test_queue_show_lists_depth_and_dead_letters(cli, server):
     from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 
     SqliteSubmissionQueue(server.data_dir / "queue.db").publish("{broken", message_id="broken-one", priority="low")
-    out = until(lambda: "broken-one" in (shown := cli("queue", "show").stdout) and shown, 30,
-                "the broken message in `batchai queue show`", interval=0.3)
+    out = until(
+        lambda: "broken-one" in (shown := cli("queue", "show").stdout) and shown,
+        30,
+        "the broken message in `batchai queue show`",
+        interval=0.3,
+    )
     assert "MalformedMessage" in out and "low" in out

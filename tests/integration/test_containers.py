@@ -41,11 +41,28 @@ def docker_env():
         state = Path(tempfile.mkdtemp(prefix="batchai-dockerd-"))
         env["DOCKER_HOST"] = f"unix://{state}/docker.sock"
         log = open(state / "dockerd.log", "wb")
-        daemon = subprocess.Popen(["dockerd", "--data-root", str(state / "root"), "--exec-root", str(state / "exec"),
-                                   "--pidfile", str(state / "docker.pid"), "-H", env["DOCKER_HOST"]], stdout=log, stderr=log)
+        daemon = subprocess.Popen(
+            [
+                "dockerd",
+                "--data-root",
+                str(state / "root"),
+                "--exec-root",
+                str(state / "exec"),
+                "--pidfile",
+                str(state / "docker.pid"),
+                "-H",
+                env["DOCKER_HOST"],
+            ],
+            stdout=log,
+            stderr=log,
+        )
         try:
-            until(lambda: daemon.poll() is not None or _docker("info", env=env, check=False).returncode == 0, 60,
-                  "dockerd to answer, or exit", interval=0.3)
+            until(
+                lambda: daemon.poll() is not None or _docker("info", env=env, check=False).returncode == 0,
+                60,
+                "dockerd to answer, or exit",
+                interval=0.3,
+            )
         except WaitTimedOut:
             pass
         if daemon.poll() is not None or _docker("info", env=env, check=False).returncode != 0:
@@ -83,36 +100,67 @@ def sdk_c(docker_server):
 def test_a_two_node_job_and_its_preparation_run_in_the_image(docker_server, sdk_c, docker_env):
     sdk = sdk_c
     sdk.workspaces.begin_create(RG, WS, models.WorkspaceCreateParameters(location="eastus")).result()
-    cluster = sdk.clusters.begin_create(RG, WS, "c", models.ClusterCreateParameters(
-        vm_size="STANDARD_D1", user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
-        scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)))).result()
+    cluster = sdk.clusters.begin_create(
+        RG,
+        WS,
+        "c",
+        models.ClusterCreateParameters(
+            vm_size="STANDARD_D1",
+            user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
+            scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)),
+        ),
+    ).result()
     until(lambda: sdk.clusters.get(RG, WS, "c").node_state_counts.idle_node_count == 2, 60, "2 idle nodes", interval=0.2)
     sdk.experiments.begin_create(RG, WS, EXP).result()
     share = Path(docker_server.data_dir, "storage", "files", "acct", "share")
     share.mkdir(parents=True)
     (share / "train.sh").write_text(
         "test -f /.dockerenv || exit 9\n"  # we are in a container, not on the host
-        "test \"$(cat /tmp/prepared)\" = ready || exit 8\n"  # preparation's files are in this container
-        "echo \"rank $RANK in $(hostname) sees $(cat $AZ_BATCHAI_JOB_MOUNT_ROOT/afs/input.txt)\"\n"
-        "echo \"$RANK\" > $AZ_BATCHAI_OUTPUT_MODEL/rank-$RANK.txt\n")
+        'test "$(cat /tmp/prepared)" = ready || exit 8\n'  # preparation's files are in this container
+        'echo "rank $RANK in $(hostname) sees $(cat $AZ_BATCHAI_JOB_MOUNT_ROOT/afs/input.txt)"\n'
+        'echo "$RANK" > $AZ_BATCHAI_OUTPUT_MODEL/rank-$RANK.txt\n'
+    )
     (share / "input.txt").write_text("shared input")
-    sdk.jobs.begin_create(RG, WS, EXP, "boxed", models.JobCreateParameters(
-        cluster=models.ResourceId(id=cluster.id), node_count=2, std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/logs",
-        container_settings=models.ContainerSettings(image_source_registry=models.ImageSourceRegistry(image=IMAGE), shm_size="64m"),
-        job_preparation=models.JobPreparation(command_line="echo ready > /tmp/prepared"),
-        mount_volumes=models.MountVolumes(azure_file_shares=[models.AzureFileShareReference(
-            account_name="acct", azure_file_url="https://acct.file.core.windows.net/share", relative_mount_path="afs",
-            credentials=models.AzureStorageCredentialsInfo(account_key="a2V5"))]),
-        output_directories=[models.OutputDirectory(id="MODEL", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/out")],
-        py_torch_settings=models.PyTorchSettings(python_interpreter_path="/bin/sh",
-                                                 python_script_file_path="$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/train.sh"),
-    )).result()
-    job = until(lambda: (j := sdk.jobs.get(RG, WS, EXP, "boxed")).execution_state in ("succeeded", "failed") and j, 120,
-                "job boxed to end", interval=0.3)
+    sdk.jobs.begin_create(
+        RG,
+        WS,
+        EXP,
+        "boxed",
+        models.JobCreateParameters(
+            cluster=models.ResourceId(id=cluster.id),
+            node_count=2,
+            std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/logs",
+            container_settings=models.ContainerSettings(image_source_registry=models.ImageSourceRegistry(image=IMAGE), shm_size="64m"),
+            job_preparation=models.JobPreparation(command_line="echo ready > /tmp/prepared"),
+            mount_volumes=models.MountVolumes(
+                azure_file_shares=[
+                    models.AzureFileShareReference(
+                        account_name="acct",
+                        azure_file_url="https://acct.file.core.windows.net/share",
+                        relative_mount_path="afs",
+                        credentials=models.AzureStorageCredentialsInfo(account_key="a2V5"),
+                    )
+                ]
+            ),
+            output_directories=[models.OutputDirectory(id="MODEL", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/out")],
+            py_torch_settings=models.PyTorchSettings(
+                python_interpreter_path="/bin/sh", python_script_file_path="$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/train.sh"
+            ),
+        ),
+    ).result()
+    job = until(
+        lambda: (j := sdk.jobs.get(RG, WS, EXP, "boxed")).execution_state in ("succeeded", "failed") and j,
+        120,
+        "job boxed to end",
+        interval=0.3,
+    )
     logs = share / "logs" / job.job_output_directory_path_segment / "stdouterr"
     assert job.execution_state == "succeeded", (job.execution_info.errors, [(p.name, p.read_text()) for p in logs.glob("*")])
     assert (logs / "stdout-0.txt").read_text().startswith("rank 0 in ") and "sees shared input" in (logs / "stdout-1.txt").read_text()
-    assert sorted(p.name for p in (share / "out" / job.job_output_directory_path_segment / "outputs").iterdir()) == ["rank-0.txt", "rank-1.txt"]
+    assert sorted(p.name for p in (share / "out" / job.job_output_directory_path_segment / "outputs").iterdir()) == [
+        "rank-0.txt",
+        "rank-1.txt",
+    ]
     assert "container batchai-" in (logs / "execution-node-0.log").read_text()
     assert _docker("ps", "-aq", "--filter", "name=batchai-", env=docker_env).stdout.strip() == ""  # removed with the tasks
     sdk.workspaces.begin_delete(RG, WS).result()

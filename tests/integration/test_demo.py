@@ -8,8 +8,7 @@ from tests.integration.conftest import ROOT
 
 
 def test_demo_trains_on_two_nodes_and_lists_outputs():
-    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     assert all(f"rank {r} of 4 on node-{r // 2}" in out for r in range(4)), out[-4000:]  # 2 nodes x 2 MPI ranks

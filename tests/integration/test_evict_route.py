@@ -41,9 +41,18 @@ def until(predicate, timeout=30.0):
 def spot_cluster(host) -> TestClient:
     http = TestClient(host.app, headers={"Authorization": f"Bearer {host.token}"})
     http.put(BASE, params=V, json={"location": "local"}).raise_for_status()
-    http.put(CLUSTER, params=V, json={"properties": {
-        "vmSize": "STANDARD_D1", "vmPriority": "lowpriority", "userAccountSettings": {"adminUserName": "u"},
-        "scaleSettings": {"manual": {"targetNodeCount": 1}}}}).raise_for_status()
+    http.put(
+        CLUSTER,
+        params=V,
+        json={
+            "properties": {
+                "vmSize": "STANDARD_D1",
+                "vmPriority": "lowpriority",
+                "userAccountSettings": {"adminUserName": "u"},
+                "scaleSettings": {"manual": {"targetNodeCount": 1}},
+            }
+        },
+    ).raise_for_status()
     until(lambda: http.get(CLUSTER, params=V).json()["properties"]["nodeStateCounts"]["idleNodeCount"] == 1)
     return http
 

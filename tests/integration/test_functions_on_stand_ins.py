@@ -63,9 +63,15 @@ def stand_ins(azurite_connection):
 def app_module(stand_ins, tmp_path, monkeypatch):
     storage, cosmos = stand_ins
     unique = uuid.uuid4().hex[:12]
-    settings = {"BATCHAI_DATA_DIR": str(tmp_path), "BATCHAI_COSMOS_ENDPOINT": cosmos, "BATCHAI_COSMOS_KEY": KEY,
-                "BATCHAI_COSMOS_DATABASE": f"db-{unique}", "BATCHAI_BLOB_CONNECTION_STRING": storage,
-                "BATCHAI_BLOB_CONTAINER": f"outputs-{unique}", "BATCHAI_DROP_CONTAINER": f"drops-{unique}"}
+    settings = {
+        "BATCHAI_DATA_DIR": str(tmp_path),
+        "BATCHAI_COSMOS_ENDPOINT": cosmos,
+        "BATCHAI_COSMOS_KEY": KEY,
+        "BATCHAI_COSMOS_DATABASE": f"db-{unique}",
+        "BATCHAI_BLOB_CONNECTION_STRING": storage,
+        "BATCHAI_BLOB_CONTAINER": f"outputs-{unique}",
+        "BATCHAI_DROP_CONTAINER": f"drops-{unique}",
+    }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     module = importlib.import_module("function_app.function_app")
@@ -88,23 +94,39 @@ def test_a_blob_dropped_into_the_container_becomes_a_job_in_cosmos(app_module, s
     assert isinstance(svc.store, CosmosStore) and isinstance(svc.blobs, AzureBlobStore)
     http = TestClient(create_app(svc, token="t", node_token="n", signing_key=b"k"), headers={"Authorization": "Bearer t"})
     http.put(base, params=V, json={"location": "westeurope"}).raise_for_status()
-    http.put(f"{base}/clusters/c", params=V, json={"properties": {
-        "vmSize": "STANDARD_NC6", "userAccountSettings": {"adminUserName": "u", "adminUserPassword": "p"},
-        "scaleSettings": {"manual": {"targetNodeCount": 2}}}}).raise_for_status()
+    http.put(
+        f"{base}/clusters/c",
+        params=V,
+        json={
+            "properties": {
+                "vmSize": "STANDARD_NC6",
+                "userAccountSettings": {"adminUserName": "u", "adminUserPassword": "p"},
+                "scaleSettings": {"manual": {"targetNodeCount": 2}},
+            }
+        },
+    ).raise_for_status()
     http.put(f"{base}/experiments/{EXP}", params=V).raise_for_status()
 
     container = BlobServiceClient.from_connection_string(stand_ins[0]).get_container_client(os.environ["BATCHAI_DROP_CONTAINER"])
     container.create_container()  # the deployment creates it (infra/main.bicep)
-    drops = {f"inbox/{ws}/{EXP}/tf.params.json": json.dumps({"cluster": "c", "placeholders": {"AZURE_BATCHAI_STORAGE_ACCOUNT": "acct"}}),
-             f"inbox/{ws}/{EXP}/tf.json": RECIPE.read_text(), f"inbox/{ws}/{EXP}/broken.json": '{"properties": {}}'}
+    drops = {
+        f"inbox/{ws}/{EXP}/tf.params.json": json.dumps({"cluster": "c", "placeholders": {"AZURE_BATCHAI_STORAGE_ACCOUNT": "acct"}}),
+        f"inbox/{ws}/{EXP}/tf.json": RECIPE.read_text(),
+        f"inbox/{ws}/{EXP}/broken.json": '{"properties": {}}',
+    }
     for name, content in drops.items():
         container.upload_blob(name, content)
         trigger("job_drops", func.blob.InputStream(data=content.encode(), name=f"{container.container_name}/{name}"))
     assert [c._orchestration_bindings.task_hub_name for c in app_module.engine.clients] == ["BatchAI"] * 3
 
     names = {b.name for b in container.list_blobs()}
-    assert names == {f"inbox/{ws}/{EXP}/tf.status.json", f"inbox/{ws}/{EXP}/broken.status.json",
-                     f"processed/{ws}/{EXP}/tf.json", f"processed/{ws}/{EXP}/tf.params.json", f"rejected/{ws}/{EXP}/broken.json"}
+    assert names == {
+        f"inbox/{ws}/{EXP}/tf.status.json",
+        f"inbox/{ws}/{EXP}/broken.status.json",
+        f"processed/{ws}/{EXP}/tf.json",
+        f"processed/{ws}/{EXP}/tf.params.json",
+        f"rejected/{ws}/{EXP}/broken.json",
+    }
     status = json.loads(container.download_blob(f"inbox/{ws}/{EXP}/tf.status.json").readall())
     assert status["status"] == "accepted"
     job = svc.store.get(status["jobId"])

@@ -19,16 +19,24 @@ def wait_cluster(sdk, name, done, what, timeout=60):
 
 
 def create_cluster(sdk, name, command):
-    return sdk.clusters.begin_create(RG, WS, name, models.ClusterCreateParameters(
-        vm_size="STANDARD_D1", user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
-        scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)),
-        node_setup=models.NodeSetup(setup_task=models.SetupTask(
-            command_line=command,
-            environment_variables=[models.EnvironmentVariable(name="WHERE", value="$AZ_BATCHAI_MOUNT_ROOT/setup")],
-            secrets=[models.EnvironmentVariableWithSecretValue(name="SETUP_SECRET", value="open-sesame")],
-            std_out_err_path_prefix="$AZ_BATCHAI_MOUNT_ROOT/logs",
-        )),
-    )).result()
+    return sdk.clusters.begin_create(
+        RG,
+        WS,
+        name,
+        models.ClusterCreateParameters(
+            vm_size="STANDARD_D1",
+            user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
+            scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)),
+            node_setup=models.NodeSetup(
+                setup_task=models.SetupTask(
+                    command_line=command,
+                    environment_variables=[models.EnvironmentVariable(name="WHERE", value="$AZ_BATCHAI_MOUNT_ROOT/setup")],
+                    secrets=[models.EnvironmentVariableWithSecretValue(name="SETUP_SECRET", value="open-sesame")],
+                    std_out_err_path_prefix="$AZ_BATCHAI_MOUNT_ROOT/logs",
+                )
+            ),
+        ),
+    ).result()
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,14 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def wait_state(http, job, states, timeout=60):
-    return until(lambda: (state := http.get(f"{BASE}/experiments/e/jobs/{job}", params=V).json()["properties"]["executionState"])
-                 in states and state, timeout, f"{job} to be {' or '.join(states)}", interval=0.2)
+    return until(
+        lambda: (
+            (state := http.get(f"{BASE}/experiments/e/jobs/{job}", params=V).json()["properties"]["executionState"]) in states and state
+        ),
+        timeout,
+        f"{job} to be {' or '.join(states)}",
+        interval=0.2,
+    )
 
 
 def test_kill9_then_restart_finishes_each_job_exactly_once(tmp_path):
@@ -31,14 +37,29 @@ def test_kill9_then_restart_finishes_each_job_exactly_once(tmp_path):
     try:
         http = server.http()
         http.put(BASE, params=V, json={"location": "local"})
-        http.put(f"{BASE}/clusters/c", params=V, json={"properties": {
-            "vmSize": "D1", "userAccountSettings": {"adminUserName": "u"}, "scaleSettings": {"manual": {"targetNodeCount": 2}}}})
+        http.put(
+            f"{BASE}/clusters/c",
+            params=V,
+            json={
+                "properties": {
+                    "vmSize": "D1",
+                    "userAccountSettings": {"adminUserName": "u"},
+                    "scaleSettings": {"manual": {"targetNodeCount": 2}},
+                }
+            },
+        )
         http.put(f"{BASE}/experiments/e", params=V)
         command = f"echo $$ >> {marks}/$JOB.start; sleep 4; echo done >> {marks}/$JOB.end"
         for name in ("long", "queued"):
-            body = {"properties": {"cluster": {"id": f"{BASE}/clusters/c"}, "nodeCount": 2, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT",
-                                   "environmentVariables": [{"name": "JOB", "value": name}],
-                                   "customToolkitSettings": {"commandLine": command}}}
+            body = {
+                "properties": {
+                    "cluster": {"id": f"{BASE}/clusters/c"},
+                    "nodeCount": 2,
+                    "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT",
+                    "environmentVariables": [{"name": "JOB", "value": name}],
+                    "customToolkitSettings": {"commandLine": command},
+                }
+            }
             assert http.put(f"{BASE}/experiments/e/jobs/{name}", params=V, json=body).status_code == 200
         wait_state(http, "long", ["running"])
         until(lambda: (marks / "long.start").exists(), 30, "the long job's command to start")

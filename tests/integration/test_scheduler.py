@@ -41,26 +41,47 @@ def base(ws: str) -> str:
 def make_cluster(sdk, ws, name, scale, priority="dedicated") -> models.Cluster:
     sdk.workspaces.begin_create(RG, ws, models.WorkspaceCreateParameters(location="eastus")).result()
     sdk.experiments.begin_create(RG, ws, EXP).result()
-    return sdk.clusters.begin_create(RG, ws, name, models.ClusterCreateParameters(
-        vm_size="STANDARD_D1", vm_priority=priority, scale_settings=scale,
-        user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"))).result()
+    return sdk.clusters.begin_create(
+        RG,
+        ws,
+        name,
+        models.ClusterCreateParameters(
+            vm_size="STANDARD_D1",
+            vm_priority=priority,
+            scale_settings=scale,
+            user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
+        ),
+    ).result()
 
 
 def idle(sdk, ws, name, count):
-    return until(lambda: sdk.clusters.get(RG, ws, name).node_state_counts.idle_node_count == count, 90, f"{count} idle nodes",
-                 interval=0.2)
+    return until(lambda: sdk.clusters.get(RG, ws, name).node_state_counts.idle_node_count == count, 90, f"{count} idle nodes", interval=0.2)
 
 
 def job(sdk, ws, cluster, name, command, nodes=1, priority="normal", **extra):
-    return sdk.jobs.begin_create(RG, ws, EXP, name, models.JobCreateParameters(
-        cluster=models.ResourceId(id=cluster.id), node_count=nodes, scheduling_priority=priority,
-        std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
-        custom_toolkit_settings=models.CustomToolkitSettings(command_line=command), **extra)).result()
+    return sdk.jobs.begin_create(
+        RG,
+        ws,
+        EXP,
+        name,
+        models.JobCreateParameters(
+            cluster=models.ResourceId(id=cluster.id),
+            node_count=nodes,
+            scheduling_priority=priority,
+            std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+            custom_toolkit_settings=models.CustomToolkitSettings(command_line=command),
+            **extra,
+        ),
+    ).result()
 
 
 def ended(sdk, ws, name, timeout=120):
-    return until(lambda: (j := sdk.jobs.get(RG, ws, EXP, name)).execution_state in ("succeeded", "failed") and j,
-                 timeout, f"job {name} to end", interval=0.2)
+    return until(
+        lambda: (j := sdk.jobs.get(RG, ws, EXP, name)).execution_state in ("succeeded", "failed") and j,
+        timeout,
+        f"job {name} to end",
+        interval=0.2,
+    )
 
 
 def manual(n):
@@ -75,8 +96,12 @@ def a_controller_pass_ends(sdk, ws, name, nodes):
     sdk.clusters.update(RG, ws, name, models.ClusterUpdateParameters(scale_settings=manual(nodes + 1)))
     idle(sdk, ws, name, nodes + 1)
     sdk.clusters.update(RG, ws, name, models.ClusterUpdateParameters(scale_settings=manual(nodes)))
-    until(lambda: (c := sdk.clusters.get(RG, ws, name)).current_node_count == nodes and c.allocation_state == "steady", 90,
-          f"a later pass to bring the cluster back to {nodes} nodes", interval=0.2)
+    until(
+        lambda: (c := sdk.clusters.get(RG, ws, name)).current_node_count == nodes and c.allocation_state == "steady",
+        90,
+        f"a later pass to bring the cluster back to {nodes} nodes",
+        interval=0.2,
+    )
     idle(sdk, ws, name, nodes)
 
 
@@ -101,14 +126,22 @@ def test_a_paused_cluster_starts_its_queue_in_priority_order_then_fifo(client, s
 
 def test_auto_scale_grows_from_zero_for_the_queue_and_returns_to_zero(client, srv, unique_name):
     ws = unique_name("auto")
-    cluster = make_cluster(client, ws, "c", models.ScaleSettings(auto_scale=models.AutoScaleSettings(
-        minimum_node_count=0, maximum_node_count=2, initial_node_count=0)))
+    cluster = make_cluster(
+        client,
+        ws,
+        "c",
+        models.ScaleSettings(auto_scale=models.AutoScaleSettings(minimum_node_count=0, maximum_node_count=2, initial_node_count=0)),
+    )
     assert client.clusters.get(RG, ws, "c").current_node_count == 0
     job(client, ws, cluster, "two", "test $(wc -l < $AZ_BATCHAI_MPI_HOST_FILE) = 2", nodes=2)
     until(lambda: client.clusters.get(RG, ws, "c").current_node_count == 2, 90, "the cluster to grow to 2", interval=0.2)
     assert ended(client, ws, "two").execution_state == "succeeded"
-    shrunk = until(lambda: (c := client.clusters.get(RG, ws, "c")).current_node_count == 0 and c.allocation_state == "steady" and c,
-                   60, "the cluster to shrink to 0", interval=0.2)
+    shrunk = until(
+        lambda: (c := client.clusters.get(RG, ws, "c")).current_node_count == 0 and c.allocation_state == "steady" and c,
+        60,
+        "the cluster to shrink to 0",
+        interval=0.2,
+    )
     assert shrunk.node_state_counts.idle_node_count == 0
 
 
@@ -118,8 +151,15 @@ def test_a_killed_node_fails_over_to_healthy_nodes_and_is_replaced(client, srv, 
     idle(client, ws, "c", 3)
     job(client, ws, cluster, "resilient", "sleep 5; echo done", nodes=2)
     http = srv.http()
-    first = until(lambda: (j := http.get(f"{base(ws)}/experiments/{EXP}/jobs/resilient", params=V).json())["properties"]["executionState"] == "running" and j,
-                  90, "the job to run", interval=0.2)
+    first = until(
+        lambda: (
+            (j := http.get(f"{base(ws)}/experiments/{EXP}/jobs/resilient", params=V).json())["properties"]["executionState"] == "running"
+            and j
+        ),
+        90,
+        "the job to run",
+        interval=0.2,
+    )
     victim = next(e for e in first["properties"]["events"] if e["event"] == "started")["nodes"][0]
     agent = next(p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_agent(p, cluster.id, victim))
     root = Path(agent.joinpath("cwd").resolve())
@@ -156,8 +196,14 @@ def test_an_evicted_low_priority_node_requeues_and_the_job_resumes_from_its_chec
     ws = unique_name("spot")
     cluster = make_cluster(client, ws, "c", manual(1), priority="lowpriority")
     idle(client, ws, "c", 1)
-    segment = job(client, ws, cluster, "ckpt", CHECKPOINTING, output_directories=[
-        models.OutputDirectory(id="CKPT", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/ckpt")]).job_output_directory_path_segment
+    segment = job(
+        client,
+        ws,
+        cluster,
+        "ckpt",
+        CHECKPOINTING,
+        output_directories=[models.OutputDirectory(id="CKPT", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/ckpt")],
+    ).job_output_directory_path_segment
     http = srv.http()
     until(lambda: _checkpoint(srv, segment) > 0, 90, "the job's first checkpoint")
     assert http.post(f"{base(ws)}/clusters/c/nodes/node-0/evict", params=V).status_code == 202
@@ -216,7 +262,14 @@ def test_max_wall_clock_time_ends_the_job_failed_with_a_timeout(client, srv, uni
     ws = unique_name("timeout")
     cluster = make_cluster(client, ws, "c", manual(1))
     idle(client, ws, "c", 1)
-    job(client, ws, cluster, "too-long", "sleep 60", constraints=models.JobBasePropertiesConstraints(max_wall_clock_time=timedelta(seconds=2)))
+    job(
+        client,
+        ws,
+        cluster,
+        "too-long",
+        "sleep 60",
+        constraints=models.JobBasePropertiesConstraints(max_wall_clock_time=timedelta(seconds=2)),
+    )
     done = ended(client, ws, "too-long", timeout=60)
     assert done.execution_state == "failed" and done.execution_info.errors[0].code == "JobTimedOut"
     elapsed = (done.execution_info.end_time - done.execution_info.start_time).total_seconds()
@@ -228,23 +281,38 @@ def test_sdk_cluster_update_resizes_and_reports_allocation_state(client, srv, un
     make_cluster(client, ws, "c", manual(1))
     idle(client, ws, "c", 1)
     client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=manual(3)))
-    until(lambda: (c := client.clusters.get(RG, ws, "c")).node_state_counts.idle_node_count == 3 and c.allocation_state == "steady",
-          90, "3 idle nodes, steady", interval=0.2)
+    until(
+        lambda: (c := client.clusters.get(RG, ws, "c")).node_state_counts.idle_node_count == 3 and c.allocation_state == "steady",
+        90,
+        "3 idle nodes, steady",
+        interval=0.2,
+    )
     client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=manual(1)))
-    shrunk = until(lambda: (c := client.clusters.get(RG, ws, "c")).current_node_count == 1 and c.allocation_state == "steady" and c,
-                   90, "1 node, steady", interval=0.2)
+    shrunk = until(
+        lambda: (c := client.clusters.get(RG, ws, "c")).current_node_count == 1 and c.allocation_state == "steady" and c,
+        90,
+        "1 node, steady",
+        interval=0.2,
+    )
     assert shrunk.node_state_counts.idle_node_count == 1
 
 
 def test_scaling_down_a_busy_node_requeues_its_job(client, srv, unique_name):
     ws = unique_name("requeue")
-    cluster = make_cluster(client, ws, "c", models.ScaleSettings(manual=models.ManualScaleSettings(
-        target_node_count=2, node_deallocation_option="requeue")))
+    cluster = make_cluster(
+        client, ws, "c", models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2, node_deallocation_option="requeue"))
+    )
     idle(client, ws, "c", 2)
     job(client, ws, cluster, "long", "sleep 3", nodes=2)
     until(lambda: client.jobs.get(RG, ws, EXP, "long").execution_state == "running", 90, "the job to run", interval=0.2)
-    client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=models.ScaleSettings(
-        manual=models.ManualScaleSettings(target_node_count=0, node_deallocation_option="requeue"))))
+    client.clusters.update(
+        RG,
+        ws,
+        "c",
+        models.ClusterUpdateParameters(
+            scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=0, node_deallocation_option="requeue"))
+        ),
+    )
     until(lambda: client.jobs.get(RG, ws, EXP, "long").execution_state == "queued", 90, "the job to be requeued", interval=0.2)
     client.clusters.update(RG, ws, "c", models.ClusterUpdateParameters(scale_settings=manual(2)))
     assert ended(client, ws, "long").execution_state == "succeeded"

@@ -53,9 +53,17 @@ def job_id(host, name: str) -> str:
 def paused_cluster(host) -> TestClient:
     http = TestClient(host.app, headers={"Authorization": f"Bearer {host.token}"})
     http.put(base(host), params=V, json={"location": "local"}).raise_for_status()
-    http.put(cluster(host), params=V, json={"properties": {
-        "vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
-        "scaleSettings": {"manual": {"targetNodeCount": 2}}}}).raise_for_status()
+    http.put(
+        cluster(host),
+        params=V,
+        json={
+            "properties": {
+                "vmSize": "STANDARD_D1",
+                "userAccountSettings": {"adminUserName": "u"},
+                "scaleSettings": {"manual": {"targetNodeCount": 2}},
+            }
+        },
+    ).raise_for_status()
     http.put(f"{base(host)}/experiments/{EXP}", params=V).raise_for_status()
     until(lambda: http.get(cluster(host), params=V).json()["properties"]["nodeStateCounts"]["idleNodeCount"] == 2, 60, "2 idle nodes")
     http.post(f"{cluster(host)}/pause", params=V).raise_for_status()
@@ -63,9 +71,20 @@ def paused_cluster(host) -> TestClient:
 
 
 def submit(host, name: str, node_count: int = 2, command: str = "sleep 0.1") -> None:
-    submit_job(host.services, job_id(host, name), JobCreateParameters.model_validate({"properties": {
-        "cluster": {"id": cluster(host)}, "nodeCount": node_count, "stdOutErrPathPrefix": "/sim",
-        "customToolkitSettings": {"commandLine": command}}}))
+    submit_job(
+        host.services,
+        job_id(host, name),
+        JobCreateParameters.model_validate(
+            {
+                "properties": {
+                    "cluster": {"id": cluster(host)},
+                    "nodeCount": node_count,
+                    "stdOutErrPathPrefix": "/sim",
+                    "customToolkitSettings": {"commandLine": command},
+                }
+            }
+        ),
+    )
 
 
 def test_a_queued_job_holding_a_node_is_freed_and_runs(host):
@@ -109,7 +128,9 @@ def test_a_deleted_job_ends_its_lifecycle_and_a_new_job_of_its_name_is_not_drive
     http = paused_cluster(host)
     submit(host, "again", node_count=1, command="sleep 600")
     http.post(f"{cluster(host)}/resume", params=V).raise_for_status()
-    old = until(lambda: (r := host.store.get(job_id(host, "again"))).properties["executionState"] == "running" and r, 60, "the job to start")
+    old = until(
+        lambda: (r := host.store.get(job_id(host, "again"))).properties["executionState"] == "running" and r, 60, "the job to start"
+    )
     until(lambda: host.engine.status(job_instance(old)) is not None, 30, "its lifecycle to start")
     http.delete(f"{base(host)}/experiments/{EXP}/jobs/again", params=V).raise_for_status()
     until(lambda: host.store.get(job_id(host, "again")) is None, 60, "the job to be deleted")

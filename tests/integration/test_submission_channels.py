@@ -29,9 +29,22 @@ def host(tmp_path, unique_name):
 
 
 def message(workspace: str, name: str, **extra) -> str:
-    return json.dumps({"workspace": workspace, "experiment": EXP, "jobName": name, "cluster": "c", "job": {"properties": {
-        "nodeCount": 1, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
-        "customToolkitSettings": {"commandLine": "true"}}}, **extra})
+    return json.dumps(
+        {
+            "workspace": workspace,
+            "experiment": EXP,
+            "jobName": name,
+            "cluster": "c",
+            "job": {
+                "properties": {
+                    "nodeCount": 1,
+                    "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+                    "customToolkitSettings": {"commandLine": "true"},
+                }
+            },
+            **extra,
+        }
+    )
 
 
 def jobs(host) -> list[str]:
@@ -73,6 +86,7 @@ def test_a_redelivered_message_creates_one_job(host):
     host.queue.publish(message(host.workspace, "once"), message_id="key-1")
     (first,) = host.queue.receive(lock_seconds=0.2)
     from batchai.submission import submit_message
+
     submit_message(host.services, json.loads(first.body), idempotency_key=first.id)  # stored, then "crash" before complete
     (again,) = until(lambda: host.queue.receive(), 10, "the message to come back once its lock expired")
     assert again.id == "key-1" and again.delivery_count == 2
@@ -137,6 +151,7 @@ def test_a_drop_written_in_place_is_not_read_until_renamed(host):
     folder.mkdir(parents=True)
     (folder / ".half.json").write_text('{"properties": ')
     assert host.inbox.scan() == 0 and (folder / ".half.json").exists()
+
 
 def test_a_drop_that_fails_does_not_hold_up_the_ones_behind_it(host, monkeypatch):
     inbox, job = f"inbox/{host.workspace}/{EXP}", json.dumps(json.loads(message(host.workspace, "x"))["job"]).encode()

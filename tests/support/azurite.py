@@ -25,8 +25,7 @@ KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr
 
 
 def connection_string(port: int) -> str:
-    return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};")
+    return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
 
 
 @contextmanager
@@ -39,13 +38,26 @@ def azurite() -> Iterator[str]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="azurite-") as location, tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
-            [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", location,
-             "--silent", "--skipApiVersionCheck", "--disableTelemetry"],
-            stdout=log, stderr=subprocess.STDOUT, text=True,  # a file, not a pipe: a full pipe would stall it
+            [
+                str(AZURITE),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(port),
+                "--location",
+                location,
+                "--silent",
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,  # a file, not a pipe: a full pipe would stall it
         )
         try:
-            wait_until_ready("azurite-blob", lambda: socket.create_connection(("127.0.0.1", port), timeout=0.5).close(),
-                             process, log, timeout=20.0)
+            wait_until_ready(
+                "azurite-blob", lambda: socket.create_connection(("127.0.0.1", port), timeout=0.5).close(), process, log, timeout=20.0
+            )
             yield connection_string(port)
         finally:
             process.terminate()

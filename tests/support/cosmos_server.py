@@ -37,8 +37,12 @@ def cosmos_server() -> Iterator[str]:
         pytest.skip(f"Cosmos DB stand-in not installed at {PACKAGE} (scripts/setup.sh installs it)")
     port = free_port()
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would stall the server
-    process = subprocess.Popen([node, str(LAUNCHER), str(PACKAGE), "-p", str(port), "--host", "127.0.0.1", "--no-ssl"],
-                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [node, str(LAUNCHER), str(PACKAGE), "-p", str(port), "--host", "127.0.0.1", "--no-ssl"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready("cosmosdb-server", lambda: urllib.request.urlopen(url, timeout=1).close(), process, log, timeout=15.0)

@@ -49,8 +49,14 @@ def _iso(t: datetime) -> str:
 
 
 class DFReplay:
-    def __init__(self, orchestrator: Callable, activities: dict[str, Callable[[Any], Any]], *,
-                 instance_id: str = "df-test", start: datetime = datetime(2026, 1, 1, tzinfo=UTC)):
+    def __init__(
+        self,
+        orchestrator: Callable,
+        activities: dict[str, Callable[[Any], Any]],
+        *,
+        instance_id: str = "df-test",
+        start: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+    ):
         self.orchestrator = orchestrator
         self.activities = activities
         self.instance_id = instance_id
@@ -77,10 +83,17 @@ class DFReplay:
         self._next_event_id = 0
         self._append_episode([self._event(H.EXECUTION_STARTED, Name="orchestrator", Version="", Input=json.dumps(input))])
         for _ in range(max_rounds):
-            ctx = DurableOrchestrationContext.from_json(json.dumps({
-                "history": self._history, "instanceId": self.instance_id, "isReplaying": False,
-                "parentInstanceId": None, "input": json.dumps(input),
-            }))
+            ctx = DurableOrchestrationContext.from_json(
+                json.dumps(
+                    {
+                        "history": self._history,
+                        "instanceId": self.instance_id,
+                        "isReplaying": False,
+                        "parentInstanceId": None,
+                        "input": json.dumps(input),
+                    }
+                )
+            )
             try:
                 state = json.loads(Orchestrator(self.orchestrator).handle(ctx))
             except Exception as exc:  # the orchestration failed: DF raises with its state attached
@@ -120,7 +133,11 @@ class DFReplay:
                 raise AssertionError(f"this fake does not run {type(action).__name__}")
         if new:
             return new
-        waiting = {key for key, task in open_tasks if isinstance(task.action_repr[0] if isinstance(task.action_repr, list) else task.action_repr, WaitForExternalEventAction)}
+        waiting = {
+            key
+            for key, task in open_tasks
+            if isinstance(task.action_repr[0] if isinstance(task.action_repr, list) else task.action_repr, WaitForExternalEventAction)
+        }
         for i, (name, data) in enumerate(self.events):
             if name in waiting:
                 del self.events[i]

@@ -25,8 +25,15 @@ class Outcome:
     restarts: int
 
 
-def run_on(engine: str, orchestration: Callable, activities: dict[str, Callable[[Any], Any]], input: Any,
-           *, events: list[tuple[str, Any]] = (), timeout: float = 60) -> Outcome:
+def run_on(
+    engine: str,
+    orchestration: Callable,
+    activities: dict[str, Callable[[Any], Any]],
+    input: Any,
+    *,
+    events: list[tuple[str, Any]] = (),
+    timeout: float = 60,
+) -> Outcome:
     if engine == "durable-functions":
         replay = DFReplay(as_df_orchestrator("under_test", orchestration), activities)
         for name, data in events:

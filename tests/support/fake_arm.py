@@ -30,8 +30,15 @@ class CannedResponse(HttpResponseImpl):
     def __init__(self, request, status: int, body, headers: dict | None = None):
         content = b"" if body is None else json.dumps(body).encode()
         headers = case_insensitive_dict({"Content-Type": "application/json", **(headers or {})})
-        super().__init__(request=request, internal_response=_Internal(), status_code=status, reason="OK" if status < 400 else "Error",
-                         content_type="application/json", headers=headers, stream_download_generator=None)
+        super().__init__(
+            request=request,
+            internal_response=_Internal(),
+            status_code=status,
+            reason="OK" if status < 400 else "Error",
+            content_type="application/json",
+            headers=headers,
+            stream_download_generator=None,
+        )
         self._content = content
 
 
@@ -75,8 +82,9 @@ class FakeArm(HttpTransport):
         if isinstance(body, bytes):
             body = body.decode()
         parsed = json.loads(body) if body else None
-        self.requests.append({"method": request.method, "path": url.path, "query": parse_qs(url.query),
-                              "body": parsed, "headers": dict(request.headers)})
+        self.requests.append(
+            {"method": request.method, "path": url.path, "query": parse_qs(url.query), "body": parsed, "headers": dict(request.headers)}
+        )
         status, payload, headers = self.handle(request.method, url.path, parse_qs(url.query), parsed, request.url)
         return CannedResponse(request, status, payload, headers)
 
@@ -89,16 +97,26 @@ class FakeArm(HttpTransport):
         self.operations[op] = {"status": "Succeeded"}
         base = url.split("/subscriptions/")[0]
         status = {"PUT": 201, "PATCH": 200}.get(method, 202)  # what the SDK accepts for each, as ARM answers
-        return status, payload if status != 202 else None, {
-            "Azure-AsyncOperation": f"{base}/subscriptions/{SUB}/providers/Microsoft.Compute/locations/westeurope/operations/{op}?api-version=2026-04-01",
-            "Retry-After": "0"}
+        return (
+            status,
+            payload if status != 202 else None,
+            {
+                "Azure-AsyncOperation": f"{base}/subscriptions/{SUB}/providers/Microsoft.Compute/locations/westeurope/operations/{op}?api-version=2026-04-01",
+                "Retry-After": "0",
+            },
+        )
 
     def _vm(self, name: str, instance: str, *, state="Succeeded", power="PowerState/running") -> dict:
-        return {"name": f"{name}_{instance}", "instanceId": instance,
-                "id": f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/virtualMachines/{instance}",
-                "location": "westeurope",
-                "properties": {"provisioningState": state,
-                               "instanceView": {"statuses": [{"code": f"ProvisioningState/{state.lower()}"}, {"code": power}]}}}
+        return {
+            "name": f"{name}_{instance}",
+            "instanceId": instance,
+            "id": f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}/virtualMachines/{instance}",
+            "location": "westeurope",
+            "properties": {
+                "provisioningState": state,
+                "instanceView": {"statuses": [{"code": f"ProvisioningState/{state.lower()}"}, {"code": power}]},
+            },
+        }
 
     def set_capacity(self, name: str, capacity: int):
         vms = self.vms.setdefault(name, {})

@@ -86,7 +86,7 @@ class Namespace:
         for path in self.entities:
             if path.startswith(prefix):
                 sql = self.description(path).find(f"{{{SB}}}Filter/{{{SB}}}SqlExpression")
-                out[path[len(prefix):]] = None if sql is None else sql.text
+                out[path[len(prefix) :]] = None if sql is None else sql.text
         return out
 
     def put(self, path: str, body: bytes) -> ET.Element:
@@ -111,7 +111,9 @@ class Namespace:
     def send(self, topic: str, message: ServiceBusMessage) -> None:
         with self.mutex:
             self.sent.append(message)
-            amqp = decode_payload(memoryview(bytes(encode_payload(bytearray(), PyamqpTransport.to_outgoing_amqp_message(message.raw_amqp_message)))))
+            amqp = decode_payload(
+                memoryview(bytes(encode_payload(bytearray(), PyamqpTransport.to_outgoing_amqp_message(message.raw_amqp_message))))
+            )
             message_id = str(message.message_id)
             if self.setting(topic, "RequiresDuplicateDetection") == "true":
                 if message_id in self.seen_ids.setdefault(topic, set()):
@@ -136,9 +138,11 @@ def _matches(sql: str | None, properties: dict) -> bool:
     return properties.get(name.encode()) == value.encode()
 
 
-_DEFAULT_RULE = (f'<entry xmlns="{ATOM}"><content type="application/xml"><RuleDescription xmlns="{SB}" xmlns:i="{XSI}">'
-                 '<Filter i:type="TrueFilter"><SqlExpression>1=1</SqlExpression></Filter>'
-                 '<Action i:type="EmptyRuleAction"/><Name>$Default</Name></RuleDescription></content></entry>').encode()
+_DEFAULT_RULE = (
+    f'<entry xmlns="{ATOM}"><content type="application/xml"><RuleDescription xmlns="{SB}" xmlns:i="{XSI}">'
+    '<Filter i:type="TrueFilter"><SqlExpression>1=1</SqlExpression></Filter>'
+    '<Action i:type="EmptyRuleAction"/><Name>$Default</Name></RuleDescription></content></entry>'
+).encode()
 
 
 class _Response(HttpResponse):
@@ -271,10 +275,12 @@ class FakeReceiver:
     def _received(self, stored: Stored, tag: bytes | None) -> ServiceBusReceivedMessage:
         properties = dict(stored.amqp.application_properties or {})
         properties.update({k.encode(): v.encode() for k, v in stored.dead.items() if v is not None})
-        amqp = stored.amqp._replace(header=Header(delivery_count=stored.deliveries),
-                                    message_annotations={b"x-opt-sequence-number": stored.seq}, application_properties=properties)
-        return ServiceBusReceivedMessage(amqp, receiver=self, frame=(None, stored.seq, tag) if tag else None,
-                                         is_peeked_message=tag is None)
+        amqp = stored.amqp._replace(
+            header=Header(delivery_count=stored.deliveries),
+            message_annotations={b"x-opt-sequence-number": stored.seq},
+            application_properties=properties,
+        )
+        return ServiceBusReceivedMessage(amqp, receiver=self, frame=(None, stored.seq, tag) if tag else None, is_peeked_message=tag is None)
 
     def _held(self, operation: str, message: ServiceBusReceivedMessage, **kwargs) -> Stored:
         self.namespace.settlements.append((operation, str(message.message_id), kwargs))
@@ -292,8 +298,9 @@ class FakeReceiver:
         with self.namespace.mutex:
             self._unlock(self._held("abandon", message))
 
-    def dead_letter_message(self, message: ServiceBusReceivedMessage, reason: str | None = None,
-                            error_description: str | None = None) -> None:
+    def dead_letter_message(
+        self, message: ServiceBusReceivedMessage, reason: str | None = None, error_description: str | None = None
+    ) -> None:
         with self.namespace.mutex:
             stored = self._held("dead_letter", message, reason=reason, error_description=error_description)
             self._dead(stored, reason, error_description)
@@ -315,8 +322,9 @@ class FakeServiceBusClient:
     def get_topic_sender(self, topic_name: str) -> FakeSender:
         return FakeSender(self.namespace, topic_name)
 
-    def get_subscription_receiver(self, topic_name: str, subscription_name: str, *,
-                                  sub_queue: ServiceBusSubQueue | None = None) -> FakeReceiver:
+    def get_subscription_receiver(
+        self, topic_name: str, subscription_name: str, *, sub_queue: ServiceBusSubQueue | None = None
+    ) -> FakeReceiver:
         receiver = FakeReceiver(self.namespace, topic_name, subscription_name, sub_queue)
         self.receivers.append(receiver)
         return receiver

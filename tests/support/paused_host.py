@@ -31,9 +31,17 @@ def paused_host(data_dir: Path, workspace: str, experiment: str) -> Iterator[Emb
     host.workspace, host.experiment = workspace, experiment
     host.http = TestClient(host.app, headers={"Authorization": f"Bearer {host.token}"})
     host.http.put(base, params=V, json={"location": "local"}).raise_for_status()
-    host.http.put(f"{base}/clusters/c", params=V, json={"properties": {
-        "vmSize": "STANDARD_D1", "userAccountSettings": {"adminUserName": "u"},
-        "scaleSettings": {"manual": {"targetNodeCount": 2}}}}).raise_for_status()
+    host.http.put(
+        f"{base}/clusters/c",
+        params=V,
+        json={
+            "properties": {
+                "vmSize": "STANDARD_D1",
+                "userAccountSettings": {"adminUserName": "u"},
+                "scaleSettings": {"manual": {"targetNodeCount": 2}},
+            }
+        },
+    ).raise_for_status()
     host.http.post(f"{base}/clusters/c/pause", params=V).raise_for_status()
     host.http.put(f"{base}/experiments/{experiment}", params=V).raise_for_status()
     try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 import subprocess
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 from tests.support.waiting import until
 

@@ -17,7 +17,8 @@ exceptions in `ignoring`: they count as "not yet", and the last one is reported 
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 _SHOWN = 300  # characters of the last value a timeout shows
@@ -27,8 +28,9 @@ class WaitTimedOut(AssertionError):
     """`until` ran out of time."""
 
 
-def until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05,
-          ignoring: tuple[type[BaseException], ...] = ()) -> T:
+def until(
+    predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05, ignoring: tuple[type[BaseException], ...] = ()
+) -> T:
     """The predicate's first truthy value, polling every `interval` s for at most `timeout` s."""
     deadline = time.monotonic() + timeout
     last: object = None

@@ -54,13 +54,20 @@ def make_task(base: Path, task_id: str, processes, *, env=None, preparation=None
 
     def proc(name, command, penv=None):
         suffix = f"-{name}" if name else ""
-        return Process(name=name, command=command, stdout=str(logs / f"stdout{suffix}.txt"),
-                       stderr=str(logs / f"stderr{suffix}.txt"), env=penv or {})
+        return Process(
+            name=name, command=command, stdout=str(logs / f"stdout{suffix}.txt"), stderr=str(logs / f"stderr{suffix}.txt"), env=penv or {}
+        )
 
     return NodeTask(
-        task_id=task_id, job_id=f"{CLUSTER_ID}/jobs/{task_id}", node_id=node_id, cwd=str(job / "wd"),
-        env=env or {}, execution_log=str(job / "execution.log"), dirs=[str(job / "outputs")],
-        files=files or {}, preparation=proc("prep", preparation) if preparation else None,
+        task_id=task_id,
+        job_id=f"{CLUSTER_ID}/jobs/{task_id}",
+        node_id=node_id,
+        cwd=str(job / "wd"),
+        env=env or {},
+        execution_log=str(job / "execution.log"),
+        dirs=[str(job / "outputs")],
+        files=files or {},
+        preparation=proc("prep", preparation) if preparation else None,
         processes=[proc(*p) for p in processes],
     )
 
@@ -178,7 +185,7 @@ class FakeControlPlane:
             return predicate()
 
     def wait_registered(self, node_id: str, count: int = 1) -> dict:
-        return self.wait(lambda: [b for n, b in self.registrations if n == node_id][count - 1:][:1], what="register")[0]
+        return self.wait(lambda: [b for n, b in self.registrations if n == node_id][count - 1 :][:1], what="register")[0]
 
     def wait_result(self, task_id: str, timeout: float = 10.0) -> dict:
         return self.wait(lambda: self.results.get(task_id), timeout, what=f"the result of {task_id}")
@@ -220,8 +227,10 @@ class FakeControlPlane:
             if self.closed:
                 return None
             answer = {
-                "start": self.to_start.pop(node_id, []), "kill": self.to_kill.pop(node_id, []),
-                "ack": acked, "action": self.actions.pop(node_id, "ok"),
+                "start": self.to_start.pop(node_id, []),
+                "kill": self.to_kill.pop(node_id, []),
+                "ack": acked,
+                "action": self.actions.pop(node_id, "ok"),
             }
             return 200, answer
 
@@ -308,10 +317,15 @@ def test_register_body(cp, node):
 
 
 def test_two_processes_write_both_logs_and_exit_zero(cp, node, tmp_path):
-    task = make_task(tmp_path, "t-two", [
-        ("0", "echo out-0; echo err-0 >&2; pwd"),
-        ("1", "sleep 0.2; echo out-1"),
-    ], files={str(tmp_path / "job" / "t-two" / "cfg" / "hosts"): "node-0 slots=2\n"})
+    task = make_task(
+        tmp_path,
+        "t-two",
+        [
+            ("0", "echo out-0; echo err-0 >&2; pwd"),
+            ("1", "sleep 0.2; echo out-1"),
+        ],
+        files={str(tmp_path / "job" / "t-two" / "cfg" / "hosts"): "node-0 slots=2\n"},
+    )
     cp.give(node["id"], task)
     result = cp.wait_result("t-two")
     assert result["exitCode"] == 0 and result["error"] is None
@@ -325,8 +339,14 @@ def test_two_processes_write_both_logs_and_exit_zero(cp, node, tmp_path):
     assert Path(task.dirs[0]).is_dir()
     assert (tmp_path / "job" / "t-two" / "cfg" / "hosts").read_text() == "node-0 slots=2\n"
     log = Path(task.execution_log).read_text()
-    for line in ("task t-two started on node node-0", "process 0 started pid", "process 1 started pid",
-                 "process 0 exited with 0", "process 1 exited with 0", "task t-two finished with exit code 0"):
+    for line in (
+        "task t-two started on node node-0",
+        "process 0 started pid",
+        "process 1 started pid",
+        "process 0 exited with 0",
+        "process 1 exited with 0",
+        "task t-two finished with exit code 0",
+    ):
         assert line in log
     assert re.match(r"^\d{4}-\d\d-\d\dT\S+Z task t-two started", log)
 
@@ -362,9 +382,9 @@ def test_preparation_then_process(cp, node, tmp_path):
 def test_env_reaches_processes_but_not_logs(cp, node, tmp_path):
     secret = "s3cr3t-" + uuid.uuid4().hex
     task = make_task(
-        tmp_path, "t-env",
-        [("", 'echo "$MY_SECRET $LAYER"; echo "token=${BATCHAI_NODE_TOKEN:-none}"; echo "path=${PATH:+set}"',
-          {"LAYER": "process"})],
+        tmp_path,
+        "t-env",
+        [("", 'echo "$MY_SECRET $LAYER"; echo "token=${BATCHAI_NODE_TOKEN:-none}"; echo "path=${PATH:+set}"', {"LAYER": "process"})],
         env={"MY_SECRET": secret, "LAYER": "task"},
     )
     cp.give(node["id"], task)
@@ -493,12 +513,30 @@ def test_survives_control_plane_restart_on_new_port(cp_file, nodes, tmp_path):
 
 def test_orphaned_agent_exits_when_idle(tmp_path):
     root = tmp_path / "orphan"
-    env = {**os.environ, "BATCHAI_NODE_TOKEN": TOKEN,
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "BATCHAI_NODE_TOKEN": TOKEN, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchai.agent", "--node-id", "tvm-orphan", "--cluster-id", CLUSTER_ID,
-         "--name", "n", "--root", str(root), "--url", "http://127.0.0.1:9", "--orphan-timeout", "0.5"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "batchai.agent",
+            "--node-id",
+            "tvm-orphan",
+            "--cluster-id",
+            CLUSTER_ID,
+            "--name",
+            "n",
+            "--root",
+            str(root),
+            "--url",
+            "http://127.0.0.1:9",
+            "--orphan-timeout",
+            "0.5",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         out, _ = proc.communicate(timeout=10)
@@ -530,15 +568,21 @@ def test_agent_imports_only_the_standard_library():
         "bad = sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names) - {'batchai', '__main__'})\n"
         "print(','.join(bad))\n"
     )
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=20,
-                         cwd=str(Path(__file__).resolve().parents[2]))
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=20, cwd=str(Path(__file__).resolve().parents[2])
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
 
 
 def test_help_runs():
-    out = subprocess.run([sys.executable, "-m", "batchai.agent", "--help"], capture_output=True, text=True, timeout=20,
-                         cwd=str(Path(__file__).resolve().parents[2]))
+    out = subprocess.run(
+        [sys.executable, "-m", "batchai.agent", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
     assert out.returncode == 0 and "--control-plane-file" in out.stdout and "--orphan-timeout" in out.stdout
 
 
@@ -578,8 +622,7 @@ def test_runner_escalates_to_sigkill(tmp_path, monkeypatch):
     runner = TaskRunner(task, node_name="n")
     runner.start()
     try:
-        until(lambda: Path(task.processes[0].stdout).exists() and Path(task.processes[0].stdout).read_text(), 10,
-              "the trap")
+        until(lambda: Path(task.processes[0].stdout).exists() and Path(task.processes[0].stdout).read_text(), 10, "the trap")
         pid = runner.pids()[0]
         runner.kill(grace=0.3)
         assert runner.join(5)

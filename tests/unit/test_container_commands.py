@@ -12,37 +12,91 @@ from batchai.frameworks.container import PASSWORD_ENV, ContainerSpec, exec_argv,
 from batchai.frameworks.plan import NodeTask, Process
 from batchai.model import load_job_file
 
-SPEC = ContainerSpec(image="tensorflow/tensorflow:1.8.0-gpu", name="batchai-u1-1-node-0", binds=["/data"], shm_size="8g",
-                     server_url="registry.example", username="me")
+SPEC = ContainerSpec(
+    image="tensorflow/tensorflow:1.8.0-gpu",
+    name="batchai-u1-1-node-0",
+    binds=["/data"],
+    shm_size="8g",
+    server_url="registry.example",
+    username="me",
+)
 
 
 def test_run_keeps_the_container_alive_with_host_network_binds_and_shm():
     assert run_argv("docker", SPEC, "/data/nodes/n0/jobs/u1") == [
-        "docker", "run", "--detach", "--rm", "--name", "batchai-u1-1-node-0", "--network", "host",
-        "--workdir", "/data/nodes/n0/jobs/u1", "--shm-size", "8g", "--volume", "/data:/data",
-        "--entrypoint", "", "tensorflow/tensorflow:1.8.0-gpu", "sleep", "2147483647"]
+        "docker",
+        "run",
+        "--detach",
+        "--rm",
+        "--name",
+        "batchai-u1-1-node-0",
+        "--network",
+        "host",
+        "--workdir",
+        "/data/nodes/n0/jobs/u1",
+        "--shm-size",
+        "8g",
+        "--volume",
+        "/data:/data",
+        "--entrypoint",
+        "",
+        "tensorflow/tensorflow:1.8.0-gpu",
+        "sleep",
+        "2147483647",
+    ]
 
 
 def test_exec_names_variables_without_their_values():
     argv = exec_argv("podman", SPEC, "/w", ["SECRET", "A", "A"], "python train.py")
-    assert argv == ["podman", "exec", "--workdir", "/w", "--env", "A", "--env", "SECRET", "batchai-u1-1-node-0", "/bin/sh", "-c", "python train.py"]
+    assert argv == [
+        "podman",
+        "exec",
+        "--workdir",
+        "/w",
+        "--env",
+        "A",
+        "--env",
+        "SECRET",
+        "batchai-u1-1-node-0",
+        "/bin/sh",
+        "-c",
+        "python train.py",
+    ]
 
 
 def test_private_registry_login_reads_the_password_from_stdin():
     assert pull_argvs("docker", SPEC) == [
         ["docker", "login", "registry.example", "--username", "me", "--password-stdin"],
-        ["docker", "pull", "tensorflow/tensorflow:1.8.0-gpu"]]
+        ["docker", "pull", "tensorflow/tensorflow:1.8.0-gpu"],
+    ]
     assert remove_argv("docker", SPEC) == ["docker", "rm", "--force", "batchai-u1-1-node-0"]
 
 
 def test_the_plan_gives_each_node_task_its_container_and_keeps_the_password_off_command_lines():
-    body = {"nodeCount": 2, "stdOutErrPathPrefix": "/logs", "customToolkitSettings": {"commandLine": "true"},
-            "containerSettings": {"imageSourceRegistry": {"image": "img", "serverUrl": "r.example",
-                                                          "credentials": {"username": "u", "password": "hush"}}, "shmSize": "1g"}}
-    props = load_job_file(body, cluster_id="/subscriptions/s/resourceGroups/r/providers/Microsoft.BatchAI/workspaces/w/clusters/c").properties
-    ctx = LaunchContext(job_id="j", job_name="j", job_uuid="u1", attempt=1, output_segment="seg", cluster_mount_root="/d/c",
-                        job_dir="/d/jobs/u1", nodes=(PlacedNode("a", "node-0", "127.0.0.1", "/d/n0"), PlacedNode("b", "node-1", "127.0.0.1", "/d/n1")),
-                        master_port=1, container_binds=("/d",))
+    body = {
+        "nodeCount": 2,
+        "stdOutErrPathPrefix": "/logs",
+        "customToolkitSettings": {"commandLine": "true"},
+        "containerSettings": {
+            "imageSourceRegistry": {"image": "img", "serverUrl": "r.example", "credentials": {"username": "u", "password": "hush"}},
+            "shmSize": "1g",
+        },
+    }
+    props = load_job_file(
+        body, cluster_id="/subscriptions/s/resourceGroups/r/providers/Microsoft.BatchAI/workspaces/w/clusters/c"
+    ).properties
+    ctx = LaunchContext(
+        job_id="j",
+        job_name="j",
+        job_uuid="u1",
+        attempt=1,
+        output_segment="seg",
+        cluster_mount_root="/d/c",
+        job_dir="/d/jobs/u1",
+        nodes=(PlacedNode("a", "node-0", "127.0.0.1", "/d/n0"), PlacedNode("b", "node-1", "127.0.0.1", "/d/n1")),
+        master_port=1,
+        container_binds=("/d",),
+    )
     first, second = plan_job(props, ctx)
     assert (first.container.name, second.container.name) == ("batchai-u1-1-node-0", "batchai-u1-1-node-1")
     assert first.container.binds == ["/d"] and first.container.shm_size == "1g" and first.container.username == "u"
@@ -52,10 +106,23 @@ def test_the_plan_gives_each_node_task_its_container_and_keeps_the_password_off_
 
 def test_without_a_runtime_the_task_runs_on_the_host_and_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(containers, "usable_runtime", lambda: None)
-    task = NodeTask(task_id="t", job_id="j", node_id="n", cwd=str(tmp_path / "wd"), env={PASSWORD_ENV: "hush"},
-                    execution_log=str(tmp_path / "exec.log"), container=SPEC,
-                    processes=[Process(name="", command='echo "on the host ${BATCHAI_REGISTRY_PASSWORD:-without the password}"',
-                                       stdout=str(tmp_path / "out.txt"), stderr=str(tmp_path / "err.txt"))])
+    task = NodeTask(
+        task_id="t",
+        job_id="j",
+        node_id="n",
+        cwd=str(tmp_path / "wd"),
+        env={PASSWORD_ENV: "hush"},
+        execution_log=str(tmp_path / "exec.log"),
+        container=SPEC,
+        processes=[
+            Process(
+                name="",
+                command='echo "on the host ${BATCHAI_REGISTRY_PASSWORD:-without the password}"',
+                stdout=str(tmp_path / "out.txt"),
+                stderr=str(tmp_path / "err.txt"),
+            )
+        ],
+    )
     result = TaskRunner(task, node_name="node-0", base_env={"PATH": "/usr/bin:/bin"}).run()
     assert result["exitCode"] == 0
     assert "ran on the host" in result["warnings"][0] and SPEC.image in result["warnings"][0]

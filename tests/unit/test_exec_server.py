@@ -20,9 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def holding_task(tmp_path: Path, secret: str) -> NodeTask:
-    return NodeTask(task_id="t1", job_id="j", node_id="n1", cwd=str(tmp_path / "wd"),
-                    env={SECRET_ENV: secret, "JOB_VAR": "from-the-task"},
-                    execution_log=str(tmp_path / "execution.log"))
+    return NodeTask(
+        task_id="t1",
+        job_id="j",
+        node_id="n1",
+        cwd=str(tmp_path / "wd"),
+        env={SECRET_ENV: secret, "JOB_VAR": "from-the-task"},
+        execution_log=str(tmp_path / "execution.log"),
+    )
 
 
 @pytest.fixture
@@ -39,8 +44,9 @@ def node(tmp_path):
 
 def rsh(server: ExecServer, *args: str, secret: str = "s3cret", **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), HOSTS_ENV: f"node-0=127.0.0.1:1,node-1=127.0.0.1:{server.port}", SECRET_ENV: secret}
-    return subprocess.Popen([sys.executable, "-m", "batchai.agent.rsh", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchai.agent.rsh", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
+    )
 
 
 def test_parse_hosts():

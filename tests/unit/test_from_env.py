@@ -7,7 +7,6 @@ import pytest
 from batchai.adapters.from_env import azure_compute, blob_store, drop_store, resource_store, submission_queue
 from batchai.adapters.fs_blob_store import FsBlobStore
 from batchai.adapters.servicebus_queue import ServiceBusSubmissionQueue
-from batchai.adapters.simulated_compute import SimulatedCompute
 from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 from batchai.adapters.sqlite_store import SqliteStore
 from batchai.adapters.vmss_compute import VmssCompute
@@ -16,8 +15,12 @@ from batchai.services import Settings
 from function_app.embedded import EmbeddedHost
 from tests.support.fake_servicebus import CONNECTION
 
-VMSS = {"BATCHAI_VMSS_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001", "BATCHAI_VMSS_RESOURCE_GROUP": "nodes",
-        "BATCHAI_VMSS_LOCATION": "westeurope", "BATCHAI_AGENT_PACKAGE": "batchai-serverless==0.1.0"}
+VMSS = {
+    "BATCHAI_VMSS_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001",
+    "BATCHAI_VMSS_RESOURCE_GROUP": "nodes",
+    "BATCHAI_VMSS_LOCATION": "westeurope",
+    "BATCHAI_AGENT_PACKAGE": "batchai-serverless==0.1.0",
+}
 
 
 def test_nothing_configured_means_the_embedded_adapters(tmp_path):
@@ -37,10 +40,13 @@ def test_a_service_bus_connection_means_its_topic_for_the_queue(tmp_path):
     assert submission_queue(tmp_path, {"BATCHAI_SERVICEBUS": CONNECTION}).topic == "submissions"
 
 
-@pytest.mark.parametrize("environ, missing", [
-    ({"BATCHAI_COSMOS_ENDPOINT": "https://acct.documents.azure.com"}, "BATCHAI_COSMOS_KEY"),
-    ({"BATCHAI_COSMOS_KEY": "k"}, "BATCHAI_COSMOS_ENDPOINT"),
-])
+@pytest.mark.parametrize(
+    "environ, missing",
+    [
+        ({"BATCHAI_COSMOS_ENDPOINT": "https://acct.documents.azure.com"}, "BATCHAI_COSMOS_KEY"),
+        ({"BATCHAI_COSMOS_KEY": "k"}, "BATCHAI_COSMOS_ENDPOINT"),
+    ],
+)
 def test_half_a_cosmos_setting_is_an_error_naming_the_other_half(tmp_path, environ, missing):
     with pytest.raises(ValueError, match=missing):
         resource_store(tmp_path, environ)
@@ -69,8 +75,15 @@ def test_scale_set_settings_mean_vmss_compute_reaching_back_to_the_function_app(
     assert (compute.resource_group, compute.location, compute.heartbeat) == ("nodes", "westeurope", 2.5)
     assert compute.state_file == tmp_path / "vmss-nodes.json"
     cluster = "/subscriptions/s/resourceGroups/g/providers/Microsoft.BatchAI/workspaces/w/clusters/c"
-    store.create(Record(id=cluster, type="clusters", name="c", parent=cluster.rsplit("/clusters/", 1)[0],
-                        body={"properties": {"vmSize": "STANDARD_NC6"}}))
+    store.create(
+        Record(
+            id=cluster,
+            type="clusters",
+            name="c",
+            parent=cluster.rsplit("/clusters/", 1)[0],
+            body={"properties": {"vmSize": "STANDARD_NC6"}},
+        )
+    )
     assert compute.cluster_properties(cluster) == {"vmSize": "STANDARD_NC6"}
     assert compute.cluster_properties(cluster + "x") is None
 

@@ -38,7 +38,14 @@ def bindings(fn) -> dict[str, str]:
 def test_every_orchestration_and_activity_has_one_trigger(functions):
     names = list(functions)
     assert len(names) == len(set(names))
-    assert set(names) == {"http_api", "job_drops", "job_drops_sweep", *ORCHESTRATIONS, *ACTIVITIES, *(f"submissions_{p}" for p in PRIORITIES)}
+    assert set(names) == {
+        "http_api",
+        "job_drops",
+        "job_drops_sweep",
+        *ORCHESTRATIONS,
+        *ACTIVITIES,
+        *(f"submissions_{p}" for p in PRIORITIES),
+    }
     for name in ORCHESTRATIONS:
         assert bindings(functions[name]) == {"context": "orchestrationTrigger"}
     for name in ACTIVITIES:
@@ -76,8 +83,7 @@ def test_importing_has_no_side_effects(tmp_path):
 
 
 def sb_message(body: bytes, message_id: str = "m1", delivery_count: int = 1) -> func.ServiceBusMessage:
-    return ServiceBusMessage(body=body, message_id=message_id, delivery_count=delivery_count,
-                             application_properties={}, user_properties={})
+    return ServiceBusMessage(body=body, message_id=message_id, delivery_count=delivery_count, application_properties={}, user_properties={})
 
 
 class ClientSeen:
@@ -127,7 +133,8 @@ def test_the_service_bus_triggers_call_the_consumer_handler(functions, monkeypat
 
 
 def test_a_never_valid_message_is_logged_and_raised_so_the_subscription_dead_letters_it_and_loses_nothing(
-        functions, monkeypatch, caplog, trigger_call):
+    functions, monkeypatch, caplog, trigger_call
+):
     module = importlib.import_module("function_app.function_app")
     monkeypatch.setattr(module, "services", object)
     trigger = functools.partial(trigger_call, functions["submissions_normal"])

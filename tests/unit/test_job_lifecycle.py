@@ -32,6 +32,7 @@ class Script:
                     self.calls.append(name)
                     assert payload == {"jobId": "J"} or payload.get("jobId") == "J", payload
                     return self.answers[name].pop(0)
+
             return activity
 
         return {name: make(name) for name in ("observe_job", "kill_job", "complete_job", "requeue_job")}
@@ -59,8 +60,11 @@ def test_queued_running_succeeded(engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_terminate_goes_through_terminating_and_ends_failed(engine):
     script = Script(
-        observe_job=[running(), {"state": "terminating", "wait": WAIT},
-                     {"state": "terminating", "killRequested": True, "tasksDone": True, "wait": WAIT}],
+        observe_job=[
+            running(),
+            {"state": "terminating", "wait": WAIT},
+            {"state": "terminating", "killRequested": True, "tasksDone": True, "wait": WAIT},
+        ],
         kill_job=[{"state": "terminating", "killRequested": True, "wait": WAIT}],
         complete_job=[{"state": "failed", "attempt": 1}],
     )
@@ -104,8 +108,10 @@ def test_a_wake_event_looks_again_before_the_timer(engine):
 
 def test_a_long_wait_continues_as_new_to_keep_the_history_small():
     steps = STEPS_PER_EPISODE + 5
-    script = Script(observe_job=[queued() for _ in range(steps)] + [running({"exitCode": 0}), running({"exitCode": 0})],
-                    complete_job=[{"state": "succeeded", "attempt": 1}])
+    script = Script(
+        observe_job=[queued() for _ in range(steps)] + [running({"exitCode": 0}), running({"exitCode": 0})],
+        complete_job=[{"state": "succeeded", "attempt": 1}],
+    )
     outcome = run_on("durable-functions", job_lifecycle, script.activities(), {"jobId": "J"})
     assert outcome.restarts == 1 and outcome.output["state"] == "succeeded"
 
@@ -114,8 +120,9 @@ def test_a_long_wait_continues_as_new_to_keep_the_history_small():
 def test_the_hot_path_runs_no_activity_a_launch_then_a_terminal_wake(engine):
     script = Script()
     launched = {"jobId": "J", "uuid": "U", "view": dict(running(), wait=3600)}
-    outcome = run_on(engine, job_lifecycle, script.activities(), launched,
-                     events=[("wake", {"state": "succeeded", "attempt": 1})], timeout=30)
+    outcome = run_on(
+        engine, job_lifecycle, script.activities(), launched, events=[("wake", {"state": "succeeded", "attempt": 1})], timeout=30
+    )
     assert outcome.output == {"state": "succeeded", "attempt": 1}
     assert script.calls == []
 

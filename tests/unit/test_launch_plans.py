@@ -16,19 +16,27 @@ def props(**extra):
 
 def ctx(n=2):
     return LaunchContext(
-        job_id="jid", job_name="j", job_uuid="u1", attempt=1, output_segment="seg",
-        cluster_mount_root="/data/clusters/c/mounts", job_dir="/data/jobs/u1",
+        job_id="jid",
+        job_name="j",
+        job_uuid="u1",
+        attempt=1,
+        output_segment="seg",
+        cluster_mount_root="/data/clusters/c/mounts",
+        job_dir="/data/jobs/u1",
         nodes=tuple(PlacedNode(f"id{i}", f"node-{i}", "127.0.0.1", f"/data/nodes/c/node-{i}") for i in range(n)),
-        master_port=29500, python="/usr/bin/python3",
+        master_port=29500,
+        python="/usr/bin/python3",
     )
 
 
 def test_custom_toolkit_runs_on_the_first_node_only():
-    p = props(customToolkitSettings={"commandLine": "echo $AZ_BATCHAI_MPI_HOST_FILE"},
-              environmentVariables=[{"name": "A", "value": "$AZ_BATCHAI_JOB_MOUNT_ROOT/a"}],
-              secrets=[{"name": "S", "value": "hush"}],
-              outputDirectories=[{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/out", "pathSuffix": "Models"}],
-              jobPreparation={"commandLine": "echo prep"})
+    p = props(
+        customToolkitSettings={"commandLine": "echo $AZ_BATCHAI_MPI_HOST_FILE"},
+        environmentVariables=[{"name": "A", "value": "$AZ_BATCHAI_JOB_MOUNT_ROOT/a"}],
+        secrets=[{"name": "S", "value": "hush"}],
+        outputDirectories=[{"id": "MODEL", "pathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/out", "pathSuffix": "Models"}],
+        jobPreparation={"commandLine": "echo prep"},
+    )
     first, second = plan_job(p, ctx())
     assert [pr.command for pr in first.processes] == ["echo $AZ_BATCHAI_MPI_HOST_FILE"] and second.processes == []
     stdouterr = "/data/jobs/u1/mounts/logs/seg/stdouterr"
@@ -44,8 +52,14 @@ def test_custom_toolkit_runs_on_the_first_node_only():
 
 
 def test_pytorch_ranks_spread_over_nodes():
-    p = props(pyTorchSettings={"pythonScriptFilePath": "$AZ_BATCHAI_JOB_MOUNT_ROOT/train.py", "processCount": 3,
-                               "commandLineArgs": "--rank $AZ_BATCHAI_TASK_INDEX", "communicationBackend": "gloo"})
+    p = props(
+        pyTorchSettings={
+            "pythonScriptFilePath": "$AZ_BATCHAI_JOB_MOUNT_ROOT/train.py",
+            "processCount": 3,
+            "commandLineArgs": "--rank $AZ_BATCHAI_TASK_INDEX",
+            "communicationBackend": "gloo",
+        }
+    )
     tasks = plan_job(p, ctx())
     ranks = [[pr.env["RANK"] for pr in t.processes] for t in tasks]
     assert ranks == [["0", "1"], ["2"]]

@@ -19,10 +19,18 @@ MPIRUN = "mpirun --test-options"
 
 def ctx(nodes: int) -> LaunchContext:
     return LaunchContext(
-        job_id="jid", job_name="j", job_uuid="u1", attempt=1, output_segment="seg",
-        cluster_mount_root="/data/c/mounts", job_dir="/data/jobs/u1",
+        job_id="jid",
+        job_name="j",
+        job_uuid="u1",
+        attempt=1,
+        output_segment="seg",
+        cluster_mount_root="/data/c/mounts",
+        job_dir="/data/jobs/u1",
         nodes=tuple(PlacedNode(f"id{i}", f"node-{i}", f"10.0.0.{4 + i}", f"/data/nodes/node-{i}", 7000 + i) for i in range(nodes)),
-        master_port=2222, python=PY, mpirun=MPIRUN, exec_secret="s3cret",
+        master_port=2222,
+        python=PY,
+        mpirun=MPIRUN,
+        exec_secret="s3cret",
     )
 
 
@@ -76,7 +84,9 @@ def test_tensorflow_distributed_parameter_server_and_two_workers():
     assert (ps_env["AZ_BATCHAI_TASK_INDEX"], wk1_env["AZ_BATCHAI_TASK_INDEX"]) == ("0", "1")
     assert json.loads(wk1_env["TF_CONFIG"]) == {
         "cluster": {"worker": ["10.0.0.4:2223", "10.0.0.5:2224"], "ps": ["10.0.0.4:2222"]},
-        "task": {"type": "worker", "index": 1}, "environment": "cloud"}
+        "task": {"type": "worker", "index": 1},
+        "environment": "cloud",
+    }
     assert json.loads(ps_env["TF_CONFIG"])["task"] == {"type": "ps", "index": 0}
     assert node0.processes[0].stdout.endswith("/stdouterr/stdout-wk-0.txt")
     assert servers.processes[0].stderr.endswith("/stdouterr/stderr-ps-0.txt")
@@ -92,15 +102,24 @@ def test_single_node_tensorflow_is_one_worker_without_servers(name):
     assert proc.env["AZ_BATCHAI_PS_HOSTS"] == ""
 
 
-@pytest.mark.parametrize("name,ranks", [
-    ("Horovod-Tensorflow/job.json", 2), ("Horovod-PyTorch/job.json", None), ("Horovod-Infiniband-Benchmark/job.json", None),
-    ("Chainer-GPU-Distributed/job.json", None), ("Chainer-GPU-Distributed-Infiniband/job.json", None),
-    ("Distributed-Batch-Scoring-in-Tensorflow-with-GPU/job.json", 2),
-    ("CNTK-GPU-Python-Distributed/job.json", None), ("CNTK-GPU-BrainScript-Distributed/job.json", 2),
-])
+@pytest.mark.parametrize(
+    "name,ranks",
+    [
+        ("Horovod-Tensorflow/job.json", 2),
+        ("Horovod-PyTorch/job.json", None),
+        ("Horovod-Infiniband-Benchmark/job.json", None),
+        ("Chainer-GPU-Distributed/job.json", None),
+        ("Chainer-GPU-Distributed-Infiniband/job.json", None),
+        ("Distributed-Batch-Scoring-in-Tensorflow-with-GPU/job.json", 2),
+        ("CNTK-GPU-Python-Distributed/job.json", None),
+        ("CNTK-GPU-BrainScript-Distributed/job.json", 2),
+    ],
+)
 def test_mpi_toolkits_run_mpirun_on_the_first_node_over_the_host_file(name, ranks):
     props, tasks = recipe(name)
-    settings = next(getattr(props, f) for f in ("horovod_settings", "chainer_settings", "custom_mpi_settings", "cntk_settings") if getattr(props, f))
+    settings = next(
+        getattr(props, f) for f in ("horovod_settings", "chainer_settings", "custom_mpi_settings", "cntk_settings") if getattr(props, f)
+    )
     ranks = ranks or settings.process_count
     first, *others = tasks
     (launch,) = first.processes
@@ -151,7 +170,11 @@ def test_caffe2_shards_per_node_with_shared_job_temp():
 
 
 def test_caffe_solver_and_mpi_when_more_than_one_process():
-    body = {"nodeCount": 1, "stdOutErrPathPrefix": "/logs", "caffeSettings": {"configFilePath": "/s/solver.prototxt", "commandLineArgs": "-gpu all"}}
+    body = {
+        "nodeCount": 1,
+        "stdOutErrPathPrefix": "/logs",
+        "caffeSettings": {"configFilePath": "/s/solver.prototxt", "commandLineArgs": "-gpu all"},
+    }
     (task,) = plan_job(load_job_file(body, cluster_id=CLUSTER).properties, ctx(1))
     assert task.processes[0].command == "caffe train --solver=/s/solver.prototxt -gpu all"
     body.update(nodeCount=2, caffeSettings={"pythonScriptFilePath": "/s/train.py"})  # processCount defaults to nodeCount
@@ -173,43 +196,162 @@ ONE = "node-0 slots=1\n"
 TWO = "node-0 slots=1\nnode-1 slots=1\n"
 EIGHT = "node-0 slots=4\nnode-1 slots=4\n"
 EXACT = {
-    "CNTK-GPU-BrainScript/job.json": (ONE, [[("", "cntk configFile=$AZ_BATCHAI_INPUT_CONFIG/ConvNet_MNIST.cntk rootDir=. "
-                                                  "dataDir=$AZ_BATCHAI_INPUT_DATASET outputDir=$AZ_BATCHAI_OUTPUT_MODEL")]]),
-    "CNTK-GPU-BrainScript-Distributed/job.json": (TWO, [[("", mpi(2, "cntk configFile=$AZ_BATCHAI_INPUT_CONFIG/DistributedConvNet_MNIST.cntk "
-                                                                  "rootDir=. dataDir=$AZ_BATCHAI_INPUT_DATASET outputDir=$AZ_BATCHAI_OUTPUT_MODEL "
-                                                                  "parallelTrain=true"))], []]),
+    "CNTK-GPU-BrainScript/job.json": (
+        ONE,
+        [
+            [
+                (
+                    "",
+                    "cntk configFile=$AZ_BATCHAI_INPUT_CONFIG/ConvNet_MNIST.cntk rootDir=. "
+                    "dataDir=$AZ_BATCHAI_INPUT_DATASET outputDir=$AZ_BATCHAI_OUTPUT_MODEL",
+                )
+            ]
+        ],
+    ),
+    "CNTK-GPU-BrainScript-Distributed/job.json": (
+        TWO,
+        [
+            [
+                (
+                    "",
+                    mpi(
+                        2,
+                        "cntk configFile=$AZ_BATCHAI_INPUT_CONFIG/DistributedConvNet_MNIST.cntk "
+                        "rootDir=. dataDir=$AZ_BATCHAI_INPUT_DATASET outputDir=$AZ_BATCHAI_OUTPUT_MODEL "
+                        "parallelTrain=true",
+                    ),
+                )
+            ],
+            [],
+        ],
+    ),
     "CNTK-GPU-Python/job.json": (ONE, [[("", f"{PY} {JMR}/scripts/cntk/ConvNet_MNIST.py {JMR}/data/mnist_data $AZ_BATCHAI_OUTPUT_MODEL")]]),
-    "CNTK-GPU-Python-Distributed/job.json": (TWO, [[("", mpi(2, f"{PY} {JMR}/scripts/cntk/ConvNet_CIFAR10_DataAug_Distributed.py "
-                                                             "--datadir $AZ_BATCHAI_JOB_TEMP --outputdir $AZ_BATCHAI_OUTPUT_MODEL -n 5"))], []]),
-    "CNTK-GPU-Python-Distributed-Infiniband/job.json": (EIGHT, [[("", mpi(8, f"{PY} {JMR}/scripts/cntk/TrainResNet_CIFAR10_Distributed.py "
-                                                                        "--datadir $AZ_BATCHAI_JOB_TEMP -outputdir $AZ_BATCHAI_OUTPUT_MODEL -n resnet110 -e 5"))], []]),
-    "Caffe2-GPU-Distributed/job.json": (TWO, [[(str(i), f"{PY} {JMR}/scripts/caffe2/resnet50_trainer.py --num_shards 2 --shard_id $AZ_BATCHAI_TASK_INDEX "
-                                                       f"--run_id 0 --epoch_size 2000 --num_epochs 5 --train_data {JMR}/data/mnist_data/mnist_train_lmdb "
-                                                       "--file_store_path $AZ_BATCHAI_SHARED_JOB_TEMP")] for i in range(2)]),
-    "Chainer-GPU-Distributed/job.json": (TWO, [[("", mpi(2, f"{PY} {JMR}/scripts/chainer/train_mnist.py -g -o $AZ_BATCHAI_OUTPUT_MODEL"))], []]),
-    "Chainer-GPU-Distributed-Infiniband/job.json": (EIGHT, [[("", mpi(8, f"{PY} {JMR}/scripts/chainer/train_mnist.py -g --communicator non_cuda_aware "
-                                                                    "-o $AZ_BATCHAI_OUTPUT_MODEL"))], []]),
-    "Distributed-Batch-Scoring-in-Tensorflow-with-GPU/job.json": (TWO, [[("", mpi(2, "python -u $AZ_BATCHAI_INPUT_SCRIPT/batch_image_label.py "
-        "--dataset_path $AZ_BATCHAI_INPUT_IMAGES --model_path $AZ_BATCHAI_INPUT_MODEL/inception_v3.ckpt "
-        "--label_path $AZ_BATCHAI_INPUT_MODEL/imagenet_slim_labels.txt --output_dir $AZ_BATCHAI_OUTPUT_LABEL --batch_size 64"))], []]),
-    "Horovod-Infiniband-Benchmark/job.json": (EIGHT, [[("", mpi(8, f"{PY} $AZ_BATCHAI_JOB_TEMP/benchmarks/scripts/tf_cnn_benchmarks/tf_cnn_benchmarks.py "
-                                                              "--model resnet101 --batch_size 64 --variable_update horovod"))], []]),
+    "CNTK-GPU-Python-Distributed/job.json": (
+        TWO,
+        [
+            [
+                (
+                    "",
+                    mpi(
+                        2,
+                        f"{PY} {JMR}/scripts/cntk/ConvNet_CIFAR10_DataAug_Distributed.py "
+                        "--datadir $AZ_BATCHAI_JOB_TEMP --outputdir $AZ_BATCHAI_OUTPUT_MODEL -n 5",
+                    ),
+                )
+            ],
+            [],
+        ],
+    ),
+    "CNTK-GPU-Python-Distributed-Infiniband/job.json": (
+        EIGHT,
+        [
+            [
+                (
+                    "",
+                    mpi(
+                        8,
+                        f"{PY} {JMR}/scripts/cntk/TrainResNet_CIFAR10_Distributed.py "
+                        "--datadir $AZ_BATCHAI_JOB_TEMP -outputdir $AZ_BATCHAI_OUTPUT_MODEL -n resnet110 -e 5",
+                    ),
+                )
+            ],
+            [],
+        ],
+    ),
+    "Caffe2-GPU-Distributed/job.json": (
+        TWO,
+        [
+            [
+                (
+                    str(i),
+                    f"{PY} {JMR}/scripts/caffe2/resnet50_trainer.py --num_shards 2 --shard_id $AZ_BATCHAI_TASK_INDEX "
+                    f"--run_id 0 --epoch_size 2000 --num_epochs 5 --train_data {JMR}/data/mnist_data/mnist_train_lmdb "
+                    "--file_store_path $AZ_BATCHAI_SHARED_JOB_TEMP",
+                )
+            ]
+            for i in range(2)
+        ],
+    ),
+    "Chainer-GPU-Distributed/job.json": (
+        TWO,
+        [[("", mpi(2, f"{PY} {JMR}/scripts/chainer/train_mnist.py -g -o $AZ_BATCHAI_OUTPUT_MODEL"))], []],
+    ),
+    "Chainer-GPU-Distributed-Infiniband/job.json": (
+        EIGHT,
+        [[("", mpi(8, f"{PY} {JMR}/scripts/chainer/train_mnist.py -g --communicator non_cuda_aware -o $AZ_BATCHAI_OUTPUT_MODEL"))], []],
+    ),
+    "Distributed-Batch-Scoring-in-Tensorflow-with-GPU/job.json": (
+        TWO,
+        [
+            [
+                (
+                    "",
+                    mpi(
+                        2,
+                        "python -u $AZ_BATCHAI_INPUT_SCRIPT/batch_image_label.py "
+                        "--dataset_path $AZ_BATCHAI_INPUT_IMAGES --model_path $AZ_BATCHAI_INPUT_MODEL/inception_v3.ckpt "
+                        "--label_path $AZ_BATCHAI_INPUT_MODEL/imagenet_slim_labels.txt --output_dir $AZ_BATCHAI_OUTPUT_LABEL --batch_size 64",
+                    ),
+                )
+            ],
+            [],
+        ],
+    ),
+    "Horovod-Infiniband-Benchmark/job.json": (
+        EIGHT,
+        [
+            [
+                (
+                    "",
+                    mpi(
+                        8,
+                        f"{PY} $AZ_BATCHAI_JOB_TEMP/benchmarks/scripts/tf_cnn_benchmarks/tf_cnn_benchmarks.py "
+                        "--model resnet101 --batch_size 64 --variable_update horovod",
+                    ),
+                )
+            ],
+            [],
+        ],
+    ),
     "Horovod-PyTorch/job.json": (TWO, [[("", mpi(2, f"{PY} {JMR}/scripts/horovod/pytorch_mnist.py"))], []]),
     "Horovod-Tensorflow/job.json": (TWO, [[("", mpi(2, f"{PY} {JMR}/scripts/horovod/tensorflow_mnist.py"))], []]),
     "Keras-GPU/job_cntk.json": (ONE, [[("", f"{PY} {JMR}/scripts/keras/mnist_cnn.py")]]),
     "Keras-GPU/job_tensorflow.json": (ONE, [[("wk-0", f"{PY} {JMR}/scripts/keras/mnist_cnn.py")]]),
-    "PyTorch-GPU-Distributed-Gloo/job.json": (TWO, [[(str(i), f"{PY} {JMR}/scripts/pytorch/mnist_trainer.py --epochs 10 --world-size 2 "
-                                                             "--dist-backend gloo --dist-url $AZ_BATCHAI_PYTORCH_INIT_METHOD --rank $AZ_BATCHAI_TASK_INDEX")]
-                                                    for i in range(2)]),
+    "PyTorch-GPU-Distributed-Gloo/job.json": (
+        TWO,
+        [
+            [
+                (
+                    str(i),
+                    f"{PY} {JMR}/scripts/pytorch/mnist_trainer.py --epochs 10 --world-size 2 "
+                    "--dist-backend gloo --dist-url $AZ_BATCHAI_PYTORCH_INIT_METHOD --rank $AZ_BATCHAI_TASK_INDEX",
+                )
+            ]
+            for i in range(2)
+        ],
+    ),
     "TensorFlow-GPU/job.json": (ONE, [[("wk-0", f"{PY} {JMR}/scripts/tensorflow/convolutional.py")]]),
-    "TensorFlow-GPU-Distributed/job.json": ("node-0 slots=2\nnode-1 slots=1\n", [
-        [("wk-0", f"{PY} {JMR}/scripts/tensorflow/mnist_replica.py --job_name=worker --num_gpus=1 --ps_hosts=$AZ_BATCHAI_PS_HOSTS "
-                  "--worker_hosts=$AZ_BATCHAI_WORKER_HOSTS --train_steps 10000 --checkpoint_dir=$AZ_BATCHAI_OUTPUT_MODEL "
-                  "--log_dir=$AZ_BATCHAI_OUTPUT_TENSORBOARD --task_index=$AZ_BATCHAI_TASK_INDEX --data_dir=$AZ_BATCHAI_INPUT_DATASET")],
-        [("wk-1", f"{PY} {JMR}/scripts/tensorflow/mnist_replica.py --job_name=worker --num_gpus=1 --ps_hosts=$AZ_BATCHAI_PS_HOSTS "
-                  "--worker_hosts=$AZ_BATCHAI_WORKER_HOSTS --train_steps 10000 --checkpoint_dir=$AZ_BATCHAI_OUTPUT_MODEL "
-                  "--log_dir=$AZ_BATCHAI_OUTPUT_TENSORBOARD --task_index=$AZ_BATCHAI_TASK_INDEX --data_dir=$AZ_BATCHAI_INPUT_DATASET")],
-    ]),
+    "TensorFlow-GPU-Distributed/job.json": (
+        "node-0 slots=2\nnode-1 slots=1\n",
+        [
+            [
+                (
+                    "wk-0",
+                    f"{PY} {JMR}/scripts/tensorflow/mnist_replica.py --job_name=worker --num_gpus=1 --ps_hosts=$AZ_BATCHAI_PS_HOSTS "
+                    "--worker_hosts=$AZ_BATCHAI_WORKER_HOSTS --train_steps 10000 --checkpoint_dir=$AZ_BATCHAI_OUTPUT_MODEL "
+                    "--log_dir=$AZ_BATCHAI_OUTPUT_TENSORBOARD --task_index=$AZ_BATCHAI_TASK_INDEX --data_dir=$AZ_BATCHAI_INPUT_DATASET",
+                )
+            ],
+            [
+                (
+                    "wk-1",
+                    f"{PY} {JMR}/scripts/tensorflow/mnist_replica.py --job_name=worker --num_gpus=1 --ps_hosts=$AZ_BATCHAI_PS_HOSTS "
+                    "--worker_hosts=$AZ_BATCHAI_WORKER_HOSTS --train_steps 10000 --checkpoint_dir=$AZ_BATCHAI_OUTPUT_MODEL "
+                    "--log_dir=$AZ_BATCHAI_OUTPUT_TENSORBOARD --task_index=$AZ_BATCHAI_TASK_INDEX --data_dir=$AZ_BATCHAI_INPUT_DATASET",
+                )
+            ],
+        ],
+    ),
 }
 
 
@@ -248,29 +390,47 @@ def test_tensorflow_environment_exactly_for_every_process():
     for name, (role, index) in {"ps-0": ("ps", 0), "wk-0": ("worker", 0), "wk-1": ("worker", 1)}.items():
         env = dict(procs[name].env)
         assert json.loads(env.pop("TF_CONFIG")) == {"cluster": cluster, "task": {"type": role, "index": index}, "environment": "cloud"}
-        assert env == {"AZ_BATCHAI_TASK_INDEX": str(index), "AZ_BATCHAI_PS_HOSTS": "10.0.0.4:2222",
-                       "AZ_BATCHAI_WORKER_HOSTS": "10.0.0.4:2223,10.0.0.5:2224"}
+        assert env == {
+            "AZ_BATCHAI_TASK_INDEX": str(index),
+            "AZ_BATCHAI_PS_HOSTS": "10.0.0.4:2222",
+            "AZ_BATCHAI_WORKER_HOSTS": "10.0.0.4:2223,10.0.0.5:2224",
+        }
     (servers,) = [t for t in tasks if t.after]
     assert servers.node_id == "id0" and servers.preparation is None and servers.files == {} and servers.holds_only
     assert servers.processes[0].command == (
         f"{PY} {JMR}/scripts/tensorflow/mnist_replica.py --job_name=ps --num_gpus=0 --ps_hosts=$AZ_BATCHAI_PS_HOSTS "
-        f"--worker_hosts=$AZ_BATCHAI_WORKER_HOSTS --task_index=$AZ_BATCHAI_TASK_INDEX --data_dir={JMR}/data/mnist_data")
-    assert (servers.processes[0].stdout.rsplit("/", 1)[1], servers.processes[0].stderr.rsplit("/", 1)[1]) == ("stdout-ps-0.txt", "stderr-ps-0.txt")
+        f"--worker_hosts=$AZ_BATCHAI_WORKER_HOSTS --task_index=$AZ_BATCHAI_TASK_INDEX --data_dir={JMR}/data/mnist_data"
+    )
+    assert (servers.processes[0].stdout.rsplit("/", 1)[1], servers.processes[0].stderr.rsplit("/", 1)[1]) == (
+        "stdout-ps-0.txt",
+        "stderr-ps-0.txt",
+    )
 
 
 @pytest.mark.parametrize("name", ["TensorFlow-GPU/job.json", "Keras-GPU/job_tensorflow.json"])
 def test_single_node_tensorflow_environment_exactly(name):
     _, (task,) = recipe(name)
     env = dict(task.processes[0].env)
-    assert json.loads(env.pop("TF_CONFIG")) == {"cluster": {"worker": ["10.0.0.4:2222"]}, "task": {"type": "worker", "index": 0},
-                                                "environment": "cloud"}
+    assert json.loads(env.pop("TF_CONFIG")) == {
+        "cluster": {"worker": ["10.0.0.4:2222"]},
+        "task": {"type": "worker", "index": 0},
+        "environment": "cloud",
+    }
     assert env == {"AZ_BATCHAI_TASK_INDEX": "0", "AZ_BATCHAI_PS_HOSTS": "", "AZ_BATCHAI_WORKER_HOSTS": "10.0.0.4:2222"}
 
 
 def test_tensorflow_more_workers_than_nodes_round_robin_with_distinct_ports():
-    body = {"nodeCount": 2, "stdOutErrPathPrefix": "/logs", "tensorFlowSettings": {
-        "pythonScriptFilePath": "t.py", "workerCount": 3, "parameterServerCount": 2,
-        "workerCommandLineArgs": "w", "parameterServerCommandLineArgs": "p"}}
+    body = {
+        "nodeCount": 2,
+        "stdOutErrPathPrefix": "/logs",
+        "tensorFlowSettings": {
+            "pythonScriptFilePath": "t.py",
+            "workerCount": 3,
+            "parameterServerCount": 2,
+            "workerCommandLineArgs": "w",
+            "parameterServerCommandLineArgs": "p",
+        },
+    }
     props = load_job_file(body, cluster_id=CLUSTER).properties
     local = replace(ctx(2), nodes=tuple(PlacedNode(f"id{i}", f"node-{i}", "127.0.0.1", f"/n{i}") for i in range(2)))  # one shared address
     tasks = plan_job(props, local)
@@ -281,8 +441,12 @@ def test_tensorflow_more_workers_than_nodes_round_robin_with_distinct_ports():
     assert env["AZ_BATCHAI_WORKER_HOSTS"] == "127.0.0.1:2224,127.0.0.1:2225,127.0.0.1:2226"  # worker i at + ps count + i
     assert tasks[0].processes[0].command == f"{PY} t.py w"  # no masterCommandLineArgs: worker 0 takes the workers'
     assert [json.loads(p.env["TF_CONFIG"])["task"] for t in tasks for p in t.processes] == [
-        {"type": "worker", "index": 0}, {"type": "worker", "index": 2}, {"type": "ps", "index": 0},
-        {"type": "worker", "index": 1}, {"type": "ps", "index": 1}]
+        {"type": "worker", "index": 0},
+        {"type": "worker", "index": 2},
+        {"type": "ps", "index": 0},
+        {"type": "worker", "index": 1},
+        {"type": "ps", "index": 1},
+    ]
     assert tasks[0].files[tasks[0].env["AZ_BATCHAI_MPI_HOST_FILE"]] == "node-0 slots=3\nnode-1 slots=2\n"
 
 
@@ -290,13 +454,20 @@ def test_mpi_ranks_split_unevenly_over_the_host_file():
     body = {"nodeCount": 2, "stdOutErrPathPrefix": "/logs", "customMpiSettings": {"commandLine": "hostname", "processCount": 5}}
     first, second = plan_job(load_job_file(body, cluster_id=CLUSTER).properties, ctx(2))
     assert first.processes[0].command == mpi(5, "hostname") and second.processes == []
-    assert first.files[first.env["AZ_BATCHAI_MPI_HOST_FILE"]] == second.files[second.env["AZ_BATCHAI_MPI_HOST_FILE"]] == "node-0 slots=3\nnode-1 slots=2\n"
+    assert (
+        first.files[first.env["AZ_BATCHAI_MPI_HOST_FILE"]]
+        == second.files[second.env["AZ_BATCHAI_MPI_HOST_FILE"]]
+        == "node-0 slots=3\nnode-1 slots=2\n"
+    )
 
 
 def test_launch_plans_import_without_third_party_packages():
     import subprocess
     import sys
-    code = ("import sys, batchai.frameworks as f, batchai.frameworks.plan;"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'azure', 'msrest'));"
-            "assert not bad, bad; assert set(f.PLANNERS) == {'custom', 'pytorch', 'tensorflow', 'horovod', 'custommpi', 'chainer', 'cntk', 'caffe', 'caffe2'}")
+
+    code = (
+        "import sys, batchai.frameworks as f, batchai.frameworks.plan;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'azure', 'msrest'));"
+        "assert not bad, bad; assert set(f.PLANNERS) == {'custom', 'pytorch', 'tensorflow', 'horovod', 'custommpi', 'chainer', 'cntk', 'caffe', 'caffe2'}"
+    )
     subprocess.run([sys.executable, "-S", "-c", code], check=True, cwd=Path(__file__).parents[2])

@@ -14,8 +14,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_agent import CLUSTER_ID, HEARTBEAT, TOKEN, exec_pid, make_task, pid_alive  # noqa: E402
-from test_agent import compute, cp, cp_file, node, nodes  # noqa: E402,F401 - the fake control plane's fixtures
+# compute, cp, cp_file, node, nodes: the fake control plane's fixtures (F401, and F811 where a test requests them)
+from test_agent import (  # noqa: E402,F401
+    CLUSTER_ID,
+    HEARTBEAT,
+    TOKEN,
+    compute,
+    cp,
+    cp_file,
+    exec_pid,
+    make_task,
+    node,
+    nodes,
+    pid_alive,
+)
 
 from batchai.adapters.local_compute import LocalCompute  # noqa: E402
 from tests.support.waiting import until  # noqa: E402

@@ -42,6 +42,7 @@ def without(d: dict, key: str) -> dict:
 
 # ----- recipes ------------------------------------------------------------------------------------
 
+
 def test_all_seventeen_recipes_are_fixtures():
     assert len(RECIPES) == 17
 
@@ -66,6 +67,7 @@ def test_placeholders_are_filled_from_values():
 
 # ----- defaults -----------------------------------------------------------------------------------
 
+
 def test_job_defaults_follow_the_service():
     props = parse(JobCreateParameters, {"properties": JOB}).properties
     assert props.scheduling_priority == "normal"
@@ -83,14 +85,21 @@ def test_toolkit_defaults_derive_from_node_count():
 
 # ----- validation: a 400 naming the field ---------------------------------------------------------
 
-@pytest.mark.parametrize("body,target", [
-    ({**JOB, "nodeCount": 0}, "properties.nodeCount"),
-    (without(JOB, "stdOutErrPathPrefix"), "properties.stdOutErrPathPrefix"),
-    ({**JOB, "schedulingPriority": "urgent"}, "properties.schedulingPriority"),
-    ({**JOB, "environmentVariables": [{"value": "x"}]}, "properties.environmentVariables[0].name"),
-    ({**JOB, "outputDirectories": [{"id": "A", "pathPrefix": "/a"}, {"id": "A", "pathPrefix": "/b"}]}, "properties.outputDirectories[1].id"),
-    ({**JOB, "constraints": {"maxWallClockTime": "bogus"}}, "properties.constraints.maxWallClockTime"),
-])
+
+@pytest.mark.parametrize(
+    "body,target",
+    [
+        ({**JOB, "nodeCount": 0}, "properties.nodeCount"),
+        (without(JOB, "stdOutErrPathPrefix"), "properties.stdOutErrPathPrefix"),
+        ({**JOB, "schedulingPriority": "urgent"}, "properties.schedulingPriority"),
+        ({**JOB, "environmentVariables": [{"value": "x"}]}, "properties.environmentVariables[0].name"),
+        (
+            {**JOB, "outputDirectories": [{"id": "A", "pathPrefix": "/a"}, {"id": "A", "pathPrefix": "/b"}]},
+            "properties.outputDirectories[1].id",
+        ),
+        ({**JOB, "constraints": {"maxWallClockTime": "bogus"}}, "properties.constraints.maxWallClockTime"),
+    ],
+)
 def test_job_errors_name_the_field(body, target):
     assert error_of(JobCreateParameters, {"properties": body}).target == target
 
@@ -102,11 +111,14 @@ def test_exactly_one_toolkit():
     assert "properties.customToolkitSettings" in none.target.split(",") and "exactly one toolkit" in none.message
 
 
-@pytest.mark.parametrize("props,target", [
-    (without(CLUSTER_BODY, "vmSize"), "properties.vmSize"),
-    ({**CLUSTER_BODY, "vmPriority": "cheap"}, "properties.vmPriority"),
-    ({**CLUSTER_BODY, "scaleSettings": {"manual": {"targetNodeCount": -1}}}, "properties.scaleSettings.manual.targetNodeCount"),
-])
+@pytest.mark.parametrize(
+    "props,target",
+    [
+        (without(CLUSTER_BODY, "vmSize"), "properties.vmSize"),
+        ({**CLUSTER_BODY, "vmPriority": "cheap"}, "properties.vmPriority"),
+        ({**CLUSTER_BODY, "scaleSettings": {"manual": {"targetNodeCount": -1}}}, "properties.scaleSettings.manual.targetNodeCount"),
+    ],
+)
 def test_cluster_errors_name_the_field(props, target):
     assert error_of(ClusterCreateParameters, {"properties": props}).target == target
 
@@ -133,18 +145,40 @@ def test_job_names(name, ok):
 
 # ----- redaction ----------------------------------------------------------------------------------
 
+
 def test_secrets_never_come_back():
-    job = parse(JobCreateParameters, {"properties": {
-        **JOB, "secrets": [{"name": "S", "value": "hush-job"}],
-        "containerSettings": {"imageSourceRegistry": {"image": "i", "credentials": {"username": "u", "password": "hush-registry"}}},
-        "mountVolumes": {"azureFileShares": [{"accountName": "a", "azureFileUrl": "https://a.file.core.windows.net/s",
-                                              "credentials": {"accountKey": "hush-key"}, "relativeMountPath": "afs"}]},
-    }}).properties.to_wire()
+    job = parse(
+        JobCreateParameters,
+        {
+            "properties": {
+                **JOB,
+                "secrets": [{"name": "S", "value": "hush-job"}],
+                "containerSettings": {"imageSourceRegistry": {"image": "i", "credentials": {"username": "u", "password": "hush-registry"}}},
+                "mountVolumes": {
+                    "azureFileShares": [
+                        {
+                            "accountName": "a",
+                            "azureFileUrl": "https://a.file.core.windows.net/s",
+                            "credentials": {"accountKey": "hush-key"},
+                            "relativeMountPath": "afs",
+                        }
+                    ]
+                },
+            }
+        },
+    ).properties.to_wire()
     shown = json.dumps(redact_job(job))
     assert "hush" not in shown and '"S"' in shown
     assert "hush-job" in json.dumps(job)  # the stored copy is untouched
-    cluster = parse(ClusterCreateParameters, {"properties": {**CLUSTER_BODY, "userAccountSettings": {
-        "adminUserName": "u", "adminUserPassword": "hush-pw", "adminUserSshPublicKey": "ssh-rsa hush"}}}).properties.to_wire()
+    cluster = parse(
+        ClusterCreateParameters,
+        {
+            "properties": {
+                **CLUSTER_BODY,
+                "userAccountSettings": {"adminUserName": "u", "adminUserPassword": "hush-pw", "adminUserSshPublicKey": "ssh-rsa hush"},
+            }
+        },
+    ).properties.to_wire()
     assert "hush" not in json.dumps(redact_cluster(cluster))
 
 
@@ -159,13 +193,27 @@ def sdk_body(obj, kind: str) -> dict:
 
 def test_sdk_job_bodies_parse_and_keep_their_fields():
     params = sdk.JobCreateParameters(
-        cluster=sdk.ResourceId(id=CLUSTER), node_count=2, std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        cluster=sdk.ResourceId(id=CLUSTER),
+        node_count=2,
+        std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
         scheduling_priority="high",
-        tensor_flow_settings=sdk.TensorFlowSettings(python_script_file_path="t.py", worker_count=2, parameter_server_count=1,
-                                                    master_command_line_args="--m", worker_command_line_args="--w"),
-        mount_volumes=sdk.MountVolumes(azure_file_shares=[sdk.AzureFileShareReference(
-            account_name="acct", azure_file_url="https://acct.file.core.windows.net/share",
-            credentials=sdk.AzureStorageCredentialsInfo(account_key="k"), relative_mount_path="afs")]),
+        tensor_flow_settings=sdk.TensorFlowSettings(
+            python_script_file_path="t.py",
+            worker_count=2,
+            parameter_server_count=1,
+            master_command_line_args="--m",
+            worker_command_line_args="--w",
+        ),
+        mount_volumes=sdk.MountVolumes(
+            azure_file_shares=[
+                sdk.AzureFileShareReference(
+                    account_name="acct",
+                    azure_file_url="https://acct.file.core.windows.net/share",
+                    credentials=sdk.AzureStorageCredentialsInfo(account_key="k"),
+                    relative_mount_path="afs",
+                )
+            ]
+        ),
         input_directories=[sdk.InputDirectory(id="DATA", path="$AZ_BATCHAI_JOB_MOUNT_ROOT/afs/data")],
         output_directories=[sdk.OutputDirectory(id="MODEL", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/afs")],
         constraints=sdk.JobBasePropertiesConstraints(max_wall_clock_time=timedelta(hours=2)),
@@ -179,7 +227,8 @@ def test_sdk_job_bodies_parse_and_keep_their_fields():
 
 def test_sdk_cluster_and_file_server_bodies_parse():
     cluster = sdk.ClusterCreateParameters(
-        vm_size="STANDARD_NC6", vm_priority="lowpriority",
+        vm_size="STANDARD_NC6",
+        vm_priority="lowpriority",
         scale_settings=sdk.ScaleSettings(auto_scale=sdk.AutoScaleSettings(minimum_node_count=0, maximum_node_count=4)),
         user_account_settings=sdk.UserAccountSettings(admin_user_name="u", admin_user_password="p"),
         node_setup=sdk.NodeSetup(setup_task=sdk.SetupTask(command_line="echo hi", std_out_err_path_prefix="$AZ_BATCHAI_MOUNT_ROOT/logs")),

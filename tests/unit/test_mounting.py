@@ -14,47 +14,109 @@ def volumes(**wire) -> MountVolumes:
 
 
 def test_azure_files_mounts_with_cifs_and_the_default_modes():
-    steps = plan_mounts(volumes(azureFileShares=[{"azureFileUrl": "https://acct.file.core.windows.net/data",
-                                                  "credentials": {"accountKey": "KEY=="}, "relativeMountPath": "afs"}]), ROOT)
+    steps = plan_mounts(
+        volumes(
+            azureFileShares=[
+                {
+                    "azureFileUrl": "https://acct.file.core.windows.net/data",
+                    "credentials": {"accountKey": "KEY=="},
+                    "relativeMountPath": "afs",
+                }
+            ]
+        ),
+        ROOT,
+    )
     assert steps[0] == MakeDir(f"{ROOT}/afs")
-    assert steps[1].argv == ["mount", "-t", "cifs", "//acct.file.core.windows.net/data", f"{ROOT}/afs", "-o",
-                             "vers=3.0,username=acct,password=KEY==,dir_mode=0777,file_mode=0777,serverino"]
+    assert steps[1].argv == [
+        "mount",
+        "-t",
+        "cifs",
+        "//acct.file.core.windows.net/data",
+        f"{ROOT}/afs",
+        "-o",
+        "vers=3.0,username=acct,password=KEY==,dir_mode=0777,file_mode=0777,serverino",
+    ]
 
 
 def test_blob_containers_mount_with_blobfuse_and_a_private_config_file():
-    steps = plan_mounts(volumes(azureBlobFileSystems=[{"accountName": "acct", "containerName": "c", "relativeMountPath": "bfs",
-                                                       "credentials": {"accountKey": "KEY"}, "mountOptions": "-o allow_other"}]), ROOT)
+    steps = plan_mounts(
+        volumes(
+            azureBlobFileSystems=[
+                {
+                    "accountName": "acct",
+                    "containerName": "c",
+                    "relativeMountPath": "bfs",
+                    "credentials": {"accountKey": "KEY"},
+                    "mountOptions": "-o allow_other",
+                }
+            ]
+        ),
+        ROOT,
+    )
     config = next(s for s in steps if isinstance(s, WriteFile))
     assert config.mode == 0o600 and config.content == "accountName acct\naccountKey KEY\ncontainerName c\n"
     run = steps[-1]
-    assert run.argv[:2] == ["blobfuse", f"{ROOT}/bfs"] and f"--config-file={config.path}" in run.argv and run.argv[-2:] == ["-o", "allow_other"]
+    assert (
+        run.argv[:2] == ["blobfuse", f"{ROOT}/bfs"]
+        and f"--config-file={config.path}" in run.argv
+        and run.argv[-2:] == ["-o", "allow_other"]
+    )
 
 
 def test_file_servers_mount_their_export_over_nfs():
-    steps = plan_mounts(volumes(fileServers=[{"fileServer": {"id": FS_ID}, "sourceDirectory": "data", "relativeMountPath": "nfs",
-                                              "mountOptions": "rw"}]), ROOT, file_server_address=lambda i: "10.0.0.4" if i == FS_ID else None)
+    steps = plan_mounts(
+        volumes(fileServers=[{"fileServer": {"id": FS_ID}, "sourceDirectory": "data", "relativeMountPath": "nfs", "mountOptions": "rw"}]),
+        ROOT,
+        file_server_address=lambda i: "10.0.0.4" if i == FS_ID else None,
+    )
     assert steps == [MakeDir(f"{ROOT}/nfs"), Run(["mount", "-t", "nfs", "10.0.0.4:/mnt/data/data", f"{ROOT}/nfs", "-o", "rw"])]
 
 
 def test_unmanaged_file_systems_get_the_mount_path_appended():
-    steps = plan_mounts(volumes(unmanagedFileSystems=[{"mountCommand": "mount -t glusterfs 10.0.0.9:/vol", "relativeMountPath": "gfs"}]), ROOT)
+    steps = plan_mounts(
+        volumes(unmanagedFileSystems=[{"mountCommand": "mount -t glusterfs 10.0.0.9:/vol", "relativeMountPath": "gfs"}]), ROOT
+    )
     assert steps[-1].argv == ["/bin/bash", "-c", f"mount -t glusterfs 10.0.0.9:/vol {ROOT}/gfs"]
     assert plan_unmounts(steps) == [Run(["umount", "-l", f"{ROOT}/gfs"])]
 
 
 def test_key_vault_keys_are_fetched_on_the_node_not_invented():
-    ref = {"sourceVault": {"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v"},
-           "secretUrl": "https://v.vault.azure.net/secrets/key"}
-    steps = plan_mounts(volumes(azureFileShares=[{"azureFileUrl": "https://acct.file.core.windows.net/data",
-                                                  "credentials": {"accountKeySecretReference": ref}, "relativeMountPath": "afs"}]), ROOT)
+    ref = {
+        "sourceVault": {"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v"},
+        "secretUrl": "https://v.vault.azure.net/secrets/key",
+    }
+    steps = plan_mounts(
+        volumes(
+            azureFileShares=[
+                {
+                    "azureFileUrl": "https://acct.file.core.windows.net/data",
+                    "credentials": {"accountKeySecretReference": ref},
+                    "relativeMountPath": "afs",
+                }
+            ]
+        ),
+        ROOT,
+    )
     assert steps[0] == SecretFetch("AFS_KEY_0", "https://v.vault.azure.net/secrets/key")
     assert "password=${AFS_KEY_0}" in steps[-1].argv[-1]
 
 
 def test_rendering_masks_credentials():
-    steps = plan_mounts(volumes(
-        azureFileShares=[{"azureFileUrl": "https://acct.file.core.windows.net/data", "credentials": {"accountKey": "hush1"}, "relativeMountPath": "afs"}],
-        azureBlobFileSystems=[{"accountName": "acct", "containerName": "c", "relativeMountPath": "bfs", "credentials": {"accountKey": "hush2"}}]), ROOT)
+    steps = plan_mounts(
+        volumes(
+            azureFileShares=[
+                {
+                    "azureFileUrl": "https://acct.file.core.windows.net/data",
+                    "credentials": {"accountKey": "hush1"},
+                    "relativeMountPath": "afs",
+                }
+            ],
+            azureBlobFileSystems=[
+                {"accountName": "acct", "containerName": "c", "relativeMountPath": "bfs", "credentials": {"accountKey": "hush2"}}
+            ],
+        ),
+        ROOT,
+    )
     script = render(steps)
     assert "hush" not in script and "password=***" in script and "accountKey ***" in script
     assert "hush1" in render(steps, redact=False)

@@ -49,8 +49,13 @@ def dirs(tmp_path) -> tuple[Path, Path]:
 
 
 def running_job(store: SqliteStore, logs: Path, out: Path) -> Record:
-    properties = {"executionState": "running", "cluster": {"id": CL}, "jobOutputDirectoryPathSegment": SEGMENT,
-                  "outputDirectories": [{"id": "MODEL"}], "executionInfo": {"startTime": "2024-01-01T00:00:00Z"}}
+    properties = {
+        "executionState": "running",
+        "cluster": {"id": CL},
+        "jobOutputDirectoryPathSegment": SEGMENT,
+        "outputDirectories": [{"id": "MODEL"}],
+        "executionInfo": {"startTime": "2024-01-01T00:00:00Z"},
+    }
     internal = {"uuid": "u1", "attempt": 1, "paths": {"stdouterr": str(logs), "outputs": {"MODEL": str(out)}}}
     return store.create(Record(f"{EXP}/jobs/j1", "jobs", "j1", EXP, {"properties": properties}, internal=internal))
 
@@ -118,8 +123,7 @@ def test_complete_job_uploads_before_the_job_turns_terminal(store, dirs, tmp_pat
         sync.final_sync(record)
 
     engine = SimpleNamespace(raise_event=lambda *args: True)
-    svc = Services(store=store, compute=None, engine=engine, settings=Settings(data_dir=tmp_path),
-                   blobs=blobs, sync_job_files=final_sync)
+    svc = Services(store=store, compute=None, engine=engine, settings=Settings(data_dir=tmp_path), blobs=blobs, sync_job_files=final_sync)
     assert complete_job(svc, {"jobId": job.id})["state"] == "succeeded"
     assert seen == ["running"]
     assert blobs.get(f"{SEGMENT}/stdouterr/stdout.txt") == b"last words\n"

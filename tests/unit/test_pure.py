@@ -58,7 +58,10 @@ def test_next_step():
 
 
 def test_node_state_counts_treat_silence_as_unusable():
-    nodes = [NodeRecord("a", "c", "n0", "idle", last_seen=100.0), NodeRecord("b", "c", "n1", "running", last_seen=10.0),
-             NodeRecord("c", "c", "n2", "starting")]
+    nodes = [
+        NodeRecord("a", "c", "n0", "idle", last_seen=100.0),
+        NodeRecord("b", "c", "n1", "running", last_seen=10.0),
+        NodeRecord("c", "c", "n2", "starting"),
+    ]
     counts = node_state_counts(nodes, now=101.0, timeout=15.0)
     assert counts["idleNodeCount"] == 1 and counts["unusableNodeCount"] == 1 and counts["preparingNodeCount"] == 1

@@ -34,8 +34,11 @@ def test_a_small_job_does_not_take_a_node_the_head_is_about_to_get():
 
 
 def test_a_short_job_backfills_until_the_head_can_start():
-    jobs = [QueuedJob("big", 2, seq=1, max_seconds=HOUR), QueuedJob("long", 1, seq=2, max_seconds=2 * HOUR),
-            QueuedJob("short", 1, seq=3, max_seconds=30)]
+    jobs = [
+        QueuedJob("big", 2, seq=1, max_seconds=HOUR),
+        QueuedJob("long", 1, seq=2, max_seconds=2 * HOUR),
+        QueuedJob("short", 1, seq=3, max_seconds=30),
+    ]
     assert place(jobs, ["a"], busy_until=[60.0]) == [("short", ["a"])]
 
 
@@ -69,10 +72,13 @@ def test_one_experiment_is_fifo_within_each_priority():
 jobs_strategy = st.lists(
     st.builds(
         lambda n, p, e, m: (n, p, e, m),
-        st.integers(1, 4), st.sampled_from(["high", "normal", "low"]), st.sampled_from(["a", "b", "c"]),
+        st.integers(1, 4),
+        st.sampled_from(["high", "normal", "low"]),
+        st.sampled_from(["a", "b", "c"]),
         st.sampled_from([30.0, 600.0, HOUR, 10 * HOUR]),
     ),
-    min_size=1, max_size=25,
+    min_size=1,
+    max_size=25,
 )
 
 
@@ -108,7 +114,7 @@ def test_backfill_never_delays_the_head(specs, idle, busy):
     ahead_nodes = sum(j.node_count for j in ahead)
     ahead_ends = list(busy) + [j.max_seconds for j in ahead for _ in range(j.node_count)]
     without_backfill = earliest_start(head.node_count, idle - ahead_nodes, ahead_ends)
-    backfilled = [by_id[j] for j in ids_of(placements)[len(ahead):]]
+    backfilled = [by_id[j] for j in ids_of(placements)[len(ahead) :]]
     with_ends = ahead_ends + [j.max_seconds for j in backfilled for _ in range(j.node_count)]
     with_backfill = earliest_start(head.node_count, idle - len(used), with_ends)
     assert with_backfill <= without_backfill

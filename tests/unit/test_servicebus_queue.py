@@ -80,8 +80,7 @@ def test_publish_tags_the_priority_and_uses_the_idempotency_key_as_message_id(na
     generated = queue.publish("{}")
     sent = namespace.sent
     assert all(isinstance(m, ServiceBusMessage) for m in sent)
-    assert [(m.message_id, m.application_properties) for m in sent] == [
-        ("key-1", {"priority": "low"}), (generated, {"priority": "normal"})]
+    assert [(m.message_id, m.application_properties) for m in sent] == [("key-1", {"priority": "low"}), (generated, {"priority": "normal"})]
     queue.publish("{}", priority="low", message_id="key-1")  # the topic drops the duplicate
     assert queue.depth() == {"high": 0, "normal": 1, "low": 1}
     with pytest.raises(ValueError, match="priority"):
@@ -107,13 +106,17 @@ def test_complete_abandon_and_dead_letter_settle_through_the_receiver_that_holds
     queue.complete(done)
     queue.abandon(again)
     queue.dead_letter(bad, "MalformedMessage", "the message body is not JSON")
-    assert namespace.settlements == [("complete", "done", {}), ("abandon", "again", {}),
-                                     ("dead_letter", "bad", {"reason": "MalformedMessage", "error_description": "the message body is not JSON"})]
+    assert namespace.settlements == [
+        ("complete", "done", {}),
+        ("abandon", "again", {}),
+        ("dead_letter", "bad", {"reason": "MalformedMessage", "error_description": "the message body is not JSON"}),
+    ]
     (redelivered,) = queue.receive()
     assert redelivered.id == "again" and redelivered.delivery_count == 2
     assert queue.depth() == {"high": 0, "normal": 1, "low": 0}
-    assert queue.dead_letters() == [{"id": "bad", "priority": "normal", "reason": "MalformedMessage",
-                                     "description": "the message body is not JSON", "body": '"bad"'}]
+    assert queue.dead_letters() == [
+        {"id": "bad", "priority": "normal", "reason": "MalformedMessage", "description": "the message body is not JSON", "body": '"bad"'}
+    ]
 
 
 def test_a_settlement_after_the_lock_expired_fails_and_the_message_comes_back(namespace, queue):
@@ -145,8 +148,11 @@ def test_the_adapter_enforces_its_own_delivery_limit_on_a_laxer_subscription(nam
     assert queue.receive() == []
     (dead,) = queue.dead_letters()
     assert dead["reason"] == "MaxDeliveryCountExceeded" and "after 2 deliveries" in dead["description"]
-    assert namespace.settlements[-1] == ("dead_letter", "poison", {"reason": "MaxDeliveryCountExceeded",
-                                                                   "error_description": "not completed after 2 deliveries"})
+    assert namespace.settlements[-1] == (
+        "dead_letter",
+        "poison",
+        {"reason": "MaxDeliveryCountExceeded", "error_description": "not completed after 2 deliveries"},
+    )
 
 
 def test_a_message_from_another_queue_cannot_be_settled_here(queue):
@@ -186,9 +192,21 @@ def consumer(host, queue):
 
 
 def job_message(workspace: str, name: str) -> str:
-    return json.dumps({"workspace": workspace, "experiment": EXP, "jobName": name, "cluster": "c", "job": {"properties": {
-        "nodeCount": 1, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
-        "customToolkitSettings": {"commandLine": "true"}}}})
+    return json.dumps(
+        {
+            "workspace": workspace,
+            "experiment": EXP,
+            "jobName": name,
+            "cluster": "c",
+            "job": {
+                "properties": {
+                    "nodeCount": 1,
+                    "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+                    "customToolkitSettings": {"commandLine": "true"},
+                }
+            },
+        }
+    )
 
 
 def jobs(host) -> list[str]:
@@ -230,4 +248,3 @@ def test_a_redelivered_message_creates_one_job(host, namespace, queue):
         queue.complete(first)
     assert handle(host.services, queue, again) == "completed"
     assert jobs(host) == ["once"] and queue.depth()["normal"] == 0
-

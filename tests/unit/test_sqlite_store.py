@@ -51,6 +51,7 @@ def test_mutation_is_compare_and_set(store):
                 return None
             r.properties["executionState"] = tag
             return r
+
         if store.mutate(f"{EXP}/jobs/j", change):
             winners.append(tag)
 
@@ -97,8 +98,9 @@ def test_job_summaries_follow_every_write_and_older_data_dirs_are_migrated(store
     record.body["properties"].update(nodeCount=2, schedulingPriority="high", constraints={"maxWallClockTime": "PT1H"})
     store.create(record)
     store.mutate(record.id, lambda r: (r.body["properties"].update(executionState="running", executionInfo={"startTime": "T"}), r)[1])
-    expected = JobSummary(id=record.id, seq=4, parent=EXP.lower(), state="running", node_count=2, priority="high",
-                          max_wall_clock="PT1H", start_time="T")
+    expected = JobSummary(
+        id=record.id, seq=4, parent=EXP.lower(), state="running", node_count=2, priority="high", max_wall_clock="PT1H", start_time="T"
+    )
     assert store.job_summaries(CL, ["running"]) == [expected]
     assert store.job_summaries(CL, ["queued"]) == []
 

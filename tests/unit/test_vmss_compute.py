@@ -33,11 +33,19 @@ CLUSTER = {
     "scaleSettings": {"manual": {"targetNodeCount": 1}},
     "userAccountSettings": {"adminUserName": "demo", "adminUserSshPublicKey": "ssh-rsa AAAAB3Nza demo@host"},
     "subnet": {"id": SUBNET},
-    "nodeSetup": {"mountVolumes": {
-        "azureFileShares": [{"azureFileUrl": "https://acct.file.core.windows.net/data", "relativeMountPath": "afs",
-                             "accountName": "acct", "credentials": {"accountKey": "KEY=="}}],
-        "unmanagedFileSystems": [{"mountCommand": "mount -t glusterfs 10.0.0.9:/vol", "relativeMountPath": "gfs"}],
-    }},
+    "nodeSetup": {
+        "mountVolumes": {
+            "azureFileShares": [
+                {
+                    "azureFileUrl": "https://acct.file.core.windows.net/data",
+                    "relativeMountPath": "afs",
+                    "accountName": "acct",
+                    "credentials": {"accountKey": "KEY=="},
+                }
+            ],
+            "unmanagedFileSystems": [{"mountCommand": "mount -t glusterfs 10.0.0.9:/vol", "relativeMountPath": "gfs"}],
+        }
+    },
 }
 
 
@@ -45,10 +53,17 @@ def make(arm: FakeArm, properties: dict | None = None, **kw) -> tuple[VmssComput
     cred = FakeCredential()
     props = CLUSTER if properties is None else properties
     compute = VmssCompute(
-        cred, SUB, resource_group=RG, location="westeurope", control_plane_url=URL, token="node-secret",
+        cred,
+        SUB,
+        resource_group=RG,
+        location="westeurope",
+        control_plane_url=URL,
+        token="node-secret",
         agent_package="https://example.net/batchai_serverless-0.1.0-py3-none-any.whl",
         cluster_properties=lambda cluster_id: props if cluster_id == CLUSTER_ID else None,
-        transport=arm, polling_interval=0, **kw,
+        transport=arm,
+        polling_interval=0,
+        **kw,
     )
     return compute, cred
 
@@ -59,16 +74,24 @@ def decoded_custom_data(put_body: dict) -> str:
 
 # ----- custom data, pure ----------------------------------------------------------------------------
 
+
 def test_custom_data_installs_python_and_the_agent_runs_the_mounts_then_starts_the_agent_with_the_token():
-    script = custom_data(cluster_id=CLUSTER_ID, control_plane_url=URL, token="tok-123",
-                         agent_package="batchai-serverless==0.1.0", mount_script="set -euo pipefail\nmount -t nfs 10.0.0.4:/mnt/data /m/nfs\n")
+    script = custom_data(
+        cluster_id=CLUSTER_ID,
+        control_plane_url=URL,
+        token="tok-123",
+        agent_package="batchai-serverless==0.1.0",
+        mount_script="set -euo pipefail\nmount -t nfs 10.0.0.4:/mnt/data /m/nfs\n",
+    )
     assert script.startswith("#!/bin/bash\n")
     assert "apt-get install -y -q python3 python3-venv" in script and "python3.11" in script
     assert "/opt/batchai/venv/bin/python -m pip install -q batchai-serverless==0.1.0" in script
     assert "mount -t nfs 10.0.0.4:/mnt/data /m/nfs" in script and "bash /opt/batchai/mount.sh" in script
     assert "BATCHAI_NODE_TOKEN=tok-123" in script and "install -m 600 /dev/null /etc/batchai/agent.env" in script
-    assert (f"-m batchai.agent --node-id \"$BATCHAI_NODE_ID\" --cluster-id {CLUSTER_ID} --name \"$BATCHAI_NODE_NAME\" "
-            f"--root \"$BATCHAI_NODE_ROOT\" --url {URL}") in script
+    assert (
+        f'-m batchai.agent --node-id "$BATCHAI_NODE_ID" --cluster-id {CLUSTER_ID} --name "$BATCHAI_NODE_NAME" '
+        f'--root "$BATCHAI_NODE_ROOT" --url {URL}'
+    ) in script
     assert f"while [ ! -s {NODE_ENV} ]" in script  # waits to be named by start_node
     assert "systemctl enable --now batchai-agent.service" in script
     # the mounts come before the service is enabled, and blobfuse is installed only when a volume needs it
@@ -79,8 +102,13 @@ def test_custom_data_installs_python_and_the_agent_runs_the_mounts_then_starts_t
 def test_custom_data_without_volumes_mounts_nothing_and_with_blob_volumes_installs_blobfuse():
     bare = custom_data(cluster_id=CLUSTER_ID, control_plane_url=URL, token="t", agent_package="p")
     assert "/opt/batchai/mount.sh" not in bare
-    blob = custom_data(cluster_id=CLUSTER_ID, control_plane_url=URL, token="t", agent_package="p",
-                       mount_script="blobfuse /m/bfs --tmp-path=/x --config-file=/y\n")
+    blob = custom_data(
+        cluster_id=CLUSTER_ID,
+        control_plane_url=URL,
+        token="t",
+        agent_package="p",
+        mount_script="blobfuse /m/bfs --tmp-path=/x --config-file=/y\n",
+    )
     assert "apt-get install -y -q blobfuse fuse" in blob
     assert base64.b64decode(encode_custom_data(bare)).decode() == bare
 
@@ -93,26 +121,35 @@ def test_custom_data_quotes_what_it_embeds():
 def test_node_env_script_names_the_instance():
     lines = node_env_script(node_id="n-1", name="node-0", root="/mnt/batchai/nodes/k/node-0")
     assert all("\n" not in line for line in lines)  # a Run Command script is a list of lines
-    assert lines[-4:] == [f"echo BATCHAI_NODE_ID=n-1 >> {NODE_ENV}.tmp", f"echo BATCHAI_NODE_NAME=node-0 >> {NODE_ENV}.tmp",
-                          f"echo BATCHAI_NODE_ROOT=/mnt/batchai/nodes/k/node-0 >> {NODE_ENV}.tmp", f"mv {NODE_ENV}.tmp {NODE_ENV}"]
+    assert lines[-4:] == [
+        f"echo BATCHAI_NODE_ID=n-1 >> {NODE_ENV}.tmp",
+        f"echo BATCHAI_NODE_NAME=node-0 >> {NODE_ENV}.tmp",
+        f"echo BATCHAI_NODE_ROOT=/mnt/batchai/nodes/k/node-0 >> {NODE_ENV}.tmp",
+        f"mv {NODE_ENV}.tmp {NODE_ENV}",
+    ]
     # run for real in a shell, into a temporary file: the values come back exactly, however odd
     import subprocess
+
     odd = node_env_script(node_id="n 'x\"$y", name="node-0", root="/r")
     script = "\n".join(odd[2:-1]).replace(f"{NODE_ENV}.tmp", "$F")
-    out = subprocess.run(["bash", "-c", f"F=$(mktemp); {script}; set -a; . $F; printf %s \"$BATCHAI_NODE_ID\"; rm $F"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", "-c", f'F=$(mktemp); {script}; set -a; . $F; printf %s "$BATCHAI_NODE_ID"; rm $F'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out == "n 'x\"$y"
 
 
 # ----- requests -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("async_operations", [False, True])
 def test_start_node_creates_the_spot_scale_set_grows_it_and_names_the_instance(async_operations):
     arm = FakeArm(async_operations=async_operations)
     compute, cred = make(arm)
     started = compute.start_node(node_id="n-aaa", cluster_id=CLUSTER_ID, cluster_key=KEY, name="node-0")
-    assert started == {"id": "n-aaa", "pid": None, "address": None, "root": f"/mnt/batchai/nodes/{KEY}/node-0",
-                       "machine": f"{VMSS}/0"}
+    assert started == {"id": "n-aaa", "pid": None, "address": None, "root": f"/mnt/batchai/nodes/{KEY}/node-0", "machine": f"{VMSS}/0"}
 
     # the scale set did not exist (GET 404), so it was created with capacity 0
     puts = arm.of("PUT")
@@ -132,15 +169,18 @@ def test_start_node_creates_the_spot_scale_set_grows_it_and_names_the_instance(a
     assert os_profile["adminUsername"] == "demo" and "adminPassword" not in os_profile
     assert os_profile["linuxConfiguration"]["disablePasswordAuthentication"] is True
     assert os_profile["linuxConfiguration"]["ssh"]["publicKeys"] == [
-        {"path": "/home/demo/.ssh/authorized_keys", "keyData": "ssh-rsa AAAAB3Nza demo@host"}]
+        {"path": "/home/demo/.ssh/authorized_keys", "keyData": "ssh-rsa AAAAB3Nza demo@host"}
+    ]
     nic = profile["networkProfile"]["networkInterfaceConfigurations"][0]
     assert nic["properties"]["ipConfigurations"][0]["properties"]["subnet"] == {"id": SUBNET}
     script = decoded_custom_data(body)
-    assert f"-m batchai.agent --node-id \"$BATCHAI_NODE_ID\" --cluster-id {CLUSTER_ID}" in script and f"--url {URL}" in script
+    assert f'-m batchai.agent --node-id "$BATCHAI_NODE_ID" --cluster-id {CLUSTER_ID}' in script and f"--url {URL}" in script
     assert "BATCHAI_NODE_TOKEN=node-secret" in script
     mounts = f"/mnt/batchai/clusters/{KEY}/mounts"
-    assert (f"mount -t cifs //acct.file.core.windows.net/data {mounts}/afs -o "
-            "vers=3.0,username=acct,password=KEY==,dir_mode=0777,file_mode=0777,serverino") in script  # unredacted on the node
+    assert (
+        f"mount -t cifs //acct.file.core.windows.net/data {mounts}/afs -o "
+        "vers=3.0,username=acct,password=KEY==,dir_mode=0777,file_mode=0777,serverino"
+    ) in script  # unredacted on the node
     assert f"mount -t glusterfs 10.0.0.9:/vol {mounts}/gfs" in script
 
     # then the capacity grew from 0 to 1 (PATCH sku.capacity)
@@ -180,10 +220,19 @@ def test_an_instance_that_cannot_be_named_is_deleted_and_start_node_fails():
 
 def test_dedicated_cluster_with_password_custom_image_and_no_volumes():
     arm = FakeArm()
-    props = {"vmSize": "STANDARD_D2_V2", "vmPriority": "dedicated",
-             "userAccountSettings": {"adminUserName": "admin", "adminUserPassword": "Pa55word!"},
-             "virtualMachineConfiguration": {"imageReference": {"publisher": "microsoft-dsvm", "offer": "linux-data-science-vm-ubuntu",
-                                                                "sku": "linuxdsvmubuntu", "virtualMachineImageId": "/subscriptions/s/images/custom"}}}
+    props = {
+        "vmSize": "STANDARD_D2_V2",
+        "vmPriority": "dedicated",
+        "userAccountSettings": {"adminUserName": "admin", "adminUserPassword": "Pa55word!"},
+        "virtualMachineConfiguration": {
+            "imageReference": {
+                "publisher": "microsoft-dsvm",
+                "offer": "linux-data-science-vm-ubuntu",
+                "sku": "linuxdsvmubuntu",
+                "virtualMachineImageId": "/subscriptions/s/images/custom",
+            }
+        },
+    }
     compute, _ = make(arm, props, default_subnet_id=SUBNET)
     compute.ensure_scale_set(KEY, CLUSTER_ID)
     profile = arm.of("PUT")[0]["body"]["properties"]["virtualMachineProfile"]
@@ -191,16 +240,34 @@ def test_dedicated_cluster_with_password_custom_image_and_no_volumes():
     assert profile["storageProfile"]["imageReference"] == {"id": "/subscriptions/s/images/custom"}
     assert profile["osProfile"]["adminPassword"] == "Pa55word!"
     assert profile["osProfile"]["linuxConfiguration"] == {"disablePasswordAuthentication": False}
-    assert profile["networkProfile"]["networkInterfaceConfigurations"][0]["properties"]["ipConfigurations"][0]["properties"]["subnet"] == {"id": SUBNET}
+    assert profile["networkProfile"]["networkInterfaceConfigurations"][0]["properties"]["ipConfigurations"][0]["properties"]["subnet"] == {
+        "id": SUBNET
+    }
     assert "mount.sh" not in decoded_custom_data(arm.of("PUT")[0]["body"])
 
 
 def test_key_vault_keys_give_the_scale_set_an_identity_and_are_fetched_on_the_node():
     arm = FakeArm()
-    props = dict(CLUSTER, nodeSetup={"mountVolumes": {"azureFileShares": [{
-        "azureFileUrl": "https://acct.file.core.windows.net/data", "relativeMountPath": "afs", "accountName": "acct",
-        "credentials": {"accountKeySecretReference": {"sourceVault": {"id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.KeyVault/vaults/v"},
-                                                      "secretUrl": "https://v.vault.azure.net/secrets/k"}}}]}})
+    props = dict(
+        CLUSTER,
+        nodeSetup={
+            "mountVolumes": {
+                "azureFileShares": [
+                    {
+                        "azureFileUrl": "https://acct.file.core.windows.net/data",
+                        "relativeMountPath": "afs",
+                        "accountName": "acct",
+                        "credentials": {
+                            "accountKeySecretReference": {
+                                "sourceVault": {"id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.KeyVault/vaults/v"},
+                                "secretUrl": "https://v.vault.azure.net/secrets/k",
+                            }
+                        },
+                    }
+                ]
+            }
+        },
+    )
     compute, _ = make(arm, props)
     compute.ensure_scale_set(KEY, CLUSTER_ID)
     body = arm.of("PUT")[0]["body"]
@@ -284,8 +351,10 @@ def test_evict_simulates_the_eviction_of_the_spot_instance():
 
     arm = FakeArm()
     compute, _ = make(arm)
-    handles = [{"id": s["id"], "pid": None, "root": s["root"], "machine": s["machine"]}
-               for s in (compute.start_node(node_id=f"n-{i}", cluster_id=CLUSTER_ID, cluster_key=KEY, name=f"node-{i}") for i in range(2))]
+    handles = [
+        {"id": s["id"], "pid": None, "root": s["root"], "machine": s["machine"]}
+        for s in (compute.start_node(node_id=f"n-{i}", cluster_id=CLUSTER_ID, cluster_key=KEY, name=f"node-{i}") for i in range(2))
+    ]
     compute.evict(handles[0])
     posts = arm.of("POST", "/simulateEviction")
     assert [r["path"] for r in posts] == [f"{VMSS_PATH}/virtualMachines/0/simulateEviction"] and posts[0]["body"] is None

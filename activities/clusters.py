@@ -15,11 +15,11 @@ from __future__ import annotations
 import time
 import uuid
 
-from activities.scheduling import file_server_export, run_pass
 from batchai import jobs
 from batchai.job_state import JobState, state_of
 from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, utcnow
 from batchai.ports import NodeRecord, Record
+from batchai.scheduling_pass import file_server_export, schedule
 from batchai.services import Services
 from batchai.wake import wake_flag
 
@@ -39,8 +39,8 @@ def control_cluster(svc: Services, inp: dict) -> dict:
     evicted = collect_evictions(svc, cluster)
     target, wait = resize(svc, cluster, now)
     paused = bool(cluster.internal.get("paused"))
-    started = [] if paused else run_pass(svc, cluster.id)
-    return {"state": "ok", "target": target, "paused": paused, "started": len(started), "lost": lost, "evicted": evicted, "wait": wait}
+    started = 0 if paused else schedule(svc, cluster.id)
+    return {"state": "ok", "target": target, "paused": paused, "started": started, "lost": lost, "evicted": evicted, "wait": wait}
 
 
 # ----- node health ------------------------------------------------------------------------------

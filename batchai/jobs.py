@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from batchai import job_state
+from batchai import job_state, scheduling_pass
 from batchai.job_state import JobState, state_of
 from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, settled_view, task_outcome, utcnow
 from batchai.ports import Record, TaskRecord
@@ -47,7 +47,7 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
     record = svc.store.get(job_id)
     if record is None or state_of(record) not in job_state.LAUNCHED:
         if record is not None and state_of(record).is_terminal() and svc.store.release_nodes(record.id):
-            wake_controller(svc, record)  # a completion retried after a crash between the two
+            nodes_freed(svc, record)  # a completion retried after a crash between the two
         return record
     tasks = attempt_tasks(svc, record)
     outcome = task_outcome(tasks)
@@ -70,9 +70,9 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
 def _ended(svc: Services, record: Record) -> None:
     stop_tasks(svc, record)
     unmount_job_volumes(svc, record)
-    if svc.store.release_nodes(record.id):
-        wake_controller(svc, record)
     wake_job(svc, record, settled_view(record))
+    if svc.store.release_nodes(record.id):
+        nodes_freed(svc, record)
 
 
 def terminate(svc: Services, job_id: str, reason: str = "terminate") -> Record | None:
@@ -124,7 +124,7 @@ def requeue(svc: Services, job_id: str, outcome: dict) -> Record | None:
     if updated is not None and state_of(updated).is_terminal():
         unmount_job_volumes(svc, updated)
     svc.store.release_nodes(record.id)
-    wake_controller(svc, record)
+    nodes_freed(svc, record)
     return updated or svc.store.get(record.id)
 
 
@@ -137,9 +137,14 @@ def fail_tasks_of_node(svc: Services, node_id: str, error: str) -> None:
                 start_lifecycle(svc, job)
 
 
-def wake_controller(svc: Services, job: Record) -> None:
-    """Nodes were freed or a job was queued: the cluster's controller runs a pass."""
-    wake_cluster(svc, svc.store.get(job.properties["cluster"]["id"]))
+def nodes_freed(svc: Services, job: Record) -> None:
+    """The job's nodes are free: start what fits on them now (`batchai.scheduling_pass`), or, where passes
+    must come from the controller alone (several control-plane instances), wake it."""
+    cluster_id = job.properties["cluster"]["id"]
+    if svc.settings.inline_scheduling:
+        scheduling_pass.schedule(svc, cluster_id)
+    else:
+        wake_cluster(svc, svc.store.get(cluster_id))
 
 
 def unmount_job_volumes(svc: Services, record: Record) -> None:

@@ -24,15 +24,23 @@ class Settings:
     max_attempts: int = 3  # a job whose nodes fail is retried this often in all (evictions do not count)
     kill_grace_seconds: float = 30.0  # a terminating job whose processes will not report is ended anyway
     autoscale_idle_seconds: float = 300.0  # auto scale removes nodes idle this long
+    # freed nodes take their next job in the request that freed them (one control-plane process);
+    # off where several instances serve requests: their passes could overlap, so the controller alone runs them
+    inline_scheduling: bool = True
     blob_sync_seconds: float = 1.0  # with blob storage: how often running jobs' new output is uploaded
 
     @classmethod
-    def from_env(cls, data_dir: Path, environ=os.environ) -> Settings:
-        """Defaults, overridden by BATCHAI_<FIELD> variables (e.g. BATCHAI_AUTOSCALE_IDLE_SECONDS=5)."""
-        overrides: dict = {}  # each field's own type, from its annotation
+    def from_env(cls, data_dir: Path, environ=os.environ, **defaults) -> Settings:
+        """`defaults` (the composition root's), overridden by BATCHAI_<FIELD> variables (e.g.
+        BATCHAI_AUTOSCALE_IDLE_SECONDS=5, BATCHAI_INLINE_SCHEDULING=false)."""
+        overrides: dict = dict(defaults)  # each field's own type, from its annotation
         for f in fields(cls):
             value = environ.get(f"BATCHAI_{f.name.upper()}")
-            if value is not None and f.name not in ("data_dir", "python"):
+            if value is None or f.name in ("data_dir", "python"):
+                continue
+            if f.type in ("bool", bool):
+                overrides[f.name] = value.strip().lower() in ("1", "true", "yes", "on")
+            else:
                 overrides[f.name] = int(value) if f.type in ("int", int) else float(value)
         return cls(data_dir=data_dir, **overrides)
 

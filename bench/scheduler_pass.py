@@ -27,13 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from activities.scheduling import busy_until, queued_job, usable  # noqa: E402
 from batchai import ids, job_state  # noqa: E402
 from batchai.adapters.sqlite_store import SqliteStore  # noqa: E402
 from batchai.lifecycle import utcnow  # noqa: E402
 from batchai.ports import NodeRecord  # noqa: E402
 from batchai.records import new_record  # noqa: E402
 from batchai.scheduling import place  # noqa: E402
+from batchai.scheduling_pass import busy_until, queued_job, usable  # noqa: E402
 
 SUB, RG, WS = "00000000-0000-0000-0000-000000000000", "bench", "ws"
 WALL_CLOCKS = ["PT10M", "PT1H", "PT4H", "P1D", None]

@@ -104,7 +104,7 @@ def services():
 
     data_dir = Path(os.environ.get("BATCHAI_DATA_DIR", "/home/data/batchai")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = Settings.from_env(data_dir)
+    settings = Settings.from_env(data_dir, inline_scheduling=False)  # instances scale out: the controller alone schedules
     store = resource_store(data_dir)
     compute = azure_compute(store, data_dir, settings.heartbeat_seconds) or NoAzureCompute()
     return Services(store=store, compute=compute, engine=engine, settings=settings, wake_nodes=node_waker().wake, blobs=blob_store())

@@ -8,13 +8,14 @@ is killed and restarted mid-transition.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
+
+import orjson
 
 from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
@@ -77,6 +78,12 @@ def _columns(record: Record) -> dict:
     return {"state": state_of(record), "cluster": cluster_of(record), **dict(zip(_SCHEDULING_COLUMNS, scheduling_of(record), strict=True))}
 
 
+
+def _dumps(value) -> str:
+    """JSON text for a column (orjson: a pass reads and writes many records)."""
+    return orjson.dumps(value).decode()
+
+
 class SqliteStore(SqliteDb):
     def __init__(self, path: Path | str):
         super().__init__(path, _SCHEMA)
@@ -114,8 +121,8 @@ class SqliteStore(SqliteDb):
             type=row["type"],
             name=row["name"],
             parent=row["parent"],
-            body=json.loads(row["body"]),
-            internal=json.loads(row["internal"]),
+            body=orjson.loads(row["body"]),
+            internal=orjson.loads(row["internal"]),
             etag=row["etag"],
             seq=row["seq"],
         )
@@ -135,8 +142,8 @@ class SqliteStore(SqliteDb):
                 "parent": ids.key(record.parent) if record.parent else None,
                 "seq": record.seq,
                 "etag": record.etag,
-                "body": json.dumps(record.body),
-                "internal": json.dumps(record.internal),
+                "body": _dumps(record.body),
+                "internal": _dumps(record.internal),
                 **_columns(record),
             }
             db.execute(f"INSERT INTO resources ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values()))
@@ -178,7 +185,7 @@ class SqliteStore(SqliteDb):
             if updated is None:
                 return None
             updated.etag = uuid.uuid4().hex
-            row = {"body": json.dumps(updated.body), "internal": json.dumps(updated.internal), "etag": updated.etag, **_columns(updated)}
+            row = {"body": _dumps(updated.body), "internal": _dumps(updated.internal), "etag": updated.etag, **_columns(updated)}
             db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in row)} WHERE key=?", [*row.values(), ids.key(resource_id)])
             return updated
 
@@ -292,7 +299,7 @@ class SqliteStore(SqliteDb):
     @staticmethod
     def _task(row: sqlite3.Row) -> TaskRecord:
         values = {f: row[f] for f in _TASK_FIELDS}
-        values["spec"] = json.loads(values["spec"])
+        values["spec"] = orjson.loads(values["spec"])
         return TaskRecord(**values)
 
     def put_tasks(self, tasks: list[TaskRecord]) -> None:
@@ -300,7 +307,7 @@ class SqliteStore(SqliteDb):
             for t in tasks:
                 row = asdict(t)
                 row["job"] = ids.key(t.job)
-                row["spec"] = json.dumps(t.spec)
+                row["spec"] = _dumps(t.spec)
                 db.execute(
                     f"INSERT INTO tasks ({','.join(_TASK_FIELDS)}) VALUES ({','.join('?' * len(_TASK_FIELDS))})",
                     [row[f] for f in _TASK_FIELDS],

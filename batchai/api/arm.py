@@ -6,11 +6,21 @@ import json
 import uuid
 from urllib.parse import urlencode
 
+import orjson
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse as StarletteJSONResponse
+from fastapi.responses import Response
 
 from batchai import API_VERSION
 from batchai.errors import ApiError
+
+
+class JSONResponse(StarletteJSONResponse):
+    """Rendered by orjson: listing a thousand jobs took json.dumps a tenth of a core at one poll a second."""
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content)
+
 
 MAX_PAGE = 1000
 POLL_SECONDS = "1"

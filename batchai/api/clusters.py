@@ -5,10 +5,9 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from batchai import ids, render
-from batchai.api.arm import json_body, page_records, paged
+from batchai.api.arm import JSONResponse, json_body, page_records, paged
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services, workspace_path
 from batchai.errors import ApiError

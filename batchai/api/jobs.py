@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 
 from batchai import ids, jobs, render
-from batchai.api.arm import accepted, json_body, new_operation_id, page_records, paged
+from batchai.api.arm import JSONResponse, accepted, json_body, new_operation_id, page_records, paged
 from batchai.api.clusters import remote_login
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services

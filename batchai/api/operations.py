@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from batchai.api.arm import POLL_SECONDS, operation_url, paged
+from batchai.api.arm import POLL_SECONDS, JSONResponse, operation_url, paged
 from batchai.api.deps import services
 from batchai.errors import ApiError
 from batchai.job_state import TERMINAL

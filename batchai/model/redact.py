@@ -1,6 +1,7 @@
 """Remove secrets from stored wire dicts before they go out in a response (reference §3.1).
 
-Pure: the input is never mutated; each function returns a deep copy without
+Pure: the input is never mutated; each function returns a copy (deep where redaction changes it,
+sharing the rest with the input: render it, do not change it) without
 - `secrets[].value` (name and any KeyVault reference are kept),
 - storage `credentials.accountKey` (so credentials come back as `{}` or with the reference),
 - container registry `credentials.password`,
@@ -37,10 +38,14 @@ def _user(settings) -> None:
     _drop(settings, "adminUserPassword", "adminUserSshPublicKey")
 
 
+_JOB_SECRETS = ("secrets", "mountVolumes", "containerSettings")  # the job's parts that may hold secrets
+
+
 def redact_job(props: dict) -> dict:
-    out = copy.deepcopy(props)
-    if not isinstance(out, dict):
-        return out
+    if not isinstance(props, dict):
+        return copy.deepcopy(props)
+    # listing a thousand jobs deep-copied a tenth of a core away: copy only what may change
+    out = {k: copy.deepcopy(v) if k in _JOB_SECRETS else v for k, v in props.items()}
     _secrets(out.get("secrets"))
     _mounts(out.get("mountVolumes"))
     registry = (out.get("containerSettings") or {}).get("imageSourceRegistry") if isinstance(out.get("containerSettings"), dict) else None

@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from activities import jobs as activities_jobs
-from activities import scheduling
 from batchai import ids
+from batchai import scheduling_pass as scheduling
 from batchai.lifecycle import job_instance, lifecycle_input
 from batchai.model import JobCreateParameters
 from batchai.services import Settings

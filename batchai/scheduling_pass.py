@@ -3,6 +3,12 @@
 Placement itself is the pure `batchai.scheduling.place`; this module claims the nodes
 (all-or-nothing, in the store), moves the job to `running`, writes the per-node tasks, wakes
 the nodes, and starts the launched jobs' lifecycles, all in one pass however many it launches.
+
+Who runs it: the cluster's controller (a job queued, a node joined, a scale change, its timer)
+and, as Slurm does when a job's epilog completes, the node report that freed nodes, so the
+node's next task rides back on the answer to its report instead of waiting for an engine round
+trip. `schedule` keeps passes of a cluster from overlapping in this process (a pass that frees
+stale claims relies on it) and folds the requests that arrive during a pass into one more pass.
 """
 
 from __future__ import annotations
@@ -25,7 +31,44 @@ from batchai.wake import start_lifecycle, wake_job
 
 log = logging.getLogger("batchai.scheduling")
 
-_cluster_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+class _Gate:
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
+        self.running = False
+        self.again = False
+
+
+_gates: dict[str, _Gate] = defaultdict(_Gate)
+_gates_mutex = threading.Lock()
+
+
+def schedule(svc, cluster_id: str) -> int:
+    """Run the cluster's scheduling pass now, unless it is paused, or one is running in this process:
+    that one then runs once more when it ends (a burst of requests is a few passes, not one each).
+    Returns how many jobs this call started."""
+    with _gates_mutex:
+        gate = _gates[ids.key(cluster_id)]
+    with gate.mutex:
+        if gate.running:
+            gate.again = True
+            return 0
+        gate.running = True
+    started = 0
+    try:
+        while True:
+            cluster = svc.store.get(cluster_id)
+            if cluster is None or cluster.internal.get("paused"):
+                return started
+            started += len(run_pass(svc, cluster_id))
+            with gate.mutex:
+                if not gate.again:
+                    return started
+                gate.again = False
+    finally:
+        with gate.mutex:
+            gate.running = gate.again = False
 
 
 def job_properties(record: Record):
@@ -98,26 +141,25 @@ def run_pass(svc, cluster_id: str) -> list[str]:
 
 
 def _place_and_launch(svc, cluster_id: str, launched: list[Record]) -> None:
-    with _cluster_locks[ids.key(cluster_id)]:
-        now = time.time()
-        timeout = svc.settings.node_timeout_seconds
+    now = time.time()
+    timeout = svc.settings.node_timeout_seconds
+    nodes = svc.store.nodes(cluster_id)
+    held = any(n.job for n in nodes)
+    active = {ids.key(j.id): j for j in svc.store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
+    if release_stale_claims(svc, nodes, active):
         nodes = svc.store.nodes(cluster_id)
-        held = any(n.job for n in nodes)
-        active = {ids.key(j.id): j for j in svc.store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
-        if release_stale_claims(svc, nodes, active):
-            nodes = svc.store.nodes(cluster_id)
-        # Nodes before the queue: on a busy cluster there is nothing to place, and reading the queue costs.
-        free = {n.id: n for n in nodes if usable(n, now, timeout)}
-        if not free:
-            return
-        queued = svc.store.job_summaries(cluster_id, ("queued",))
-        if not queued:
-            return
-        plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout))
-        for job_id, node_ids in plan:
-            record = svc.store.get(job_id)
-            if record is not None:
-                launch(svc, record, [free[n] for n in node_ids], launched)
+    # Nodes before the queue: on a busy cluster there is nothing to place, and reading the queue costs.
+    free = {n.id: n for n in nodes if usable(n, now, timeout)}
+    if not free:
+        return
+    queued = svc.store.job_summaries(cluster_id, ("queued",))
+    if not queued:
+        return
+    plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout))
+    for job_id, node_ids in plan:
+        record = svc.store.get(job_id)
+        if record is not None:
+            launch(svc, record, [free[n] for n in node_ids], launched)
 
 
 def file_server_export(svc):

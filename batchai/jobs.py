@@ -26,10 +26,11 @@ def attempt_tasks(svc: Services, record: Record) -> list[TaskRecord]:
     return [t for t in svc.store.tasks(job=record.id) if t.attempt == attempt]
 
 
-def stop_tasks(svc: Services, record: Record) -> None:
-    """The attempt's pending tasks never start; running ones are killed by their node agents."""
+def stop_tasks(svc: Services, record: Record, tasks: list[TaskRecord] | None = None) -> None:
+    """The attempt's pending tasks never start; running ones are killed by their node agents (`tasks`:
+    the attempt's, as just read)."""
     woken = set()
-    for t in attempt_tasks(svc, record):
+    for t in attempt_tasks(svc, record) if tasks is None else tasks:
         if t.state == "pending" and svc.store.update_task(
             t.id, only_if_state=["pending"], state="finished", error="terminated", end_time=utcnow()
         ):
@@ -63,12 +64,12 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
     ended = svc.store.mutate(record.id, job_state.change(job_state.finish, now=utcnow(), outcome=outcome or {}))
     if ended is None:  # someone else ended it first
         return svc.store.get(record.id)
-    _ended(svc, ended)
+    _ended(svc, ended, tasks)
     return ended
 
 
-def _ended(svc: Services, record: Record) -> None:
-    stop_tasks(svc, record)
+def _ended(svc: Services, record: Record, tasks: list[TaskRecord]) -> None:
+    stop_tasks(svc, record, tasks)
     unmount_job_volumes(svc, record)
     wake_job(svc, record, settled_view(record))
     if svc.store.release_nodes(record.id):

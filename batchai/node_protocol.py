@@ -20,6 +20,7 @@ from batchai.ports import TaskRecord
 from batchai.wake import start_lifecycle, wake_cluster
 
 SETUP_ATTEMPT = 0  # the attempt number of node setup tasks (jobs count from 1)
+LAST_SEEN_RESOLUTION = 1.0  # seconds; a node is silent only after node_timeout_seconds (15 by default)
 
 
 def _node_lost(svc, job_key: str) -> None:
@@ -145,7 +146,9 @@ def beat(svc, node_id: str, body: dict) -> dict:
         return {"start": [], "kill": list(body.get("running", [])), "ack": [], "action": "shutdown"}
     if node.boot_id != body.get("bootId"):
         return {"start": [], "kill": [], "ack": [], "action": "register"}
-    svc.store.update_node(node_id, last_seen=time.time())
+    now = time.time()
+    if now - node.last_seen >= LAST_SEEN_RESOLUTION:  # a write per beat was most of the store's writes
+        svc.store.update_node(node_id, last_seen=now)
     acked = _record_results(svc, node_id, body)
     start, kill = _orders(svc, node_id, body)
     return {"start": start, "kill": kill, "ack": acked, "action": "ok"}

@@ -156,10 +156,11 @@ def _place_and_launch(svc, cluster_id: str, launched: list[Record]) -> None:
     if not queued:
         return
     plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout))
+    cluster = svc.store.get(cluster_id) if plan else None
     for job_id, node_ids in plan:
         record = svc.store.get(job_id)
-        if record is not None:
-            launch(svc, record, [free[n] for n in node_ids], launched)
+        if record is not None and cluster is not None:
+            launch(svc, record, [free[n] for n in node_ids], launched, cluster)
 
 
 def file_server_export(svc):
@@ -190,8 +191,7 @@ def mpirun_command(python: str) -> str:
     )
 
 
-def launch_context(svc, record: Record, nodes: list[NodeRecord]) -> LaunchContext:
-    cluster = svc.store.get(record.properties["cluster"]["id"])
+def launch_context(svc, record: Record, nodes: list[NodeRecord], cluster: Record) -> LaunchContext:
     return LaunchContext(
         job_id=record.id,
         job_name=record.name,
@@ -209,37 +209,29 @@ def launch_context(svc, record: Record, nodes: list[NodeRecord]) -> LaunchContex
     )
 
 
-def launch(svc, record: Record, nodes: list[NodeRecord], launched: list[Record]) -> None:
-    """Claim `nodes` for the queued job, move it to running and hand its nodes their tasks; the job,
-    once running, is added to `launched`."""
-    cluster_id = record.properties["cluster"]["id"]
-    if not svc.store.claim_nodes(cluster_id, record.id, [n.id for n in nodes]):
-        return
+def launch(svc, record: Record, nodes: list[NodeRecord], launched: list[Record], cluster: Record) -> None:
+    """Start the queued job on `nodes`: claim them, move it to running and hand them their tasks, in
+    one store operation; the job, once running, is added to `launched`."""
     try:
         props = job_properties(record)
-        ctx = launch_context(svc, record, nodes)
+        ctx = launch_context(svc, record, nodes, cluster)
         tasks = plan_job(props, ctx)
         svc.compute.mount(ctx.job_mount_root, record.properties.get("mountVolumes"), file_server_export(svc))
         paths = job_paths(props, ctx)
     except UnsupportedToolkit as exc:
-        svc.store.release_nodes(record.id)
         fail_unlaunchable(svc, record.id, "UnsupportedToolkit", str(exc))
         return
     except (OSError, LookupError) as exc:
-        svc.store.release_nodes(record.id)
         fail_unlaunchable(svc, record.id, "MountFailed", f"The job's volumes could not be mounted: {exc}")
         return
     # where the files really are: a path through a job-level mount ends with the job
     real = {"stdouterr": os.path.realpath(paths.stdouterr), "outputs": {k: os.path.realpath(v) for k, v in paths.outputs.items()}}
-    started = svc.store.mutate(
-        record.id, job_state.change(job_state.start, now=utcnow(), nodes=[(n.id, n.name) for n in nodes], paths=real)
-    )
-    if started is None:
-        svc.store.release_nodes(record.id)
-        return
-    launched.append(started)
-    svc.store.put_tasks([TaskRecord(id=t.task_id, job=record.id, node=t.node_id, attempt=ctx.attempt, spec=t.to_json()) for t in tasks])
-    svc.wake_nodes([n.id for n in nodes])
+    start = job_state.change(job_state.start, now=utcnow(), nodes=[(n.id, n.name) for n in nodes], paths=real)
+    task_records = [TaskRecord(id=t.task_id, job=record.id, node=t.node_id, attempt=ctx.attempt, spec=t.to_json()) for t in tasks]
+    started = svc.store.start_job(cluster.id, record.id, [n.id for n in nodes], start, task_records)
+    if started is not None:
+        launched.append(started)
+        svc.wake_nodes([n.id for n in nodes])
 
 
 def fail_unlaunchable(svc, job_id: str, code: str, message: str) -> None:

@@ -115,11 +115,7 @@ def main(argv=None) -> int:
     deadline = t_resume + args.timeout
     last_report = 0.0
     while True:
-        done = (
-            store.count_jobs(states=["succeeded", "failed"])
-            if hasattr(store, "count_jobs")
-            else len(store.jobs(states=["succeeded", "failed"]))
-        )
+        done = len(store.job_summaries(cluster_id, ("succeeded", "failed")))  # summaries: no job bodies decoded
         if done >= args.jobs or time.time() > deadline:
             break
         if time.time() - last_report > 10:

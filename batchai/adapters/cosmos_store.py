@@ -328,6 +328,19 @@ class CosmosStore:
             taken.append(node_id)
         return True
 
+    def start_job(self, cluster: str, job: str, node_ids: list[str], change: Mutation, tasks: list[TaskRecord]) -> Record | None:
+        """Claim, change, put tasks, one after another (no transaction spans containers): a refused change
+        gives the claim back; a crash before the tasks are put leaves a running job without tasks, which
+        its lifecycle requeues, and a claim the next scheduling pass frees."""
+        if not self.claim_nodes(cluster, job, node_ids):
+            return None
+        started = self.mutate(job, change)
+        if started is None:
+            self.release_nodes(job)
+            return None
+        self.put_tasks(tasks)
+        return started
+
     def release_nodes(self, job: str) -> list[str]:
         job_key, now = ids.key(job), time.time()
 

@@ -79,6 +79,10 @@ def _columns(record: Record) -> dict:
 
 
 
+class _Refused(Exception):
+    """A step of a transaction refused: roll the whole of it back."""
+
+
 def _dumps(value) -> str:
     """JSON text for a column (orjson: a pass reads and writes many records)."""
     return orjson.dumps(value).decode()
@@ -178,16 +182,31 @@ class SqliteStore(SqliteDb):
 
     def mutate(self, resource_id: str, change: Mutation) -> Record | None:
         with self._tx() as db:
-            row = db.execute("SELECT * FROM resources WHERE key=?", (ids.key(resource_id),)).fetchone()
-            if row is None:
-                return None
-            updated = change(self._record(row))
-            if updated is None:
-                return None
-            updated.etag = uuid.uuid4().hex
-            row = {"body": _dumps(updated.body), "internal": _dumps(updated.internal), "etag": updated.etag, **_columns(updated)}
-            db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in row)} WHERE key=?", [*row.values(), ids.key(resource_id)])
-            return updated
+            return self._mutate(db, resource_id, change)
+
+    def _mutate(self, db: sqlite3.Connection, resource_id: str, change: Mutation) -> Record | None:
+        row = db.execute("SELECT * FROM resources WHERE key=?", (ids.key(resource_id),)).fetchone()
+        if row is None:
+            return None
+        updated = change(self._record(row))
+        if updated is None:
+            return None
+        updated.etag = uuid.uuid4().hex
+        row = {"body": _dumps(updated.body), "internal": _dumps(updated.internal), "etag": updated.etag, **_columns(updated)}
+        db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in row)} WHERE key=?", [*row.values(), ids.key(resource_id)])
+        return updated
+
+    def start_job(self, cluster: str, job: str, node_ids: list[str], change: Mutation, tasks: list[TaskRecord]) -> Record | None:
+        """One transaction: a launch leaves either all of it or nothing."""
+        try:
+            with self._tx() as db:
+                started = self._mutate(db, job, change) if self._claim(db, cluster, job, node_ids) else None
+                if started is None:
+                    raise _Refused  # rolls the claim back
+                self._put_tasks(db, tasks)
+                return started
+        except _Refused:
+            return None
 
     def delete_tree(self, resource_id: str) -> list[Record]:
         k = ids.key(resource_id)
@@ -262,18 +281,22 @@ class SqliteStore(SqliteDb):
 
     def claim_nodes(self, cluster: str, job: str, node_ids: list[str]) -> bool:
         """Reserve all of `node_ids` for `job`, or none: gang placement is all-or-nothing."""
-        job_key = ids.key(job)
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM nodes WHERE job=?", (job_key,)).fetchone():
-                return False
-            marks = ",".join("?" * len(node_ids))
-            free = db.execute(
-                f"SELECT COUNT(*) FROM nodes WHERE cluster=? AND state='idle' AND job IS NULL AND id IN ({marks})",
-                [ids.key(cluster), *node_ids],
-            ).fetchone()[0]
-            if free != len(node_ids):
-                return False
-            db.execute(f"UPDATE nodes SET state='running', job=? WHERE id IN ({marks})", [job_key, *node_ids])
+            return self._claim(db, cluster, job, node_ids)
+
+    @staticmethod
+    def _claim(db: sqlite3.Connection, cluster: str, job: str, node_ids: list[str]) -> bool:
+        job_key = ids.key(job)
+        if db.execute("SELECT 1 FROM nodes WHERE job=?", (job_key,)).fetchone():
+            return False
+        marks = ",".join("?" * len(node_ids))
+        free = db.execute(
+            f"SELECT COUNT(*) FROM nodes WHERE cluster=? AND state='idle' AND job IS NULL AND id IN ({marks})",
+            [ids.key(cluster), *node_ids],
+        ).fetchone()[0]
+        if free != len(node_ids):
+            return False
+        db.execute(f"UPDATE nodes SET state='running', job=? WHERE id IN ({marks})", [job_key, *node_ids])
         return True
 
     def release_nodes(self, job: str) -> list[str]:
@@ -304,14 +327,18 @@ class SqliteStore(SqliteDb):
 
     def put_tasks(self, tasks: list[TaskRecord]) -> None:
         with self._tx() as db:
-            for t in tasks:
-                row = asdict(t)
-                row["job"] = ids.key(t.job)
-                row["spec"] = _dumps(t.spec)
-                db.execute(
-                    f"INSERT INTO tasks ({','.join(_TASK_FIELDS)}) VALUES ({','.join('?' * len(_TASK_FIELDS))})",
-                    [row[f] for f in _TASK_FIELDS],
-                )
+            self._put_tasks(db, tasks)
+
+    @staticmethod
+    def _put_tasks(db: sqlite3.Connection, tasks: list[TaskRecord]) -> None:
+        for t in tasks:
+            row = asdict(t)
+            row["job"] = ids.key(t.job)
+            row["spec"] = _dumps(t.spec)
+            db.execute(
+                f"INSERT INTO tasks ({','.join(_TASK_FIELDS)}) VALUES ({','.join('?' * len(_TASK_FIELDS))})",
+                [row[f] for f in _TASK_FIELDS],
+            )
 
     def tasks(self, *, job: str | None = None, node: str | None = None, states: Iterable[str] | None = None) -> list[TaskRecord]:
         sql, args = "SELECT * FROM tasks WHERE 1=1", []

@@ -328,3 +328,24 @@ def test_a_setting_is_created_once_and_read_by_everyone_after(store):
     assert len(set(values)) == 1
     assert store.setting("signing_key", lambda: "other") == values[0]
     assert store.setting("other", lambda: "x") == "x"
+
+
+def test_start_job_claims_changes_and_puts_tasks_or_nothing(store):
+    cluster, job, other = f"{WS}/clusters/c", f"{EXP}/jobs/j", f"{EXP}/jobs/other"
+    for name in ("j", "other"):
+        store.create(Record(id=f"{EXP}/jobs/{name}", type="jobs", name=name, parent=EXP, body={"properties": {"cluster": {"id": cluster}}}))
+    for n in ("n1", "n2"):
+        store.put_node(NodeRecord(n, cluster, n, "idle"))
+
+    def start(r: Record) -> Record:
+        r.properties["executionState"] = "running"
+        return r
+
+    assert store.start_job(cluster, job, ["n1"], lambda r: None, [TaskRecord("t0", job, "n1", 1, {})]) is None
+    assert store.get_node("n1").job is None and store.tasks(job=job) == []  # a refused change gives the claim back
+    started = store.start_job(cluster, job, ["n1"], start, [TaskRecord("t1", job, "n1", 1, {"k": 1})])
+    assert started is not None and started.properties["executionState"] == "running"
+    assert store.get(job).properties["executionState"] == "running"
+    assert store.get_node("n1").job == job.lower() and [t.id for t in store.tasks(job=job)] == ["t1"]
+    assert store.start_job(cluster, other, ["n1", "n2"], start, [TaskRecord("t2", other, "n2", 1, {})]) is None  # n1 is taken
+    assert store.get_node("n2").job is None and store.tasks(job=other) == []

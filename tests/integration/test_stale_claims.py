@@ -110,10 +110,10 @@ def test_a_pass_that_fails_half_way_still_starts_the_lifecycles_of_the_jobs_it_l
     submit(host, "second", node_count=1)
     real_launch = scheduling.launch
 
-    def launch_then_fail(svc, record, nodes, launched):
+    def launch_then_fail(svc, record, nodes, launched, cluster):
         if record.name == "second":
             raise RuntimeError("the store went away mid-pass")
-        return real_launch(svc, record, nodes, launched)
+        return real_launch(svc, record, nodes, launched, cluster)
 
     monkeypatch.setattr(scheduling, "launch", launch_then_fail)
     with pytest.raises(RuntimeError, match="mid-pass"):

@@ -32,7 +32,6 @@ from batchai.wake import start_lifecycle, wake_job
 log = logging.getLogger("batchai.scheduling")
 
 
-
 class _Gate:
     def __init__(self) -> None:
         self.mutex = threading.Lock()

@@ -78,7 +78,6 @@ def _columns(record: Record) -> dict:
     return {"state": state_of(record), "cluster": cluster_of(record), **dict(zip(_SCHEDULING_COLUMNS, scheduling_of(record), strict=True))}
 
 
-
 class _Refused(Exception):
     """A step of a transaction refused: roll the whole of it back."""
 

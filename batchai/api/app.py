@@ -63,8 +63,14 @@ def create_app(services: Services, *, token: str, node_token: str, signing_key: 
         waker.loop = asyncio.get_running_loop()  # activities' threads wake long-polling agents on it
         yield
 
-    app = FastAPI(title="Batch AI (open rebuild)", version="2018-05-01", docs_url=None, redoc_url=None, lifespan=lifespan,
-                  default_response_class=JSONResponse)
+    app = FastAPI(
+        title="Batch AI (open rebuild)",
+        version="2018-05-01",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
     app.state.services = services
     app.state.node_token = node_token
     app.state.signing_key = signing_key

@@ -1,8 +1,8 @@
 """The node agents' side door: the node protocol (batchai/node_protocol.py) over HTTP.
 
 Agents authenticate with the node token, not the user's. A heartbeat is a long poll: with
-nothing to say either way, the answer waits until the node is woken (a task for it, a kill) or
-its `waitSeconds` pass.
+nothing to say either way, the answer waits until there is something for the node (a task, a
+kill) or its `waitSeconds` pass.
 """
 
 from __future__ import annotations
@@ -59,10 +59,16 @@ async def heartbeat(request: Request, node_id: str):
     event = waker.event(node_id)
     event.clear()
     answer = await run_in_threadpool(protocol.beat, svc, node_id, body)
-    if answer["start"] or answer["kill"] or answer["action"] != "ok" or answer["ack"]:
-        return answer
-    try:
-        await asyncio.wait_for(event.wait(), timeout=min(float(body.get("waitSeconds", 0)), MAX_WAIT_SECONDS))
-    except TimeoutError:
-        return answer
-    return await run_in_threadpool(protocol.beat, svc, node_id, {**body, "finished": []})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(float(body.get("waitSeconds", 0)), MAX_WAIT_SECONDS)
+    quiet = {**body, "finished": []}
+    # A wake with nothing new for this node (its task already rode back on its report's answer) is
+    # looked at here: answering it would cost the node a round trip for nothing.
+    while not (answer["start"] or answer["kill"] or answer["action"] != "ok" or answer["ack"]):
+        try:
+            await asyncio.wait_for(event.wait(), timeout=max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            break
+        event.clear()
+        answer = await run_in_threadpool(protocol.beat, svc, node_id, quiet)
+    return answer

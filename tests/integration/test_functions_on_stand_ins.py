@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from batchai.adapters.azure_blob_store import AzureBlobStore
 from batchai.adapters.cosmos_store import CosmosStore
 from batchai.api.app import create_app
+from batchai.wake import wake_flag
 from tests.support.cosmos_server import KEY, cosmos_server
 from tests.support.function_app import call_client_trigger, registered_functions
 
@@ -37,16 +38,17 @@ class RecordingEngine:
     """The Engine port with no orchestrations behind it: remembers what it was asked to start."""
 
     def __init__(self):
-        self.started, self.clients = {}, []
+        self.started, self.clients, self.raised = {}, [], []
 
     def use_client(self, client) -> None:
         self.clients.append(client)
 
-    def schedule(self, name: str, input: dict, instance_id: str) -> str:
+    def schedule(self, name: str, input: dict, instance_id: str) -> bool:
         self.started[instance_id] = (name, input)
-        return instance_id
+        return True
 
     def raise_event(self, instance_id: str, name: str, data=None) -> bool:
+        self.raised.append((instance_id, name))
         return False
 
     def status(self, instance_id: str) -> dict | None:
@@ -131,8 +133,11 @@ def test_a_blob_dropped_into_the_container_becomes_a_job_in_cosmos(app_module, s
     assert status["status"] == "accepted"
     job = svc.store.get(status["jobId"])
     assert job is not None and job.properties["executionState"] == "queued" and job.properties["toolType"] == "tensorflow"
-    lifecycle = [v for v in app_module.engine.started.values() if v[0] == "job_lifecycle"]
-    assert lifecycle == [("job_lifecycle", {"jobId": status["jobId"], "uuid": job.internal["uuid"]})]
+    # a queued job has no lifecycle yet (its cluster's controller launches it, then starts one): a pass is asked for
+    assert [v for v in app_module.engine.started.values() if v[0] == "job_lifecycle"] == []
+    cluster = svc.store.get(job.properties["cluster"]["id"])
+    assert (f"controller-{cluster.internal['uuid']}", "wake") in app_module.engine.raised
+    assert not svc.store.set_flag(wake_flag(cluster))  # still up: no pass has run since
     rejected = json.loads(container.download_blob(f"inbox/{ws}/{EXP}/broken.status.json").readall())
     assert rejected["status"] == "rejected" and rejected["error"]["target"]
 

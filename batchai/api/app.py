@@ -15,9 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from batchai.api import clusters, files, jobs, nodes, operations, workspaces
+from batchai.api import clusters, files, jobs, operations, workspaces
 from batchai.api.arm import JSONResponse, require_api_version
-from batchai.api.nodes import NodeWaker
+from batchai.api.nodes import PREFIX as NODE_PREFIX
+from batchai.api.nodes import NodeDoor, NodeWaker
 from batchai.errors import ApiError
 from batchai.services import Services
 
@@ -34,11 +35,14 @@ class ArmGate:
     file URLs and the health check have their own rules. Plain ASGI: as a BaseHTTPMiddleware it cost
     about a tenth of every request."""
 
-    def __init__(self, app, token: str):
+    def __init__(self, app, token: str, node_door: NodeDoor):
         self.app = app
         self.expected = f"Bearer {token}".encode()
+        self.node_door = node_door
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(NODE_PREFIX):
+            return await self.node_door(scope, receive, send)
         if scope["type"] != "http" or scope["path"].startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
@@ -72,11 +76,9 @@ def create_app(services: Services, *, token: str, node_token: str, signing_key: 
         default_response_class=JSONResponse,
     )
     app.state.services = services
-    app.state.node_token = node_token
     app.state.signing_key = signing_key
-    app.state.node_waker = waker
 
-    app.add_middleware(ArmGate, token=token)
+    app.add_middleware(ArmGate, token=token, node_door=NodeDoor(services, node_token, waker))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -105,6 +107,6 @@ def create_app(services: Services, *, token: str, node_token: str, signing_key: 
     def healthz():
         return {"status": "ok"}
 
-    for module in (workspaces, clusters, jobs, operations, files, nodes):
+    for module in (workspaces, clusters, jobs, operations, files):
         app.include_router(module.router)
     return app

@@ -1,8 +1,13 @@
 """The node agents' side door: the node protocol (batchai/node_protocol.py) over HTTP.
 
+    POST /internal/v1/nodes/{node}/register    POST /internal/v1/nodes/{node}/heartbeat
+
 Agents authenticate with the node token, not the user's. A heartbeat is a long poll: with
 nothing to say either way, the answer waits until there is something for the node (a task, a
 kill) or its `waitSeconds` pass.
+
+A plain ASGI app, not FastAPI routes: at a few hundred heartbeats a second, FastAPI's routing,
+middleware and dependency machinery cost the control plane more than the protocol itself.
 """
 
 from __future__ import annotations
@@ -10,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections import defaultdict
+from urllib.parse import unquote
 
-from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
+import orjson
+from starlette.concurrency import run_in_threadpool
 
 from batchai import node_protocol as protocol
 from batchai.errors import ApiError
 
-router = APIRouter(prefix="/internal/v1/nodes")
+PREFIX = "/internal/v1/nodes/"
 MAX_WAIT_SECONDS = 30.0
+MAX_BODY_BYTES = 1 << 20  # a heartbeat names a node's tasks and results: far below this
 
 
 class NodeWaker:
@@ -38,37 +45,75 @@ class NodeWaker:
             self.loop.call_soon_threadsafe(self._events[node_id].set)
 
 
-def _authorize(request: Request) -> None:
-    header = request.headers.get("authorization", "")
-    if not hmac.compare_digest(header, f"Bearer {request.app.state.node_token}"):
-        raise ApiError(401, "AuthenticationFailed", "The node token is missing or wrong.")
+class NodeDoor:
+    """The ASGI app for paths under PREFIX."""
 
+    def __init__(self, services, node_token: str, waker: NodeWaker):
+        self.services = services
+        self.expected = f"Bearer {node_token}".encode()
+        self.waker = waker
 
-@router.post("/{node_id}/register")
-async def register(request: Request, node_id: str):
-    _authorize(request)
-    body = await request.json()
-    return await run_in_threadpool(protocol.register, request.app.state.services, node_id, body)
-
-
-@router.post("/{node_id}/heartbeat")
-async def heartbeat(request: Request, node_id: str):
-    _authorize(request)
-    body = await request.json()
-    svc, waker = request.app.state.services, request.app.state.node_waker
-    event = waker.event(node_id)
-    event.clear()
-    answer = await run_in_threadpool(protocol.beat, svc, node_id, body)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(float(body.get("waitSeconds", 0)), MAX_WAIT_SECONDS)
-    quiet = {**body, "finished": []}
-    # A wake with nothing new for this node (its task already rode back on its report's answer) is
-    # looked at here: answering it would cost the node a round trip for nothing.
-    while not (answer["start"] or answer["kill"] or answer["action"] != "ok" or answer["ack"]):
+    async def __call__(self, scope, receive, send) -> None:
         try:
-            await asyncio.wait_for(event.wait(), timeout=max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            break
+            answer = await self._handle(scope, receive)
+            status = 200
+        except ApiError as exc:
+            answer, status = exc.to_body(), exc.status
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": orjson.dumps(answer)})
+
+    async def _handle(self, scope, receive) -> dict:
+        node_id, _, action = scope["path"][len(PREFIX) :].partition("/")
+        if scope["method"] != "POST" or action not in ("register", "heartbeat") or not node_id:
+            raise ApiError.not_found(f"No such node operation: {scope['method']} {scope['path']}")
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        if not hmac.compare_digest(header, self.expected):
+            raise ApiError(401, "AuthenticationFailed", "The node token is missing or wrong.")
+        body = await _json_object(receive)
+        node_id = unquote(node_id)
+        try:
+            if action == "register":
+                return await run_in_threadpool(protocol.register, self.services, node_id, body)
+            return await self._heartbeat(node_id, body)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ApiError.bad_request(f"A malformed node {action}: {type(exc).__name__}: {exc}") from None
+
+    async def _heartbeat(self, node_id: str, body: dict) -> dict:
+        event = self.waker.event(node_id)
         event.clear()
-        answer = await run_in_threadpool(protocol.beat, svc, node_id, quiet)
-    return answer
+        answer = await run_in_threadpool(protocol.beat, self.services, node_id, body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(float(body.get("waitSeconds", 0)), MAX_WAIT_SECONDS)
+        quiet = {**body, "finished": []}
+        # A wake with nothing new for this node (its task already rode back on its report's answer) is
+        # looked at here: answering it would cost the node a round trip for nothing.
+        while not (answer["start"] or answer["kill"] or answer["action"] != "ok" or answer["ack"]):
+            try:
+                await asyncio.wait_for(event.wait(), timeout=max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                break
+            event.clear()
+            answer = await run_in_threadpool(protocol.beat, self.services, node_id, quiet)
+        return answer
+
+
+async def _json_object(receive) -> dict:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError.bad_request("The node went away before its request was read.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, "RequestTooLarge", f"A node request is limited to {MAX_BODY_BYTES} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    try:
+        body = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise ApiError.bad_request(f"The node request is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError.bad_request("A node request is a JSON object.")
+    return body

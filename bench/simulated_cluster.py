@@ -56,6 +56,12 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=10000)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--max-seconds", type=int, default=5, help="job durations are 1..this many seconds (0: no sleep)")
+    parser.add_argument(
+        "--node-threads",
+        type=int,
+        default=16,
+        help="threads the simulated nodes act on (default 16: a thousand real nodes are a thousand clients)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     rng = random.Random(42)
@@ -63,7 +69,7 @@ def main(argv=None) -> int:
     host = EmbeddedHost(
         data,
         settings=Settings(data_dir=data, node_timeout_seconds=120.0, heartbeat_seconds=30.0),
-        simulated_nodes={"heartbeat_seconds": 20.0},
+        simulated_nodes={"heartbeat_seconds": 20.0, "workers": args.node_threads},
     )
     host.build()
     host.engine.start()

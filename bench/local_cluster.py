@@ -28,6 +28,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import httpx
@@ -202,7 +203,9 @@ def list_jobs(http: httpx.Client) -> list[dict]:
     page = check(http.get(f"{path_exp()}/jobs")).json()
     jobs = list(page["value"])
     while page.get("nextLink"):
-        page = check(http.get(page["nextLink"], params=None)).json()
+        # the link's own query (api-version, $skiptoken): httpx would replace it with the client's params
+        link = urlsplit(page["nextLink"])
+        page = check(http.get(link.path, params=dict(parse_qsl(link.query)))).json()
         jobs += page["value"]
     return jobs
 

@@ -30,10 +30,6 @@ from batchai.scheduling import QueuedJob, place
 from batchai.wake import start_lifecycle, wake_job
 
 log = logging.getLogger("batchai.scheduling")
-# A pass looks at the first this many queued jobs of each experiment and priority (Slurm's default_queue_depth
-# is 100): their heads keep priority and round-robin order exact, and backfill looks this deep. Reading the
-# whole queue on every pass cost a node report 5 ms at 1,500 queued jobs.
-QUEUE_DEPTH = 100
 
 
 class _Gate:
@@ -155,7 +151,7 @@ def _place_and_launch(svc, cluster_id: str, launched: list[Record]) -> None:
     free = {n.id: n for n in nodes if usable(n, now, timeout)}
     if not free:
         return
-    queued = svc.store.job_summaries(cluster_id, ("queued",), per_group=max(QUEUE_DEPTH, len(free)))
+    queued = svc.store.job_summaries(cluster_id, ("queued",))
     if not queued:
         return
     plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout))

@@ -267,9 +267,8 @@ class CosmosStore:
             params["@cluster"] = ids.key(cluster)
         return [_record(d) for d in self._resources(where, params, pk)]
 
-    def job_summaries(self, cluster: str, states: Iterable[str], *, per_group: int | None = None) -> list[JobSummary]:
-        """What scheduling needs of a cluster's jobs, in submission order: one single-partition query, no bodies
-        (all of them: `per_group` is a bound the port allows, and Cosmos SQL has no window functions)."""
+    def job_summaries(self, cluster: str, states: Iterable[str]) -> list[JobSummary]:
+        """What scheduling needs of a cluster's jobs, in submission order: one single-partition query, no bodies."""
         clause, params = _in("state", states)
         cluster_key = ids.key(cluster)
         rows = self._resources(

@@ -233,24 +233,17 @@ class SqliteStore(SqliteDb):
         rows = self._db().execute(sql + " ORDER BY seq", args).fetchall()
         return [self._record(r) for r in rows]
 
-    def job_summaries(self, cluster: str, states: Iterable[str], *, per_group: int | None = None) -> list[JobSummary]:
+    def job_summaries(self, cluster: str, states: Iterable[str]) -> list[JobSummary]:
         """What scheduling needs of a cluster's jobs, in submission order, without loading bodies."""
         states = list(states)
         cursor = self._db().cursor()
         cursor.row_factory = None  # plain tuples, made JobSummary in one C-level map: no per-row Python
-        where = f"type='jobs' AND cluster=? AND state IN ({','.join('?' * len(states))})"
-        columns = ", ".join(_SUMMARY_COLUMNS)
-        args: list[str | int] = [ids.key(cluster), *states]
-        if per_group is None:
-            sql = f"SELECT {columns} FROM resources WHERE {where} ORDER BY seq"
-        else:
-            ranked = (
-                f"SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY priority, parent ORDER BY seq) AS rank FROM resources WHERE {where}"
-            )
-            names = ", ".join(c.rsplit(" ", 1)[-1] for c in _SUMMARY_COLUMNS)  # no bodies in the window's sort
-            sql = f"SELECT {names} FROM ({ranked}) WHERE rank <= ? ORDER BY seq"
-            args.append(per_group)
-        return list(map(JobSummary._make, cursor.execute(sql, args).fetchall()))
+        rows = cursor.execute(
+            f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM resources"
+            f" WHERE type='jobs' AND cluster=? AND state IN ({','.join('?' * len(states))}) ORDER BY seq",
+            (ids.key(cluster), *states),
+        ).fetchall()
+        return list(map(JobSummary._make, rows))
 
     # -- nodes --------------------------------------------------------------------------
     @staticmethod

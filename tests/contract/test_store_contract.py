@@ -199,23 +199,6 @@ def test_job_summaries_carry_what_scheduling_reads(store):
     assert store.job_summaries(CL, ["failed"]) == []
 
 
-def test_job_summaries_per_group_keep_at_least_the_head_of_each_experiment_and_priority(store):
-    other = EXP + "x"
-    for i in range(4):
-        store.create(job(f"a{i}"))
-        store.create(job(f"b{i}", exp=other))
-    urgent = job("urgent")
-    urgent.properties["schedulingPriority"] = "high"
-    store.create(urgent)
-    every = [s.id for s in store.job_summaries(CL, ["queued"])]
-    heads = [s.id for s in store.job_summaries(CL, ["queued"], per_group=2)]
-    assert heads == [i for i in every if i in heads]  # submission order, a subset
-    for want in (f"{EXP}/jobs/a0", f"{EXP}/jobs/a1", f"{other}/jobs/b0", f"{other}/jobs/b1", urgent.id):
-        assert want in heads
-    if isinstance(store, SqliteStore):
-        assert len(heads) == 5  # no more: that is what the bound is for
-
-
 # -- nodes -------------------------------------------------------------------------------------
 def test_nodes_put_get_update_list_delete(store):
     other = WS + "/clusters/c2"

@@ -11,6 +11,7 @@ A node that joins runs the cluster's setup task first, if any.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from batchai import job_state, jobs
 from batchai.frameworks import PlacedNode
@@ -19,17 +20,20 @@ from batchai.lifecycle import NODE_LOST, utcnow
 from batchai.ports import TaskRecord
 from batchai.wake import start_lifecycle, wake_cluster
 
+if TYPE_CHECKING:
+    from batchai.services import Services
+
 SETUP_ATTEMPT = 0  # the attempt number of node setup tasks (jobs count from 1)
 LAST_SEEN_RESOLUTION = 1.0  # seconds; a node is silent only after node_timeout_seconds (15 by default)
 
 
-def _node_lost(svc, job_key: str) -> None:
+def _node_lost(svc: Services, job_key: str) -> None:
     record = svc.store.get(job_key)
     if record is not None:
         start_lifecycle(svc, record)  # it requeues the job
 
 
-def register(svc, node_id: str, body: dict) -> dict:
+def register(svc: Services, node_id: str, body: dict) -> dict:
     node = svc.store.get_node(node_id)
     if node is None:
         return {"heartbeatSeconds": svc.settings.heartbeat_seconds}
@@ -54,11 +58,11 @@ def register(svc, node_id: str, body: dict) -> dict:
     return {"heartbeatSeconds": svc.settings.heartbeat_seconds}
 
 
-def _join(svc, node, boot_id: str) -> None:
+def _join(svc: Services, node, boot_id: str) -> None:
     """A new node (or a new boot of one still preparing) runs the cluster's setup task first."""
     cluster = svc.store.get(node.cluster)
     setup = ((cluster.properties.get("nodeSetup") or {}).get("setupTask")) if cluster else None
-    if not setup:
+    if cluster is None or not setup:
         svc.store.update_node(node.id, state="idle", error=None, idle_since=time.time())
         _wake_controller(svc, node.cluster)
         return
@@ -73,7 +77,7 @@ def _join(svc, node, boot_id: str) -> None:
     svc.store.update_node(node.id, state="preparing", error=None)
 
 
-def _setup_finished(svc, node_id: str, result: dict) -> None:
+def _setup_finished(svc: Services, node_id: str, result: dict) -> None:
     """The node joins the cluster's pool, or is unusable with the setup task's error."""
     code = result.get("exitCode")
     if code == 0:
@@ -87,12 +91,12 @@ def _setup_finished(svc, node_id: str, result: dict) -> None:
     )
 
 
-def _wake_controller(svc, cluster_id: str) -> None:
+def _wake_controller(svc: Services, cluster_id: str) -> None:
     """New capacity: the cluster's controller runs a pass."""
     wake_cluster(svc, svc.store.get(cluster_id))
 
 
-def _record_results(svc, node_id: str, body: dict) -> list[str]:
+def _record_results(svc: Services, node_id: str, body: dict) -> list[str]:
     acked = []
     for result in body.get("finished", []):
         task_id = result["taskId"]
@@ -115,7 +119,7 @@ def _record_results(svc, node_id: str, body: dict) -> list[str]:
     return acked
 
 
-def _record_warnings(svc, job_id: str, node_id: str, warnings: list[str]) -> None:
+def _record_warnings(svc: Services, job_id: str, node_id: str, warnings: list[str]) -> None:
     if warnings:
         node = svc.store.get_node(node_id)
         svc.store.mutate(
@@ -123,7 +127,7 @@ def _record_warnings(svc, job_id: str, node_id: str, warnings: list[str]) -> Non
         )
 
 
-def _orders(svc, node_id: str, body: dict) -> tuple[list[dict], list[str]]:
+def _orders(svc: Services, node_id: str, body: dict) -> tuple[list[dict], list[str]]:
     """Tasks to start (new ones, and ones the agent never confirmed) and tasks to kill."""
     boot = body["bootId"]
     reported = set(body.get("running", [])) | {f["taskId"] for f in body.get("finished", [])}
@@ -140,7 +144,7 @@ def _orders(svc, node_id: str, body: dict) -> tuple[list[dict], list[str]]:
     return start, kill + sorted(stray)
 
 
-def beat(svc, node_id: str, body: dict) -> dict:
+def beat(svc: Services, node_id: str, body: dict) -> dict:
     node = svc.store.get_node(node_id)
     if node is None:
         return {"start": [], "kill": list(body.get("running", [])), "ack": [], "action": "shutdown"}

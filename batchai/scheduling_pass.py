@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from batchai import ids, job_state
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
@@ -28,6 +29,9 @@ from batchai.model import JobCreateParameters
 from batchai.ports import JobSummary, NodeRecord, Record, TaskRecord
 from batchai.scheduling import QueuedJob, place
 from batchai.wake import start_lifecycle, wake_job
+
+if TYPE_CHECKING:
+    from batchai.services import Services
 
 log = logging.getLogger("batchai.scheduling")
 
@@ -43,7 +47,7 @@ _gates: dict[str, _Gate] = defaultdict(_Gate)
 _gates_mutex = threading.Lock()
 
 
-def schedule(svc, cluster_id: str) -> int:
+def schedule(svc: Services, cluster_id: str) -> int:
     """Run the cluster's scheduling pass now, unless it is paused, or one is running in this process:
     that one then runs once more when it ends (a burst of requests is a few passes, not one each).
     Returns how many jobs this call started."""
@@ -108,7 +112,7 @@ def busy_until(nodes: list[NodeRecord], active: dict[str, JobSummary], now: floa
     return ends
 
 
-def release_stale_claims(svc, nodes: list[NodeRecord], active: dict[str, JobSummary]) -> bool:
+def release_stale_claims(svc: Services, nodes: list[NodeRecord], active: dict[str, JobSummary]) -> bool:
     """Nodes held by a job that is not running: a launch or an ending died half-way. Free them.
 
     Passes of one cluster never overlap, and a launch claims and starts its job inside one pass,
@@ -120,7 +124,7 @@ def release_stale_claims(svc, nodes: list[NodeRecord], active: dict[str, JobSumm
     return bool(stale)
 
 
-def run_pass(svc, cluster_id: str) -> list[str]:
+def run_pass(svc: Services, cluster_id: str) -> list[str]:
     """Start what fits now; returns the ids of the jobs started.
 
     Each launched job's lifecycle starts with what the pass stored, once the pass has placed
@@ -139,7 +143,7 @@ def run_pass(svc, cluster_id: str) -> list[str]:
     return [r.id for r in launched]
 
 
-def _place_and_launch(svc, cluster_id: str, launched: list[Record]) -> None:
+def _place_and_launch(svc: Services, cluster_id: str, launched: list[Record]) -> None:
     now = time.time()
     timeout = svc.settings.node_timeout_seconds
     nodes = svc.store.nodes(cluster_id)
@@ -162,7 +166,7 @@ def _place_and_launch(svc, cluster_id: str, launched: list[Record]) -> None:
             launch(svc, record, [free[n] for n in node_ids], launched, cluster)
 
 
-def file_server_export(svc):
+def file_server_export(svc: Services):
     """file server id -> the directory it exports (its mount point), for the compute port."""
 
     def export(file_server_id: str) -> str | None:
@@ -190,7 +194,7 @@ def mpirun_command(python: str) -> str:
     )
 
 
-def launch_context(svc, record: Record, nodes: list[NodeRecord], cluster: Record) -> LaunchContext:
+def launch_context(svc: Services, record: Record, nodes: list[NodeRecord], cluster: Record) -> LaunchContext:
     return LaunchContext(
         job_id=record.id,
         job_name=record.name,
@@ -208,7 +212,7 @@ def launch_context(svc, record: Record, nodes: list[NodeRecord], cluster: Record
     )
 
 
-def launch(svc, record: Record, nodes: list[NodeRecord], launched: list[Record], cluster: Record) -> None:
+def launch(svc: Services, record: Record, nodes: list[NodeRecord], launched: list[Record], cluster: Record) -> None:
     """Start the queued job on `nodes`: claim them, move it to running and hand them their tasks, in
     one store operation; the job, once running, is added to `launched`."""
     try:
@@ -233,7 +237,7 @@ def launch(svc, record: Record, nodes: list[NodeRecord], launched: list[Record],
         svc.wake_nodes([n.id for n in nodes])
 
 
-def fail_unlaunchable(svc, job_id: str, code: str, message: str) -> None:
+def fail_unlaunchable(svc: Services, job_id: str, code: str, message: str) -> None:
     record = svc.store.mutate(job_id, job_state.change(job_state.fail_unlaunchable, now=utcnow(), code=code, message=message))
     if record is not None:
         wake_job(svc, record, settled_view(record))  # a requeued job may have a lifecycle waiting

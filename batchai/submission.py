@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from batchai import ids, job_state, render
 from batchai.errors import ApiError
@@ -10,6 +11,9 @@ from batchai.model import JobCreateParameters, load_job_file, validate_name
 from batchai.ports import Conflict
 from batchai.records import new_record
 from batchai.wake import wake_cluster
+
+if TYPE_CHECKING:
+    from batchai.services import Services
 
 
 def cluster_capacity(cluster) -> int:
@@ -19,7 +23,7 @@ def cluster_capacity(cluster) -> int:
     return scale.get("manual", {}).get("targetNodeCount", 0)
 
 
-def check_cluster(svc, props, workspace_id: str):
+def check_cluster(svc: Services, props, workspace_id: str):
     cluster_id = props.cluster.id
     parsed = ids.parse(cluster_id)
     if parsed is None or parsed.kind != "clusters" or ids.key(parsed.workspace_id) != ids.key(workspace_id):
@@ -38,7 +42,7 @@ def check_cluster(svc, props, workspace_id: str):
     return cluster
 
 
-def submit_job(svc, job_id: str, params: JobCreateParameters, *, idempotency_key: str | None = None) -> dict:
+def submit_job(svc: Services, job_id: str, params: JobCreateParameters, *, idempotency_key: str | None = None) -> dict:
     """The one create-job path: validate against the cluster, store it queued, ask the cluster's
     controller for a pass (debounced: a burst of submissions is one pass). The job gets its durable
     lifecycle when the controller launches it; until then the stored queue is all there is to it.
@@ -78,7 +82,7 @@ DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 DEFAULT_RESOURCE_GROUP = "default"
 
 
-def submit_message(svc, message: dict, *, idempotency_key: str | None = None) -> dict:
+def submit_message(svc: Services, message: dict, *, idempotency_key: str | None = None) -> dict:
     """A submission message (queue body or blob drop) through the same create-job path.
 
     The message: `{"workspace", "experiment", "jobName", "job"}` where `job` is a job resource

@@ -19,15 +19,19 @@ timer runs a pass (and lowers the flag) within its maximum wait anyway.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from batchai.job_state import LAUNCHED, state_of
 from batchai.lifecycle import controller_instance, job_instance, lifecycle_input
 from batchai.ports import Record
 
+if TYPE_CHECKING:
+    from batchai.services import Services
+
 log = logging.getLogger("batchai.wake")
 
 
-def start_lifecycle(svc, job: Record, view: dict | None = None) -> None:
+def start_lifecycle(svc: Services, job: Record, view: dict | None = None) -> None:
     """Start the launched `job`'s lifecycle with `view` (what the caller just stored; None: it looks
     first), or wake the one it has. Idempotent: one lifecycle per job, whoever starts it first."""
     if state_of(job) in LAUNCHED and svc.engine.schedule("job_lifecycle", {**lifecycle_input(job), "view": view}, job_instance(job)):
@@ -35,7 +39,7 @@ def start_lifecycle(svc, job: Record, view: dict | None = None) -> None:
     wake_job(svc, job, view)
 
 
-def wake_job(svc, job: Record, view: dict | None = None) -> None:
+def wake_job(svc: Services, job: Record, view: dict | None = None) -> None:
     """A hint to the job's lifecycle, if it has one, to look at its job again (`view`: a terminal state
     just stored, which it may take as is). A lost hint only delays: its timer looks again."""
     try:
@@ -48,6 +52,6 @@ def wake_flag(cluster: Record) -> str:
     return f"wake:{cluster.internal['uuid']}"
 
 
-def wake_cluster(svc, cluster: Record | None) -> None:
+def wake_cluster(svc: Services, cluster: Record | None) -> None:
     if cluster is not None and svc.store.set_flag(wake_flag(cluster)):
         svc.engine.raise_event(controller_instance(cluster), "wake")

@@ -62,16 +62,17 @@ def schedule(svc: Services, cluster_id: str) -> int:
     try:
         while True:
             cluster = svc.store.get(cluster_id)
-            if cluster is None or cluster.internal.get("paused"):
-                return started
-            started += len(run_pass(svc, cluster_id))
-            with gate.mutex:
+            if cluster is not None and not cluster.internal.get("paused"):
+                started += len(run_pass(svc, cluster_id))
+            with gate.mutex:  # the check and the release in one step: a request now is never lost
                 if not gate.again:
+                    gate.running = False
                     return started
                 gate.again = False
-    finally:
-        with gate.mutex:
+    except BaseException:
+        with gate.mutex:  # what was asked for meanwhile waits for the controller's next pass
             gate.running = gate.again = False
+        raise
 
 
 def job_properties(record: Record):

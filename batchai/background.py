@@ -1,9 +1,13 @@
-"""Work the embedded host repeats in a thread: consuming the queue, scanning the drop box, uploading outputs."""
+"""Work done in a thread of its own: what the embedded host repeats (consuming the queue, scanning the
+drop box, uploading outputs), and functions called at their times (durable timers, simulated nodes)."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 
@@ -39,3 +43,40 @@ class Repeating:
                 busy = False
             if not busy:
                 self._stop.wait(self.interval)
+
+
+class TimerThread:
+    """Calls each function at its time, from one daemon thread named `name`, in time order. A function
+    that raises is logged and the others go on."""
+
+    def __init__(self, name: str, log: logging.Logger) -> None:
+        self.log = log
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def at(self, when: float, fn: Callable[[], None]) -> None:
+        with self._cv:
+            heapq.heappush(self._heap, (when, next(self._seq), fn))
+            self._cv.notify()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.time()):
+                    self._cv.wait(None if not self._heap else self._heap[0][0] - time.time())
+                if self._stopped:
+                    return
+                _, _, fn = heapq.heappop(self._heap)
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - one timer's failure must not stop the others
+                self.log.exception("a timer of %s failed", self._thread.name)

@@ -8,11 +8,7 @@ planes (or two test runs) never collide.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -27,6 +23,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.testing import InMemoryOrchestrationBackend
 
+from batchai.background import TimerThread
 from batchai.flow import ContextFlow, FlowTask, FlowTaskFailed, Orchestration, Retry, drive
 
 
@@ -94,41 +91,6 @@ def as_activity(name: str, fn: Callable[[Any], Any]) -> Callable:
     return activity
 
 
-class TimerThread:
-    """Calls each function at its time, from one thread."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._cv = threading.Condition()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="durable-timers", daemon=True)
-        self._thread.start()
-
-    def at(self, when: float, fn: Callable[[], None]) -> None:
-        with self._cv:
-            heapq.heappush(self._heap, (when, next(self._seq), fn))
-            self._cv.notify()
-
-    def stop(self) -> None:
-        with self._cv:
-            self._stopped = True
-            self._cv.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._stopped and (not self._heap or self._heap[0][0] > time.time()):
-                    self._cv.wait(None if not self._heap else self._heap[0][0] - time.time())
-                if self._stopped:
-                    return
-                _, _, fn = heapq.heappop(self._heap)
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - one timer's failure must not stop the others
-                logging.getLogger("batchai.engine").exception("a durable timer failed")
-
-
 class LoopbackBackend(InMemoryOrchestrationBackend):
     """The in-memory backend, listening on 127.0.0.1 on a port the OS picks. Its timers fire from one
     thread: the backend starts a sleeping thread per durable timer, and with a lifecycle per running job
@@ -136,7 +98,7 @@ class LoopbackBackend(InMemoryOrchestrationBackend):
 
     def start(self) -> str:
         self._shutdown_event.clear()
-        self._timers = TimerThread()
+        self._timers = TimerThread("durable-timers", logging.getLogger("batchai.engine"))
         server = grpc.server(ThreadPoolExecutor(max_workers=10))
         stubs.add_TaskHubSidecarServiceServicer_to_server(self, server)
         self._port = server.add_insecure_port("127.0.0.1:0")

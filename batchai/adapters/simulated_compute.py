@@ -20,8 +20,8 @@ the composition root gives the services as their `wake_nodes`.
 
 from __future__ import annotations
 
-import heapq
 import itertools
+import logging
 import re
 import threading
 import time
@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from batchai import node_protocol
+from batchai.background import TimerThread
 
 if TYPE_CHECKING:
     from batchai.services import Services
@@ -67,13 +68,8 @@ class SimulatedCompute:
         self._machines: dict[str, str] = {}  # machine -> node id
         self._evicted: set[str] = set()  # machines an eviction took, until stop_node
         self._machine_numbers = itertools.count()
-        self._queue: list[tuple[float, int, str, str]] = []  # (when, seq, action, node id)
-        self._seq = itertools.count()
-        self._cv = threading.Condition()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="simnode")
-        self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name="simulated-compute", daemon=True)
-        self._thread.start()
+        self._timers = TimerThread("simulated-compute", logging.getLogger("batchai.simulated"))
 
     # ----- the Compute port -----------------------------------------------------------------
 
@@ -130,29 +126,18 @@ class SimulatedCompute:
 
     def close(self) -> None:
         """Stops the thread that drives the nodes (they stop acting: simulated machines die with it)."""
-        with self._cv:
-            self._stopped = True
-            self._cv.notify()
+        self._timers.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ----- the nodes ------------------------------------------------------------------------
 
     def _at(self, when: float, action: str, node_id: str) -> None:
-        with self._cv:
-            heapq.heappush(self._queue, (when, next(self._seq), action, node_id))
-            self._cv.notify()
+        self._timers.at(when, lambda: self._dispatch(action, node_id))
 
-    def _loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._stopped and (not self._queue or self._queue[0][0] > time.time()):
-                    self._cv.wait(None if not self._queue else max(0.0, self._queue[0][0] - time.time()))
-                if self._stopped:
-                    return
-                _, _, action, node_id = heapq.heappop(self._queue)
-            node = self._nodes.get(node_id)
-            if node is not None and node.alive:
-                self._pool.submit(self._act, action, node)
+    def _dispatch(self, action: str, node_id: str) -> None:
+        node = self._nodes.get(node_id)
+        if node is not None and node.alive:
+            self._pool.submit(self._act, action, node)
 
     def _act(self, action: str, node) -> None:
         try:

@@ -129,10 +129,11 @@ def requeue(svc: Services, job_id: str, outcome: dict) -> Record | None:
     return updated or svc.store.get(record.id)
 
 
-def fail_tasks_of_node(svc: Services, node_id: str, error: str) -> None:
-    """The node is gone (silent, evicted, deallocated): its tasks are void, and their jobs' lifecycles look."""
-    for t in svc.store.tasks(node=node_id, states=["pending", "running", "killing"]):
-        if svc.store.update_task(t.id, only_if_state=["pending", "running", "killing"], state="finished", error=error, end_time=utcnow()):
+def fail_tasks_of_node(svc: Services, node_id: str, error: str, states: tuple[str, ...] = ("pending", "running", "killing")) -> None:
+    """The node is gone (silent, evicted, deallocated; `states`: its tasks that went with it): those tasks
+    are void, and their jobs' lifecycles look (a node setup task's "job" is its cluster: nothing to look)."""
+    for t in svc.store.tasks(node=node_id, states=states):
+        if svc.store.update_task(t.id, only_if_state=states, state="finished", error=error, end_time=utcnow()):
             job = svc.store.get(t.job)
             if job is not None and job.type == "jobs":
                 start_lifecycle(svc, job)

@@ -18,7 +18,7 @@ from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
 from batchai.lifecycle import NODE_LOST, utcnow
 from batchai.ports import TaskRecord
-from batchai.wake import start_lifecycle, wake_cluster
+from batchai.wake import wake_cluster
 
 if TYPE_CHECKING:
     from batchai.services import Services
@@ -27,21 +27,13 @@ SETUP_ATTEMPT = 0  # the attempt number of node setup tasks (jobs count from 1)
 LAST_SEEN_RESOLUTION = 1.0  # seconds; a node is silent only after node_timeout_seconds (15 by default)
 
 
-def _node_lost(svc: Services, job_key: str) -> None:
-    record = svc.store.get(job_key)
-    if record is not None:
-        start_lifecycle(svc, record)  # it requeues the job
-
-
 def register(svc: Services, node_id: str, body: dict) -> dict:
     node = svc.store.get_node(node_id)
     if node is None:
         return {"heartbeatSeconds": svc.settings.heartbeat_seconds}
     if node.boot_id and node.boot_id != body["bootId"]:
-        # The agent restarted: whatever it ran under its old boot is gone.
-        for t in svc.store.tasks(node=node_id, states=["running", "killing"]):
-            if svc.store.update_task(t.id, only_if_state=["running", "killing"], state="finished", error=NODE_LOST):
-                _node_lost(svc, t.job)
+        # The agent restarted: whatever it ran under its old boot is gone (what it had not started, it will).
+        jobs.fail_tasks_of_node(svc, node_id, NODE_LOST, states=("running", "killing"))
     joined = node.state in ("starting", "preparing")
     svc.store.update_node(
         node_id,

@@ -42,3 +42,26 @@ def test_unknown_operations_are_404(door):
     http, auth = door
     assert http.post("/internal/v1/nodes/n/reboot", headers=auth, json={}).status_code == 404
     assert http.get("/internal/v1/nodes/n/heartbeat", headers=auth).status_code == 404
+
+
+def test_an_agent_restarted_during_its_node_setup_registers_again(tmp_path):
+    """Its setup task (whose "job" is the cluster) is void; the new boot runs setup again."""
+    from batchai import node_protocol
+    from batchai.lifecycle import NODE_LOST
+    from batchai.ports import NodeRecord, Record, TaskRecord
+
+    host = EmbeddedHost(tmp_path, simulated_nodes={"heartbeat_seconds": 5.0})
+    host.build()
+    host.engine.start()
+    try:
+        cluster = "/subscriptions/s/resourcegroups/r/providers/microsoft.batchai/workspaces/w/clusters/c"
+        host.store.create(Record(id=cluster, type="clusters", name="c", parent="/w", body={"properties": {}}, internal={"uuid": "u"}))
+        host.store.put_node(NodeRecord("n1", cluster, "node-0", "preparing", boot_id="old"))
+        host.store.put_tasks([TaskRecord("setup-n1", cluster, "n1", 0, {}, state="running", boot_id="old")])
+        assert node_protocol.register(host.services, "n1", {"bootId": "new"}) == {"heartbeatSeconds": host.settings.heartbeat_seconds}
+        task = host.store.get_task("setup-n1")
+        assert (task.state, task.error) == ("finished", NODE_LOST)
+        assert host.store.get_node("n1").boot_id == "new"
+    finally:
+        host.engine.stop()
+        host.compute.close()

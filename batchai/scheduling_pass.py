@@ -63,7 +63,7 @@ def schedule(svc: Services, cluster_id: str) -> int:
         while True:
             cluster = svc.store.get(cluster_id)
             if cluster is not None and not cluster.internal.get("paused"):
-                started += len(run_pass(svc, cluster_id))
+                started += len(run_pass(svc, cluster))
             with gate.mutex:  # the check and the release in one step: a request now is never lost
                 if not gate.again:
                     gate.running = False
@@ -125,7 +125,7 @@ def release_stale_claims(svc: Services, nodes: list[NodeRecord], active: dict[st
     return bool(stale)
 
 
-def run_pass(svc: Services, cluster_id: str) -> list[str]:
+def run_pass(svc: Services, cluster: Record) -> list[str]:
     """Start what fits now; returns the ids of the jobs started.
 
     Each launched job's lifecycle starts with what the pass stored, once the pass has placed
@@ -133,7 +133,7 @@ def run_pass(svc: Services, cluster_id: str) -> list[str]:
     notice soon)."""
     launched: list[Record] = []
     try:
-        _place_and_launch(svc, cluster_id, launched)
+        _place_and_launch(svc, cluster, launched)
     finally:
         now = time.time()
         for record in launched:
@@ -144,7 +144,8 @@ def run_pass(svc: Services, cluster_id: str) -> list[str]:
     return [r.id for r in launched]
 
 
-def _place_and_launch(svc: Services, cluster_id: str, launched: list[Record]) -> None:
+def _place_and_launch(svc: Services, cluster: Record, launched: list[Record]) -> None:
+    cluster_id = cluster.id
     now = time.time()
     timeout = svc.settings.node_timeout_seconds
     nodes = svc.store.nodes(cluster_id)
@@ -160,10 +161,9 @@ def _place_and_launch(svc: Services, cluster_id: str, launched: list[Record]) ->
     if not queued:
         return
     plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout))
-    cluster = svc.store.get(cluster_id) if plan else None
     for job_id, node_ids in plan:
         record = svc.store.get(job_id)
-        if record is not None and cluster is not None:
+        if record is not None:
             launch(svc, record, [free[n] for n in node_ids], launched, cluster)
 
 

@@ -117,7 +117,7 @@ def test_a_pass_that_fails_half_way_still_starts_the_lifecycles_of_the_jobs_it_l
 
     monkeypatch.setattr(scheduling, "launch", launch_then_fail)
     with pytest.raises(RuntimeError, match="mid-pass"):
-        scheduling.run_pass(host.services, cluster(host))
+        scheduling.run_pass(host.services, host.store.get(cluster(host)))
     first, second = host.store.get(job_id(host, "first")), host.store.get(job_id(host, "second"))
     assert first.properties["executionState"] == "running"
     assert host.engine.status(job_instance(first)) is not None

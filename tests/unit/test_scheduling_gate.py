@@ -26,7 +26,7 @@ def passes(monkeypatch):
     """run_pass replaced by one that blocks until released, counting the passes that ran."""
     state = SimpleNamespace(count=0, running=threading.Event(), release=threading.Semaphore(0))
 
-    def run_pass(svc, cluster_id):
+    def run_pass(svc, cluster):
         state.count += 1
         state.running.set()
         state.release.acquire()
@@ -58,7 +58,7 @@ def test_a_paused_cluster_runs_no_pass(passes):
 
 
 def test_a_failing_pass_opens_the_gate(monkeypatch):
-    def broken(svc, cluster_id):
+    def broken(svc, cluster):
         raise RuntimeError("store down")
 
     monkeypatch.setattr(scheduling_pass, "run_pass", broken)

@@ -46,7 +46,11 @@ def require_api_version(request: Request) -> None:
 
 
 async def json_body(request: Request, *, required: bool = True) -> dict:
-    raw = await request.body()
+    return json_object(await request.body(), required=required)
+
+
+def json_object(raw: bytes, *, required: bool = True) -> dict:
+    """A request body that must be a JSON object (400 otherwise; empty is `{}` unless `required`)."""
     if not raw.strip():
         if required:
             raise ApiError.bad_request("The request body is required.")

@@ -21,6 +21,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from batchai import node_protocol as protocol
+from batchai.api.arm import json_object
 from batchai.errors import ApiError
 
 PREFIX = "/internal/v1/nodes/"
@@ -109,11 +110,4 @@ async def _json_object(receive) -> dict:
             raise ApiError(413, "RequestTooLarge", f"A node request is limited to {MAX_BODY_BYTES} bytes.")
         chunks.append(chunk)
         if not message.get("more_body"):
-            break
-    try:
-        body = orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError as exc:
-        raise ApiError.bad_request(f"The node request is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError.bad_request("A node request is a JSON object.")
-    return body
+            return json_object(b"".join(chunks))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from batchai import job_state, jobs
+from batchai import job_state, jobs, scheduling_pass
 from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
 from batchai.lifecycle import NODE_LOST, utcnow
@@ -145,6 +145,7 @@ def beat(svc: Services, node_id: str, body: dict) -> dict:
     now = time.time()
     if now - node.last_seen >= LAST_SEEN_RESOLUTION:  # a write per beat was most of the store's writes
         svc.store.update_node(node_id, last_seen=now)
-    acked = _record_results(svc, node_id, body)
+    with scheduling_pass.answering(node_id):  # the orders below answer for what it starts here
+        acked = _record_results(svc, node_id, body)
     start, kill = _orders(svc, node_id, body)
     return {"start": start, "kill": kill, "ack": acked, "action": "ok"}

@@ -20,13 +20,16 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from batchai import ids, job_state
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
 from batchai.lifecycle import launch_view, parse_time, settled_view, utcnow, wall_clock_seconds
 from batchai.model import JobCreateParameters
-from batchai.ports import JobSummary, NodeRecord, Record, TaskRecord
+from batchai.ports import JobSummary, NodeRecord, Record, Store, TaskRecord
 from batchai.scheduling import QueuedJob, place
 from batchai.wake import start_lifecycle, wake_job
 
@@ -34,6 +37,24 @@ if TYPE_CHECKING:
     from batchai.services import Services
 
 log = logging.getLogger("batchai.scheduling")
+
+# How far past what fits on the free nodes a pass looks for a job to start (backfill candidates
+# behind a head that has to wait): Slurm's default_queue_depth. Deeper jobs wait for their turn.
+QUEUE_DEPTH = 100
+
+
+# The node whose report runs this pass (in this thread): what it launches there rides back on the
+# report's answer, so waking the node's long poll too would only cost both sides a round trip.
+_answering: ContextVar[str | None] = ContextVar("answering", default=None)
+
+
+@contextmanager
+def answering(node_id: str) -> Iterator[None]:
+    token = _answering.set(node_id)
+    try:
+        yield
+    finally:
+        _answering.reset(token)
 
 
 class _Gate:
@@ -113,7 +134,7 @@ def busy_until(nodes: list[NodeRecord], active: dict[str, JobSummary], now: floa
     return ends
 
 
-def release_stale_claims(svc: Services, nodes: list[NodeRecord], active: dict[str, JobSummary]) -> bool:
+def release_stale_claims(store: Store, nodes: list[NodeRecord], active: dict[str, JobSummary]) -> bool:
     """Nodes held by a job that is not running: a launch or an ending died half-way. Free them.
 
     Passes of one cluster never overlap, and a launch claims and starts its job inside one pass,
@@ -121,7 +142,7 @@ def release_stale_claims(svc: Services, nodes: list[NodeRecord], active: dict[st
     """
     stale = {n.job for n in nodes if n.job and ids.key(n.job) not in active}
     for job_id in stale:
-        svc.store.release_nodes(job_id)
+        store.release_nodes(job_id)
     return bool(stale)
 
 
@@ -133,7 +154,10 @@ def run_pass(svc: Services, cluster: Record) -> list[str]:
     notice soon)."""
     launched: list[Record] = []
     try:
-        _place_and_launch(svc, cluster, launched)
+        for job_id, nodes in decide(svc.store, cluster.id, time.time(), svc.settings.node_timeout_seconds):
+            record = svc.store.get(job_id)
+            if record is not None:
+                launch(svc, record, nodes, launched, cluster)
     finally:
         now = time.time()
         for record in launched:
@@ -144,27 +168,20 @@ def run_pass(svc: Services, cluster: Record) -> list[str]:
     return [r.id for r in launched]
 
 
-def _place_and_launch(svc: Services, cluster: Record, launched: list[Record]) -> None:
-    cluster_id = cluster.id
-    now = time.time()
-    timeout = svc.settings.node_timeout_seconds
-    nodes = svc.store.nodes(cluster_id)
+def decide(store: Store, cluster_id: str, now: float, timeout: float) -> list[tuple[str, list[NodeRecord]]]:
+    """What a pass starts, `(job id, its nodes)` in start order; stale claims are freed first."""
+    nodes = store.nodes(cluster_id)
     held = any(n.job for n in nodes)
-    active = {ids.key(j.id): j for j in svc.store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
-    if release_stale_claims(svc, nodes, active):
-        nodes = svc.store.nodes(cluster_id)
+    active = {ids.key(j.id): j for j in store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
+    if release_stale_claims(store, nodes, active):
+        nodes = store.nodes(cluster_id)
     # Nodes before the queue: on a busy cluster there is nothing to place, and reading the queue costs.
     free = {n.id: n for n in nodes if usable(n, now, timeout)}
     if not free:
-        return
-    queued = svc.store.job_summaries(cluster_id, ("queued",))
-    if not queued:
-        return
-    plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout))
-    for job_id, node_ids in plan:
-        record = svc.store.get(job_id)
-        if record is not None:
-            launch(svc, record, [free[n] for n in node_ids], launched, cluster)
+        return []
+    queued = store.queue_head(cluster_id, QUEUE_DEPTH + len(free))
+    plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout)) if queued else []
+    return [(job_id, [free[n] for n in node_ids]) for job_id, node_ids in plan]
 
 
 def file_server_export(svc: Services):
@@ -235,7 +252,7 @@ def launch(svc: Services, record: Record, nodes: list[NodeRecord], launched: lis
     started = svc.store.start_job(cluster.id, record.id, [n.id for n in nodes], start, task_records)
     if started is not None:
         launched.append(started)
-        svc.wake_nodes([n.id for n in nodes])
+        svc.wake_nodes([n.id for n in nodes if n.id != _answering.get()])
 
 
 def fail_unlaunchable(svc: Services, job_id: str, code: str, message: str) -> None:

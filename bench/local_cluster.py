@@ -248,8 +248,27 @@ async def submit_all(url: str, names: list[str], cluster_id: str, concurrency: i
     return times
 
 
-def throughput(http: httpx.Client, url: str, cluster_id: str, count: int, concurrency: int, timeout: float) -> dict:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU time of a process, of its reaped children: a node agent's jobs), from /proc."""
+    fields = [int(f) for f in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:15]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (fields[0] + fields[1]) / tick, (fields[2] + fields[3]) / tick
+
+
+def cpu_snapshot(server_pid: int, data_dir: Path) -> dict[str, float]:
+    agents = jobs = 0.0
+    for pid in agent_pids(data_dir):
+        try:
+            own, children = cpu_seconds(pid)
+        except OSError:
+            continue
+        agents, jobs = agents + own, jobs + children
+    return {"server": cpu_seconds(server_pid)[0], "agents": agents, "jobs": jobs}
+
+
+def throughput(http: httpx.Client, url: str, cluster_id: str, count: int, concurrency: int, timeout: float, server: Server) -> dict:
     names = [f"t{i:05d}" for i in range(count)]
+    cpu_before = cpu_snapshot(server.proc.pid, server.data_dir)
     log(f"throughput: submitting {count} jobs at once ({concurrency} concurrent connections)")
     t0 = time.time()
     submitted = asyncio.run(submit_all(url, names, cluster_id, concurrency))
@@ -274,6 +293,7 @@ def throughput(http: httpx.Client, url: str, cluster_id: str, count: int, concur
             break
         time.sleep(POLL_SECONDS)
     t_observed = time.time()
+    cpu_after = cpu_snapshot(server.proc.pid, server.data_dir)
 
     first_submit = min(s for s, _ in submitted.values())
     ends = [
@@ -306,6 +326,8 @@ def throughput(http: httpx.Client, url: str, cluster_id: str, count: int, concur
         "observedAllTerminalSeconds": t_observed - first_submit,
         "jobsPerSecond": (succeeded + failed) / window if window > 0 else None,
         "completionsPer10Seconds": buckets,
+        # CPU per job over the whole phase (the observer's polls included), by process
+        "cpuMsPerJob": {k: (cpu_after[k] - cpu_before[k]) * 1000 / count for k in cpu_after},
     }
 
 
@@ -349,6 +371,8 @@ def figures_block(result: dict) -> str:
             f"  all {t['jobs']} PUTs answered after:            {t['submitSeconds']:.2f} s"
             f" (per PUT p50 {t['submitAckSeconds']['p50'] * 1000:.0f} ms, max {t['submitAckSeconds']['max'] * 1000:.0f} ms)",
             f"  succeeded / failed / unfinished:          {t['succeeded']} / {t['failed']} / {t['unfinished']}",
+            f"  CPU per job: control plane {t['cpuMsPerJob']['server']:.1f} ms, node agents {t['cpuMsPerJob']['agents']:.1f} ms,"
+            f" the jobs' processes {t['cpuMsPerJob']['jobs']:.1f} ms",
         ]
     lat = result.get("latency")
     if lat:
@@ -406,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         result["environment"]["clusterReadySeconds"] = time.time() - t
         log(f"cluster ready: {args.nodes} idle nodes after {time.time() - t:.1f} s")
         if args.jobs > 0:
-            result["throughput"] = throughput(http, server.url, cluster_id, args.jobs, args.concurrency, args.timeout)
+            result["throughput"] = throughput(http, server.url, cluster_id, args.jobs, args.concurrency, args.timeout, server)
         if args.latency_samples > 0:
             result["latency"] = latency(http, cluster_id, args.latency_samples, args.poll, timeout=120)
     except BaseException as exc:  # noqa: BLE001 - report, clean up, then fail

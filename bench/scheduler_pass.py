@@ -4,13 +4,14 @@
 
 Two figures per scenario, median and worst of `--repeat` passes:
 - policy: `batchai.scheduling.place` alone (order, gang fit, fairness, backfill), pure;
-- pass: what a controller pass spends deciding, from a SQLite store holding the jobs and nodes:
-  reading the nodes, the running jobs' and the queue's summaries, then the policy. Launching the
+- pass: what a controller pass spends deciding (`scheduling_pass.decide`), from a SQLite store
+  holding the jobs and nodes: reading the nodes, the running jobs' summaries and the head of the
+  queue (`QUEUE_DEPTH` past the idle nodes), then the policy. Launching the
   chosen jobs is per started job, not per pass, and is left out (the simulated-cluster bench
   covers it).
 Scenarios: an idle cluster (1,000 idle nodes: hundreds of jobs placed), a busy one (all nodes
 running, none idle: the pass stops before the queue), and a nearly busy one (50 idle nodes,
-the head of the queue blocked, the rest a backfill scan of the whole queue). Target: < 50 ms.
+the head of the queue blocked, the rest a backfill scan of the queue's head). Target: < 50 ms.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from batchai.lifecycle import utcnow  # noqa: E402
 from batchai.ports import NodeRecord  # noqa: E402
 from batchai.records import new_record  # noqa: E402
 from batchai.scheduling import place  # noqa: E402
-from batchai.scheduling_pass import busy_until, queued_job, usable  # noqa: E402
+from batchai.scheduling_pass import busy_until, decide, queued_job, usable  # noqa: E402
 
 SUB, RG, WS = "00000000-0000-0000-0000-000000000000", "bench", "ws"
 WALL_CLOCKS = ["PT10M", "PT1H", "PT4H", "P1D", None]
@@ -76,18 +77,6 @@ def occupy(store: SqliteStore, cluster: str, busy: int, rng: random.Random) -> N
         store.claim_nodes(cluster, job_id, [f"n{i:04d}"])
 
 
-def decide(store: SqliteStore, cluster: str) -> int:
-    """What run_pass does before launching: the same reads and the same policy call."""
-    now = time.time()
-    nodes = store.nodes(cluster)
-    active = {ids.key(j.id): j for j in store.job_summaries(cluster, ("running", "terminating"))} if any(n.job for n in nodes) else {}
-    free = [n.id for n in nodes if usable(n, now, 60.0)]
-    if not free:
-        return 0
-    queued = store.job_summaries(cluster, ("queued",))
-    return len(place([queued_job(q) for q in queued], free, busy_until(nodes, active, now, 60.0)))
-
-
 def timed(fn, repeat: int) -> tuple[dict, int]:
     times, result = [], 0
     for _ in range(repeat):
@@ -118,7 +107,7 @@ def main(argv=None) -> int:
         free = [n.id for n in nodes if usable(n, now, 60.0)]
         ends = busy_until(nodes, active, now, 60.0)
         policy, placed = timed(lambda free=free, ends=ends: place(queue, free, ends), args.repeat)
-        full, _ = timed(lambda: decide(store, cluster), args.repeat)
+        full, _ = timed(lambda: decide(store, cluster, time.time(), 60.0), args.repeat)
         results[name] = {"idleNodes": len(free), "placed": len(placed), "policy": policy, "pass": full}
         print(
             f"[pass] {name:10s}: {len(free):4d} idle nodes, {len(placed):4d} jobs placed;"

@@ -37,6 +37,7 @@ from azure.cosmos.exceptions import (
 from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
 from batchai.ports import Conflict, JobSummary, Mutation, NodeRecord, Record, TaskRecord
+from batchai.scheduling import head_groups
 
 _PARTITION_KEYS = {"resources": "/pk", "nodes": "/id", "tasks": "/id", "operations": "/id", "settings": "/id"}
 _NODE_FIELDS = [f.name for f in fields(NodeRecord)]
@@ -49,6 +50,13 @@ Doc = dict[str, Any]
 def item_id(ref: str) -> str:
     """A Cosmos-safe item id for any original id: ids may not hold '/', ARM ids are made of them."""
     return hashlib.sha256(ref.encode()).hexdigest()
+
+
+_SUMMARY_SELECT = "c.ref, c.seq, c.parent, c.state, c.node_count, c.priority, c.max_wall_clock, c.start_time"
+
+
+def _summary(row: Doc) -> JobSummary:
+    return JobSummary._make(row.get("ref" if f == "id" else f) for f in JobSummary._fields)
 
 
 def _partition(key: str) -> str:
@@ -275,9 +283,28 @@ class CosmosStore:
             f"c.type = 'jobs' AND c.cluster = @cluster AND {clause}",
             {**params, "@cluster": cluster_key},
             _partition(cluster_key),
-            select="c.ref, c.seq, c.parent, c.state, c.node_count, c.priority, c.max_wall_clock, c.start_time",
+            select=_SUMMARY_SELECT,
         )
-        return [JobSummary._make(row.get("ref" if f == "id" else f) for f in JobSummary._fields) for row in rows]
+        return [_summary(row) for row in rows]
+
+    def queue_head(self, cluster: str, depth: int) -> list[JobSummary]:
+        # Cosmos has GROUP BY, its stand-in does not: the groups come from a three-field projection.
+        cluster_key = ids.key(cluster)
+        pk = _partition(cluster_key)
+        queued = "c.type = 'jobs' AND c.cluster = @cluster AND c.state = 'queued'"
+        oldest: dict[tuple[str | None, str], int] = {}
+        for row in self._resources(queued, {"@cluster": cluster_key}, pk, select="c.priority, c.parent, c.seq"):
+            oldest.setdefault((row.get("priority"), row["parent"]), row["seq"])  # in seq order: the first is the oldest
+        rows = []
+        for priority, parent in head_groups(((p, e, seq) for (p, e), seq in oldest.items()), depth):
+            rows += self._resources(
+                f"{queued} AND c.priority = @priority AND c.parent = @parent",
+                {"@cluster": cluster_key, "@priority": priority, "@parent": parent},
+                pk,
+                select=f"TOP {int(depth)} {_SUMMARY_SELECT}",
+            )
+        rows.sort(key=lambda row: row["seq"])
+        return [_summary(row) for row in rows]
 
     # -- nodes ------------------------------------------------------------------------------
     def put_node(self, node: NodeRecord) -> None:

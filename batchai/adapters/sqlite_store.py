@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, fields
+from operator import itemgetter
 from pathlib import Path
 
 import orjson
@@ -21,6 +22,7 @@ from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
 from batchai.adapters.sqlite_db import SqliteDb
 from batchai.ports import Conflict, JobSummary, Mutation, NodeRecord, Record, TaskRecord
+from batchai.scheduling import head_groups
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -105,9 +107,11 @@ class SqliteStore(SqliteDb):
                 for name in missing:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {wanted[name]}")
                 if table == "resources":
+                    # covers job_summaries and queue_head (one experiment's queue of one priority, in order)
+                    db.execute("DROP INDEX IF EXISTS resources_scheduling")
                     db.execute(
-                        "CREATE INDEX IF NOT EXISTS resources_scheduling ON resources"
-                        "(cluster, state, type, seq, id, parent, node_count, priority, wall_clock, start_time)"
+                        "CREATE INDEX IF NOT EXISTS resources_queue ON resources"
+                        "(cluster, state, type, priority, parent, seq, id, node_count, wall_clock, start_time)"
                     )
                 if table == "resources" and missing:
                     for row in db.execute("SELECT * FROM resources WHERE type='jobs'").fetchall():
@@ -243,6 +247,21 @@ class SqliteStore(SqliteDb):
             f" WHERE type='jobs' AND cluster=? AND state IN ({','.join('?' * len(states))}) ORDER BY seq",
             (ids.key(cluster), *states),
         ).fetchall()
+        return list(map(JobSummary._make, rows))
+
+    def queue_head(self, cluster: str, depth: int) -> list[JobSummary]:
+        key = ids.key(cluster)
+        cursor = self._db().cursor()
+        cursor.row_factory = None
+        queued = "type='jobs' AND cluster=? AND state='queued'"
+        groups = cursor.execute(f"SELECT priority, parent, MIN(seq) FROM resources WHERE {queued} GROUP BY priority, parent", (key,))
+        rows = []
+        for priority, parent in head_groups(groups.fetchall(), depth):
+            rows += cursor.execute(
+                f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM resources WHERE {queued} AND priority IS ? AND parent=? ORDER BY seq LIMIT ?",
+                (key, priority, parent, depth),
+            ).fetchall()
+        rows.sort(key=itemgetter(1))
         return list(map(JobSummary._make, rows))
 
     # -- nodes --------------------------------------------------------------------------

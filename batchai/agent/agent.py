@@ -60,6 +60,8 @@ class ControlPlane:
         self._token = token
         self._file = url_file
         self.url = url.rstrip("/") if url else None
+        self._pool_lock = threading.Lock()
+        self._idle: list[tuple[str, http.client.HTTPConnection]] = []
         if self._file:
             self.reload()
 
@@ -77,35 +79,46 @@ class ControlPlane:
             return False
         log.info("control plane at %s", url)
         self.url = url
+        self.close()
         return True
 
+    def close(self) -> None:
+        """Closes the kept-alive connections."""
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for _, conn in idle:
+            conn.close()
+
     def post(self, path: str, body: dict, timeout: float) -> dict:
-        if not self.url:
+        url = self.url
+        if not url:
             raise Unreachable("the control plane's address is not known yet")
-        parts = urlsplit(self.url)
-        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         data = json.dumps(body).encode()
+        path = urlsplit(url).path.rstrip("/") + path
+        # Connections are kept alive (a node calls at least once a second; a new one per call cost both
+        # sides more than the call). A kept one the server has closed since fails before any answer:
+        # that call is made again on a new connection.
+        conn, reused = self._connection(url, timeout)
         try:
-            conn = cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
             try:
-                conn.request(
-                    "POST",
-                    parts.path.rstrip("/") + path,
-                    body=data,
-                    headers={
-                        "Authorization": f"Bearer {self._token}",
-                        "Content-Type": "application/json",
-                        "Connection": "close",
-                    },
-                )
-                resp = conn.getresponse()
-                text = resp.read().decode("utf-8", "replace")
-            finally:
+                status, text, reusable = self._exchange(conn, path, data)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 conn.close()
+                if not reused:
+                    raise
+                conn, reused = self._connection(url, timeout, fresh=True)
+                status, text, reusable = self._exchange(conn, path, data)
         except (OSError, http.client.HTTPException) as e:
+            conn.close()
             raise Unreachable(f"{type(e).__name__}: {e}") from None
-        if resp.status != 200:
-            raise HttpError(resp.status, text)
+        with self._pool_lock:
+            kept = reusable and url == self.url  # not after a move: reload() closed the pool
+            if kept:
+                self._idle.append((url, conn))
+        if not kept:
+            conn.close()
+        if status != 200:
+            raise HttpError(status, text)
         try:
             answer = json.loads(text) if text else {}
         except ValueError:
@@ -113,6 +126,32 @@ class ControlPlane:
         if not isinstance(answer, dict):
             raise Unreachable("the control plane's answer is not a JSON object")
         return answer
+
+    def _connection(self, url: str, timeout: float, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """(a connection to `url` whose calls time out after `timeout`, whether it was kept from before)."""
+        conn = None
+        if not fresh:
+            with self._pool_lock:
+                while self._idle and conn is None:
+                    kept_url, kept = self._idle.pop()
+                    if kept_url == url:
+                        conn = kept
+                    else:
+                        kept.close()
+        if conn is not None and conn.sock is not None:
+            conn.sock.settimeout(timeout)
+            return conn, True
+        parts = urlsplit(url)
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        return cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout), False
+
+    def _exchange(self, conn: http.client.HTTPConnection, path: str, data: bytes) -> tuple[int, str, bool]:
+        """(status, body, whether the connection can carry another call) of one POST."""
+        headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
+        conn.request("POST", path, body=data, headers=headers)
+        resp = conn.getresponse()
+        text = resp.read().decode("utf-8", "replace")
+        return resp.status, text, not resp.will_close
 
 
 class Agent:
@@ -209,6 +248,7 @@ class Agent:
             except (Unreachable, HttpError) as e:
                 log.warning("could not report the last results: %s", e)
         self._write_pids()
+        self.cp.close()
         if self._exec is not None:
             self._exec.stop()
         log.info("agent stopped")
@@ -411,7 +451,6 @@ class Agent:
             f" ({result['error']})" if result.get("error") == TERMINATED else "",
         )
         self._write_pids()
-        self._wake.set()
         threading.Thread(target=self._report_now, name="report", daemon=True).start()
 
     def _report_now(self) -> None:

@@ -60,8 +60,10 @@ class NodeDoor:
             status = 200
         except ApiError as exc:
             answer, status = exc.to_body(), exc.status
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": orjson.dumps(answer)})
+        body = orjson.dumps(answer)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _handle(self, scope, receive) -> dict:
         node_id, _, action = scope["path"][len(PREFIX) :].partition("/")

@@ -55,6 +55,20 @@ def queue_order(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
     return ordered
 
 
+def head_groups(groups: Iterable[tuple[str | None, str, int]], depth: int) -> list[tuple[str | None, str]]:
+    """Of a queue's `(priority, experiment, oldest seq)` groups, those whose jobs can be among the
+    first `depth` of `queue_order`: the groups of the `depth` (rank, experiment) pairs first by
+    rank, then by their oldest job. Any other pair's first job has the first jobs of `depth`
+    pairs before it. (Priorities of one rank, None and "normal", are one pair in the order.)"""
+    pairs: dict[tuple[int, str], list] = {}
+    for priority, experiment, oldest in groups:
+        pair = pairs.setdefault((PRIORITY_RANK.get(priority or "normal", 1), experiment), [math.inf, []])
+        pair[0] = min(pair[0], oldest)
+        pair[1].append(priority)
+    ranked = sorted(pairs.items(), key=lambda item: (item[0][0], item[1][0]))[:depth]
+    return [(priority, experiment) for (_, experiment), (_, priorities) in ranked for priority in priorities]
+
+
 def reservation(need: int, free: int, ends: Sequence[float]) -> tuple[float, float]:
     """(when the head can start, how many nodes will be spare then) given sorted busy-node ends.
 

@@ -16,6 +16,8 @@ import pytest
 from batchai.adapters.cosmos_store import CosmosStore
 from batchai.adapters.sqlite_store import SqliteStore
 from batchai.ports import Conflict, JobSummary, NodeRecord, Record, Store, TaskRecord
+from batchai.scheduling import queue_order
+from batchai.scheduling_pass import queued_job
 from tests.support.cosmos_server import client, cosmos_server
 
 RG = "/subscriptions/s/resourceGroups/rg"
@@ -197,6 +199,26 @@ def test_job_summaries_carry_what_scheduling_reads(store):
         ),
     ]
     assert store.job_summaries(CL, ["failed"]) == []
+
+
+def test_queue_head_holds_the_first_jobs_of_the_queue_order(store):
+    experiments = [EXP, WS + "/experiments/e2", WS + "/experiments/e3"]
+    for exp in experiments[1:]:
+        store.create(Record(exp, "experiments", exp.rsplit("/", 1)[1], WS, {"properties": {}}))
+    priorities = [None, "high", "normal", "low"]
+    for i in range(24):
+        record = job(f"j{i:02d}", "running" if i % 7 == 3 else "queued", exp=experiments[i * 5 % 3])
+        if priorities[i * 7 % 4]:
+            record.properties["schedulingPriority"] = priorities[i * 7 % 4]
+        store.create(record)
+    queue = [queued_job(s) for s in store.job_summaries(CL, ["queued"])]
+    for depth in (1, 2, 5, 30):
+        head = store.queue_head(shouted(CL), depth)
+        assert {q.id for q in queue_order(queue)[:depth]} <= {s.id for s in head}
+        assert [s.seq for s in head] == sorted(s.seq for s in head)
+        assert {s.state for s in head} == {"queued"} and len(head) == len({s.id for s in head})
+    assert len(store.queue_head(CL, 30)) == len(queue)
+    assert store.queue_head(WS + "/clusters/none", 5) == []
 
 
 # -- nodes -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from urllib.parse import unquote
 import pytest
 
 from batchai.adapters.local_compute import LocalCompute
+from batchai.agent.agent import ControlPlane
 from batchai.agent.runner import TaskRunner
 from batchai.frameworks.plan import NodeTask, Process
 from tests.support.waiting import until
@@ -93,6 +95,8 @@ class _Handler(BaseHTTPRequestHandler):
         cp: FakeControlPlane = self.server.cp
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
+        with cp.cond:
+            cp.connections[self.client_address] = self.connection
         if cp.closed:
             self.close_connection = True
             return
@@ -139,6 +143,7 @@ class FakeControlPlane:
         self.results: dict[str, dict] = {}  # first report of each task
         self.reports: list[dict] = []  # every finished entry received
         self.refused: list[str] = []  # the path of every request refused for its token
+        self.connections: dict[tuple, socket.socket] = {}  # every client connection, by its address
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.cp = self
@@ -302,6 +307,21 @@ def node(cp, nodes) -> dict:
 
 
 # ----- tests ------------------------------------------------------------------------------------
+
+
+def test_calls_share_a_kept_alive_connection_and_outlive_its_close(cp):
+    client = ControlPlane(token=TOKEN, url=cp.url)
+    path = "/internal/v1/nodes/n1/"
+    client.post(path + "register", {"bootId": "b1"}, 5)
+    beat = {"bootId": "b1", "running": [], "finished": [], "waitSeconds": 0}
+    for _ in range(3):
+        assert client.post(path + "heartbeat", beat, 5)["action"] == "ok"
+    assert len(cp.connections) == 1
+    for conn in list(cp.connections.values()):  # the server ends the idle connection, as uvicorn's keep-alive timeout does
+        conn.shutdown(socket.SHUT_RDWR)
+    assert client.post(path + "heartbeat", beat, 5)["action"] == "ok"
+    assert len(cp.connections) == 2 and len(cp.beats) == 4
+    client.close()
 
 
 def test_register_body(cp, node):

@@ -7,7 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchai.scheduling import QueuedJob, place, queue_order
+from batchai.scheduling import QueuedJob, head_groups, place, queue_order
 
 HOUR = 3600.0
 
@@ -127,3 +127,20 @@ def test_without_busy_nodes_every_job_that_fits_alone_is_placed_in_order(specs, 
     placements = place(jobs, [f"n{i}" for i in range(idle)])
     if sum(j.node_count for j in jobs) <= idle:
         assert ids_of(placements) == [j.id for j in queue_order(jobs)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([None, "low", "normal", "high"]), st.sampled_from("abcdef")), max_size=40),
+    st.integers(min_value=1, max_value=12),
+)
+def test_the_head_groups_hold_the_first_jobs_of_the_queue_order(specs, depth):
+    """What a store's queue_head returns (each picked group's `depth` oldest) holds the queue's first `depth`."""
+    jobs = [QueuedJob(f"j{seq}", 1, priority or "normal", seq, experiment) for seq, (priority, experiment) in enumerate(specs)]
+    groups: dict[tuple, list[QueuedJob]] = {}
+    for (priority, experiment), job in zip(specs, jobs, strict=True):
+        groups.setdefault((priority, experiment), []).append(job)
+    picked = head_groups([(p, e, members[0].seq) for (p, e), members in groups.items()], depth)
+    head = {job.id for group in picked for job in groups[group][:depth]}
+    assert {job.id for job in queue_order(jobs)[:depth]} <= head
+    assert len({(p or "normal", e) for p, e in picked}) <= depth

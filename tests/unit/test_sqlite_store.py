@@ -105,7 +105,7 @@ def test_job_summaries_follow_every_write_and_older_data_dirs_are_migrated(store
     assert store.job_summaries(CL, ["queued"]) == []
 
     db = store._db()  # a data dir from before the scheduling columns existed
-    db.execute("DROP INDEX resources_scheduling")
+    db.execute("DROP INDEX resources_queue")
     for column in ("node_count", "priority", "wall_clock", "start_time"):
         db.execute(f"ALTER TABLE resources DROP COLUMN {column}")
     db.commit()

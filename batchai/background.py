@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -80,3 +81,29 @@ class TimerThread:
                 fn()
             except Exception:  # noqa: BLE001 - one timer's failure must not stop the others
                 self.log.exception("a timer of %s failed", self._thread.name)
+
+
+class Serial:
+    """Calls the functions it is given one after another, in the order given, from one daemon thread
+    named `name`: work a request hands off so that its answer does not wait for it. A function that
+    raises is logged and the others go on. `stop` calls what was given before it, then ends."""
+
+    def __init__(self, name: str, log: logging.Logger) -> None:
+        self.log = log
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def __call__(self, fn: Callable[[], None]) -> None:
+        self._queue.put(fn)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (fn := self._queue.get()) is not None:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - one failure must not stop what comes after it
+                self.log.exception("a call handed to %s failed", self._thread.name)

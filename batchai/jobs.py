@@ -9,6 +9,7 @@ exactly once: the transitions are compare-and-set, and the follow-ups are idempo
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from batchai import job_state, scheduling_pass
@@ -71,7 +72,7 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
 def _ended(svc: Services, record: Record, tasks: list[TaskRecord]) -> None:
     stop_tasks(svc, record, tasks)
     unmount_job_volumes(svc, record)
-    wake_job(svc, record, settled_view(record))
+    svc.defer(partial(wake_job, svc, record, settled_view(record)))
     if svc.store.release_nodes(record.id):
         nodes_freed(svc, record)
 

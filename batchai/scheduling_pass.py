@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING
 
 from batchai import ids, job_state
@@ -161,11 +162,15 @@ def run_pass(svc: Services, cluster: Record) -> list[str]:
     finally:
         now = time.time()
         for record in launched:
-            try:
-                start_lifecycle(svc, record, launch_view(record, now))
-            except Exception:  # noqa: BLE001 - the host's reconciliation starts it after a restart
-                log.exception("starting the lifecycle of %s failed", record.id)
+            svc.defer(partial(_start_lifecycle, svc, record, launch_view(record, now)))
     return [r.id for r in launched]
+
+
+def _start_lifecycle(svc: Services, record: Record, view: dict) -> None:
+    try:
+        start_lifecycle(svc, record, view)
+    except Exception:  # noqa: BLE001 - the host's reconciliation starts it after a restart
+        log.exception("starting the lifecycle of %s failed", record.id)
 
 
 def decide(store: Store, cluster_id: str, now: float, timeout: float) -> list[tuple[str, list[NodeRecord]]]:

@@ -63,3 +63,7 @@ class Services:
     wake_nodes: Callable[[list[str]], None] = field(default=lambda node_ids: None)
     blobs: BlobStore | None = None  # where job logs and outputs are listed from; None: the local disk
     sync_job_files: Callable[[Record], None] = field(default=lambda record: None)  # an ending job's last upload
+    # Engine calls that only inform an orchestration (a lifecycle started at launch, woken at its job's
+    # end), which a node's answer need not wait for: the embedded host makes them after the answer, in
+    # order, on one thread (its restart reconciles what a crash loses); by default they are made at once.
+    defer: Callable[[Callable[[], None]], None] = field(default=lambda call: call())

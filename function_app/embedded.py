@@ -33,6 +33,7 @@ from batchai.adapters.local_compute import LocalCompute
 from batchai.adapters.simulated_compute import SimulatedCompute
 from batchai.api.app import create_app
 from batchai.api.nodes import NodeWaker
+from batchai.background import Serial
 from batchai.blob_drop import DropBox
 from batchai.job_state import LAUNCHED
 from batchai.lifecycle import controller_instance
@@ -90,6 +91,7 @@ class EmbeddedHost:
                 heartbeat=self.settings.heartbeat_seconds,
             )
         self.engine = DurableTaskEngine()
+        self.deferred = Serial("engine-calls", log)  # made after the answers that caused them
         blobs = blob_store()
         self.output_sync = OutputSync(self.store, blobs, interval=self.settings.blob_sync_seconds) if blobs else None
         self.services = Services(
@@ -98,6 +100,7 @@ class EmbeddedHost:
             engine=self.engine,
             settings=self.settings,
             wake_nodes=wake_nodes,
+            defer=self.deferred,
             blobs=blobs,
             sync_job_files=self.output_sync.final_sync if self.output_sync else lambda record: None,
         )
@@ -157,6 +160,7 @@ class EmbeddedHost:
             if self.output_sync is not None:
                 self.output_sync.stop()
             self.stop_idle_nodes()
+            self.deferred.stop()
             self.engine.stop()
             self.services.compute.close()  # after the engine: its activities use it to the end
 

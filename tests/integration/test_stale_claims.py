@@ -120,7 +120,7 @@ def test_a_pass_that_fails_half_way_still_starts_the_lifecycles_of_the_jobs_it_l
         scheduling.run_pass(host.services, host.store.get(cluster(host)))
     first, second = host.store.get(job_id(host, "first")), host.store.get(job_id(host, "second"))
     assert first.properties["executionState"] == "running"
-    assert host.engine.status(job_instance(first)) is not None
+    until(lambda: host.engine.status(job_instance(first)) is not None, 30, "the first job's lifecycle to start")
     assert second.properties["executionState"] == "queued" and host.engine.status(job_instance(second)) is None
 
 

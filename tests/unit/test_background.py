@@ -7,7 +7,7 @@ import logging
 import threading
 
 from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
-from batchai.background import Repeating
+from batchai.background import Repeating, Serial
 from batchai.queue_consumer import QueueConsumer
 
 
@@ -59,3 +59,17 @@ def test_a_consumer_stopped_mid_batch_gives_the_rest_back_at_once(tmp_path):
     assert consumer.consume() == 3 and handled == ["m0"]
     back = queue.receive(max_messages=10, lock_seconds=60)  # not locked until their lock would have run out
     assert sorted(m.id for m in back) == ["m1", "m2"]
+
+
+def test_serial_calls_in_order_past_a_failure_and_stop_runs_what_was_given_first(caplog):
+    calls: list[int] = []
+    gate = threading.Event()
+    serial = Serial("engine-calls", logging.getLogger("test.background"))
+    serial(gate.wait)  # holds the thread while the rest queue up behind it
+    serial(lambda: calls.append(1))
+    serial(lambda: 1 / 0)
+    serial(lambda: calls.append(2))
+    gate.set()
+    serial.stop()
+    assert calls == [1, 2]
+    assert "a call handed to engine-calls failed" in caplog.text and "ZeroDivisionError" in caplog.text

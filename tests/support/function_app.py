@@ -6,8 +6,12 @@ function as a duplicate name), so every test asks here.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import threading
 from functools import lru_cache
+
+from azure.durable_functions.models.utils import http_utils
 
 
 @lru_cache(maxsize=1)
@@ -34,3 +38,22 @@ async def call_client_trigger(fn, argument) -> None:
     """Run a client trigger as the host does: through Durable Functions' wrapper, which turns the binding JSON
     into a DurableOrchestrationClient."""
     await fn.get_user_function()(argument, client=CLIENT_BINDING)
+
+
+class WorkerLoop:
+    """The Functions worker's event loop: one per process, in its own thread; every async trigger runs on it
+    (and the durable client's module-wide HTTP session belongs to it)."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="worker-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.run(http_utils._close_session())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()

@@ -1,0 +1,153 @@
+"""The Functions app driven as the host drives it, against a stand-in of the Durable extension's HTTP API.
+
+Every trigger runs on one worker event loop (as in the Python worker) and gets its durable client
+binding as the host passes it (JSON naming the extension's `rpcBaseUrl`); the real
+`DurableOrchestrationClient` and the app's `DurableFunctionsEngine` call the stand-in over loopback
+HTTP. The HTTP trigger goes through the real `AsgiMiddleware`. Resources are in SQLite.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions.servicebus import ServiceBusMessage
+
+from batchai.adapters.durable_functions_flow import DurableFunctionsEngine
+from batchai.lifecycle import controller_instance
+from batchai.wake import wake_flag
+from tests.support.durable_extension import DurableExtension, durable_extension
+from tests.support.function_app import WorkerLoop, registered_functions
+
+pytestmark = pytest.mark.timeout(120)
+SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "default", "fws", "fexp"
+BASE = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
+CLUSTER = {
+    "properties": {
+        "vmSize": "STANDARD_D1",
+        "userAccountSettings": {"adminUserName": "u", "adminUserPassword": "p"},
+        "scaleSettings": {"manual": {"targetNodeCount": 1}},
+    }
+}
+JOB = {
+    "properties": {
+        "cluster": {"id": f"{BASE}/clusters/c"},
+        "nodeCount": 1,
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "customToolkitSettings": {"commandLine": "true"},
+    }
+}
+APP_SETTINGS = (
+    "BATCHAI_COSMOS_ENDPOINT",
+    "BATCHAI_COSMOS_KEY",
+    "BATCHAI_BLOB_CONTAINER",
+    "BATCHAI_DROP_CONTAINER",
+    "BATCHAI_VMSS_SUBSCRIPTION_ID",
+)
+
+
+@dataclass
+class Host:
+    module: Any
+    extension: DurableExtension
+    loop: WorkerLoop
+
+    def http(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        request = func.HttpRequest(
+            method=method,
+            url=f"https://app.example{path}?api-version=2018-05-01",
+            headers={"Authorization": "Bearer t", "Content-Type": "application/json"},
+            params={"api-version": "2018-05-01"},
+            body=json.dumps(body).encode() if body is not None else b"",
+        )
+        handler = registered_functions()["http_api"].get_user_function()
+        response = self.loop.run(handler(request, context=None, client=self.extension.binding()))
+        return response.status_code, json.loads(response.get_body() or b"{}")
+
+    def trigger(self, name: str, argument) -> None:
+        self.loop.run(registered_functions()[name].get_user_function()(argument, client=self.extension.binding()))
+
+    def clear_caches(self) -> None:
+        for built in (self.module.services, self.module.drop_box, self.module.asgi, self.module.node_waker):
+            built.cache_clear()
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch, worker_loop):
+    monkeypatch.setenv("BATCHAI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BATCHAI_TOKEN", "t")
+    for name in APP_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    module = importlib.import_module("function_app.function_app")
+    monkeypatch.setattr(module, "engine", DurableFunctionsEngine())  # no client left by another test
+    with durable_extension() as extension:
+        h = Host(module, extension, worker_loop)
+        h.clear_caches()
+        yield h
+        h.clear_caches()
+
+
+def create_workspace_and_cluster(host: Host) -> None:
+    for method, path, body in (("PUT", BASE, {"location": "westeurope"}), ("PUT", f"{BASE}/experiments/{EXP}", None)):
+        status, answer = host.http(method, path, body)
+        assert 200 <= status < 300, answer
+    status, answer = host.http("PUT", f"{BASE}/clusters/c", CLUSTER)
+    assert status == 200, answer
+
+
+def test_the_http_api_creates_a_cluster_and_jobs_through_the_extension(host):
+    create_workspace_and_cluster(host)
+    svc = host.module.services()
+    cluster = svc.store.get(f"{BASE}/clusters/c")
+    assert host.extension.starts == [("cluster_controller", controller_instance(cluster))]
+    for name in ("j1", "j2", "j3"):
+        status, answer = host.http("PUT", f"{BASE}/experiments/{EXP}/jobs/{name}", JOB)
+        assert status == 200 and answer["properties"]["executionState"] == "queued", answer
+        svc.store.clear_flag(wake_flag(cluster))  # as the controller's pass does: the next job asks for another
+    # queued jobs get their lifecycles when the controller launches them: each asked it for a pass
+    assert host.extension.events == [(controller_instance(cluster), "wake")] * 3
+    assert host.extension.started("job_lifecycle") == []
+    status, answer = host.http("GET", f"{BASE}/experiments/{EXP}/jobs")
+    assert status == 200 and [j["name"] for j in answer["value"]] == ["j1", "j2", "j3"]
+
+
+def test_the_service_bus_and_blob_triggers_submit_through_their_durable_clients(host, tmp_path):
+    create_workspace_and_cluster(host)
+    svc = host.module.services()
+    cluster = svc.store.get(f"{BASE}/clusters/c")
+    message = {"workspace": WS, "experiment": EXP, "jobName": "from-queue", "cluster": "c", "job": JOB}
+    host.trigger(
+        "submissions_high",
+        ServiceBusMessage(
+            body=json.dumps(message).encode(), message_id="m1", delivery_count=1, application_properties={}, user_properties={}
+        ),
+    )
+    svc.store.clear_flag(wake_flag(cluster))
+    drop = tmp_path / "drops" / "inbox" / WS / EXP / "from-blob.json"
+    drop.parent.mkdir(parents=True)
+    drop.write_text(json.dumps(JOB))
+    host.trigger("job_drops", func.blob.InputStream(data=drop.read_bytes(), name=f"drops/inbox/{WS}/{EXP}/from-blob.json"))
+    for name in ("from-queue", "from-blob"):
+        job = svc.store.get(f"{BASE}/experiments/{EXP}/jobs/{name}")
+        assert job is not None and job.properties["executionState"] == "queued"
+    assert host.extension.events == [(controller_instance(cluster), "wake")] * 2
+    assert host.extension.started("cluster_controller") == [controller_instance(cluster)]
+
+
+def test_a_cluster_whose_controller_cannot_start_is_not_kept_and_the_retry_creates_it_once(host):
+    for method, path, body in (("PUT", BASE, {"location": "westeurope"}),):
+        assert host.http(method, path, body)[0] == 200
+    host.extension.refuse_starts = 1
+    status, answer = host.http("PUT", f"{BASE}/clusters/c", CLUSTER)
+    assert status == 503 and answer["error"]["code"] == "ServiceUnavailable", answer
+    assert host.http("GET", f"{BASE}/clusters/c")[0] == 404  # no cluster without its controller
+    status, answer = host.http("PUT", f"{BASE}/clusters/c", CLUSTER)  # the client's retry
+    assert status == 200, answer
+    status, answer = host.http("GET", f"{BASE}/clusters")
+    assert [c["name"] for c in answer["value"]] == ["c"]
+    cluster = host.module.services().store.get(f"{BASE}/clusters/c")
+    assert host.extension.starts == [("cluster_controller", controller_instance(cluster))]

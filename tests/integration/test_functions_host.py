@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import dataclass
-from typing import Any
 
 import azure.functions as func
 import pytest
@@ -20,8 +18,8 @@ from azure.functions.servicebus import ServiceBusMessage
 from batchai.adapters.durable_functions_flow import DurableFunctionsEngine
 from batchai.lifecycle import controller_instance
 from batchai.wake import wake_flag
-from tests.support.durable_extension import DurableExtension, durable_extension
-from tests.support.function_app import WorkerLoop, registered_functions
+from tests.support.durable_extension import durable_extension
+from tests.support.function_app import FunctionsHost
 
 pytestmark = pytest.mark.timeout(120)
 SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "default", "fws", "fexp"
@@ -50,32 +48,6 @@ APP_SETTINGS = (
 )
 
 
-@dataclass
-class Host:
-    module: Any
-    extension: DurableExtension
-    loop: WorkerLoop
-
-    def http(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        request = func.HttpRequest(
-            method=method,
-            url=f"https://app.example{path}?api-version=2018-05-01",
-            headers={"Authorization": "Bearer t", "Content-Type": "application/json"},
-            params={"api-version": "2018-05-01"},
-            body=json.dumps(body).encode() if body is not None else b"",
-        )
-        handler = registered_functions()["http_api"].get_user_function()
-        response = self.loop.run(handler(request, context=None, client=self.extension.binding()))
-        return response.status_code, json.loads(response.get_body() or b"{}")
-
-    def trigger(self, name: str, argument) -> None:
-        self.loop.run(registered_functions()[name].get_user_function()(argument, client=self.extension.binding()))
-
-    def clear_caches(self) -> None:
-        for built in (self.module.services, self.module.drop_box, self.module.asgi, self.module.node_waker):
-            built.cache_clear()
-
-
 @pytest.fixture
 def host(tmp_path, monkeypatch, worker_loop):
     monkeypatch.setenv("BATCHAI_DATA_DIR", str(tmp_path))
@@ -85,13 +57,13 @@ def host(tmp_path, monkeypatch, worker_loop):
     module = importlib.import_module("function_app.function_app")
     monkeypatch.setattr(module, "engine", DurableFunctionsEngine())  # no client left by another test
     with durable_extension() as extension:
-        h = Host(module, extension, worker_loop)
+        h = FunctionsHost(module, extension, worker_loop)
         h.clear_caches()
         yield h
         h.clear_caches()
 
 
-def create_workspace_and_cluster(host: Host) -> None:
+def create_workspace_and_cluster(host: FunctionsHost) -> None:
     for method, path, body in (("PUT", BASE, {"location": "westeurope"}), ("PUT", f"{BASE}/experiments/{EXP}", None)):
         status, answer = host.http(method, path, body)
         assert 200 <= status < 300, answer

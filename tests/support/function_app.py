@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
+import azure.functions as func
 from azure.durable_functions.models.utils import http_utils
+
+from tests.support.durable_extension import DurableExtension
 
 
 @lru_cache(maxsize=1)
@@ -57,3 +63,32 @@ class WorkerLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
+
+
+@dataclass
+class FunctionsHost:
+    """The Functions app's triggers called as the host calls them: on the worker's loop, with the durable
+    client binding of `extension` (the HTTP API with the API token `t`)."""
+
+    module: Any
+    extension: DurableExtension
+    loop: WorkerLoop
+
+    def http(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        request = func.HttpRequest(
+            method=method,
+            url=f"https://app.example{path}?api-version=2018-05-01",
+            headers={"Authorization": "Bearer t", "Content-Type": "application/json"},
+            params={"api-version": "2018-05-01"},
+            body=json.dumps(body).encode() if body is not None else b"",
+        )
+        handler = registered_functions()["http_api"].get_user_function()
+        response = self.loop.run(handler(request, context=None, client=self.extension.binding()))
+        return response.status_code, json.loads(response.get_body() or b"{}")
+
+    def trigger(self, name: str, argument) -> None:
+        self.loop.run(registered_functions()[name].get_user_function()(argument, client=self.extension.binding()))
+
+    def clear_caches(self) -> None:
+        for built in (self.module.services, self.module.drop_box, self.module.asgi, self.module.node_waker):
+            built.cache_clear()

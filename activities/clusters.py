@@ -31,7 +31,6 @@ from batchai.wake import wake_flag
 MAX_WAIT_SECONDS = 30.0
 ALLOCATION_FAILED = "AllocationFailed"
 PASS_FAILED = "ControllerPassFailed"
-MAX_ALLOCATION_BACKOFF_SECONDS = 300.0
 
 
 def control_cluster(svc: Services, inp: dict) -> dict:
@@ -185,8 +184,9 @@ def resize(svc: Services, cluster: Record, now: float) -> tuple[int, float]:
 
 
 def allocation_backoff(failures: int) -> float:
-    """Seconds before trying to allocate again after `failures` failed passes in a row: 1, 2, 4, ... five minutes."""
-    return min(MAX_ALLOCATION_BACKOFF_SECONDS, 2.0 ** (failures - 1))
+    """Seconds before trying to allocate again after `failures` failed passes in a row: 1, 2, 4, ... (the
+    pass's own wait, at most MAX_WAIT_SECONDS, bounds it: a refusal is retried at least that often)."""
+    return 2.0 ** min(failures - 1, 10)
 
 
 def _grow(svc: Services, cluster: Record, nodes: list[NodeRecord], live: list[NodeRecord], target: int) -> int:

@@ -85,6 +85,7 @@ def test_the_http_api_creates_a_cluster_and_jobs_through_the_extension(host):
     assert host.extension.started("job_lifecycle") == []
     status, answer = host.http("GET", f"{BASE}/experiments/{EXP}/jobs")
     assert status == 200 and [j["name"] for j in answer["value"]] == ["j1", "j2", "j3"]
+    assert host.module.node_waker().loop is host.loop.loop  # no lifespan here: the trigger gave the waker its loop
 
 
 def test_the_service_bus_and_blob_triggers_submit_through_their_durable_clients(host, tmp_path):
@@ -123,3 +124,15 @@ def test_a_cluster_whose_controller_cannot_start_is_not_kept_and_the_retry_creat
     assert [c["name"] for c in answer["value"]] == ["c"]
     cluster = host.module.services().store.get(f"{BASE}/clusters/c")
     assert host.extension.starts == [("cluster_controller", controller_instance(cluster))]
+
+
+def test_a_job_whose_wake_cannot_be_delivered_is_created_and_the_next_one_asks_again(host):
+    create_workspace_and_cluster(host)
+    cluster = host.module.services().store.get(f"{BASE}/clusters/c")
+    host.extension.refuse_events = 1
+    status, answer = host.http("PUT", f"{BASE}/experiments/{EXP}/jobs/j1", JOB)
+    assert status == 200, answer  # stored: a retry would be a conflict; the controller's timer passes anyway
+    assert host.extension.events == []
+    status, answer = host.http("PUT", f"{BASE}/experiments/{EXP}/jobs/j2", JOB)
+    assert status == 200, answer
+    assert host.extension.events == [(controller_instance(cluster), "wake")]  # the lost hint did not silence the cluster

@@ -5,7 +5,8 @@ The documented webhook endpoints under the host's `rpcBaseUrl`: start an orchest
 get an instance's status (`GET instances/{id}`) and terminate it (`POST instances/{id}/terminate`),
 with the extension's status codes (202 accepted; 404 no such instance; 410 instance ended).
 Orchestrations are not run: the stand-in records what it was asked, so tests can count starts
-and events. `refuse_starts` makes the next N starts fail as the extension fails (HTTP 500).
+and events. `refuse_starts` (`refuse_events`) makes the next N starts (events) fail as the extension
+fails (HTTP 500).
 A start for an instance that is running is refused with 409.
 """
 
@@ -26,7 +27,7 @@ class DurableExtension:
         self.instances: dict[str, dict] = {}
         self.starts: list[tuple[str, str]] = []  # (orchestration, instance id), accepted ones
         self.events: list[tuple[str, str]] = []  # (instance id, event), delivered ones
-        self.refuse_starts = 0
+        self.refuse_starts = self.refuse_events = 0
         self.lock = threading.Lock()
         self.url = ""
 
@@ -78,6 +79,9 @@ class DurableExtension:
             if current["runtimeStatus"] != "Running":
                 return 410, None
             if method == "POST" and len(parts) == 4 and parts[2] == "raiseEvent":
+                if self.refuse_events:
+                    self.refuse_events -= 1
+                    return 500, {"Message": "An error has occurred."}
                 self.events.append((parts[1], parts[3]))
                 return 202, None
             if method == "POST" and len(parts) == 3 and parts[2] == "terminate":

@@ -15,7 +15,7 @@ from batchai.api.deps import WS, require, services, workspace_path
 from batchai.errors import ApiError
 from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
-from batchai.ports import Conflict, Record, Unsupported
+from batchai.ports import Conflict, Unsupported
 from batchai.records import new_record
 from batchai.services import Services
 from batchai.wake import wake_cluster
@@ -46,11 +46,11 @@ def target_nodes(scale: dict) -> int:
 async def create_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     rid = cluster_path(sub, rg, ws, cluster)
     params = parse(ClusterCreateParameters, await json_body(request))
-    record = await run_in_threadpool(_create_cluster, services(request), rid, sub, rg, ws, cluster, params)
-    return JSONResponse(await run_in_threadpool(_render, request, record))
+    return await run_in_threadpool(_create_cluster, request, rid, sub, rg, ws, cluster, params)
 
 
-def _create_cluster(svc: Services, rid: str, sub: str, rg: str, ws: str, cluster: str, params: ClusterCreateParameters) -> Record:
+def _create_cluster(request: Request, rid: str, sub: str, rg: str, ws: str, cluster: str, params: ClusterCreateParameters) -> JSONResponse:
+    svc = services(request)
     workspace = require(svc, ids.workspace_id(sub, rg, ws), "workspace")
     props = params.properties.to_wire()
     record = new_record(rid, "clusters", cluster, workspace.id, props)
@@ -70,7 +70,7 @@ def _create_cluster(svc: Services, rid: str, sub: str, rg: str, ws: str, cluster
         log.exception("starting the controller of %s failed; the cluster is not created", rid)
         svc.store.delete_tree(rid)
         raise ApiError(503, "ServiceUnavailable", "The cluster's controller could not be started; retry the request.") from None
-    return record
+    return JSONResponse(_render(request, record))
 
 
 @router.patch(CLUSTER)

@@ -22,10 +22,10 @@ router = APIRouter()
 async def create_workspace(request: Request, sub: str, rg: str, ws: str):
     rid = workspace_path(sub, rg, ws)
     params = parse(WorkspaceCreateParameters, await json_body(request))
-    return await run_in_threadpool(_create_workspace, services(request), rid, rg, sub, ws, params)
+    return await run_in_threadpool(_create_workspace, services(request), rid, sub, rg, ws, params)
 
 
-def _create_workspace(svc: Services, rid: str, rg: str, sub: str, ws: str, params: WorkspaceCreateParameters) -> JSONResponse:
+def _create_workspace(svc: Services, rid: str, sub: str, rg: str, ws: str, params: WorkspaceCreateParameters) -> JSONResponse:
     record = new_record(rid, "workspaces", ws, ids.resource_group_id(sub, rg), {}, location=params.location, tags=params.tags or {})
     try:
         record = svc.store.create(record)

@@ -17,6 +17,7 @@ ACTIVITIES: dict[str, Callable] = {
     "complete_job": jobs.complete_job,
     "requeue_job": jobs.requeue_job,
     "control_cluster": clusters.control_cluster,
+    "record_pass_failure": clusters.record_pass_failure,
     "delete_resource": resources.delete_resource,
 }
 

@@ -8,6 +8,11 @@ A pass decides everything from the store, so repeating it is harmless:
    the queue, shrink nodes idle for `autoscale_idle_seconds`, within min/max), replacing dead
    nodes, honouring `nodeDeallocationOption` for busy nodes that must go;
 4. unless the cluster is paused, the scheduling pass starts what fits.
+
+Failures the cluster's owner must see are kept in the cluster's `errors` (the API's BatchAIError:
+code, message, details), one per code, until they stop: nodes that cannot be allocated (a quota,
+say: the pass goes on with the nodes it has and tries again after a growing pause) and passes that
+fail altogether (written by the controller, cleared by the next pass that succeeds).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from batchai.services import Services
 from batchai.wake import wake_flag
 
 MAX_WAIT_SECONDS = 30.0
+ALLOCATION_FAILED = "AllocationFailed"
+PASS_FAILED = "ControllerPassFailed"
 
 
 def control_cluster(svc: Services, inp: dict) -> dict:
@@ -32,6 +39,8 @@ def control_cluster(svc: Services, inp: dict) -> dict:
     if cluster is None:
         return {"state": "gone"}
     svc.store.clear_flag(wake_flag(cluster))  # wakes from here on ask for another pass
+    if PASS_FAILED in cluster_errors(cluster):  # this pass got this far: the store is back
+        set_cluster_error(svc, cluster.id, PASS_FAILED, None)
     now = time.time()
     volumes = (cluster.properties.get("nodeSetup") or {}).get("mountVolumes")
     svc.compute.mount(str(svc.settings.cluster_mount_root(cluster.internal["uuid"])), volumes, file_server_export(svc))
@@ -153,8 +162,7 @@ def resize(svc: Services, cluster: Record, now: float) -> tuple[int, float]:
     queued = svc.store.jobs(states=["queued"], cluster=cluster.id) if autoscale else []  # only auto scale sizes to the queue
     target = desired_nodes(cluster, nodes, queued, now, idle_after)
     live = [n for n in nodes if n.state != "leaving"]
-    for _ in range(target - len(live)):
-        live.append(_start_node(svc, cluster, nodes + live))
+    failed_allocations = _grow(svc, cluster, nodes, live, target)
     if len(live) > target:
         option = ((cluster.properties.get("scaleSettings") or {}).get("manual") or {}).get("nodeDeallocationOption", "requeue")
         idle = sorted(
@@ -169,7 +177,63 @@ def resize(svc: Services, cluster: Record, now: float) -> tuple[int, float]:
             else:
                 _deallocate_busy(svc, cluster, node, option)
     _record_target(svc, cluster, target)
-    return target, _next_pass(svc, cluster, now, idle_after)
+    wait = _next_pass(svc, cluster, now, idle_after)
+    if failed_allocations:
+        wait = min(wait, allocation_backoff(failed_allocations))
+    return target, wait
+
+
+def allocation_backoff(failures: int) -> float:
+    """Seconds before trying to allocate again after `failures` failed passes in a row: 1, 2, 4, ... (the
+    pass's own wait, at most MAX_WAIT_SECONDS, bounds it: a refusal is retried at least that often)."""
+    return 2.0 ** min(failures - 1, 10)
+
+
+def _grow(svc: Services, cluster: Record, nodes: list[NodeRecord], live: list[NodeRecord], target: int) -> int:
+    """Start nodes up to `target` (appending them to `live`). When the compute refuses one, the rest wait for
+    a later pass, and the cluster's errors say why; returns the failed passes in a row (0: none now)."""
+    try:
+        for _ in range(target - len(live)):
+            live.append(_start_node(svc, cluster, nodes + live))
+    except Exception as exc:  # noqa: BLE001 - the compute's own error, for the cluster's owner to read
+        failures = (cluster_errors(cluster).get(ALLOCATION_FAILED) or {}).get("failures", 0) + 1
+        message = f"{len(live)} of {target} nodes could be allocated: {type(exc).__name__}: {exc}"
+        set_cluster_error(svc, cluster.id, ALLOCATION_FAILED, message, failures=failures)
+        return failures
+    if ALLOCATION_FAILED in cluster_errors(cluster):
+        set_cluster_error(svc, cluster.id, ALLOCATION_FAILED, None)
+    return 0
+
+
+# ----- errors -----------------------------------------------------------------------------------
+
+
+def cluster_errors(cluster: Record) -> dict[str, dict]:
+    """The cluster's current errors by code, with how many passes in a row have met each."""
+    return cluster.internal.get("errors") or {}
+
+
+def set_cluster_error(svc: Services, cluster_id: str, code: str, message: str | None, *, failures: int = 1) -> None:
+    """Keep (or, with no message, clear) the cluster's error `code`."""
+
+    def update(r: Record):
+        errors = dict(r.internal.get("errors") or {})
+        if message is None:
+            errors.pop(code, None)
+        else:
+            errors[code] = {"code": code, "message": message, "failures": failures, "time": utcnow()}
+        r.internal["errors"] = errors
+        return r
+
+    svc.store.mutate(cluster_id, update)
+
+
+def record_pass_failure(svc: Services, inp: dict) -> None:
+    """A controller pass failed all its retries: the cluster's owner sees why until a pass succeeds."""
+    if svc.store.get(inp["clusterId"]) is not None:
+        set_cluster_error(
+            svc, inp["clusterId"], PASS_FAILED, f"The cluster's controller pass failed: {inp['message']}", failures=inp["failedPasses"]
+        )
 
 
 def _record_target(svc: Services, cluster: Record, target: int) -> None:

@@ -50,7 +50,15 @@ def cluster(record: Record, store, node_timeout: float) -> dict:
     props["nodeStateCounts"] = counts
     props["allocationState"] = "resizing" if resizing else "steady"
     props["allocationStateTransitionTime"] = record.internal.get("allocationTime", props.get("creationTime"))
-    errors = [{"code": "NodeUnusable", "message": f"{n.name}: {n.error}"} for n in nodes if n.error]
+    errors = [
+        {
+            "code": e["code"],
+            "message": e["message"],
+            "details": [{"name": "failedPasses", "value": str(e["failures"])}, {"name": "lastFailureTime", "value": e["time"]}],
+        }
+        for e in (record.internal.get("errors") or {}).values()
+    ]
+    errors += [{"code": "NodeUnusable", "message": f"{n.name}: {n.error}"} for n in nodes if n.error]
     if errors:
         props["errors"] = errors
     return _envelope(record, props)

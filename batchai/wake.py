@@ -53,5 +53,13 @@ def wake_flag(cluster: Record) -> str:
 
 
 def wake_cluster(svc: Services, cluster: Record | None) -> None:
-    if cluster is not None and svc.store.set_flag(wake_flag(cluster)):
+    """Ask for a pass. A failed event is a lost hint, not a failed request: what asked for it is stored
+    (a job created and then reported failed would be created again, a conflict), and the controller's
+    timer runs a pass anyway. The flag goes down again, so that the next change asks once more."""
+    if cluster is None or not svc.store.set_flag(wake_flag(cluster)):
+        return
+    try:
         svc.engine.raise_event(controller_instance(cluster), "wake")
+    except Exception:  # noqa: BLE001 - a hint lost, never a step
+        log.exception("waking the controller of %s failed", cluster.id)
+        svc.store.clear_flag(wake_flag(cluster))

@@ -27,8 +27,7 @@ from typing import Any
 import uvicorn
 
 from activities import bind
-from batchai.adapters.durabletask_engine import DurableTaskEngine
-from batchai.adapters.from_env import blob_store, drop_store, resource_store, submission_queue
+from batchai.adapters.from_env import blob_store, drop_store, durable_engine, resource_store, submission_queue
 from batchai.adapters.local_compute import LocalCompute
 from batchai.adapters.simulated_compute import SimulatedCompute
 from batchai.api.app import create_app
@@ -90,7 +89,7 @@ class EmbeddedHost:
                 python=sys.executable,
                 heartbeat=self.settings.heartbeat_seconds,
             )
-        self.engine = DurableTaskEngine()
+        self.engine = durable_engine()
         self.deferred = Serial("engine-calls", log)  # made after the answers that caused them
         blobs = blob_store()
         self.output_sync = OutputSync(self.store, blobs, interval=self.settings.blob_sync_seconds) if blobs else None

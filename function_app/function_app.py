@@ -135,7 +135,10 @@ def asgi() -> func.AsgiMiddleware:
 @app.durable_client_input(client_name="client")
 async def http_api(req: func.HttpRequest, context: func.Context, client) -> func.HttpResponse:
     engine.use_client(client)
-    return await asgi().handle_async(req, context)
+    middleware = await asyncio.to_thread(asgi)  # the first call builds the services: store connections, not on the loop
+    # AsgiMiddleware never runs the app's lifespan, where the embedded host gives the waker its loop
+    node_waker().loop = asyncio.get_running_loop()
+    return await middleware.handle_async(req, context)
 
 
 def _register_orchestration(name: str, fn) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from tests.support import naming
 from tests.support.azurite import azurite
+from tests.support.function_app import WorkerLoop
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +16,14 @@ def azurite_connection():
     """One Azurite for the whole run (it takes about 1.5 s to start); tests use containers of their own."""
     with azurite() as connection:
         yield connection
+
+
+@pytest.fixture(scope="session")
+def worker_loop():
+    """The Functions worker's one event loop, for the tests that run the app's triggers as the host does."""
+    loop = WorkerLoop()
+    yield loop
+    loop.close()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ durable client binding of the current invocation (the extension's management end
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -82,42 +82,56 @@ def as_df_orchestrator(name: str, fn: Orchestration) -> Callable:
     return orchestrator
 
 
-def _run(coro):
-    """Client calls are coroutines; the engine port is synchronous (called from worker threads)."""
-    return asyncio.run(coro)
-
-
 class DurableFunctionsEngine:
     """Engine port over the Durable Functions client of the current host.
 
     Functions get a client only through a durable client input binding; it names the
     extension's management endpoints, which are the same for the whole host, so every trigger
     hands its client over (`use_client`) and the latest one serves activities too.
+
+    The client's calls are coroutines over one module-wide aiohttp session, which belongs to the
+    event loop it was first used on: they all run on the worker's own loop (the one the triggers
+    run on), submitted from the worker threads where the port is called. A fresh loop per call
+    (`asyncio.run`) leaves the session on a closed loop and fails every call after the first.
     """
 
-    def __init__(self):
+    def __init__(self, timeout: float = 60.0):
         self._client: df.DurableOrchestrationClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeout = timeout
 
     def use_client(self, client: df.DurableOrchestrationClient) -> None:
+        """Called by a trigger, on the worker's event loop."""
         self._client = client
+        self._loop = asyncio.get_running_loop()
 
-    @property
-    def client(self) -> df.DurableOrchestrationClient:
-        if self._client is None:
+    def _call(self, work: Callable[[df.DurableOrchestrationClient], Coroutine[Any, Any, Any]]) -> Any:
+        if self._client is None or self._loop is None:
             raise RuntimeError("no durable client binding has been seen yet in this host")
-        return self._client
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:  # waiting here for the loop would block the loop forever
+            raise RuntimeError("the engine port was called on the event loop: call it from a worker thread")
+        return asyncio.run_coroutine_threadsafe(work(self._client), self._loop).result(self._timeout)
 
     def schedule(self, name: str, input: Any, instance_id: str) -> bool:
         """Start `name` as `instance_id`; False (and nothing done) when that instance already exists."""
         if self.status(instance_id) is not None:
             return False
-        _run(self.client.start_new(name, instance_id, input))
+        try:
+            self._call(lambda client: client.start_new(name, instance_id, input))
+        except Exception:
+            if self.status(instance_id) is not None:  # started meanwhile by another caller
+                return False
+            raise
         return True
 
     def raise_event(self, instance_id: str, name: str, data: Any = None) -> bool:
         """Deliver an event; False when there is no such running instance (events are only hints)."""
         try:
-            _run(self.client.raise_event(instance_id, name, data))
+            self._call(lambda client: client.raise_event(instance_id, name, data))
             return True
         except Exception as exc:  # the client raises plain Exceptions, with these texts for 404 and 410
             if f"No instance with ID {instance_id} found" in str(exc) or "is gone" in str(exc):
@@ -125,7 +139,7 @@ class DurableFunctionsEngine:
             raise
 
     def status(self, instance_id: str) -> dict | None:
-        state = _run(self.client.get_status(instance_id))
+        state = self._call(lambda client: client.get_status(instance_id))
         if state is None or state.runtime_status is None:
             return None
         failed = state.runtime_status.name == "Failed"

@@ -3,7 +3,8 @@
 `DurableTaskFlow` is the Flow port over a durabletask `OrchestrationContext`;
 `DurableTaskEngine` is the Engine port (schedule, raise_event, status) plus registration.
 The backend is a real gRPC server on a loopback port chosen by the OS, so two control
-planes (or two test runs) never collide.
+planes (or two test runs) never collide. `DurableTaskSchedulerEngine` is the same port on
+Azure's managed Durable Task Scheduler instead of the in-memory backend.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+from azure.core.credentials import TokenCredential
 from durabletask import client as dt_client
 from durabletask import task as dt
 from durabletask import worker as dt_worker
+from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.internal import helpers
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
@@ -150,7 +154,8 @@ class DurableTaskEngine:
     """Engine port over durabletask, in process. Register everything, then `start()`."""
 
     def __init__(self, *, max_history_size: int = 100_000):
-        self._backend = LoopbackBackend(max_history_size=max_history_size)
+        self._max_history_size = max_history_size
+        self._backend: LoopbackBackend | None = None
         self._orchestrations: dict[str, Callable] = {}
         self._activities: dict[str, Callable] = {}
         self._worker: dt_worker.TaskHubGrpcWorker | None = None
@@ -162,20 +167,30 @@ class DurableTaskEngine:
     def register_activity(self, name: str, fn: Callable[[Any], Any]) -> None:
         self._activities[name] = as_activity(name, fn)
 
-    def start(self) -> None:
+    def _connect(self) -> tuple[dt_worker.TaskHubGrpcWorker, dt_client.TaskHubGrpcClient]:
+        """The worker and client, on the in-memory backend started here (kept across a stop and start)."""
+        if self._backend is None:
+            self._backend = LoopbackBackend(max_history_size=self._max_history_size)
         address = self._backend.start()
-        self._worker = dt_worker.TaskHubGrpcWorker(host_address=address, emit_trace_spans=False, logger=_quiet_logger("durabletask.worker"))
+        worker = dt_worker.TaskHubGrpcWorker(host_address=address, emit_trace_spans=False, logger=_quiet_logger("durabletask.worker"))
+        return worker, dt_client.TaskHubGrpcClient(host_address=address, logger=_quiet_logger("durabletask.client"))
+
+    def _disconnect(self) -> None:
+        if self._backend is not None:
+            self._backend.stop(grace=1.0)
+
+    def start(self) -> None:
+        self._worker, self._client = self._connect()
         for name, fn in self._orchestrations.items():
             self._worker._registry.add_named_orchestrator(name, fn)
         for name, fn in self._activities.items():
             self._worker._registry.add_named_activity(name, fn)
         self._worker.start()
-        self._client = dt_client.TaskHubGrpcClient(host_address=address, logger=_quiet_logger("durabletask.client"))
 
     def stop(self) -> None:
         if self._worker is not None:
             self._worker.stop()
-        self._backend.stop(grace=1.0)
+        self._disconnect()
         self._worker = self._client = None
 
     @property
@@ -222,3 +237,32 @@ class DurableTaskEngine:
 
     def terminate(self, instance_id: str) -> None:
         self.client.terminate_orchestration(instance_id)
+
+
+class DurableTaskSchedulerEngine(DurableTaskEngine):
+    """The same Engine port on Azure's Durable Task Scheduler (the control plane as a container): the
+    managed scheduler keeps the orchestrations' state; this process runs them through the same worker
+    and client, which add the task hub and an Entra token to every call.
+
+    `endpoint`: the scheduler's, `https://<name>.<region>.durabletask.io` (TLS), or `http://host:port`
+    (the local emulator, no TLS); `credential`: None where the endpoint takes no token (the emulator).
+    """
+
+    def __init__(self, endpoint: str, taskhub: str, credential: TokenCredential | None):
+        super().__init__()  # its in-memory backend is made only by its own _connect
+        self._endpoint, self._taskhub, self._credential = endpoint, taskhub, credential
+
+    def _connect(self) -> tuple[dt_worker.TaskHubGrpcWorker, dt_client.TaskHubGrpcClient]:
+        worker = DurableTaskSchedulerWorker(
+            host_address=self._endpoint,
+            taskhub=self._taskhub,
+            token_credential=self._credential,
+            logger=_quiet_logger("durabletask.worker"),
+        )
+        client = DurableTaskSchedulerClient(
+            host_address=self._endpoint,
+            taskhub=self._taskhub,
+            token_credential=self._credential,
+            logger=_quiet_logger("durabletask.client"),
+        )
+        return worker, client

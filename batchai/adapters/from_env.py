@@ -13,6 +13,10 @@ naming the missing variable, never a silent fallback.
 - Submission queue: `BATCHAI_SERVICEBUS` (a connection string; `BATCHAI_SERVICEBUS_TOPIC`, default
   `submissions`) -> the Service Bus topic the Functions app's triggers read; else
   `{data dir}/queue.db`. The Functions app itself reads Service Bus through its triggers.
+- Durable engine: `BATCHAI_DTS_ENDPOINT` + `BATCHAI_DTS_TASKHUB` -> Azure's Durable Task Scheduler
+  (the control plane as a container; an `https://` endpoint with the managed identity, an
+  `http://` one, the local emulator, without a token); else durabletask's in-memory engine. The
+  Functions app's engine is always Durable Functions.
 - Compute on Azure: `BATCHAI_VMSS_SUBSCRIPTION_ID` + `BATCHAI_VMSS_RESOURCE_GROUP` +
   `BATCHAI_VMSS_LOCATION` + `BATCHAI_AGENT_PACKAGE` (what `pip install` gets on the VMs), optional
   `BATCHAI_VMSS_SUBNET_ID`, and the URL the VMs reach the control plane at, `BATCHAI_PUBLIC_URL`
@@ -28,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from batchai.adapters.azure_blob_store import AzureBlobStore
+from batchai.adapters.durabletask_engine import DurableTaskEngine, DurableTaskSchedulerEngine
 from batchai.adapters.fs_blob_store import FsBlobStore
 from batchai.ports import BlobStore, Store, SubmissionQueue
 
@@ -65,6 +70,19 @@ def blob_store(environ: Mapping[str, str] = os.environ) -> BlobStore | None:
 def drop_store(data_dir: Path, environ: Mapping[str, str] = os.environ) -> BlobStore:
     """Where job files are dropped: a blob container when configured, else `{data dir}/drops`."""
     return _container(environ, "BATCHAI_DROP_CONTAINER") or FsBlobStore(Path(data_dir) / "drops")
+
+
+def durable_engine(environ: Mapping[str, str] = os.environ) -> DurableTaskEngine:
+    """The engine `batchai serve` runs the orchestrations on."""
+    if not _all_or_none(environ, ("BATCHAI_DTS_ENDPOINT", "BATCHAI_DTS_TASKHUB")):
+        return DurableTaskEngine()
+    endpoint = environ["BATCHAI_DTS_ENDPOINT"]
+    credential = None
+    if not endpoint.startswith("http://"):
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    return DurableTaskSchedulerEngine(endpoint, environ["BATCHAI_DTS_TASKHUB"], credential)
 
 
 def submission_queue(data_dir: Path, environ: Mapping[str, str] = os.environ) -> SubmissionQueue:

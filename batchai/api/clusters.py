@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 
 from batchai import ids, render
 from batchai.api.arm import JSONResponse, json_body, page_records, paged
@@ -15,8 +17,10 @@ from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
 from batchai.ports import Conflict, Unsupported
 from batchai.records import new_record
+from batchai.services import Services
 from batchai.wake import wake_cluster
 
+log = logging.getLogger("batchai.api")
 router = APIRouter()
 CLUSTER = WS + "/clusters/{cluster}"
 FILE_SERVER = WS + "/fileServers/{fs}"
@@ -42,6 +46,10 @@ def target_nodes(scale: dict) -> int:
 async def create_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     rid = cluster_path(sub, rg, ws, cluster)
     params = parse(ClusterCreateParameters, await json_body(request))
+    return await run_in_threadpool(_create_cluster, request, rid, sub, rg, ws, cluster, params)
+
+
+def _create_cluster(request: Request, rid: str, sub: str, rg: str, ws: str, cluster: str, params: ClusterCreateParameters) -> JSONResponse:
     svc = services(request)
     workspace = require(svc, ids.workspace_id(sub, rg, ws), "workspace")
     props = params.properties.to_wire()
@@ -54,7 +62,14 @@ async def create_cluster(request: Request, sub: str, rg: str, ws: str, cluster: 
         record = svc.store.create(record)
     except Conflict:
         raise ApiError.conflict(f"The cluster '{cluster}' already exists; change it with an update (PATCH).") from None
-    svc.engine.schedule("cluster_controller", {"clusterId": rid}, controller_instance(record))
+    try:
+        svc.engine.schedule("cluster_controller", {"clusterId": rid}, controller_instance(record))
+    except Exception:
+        # a cluster without its controller would never get nodes, and the client's retry would get a 409:
+        # take it back, so that the retry creates it (and its controller) anew
+        log.exception("starting the controller of %s failed; the cluster is not created", rid)
+        svc.store.delete_tree(rid)
+        raise ApiError(503, "ServiceUnavailable", "The cluster's controller could not be started; retry the request.") from None
     return JSONResponse(_render(request, record))
 
 
@@ -62,6 +77,10 @@ async def create_cluster(request: Request, sub: str, rg: str, ws: str, cluster: 
 async def update_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     rid = cluster_path(sub, rg, ws, cluster)
     params = parse(ClusterUpdateParameters, await json_body(request))
+    return await run_in_threadpool(_update_cluster, request, rid, params)
+
+
+def _update_cluster(request: Request, rid: str, params: ClusterUpdateParameters) -> JSONResponse:
     svc = services(request)
     require(svc, rid, "cluster")
     scale = params.properties.scale_settings.to_wire()
@@ -161,7 +180,10 @@ def file_server_path(sub, rg, ws, fs) -> str:
 async def create_file_server(request: Request, sub: str, rg: str, ws: str, fs: str):
     rid = file_server_path(sub, rg, ws, fs)
     params = parse(FileServerCreateParameters, await json_body(request))
-    svc = services(request)
+    return await run_in_threadpool(_create_file_server, services(request), rid, sub, rg, ws, fs, params)
+
+
+def _create_file_server(svc: Services, rid: str, sub: str, rg: str, ws: str, fs: str, params: FileServerCreateParameters) -> JSONResponse:
     workspace = require(svc, ids.workspace_id(sub, rg, ws), "workspace")
     props = params.properties.to_wire()
     record = new_record(rid, "fileServers", fs, workspace.id, props)

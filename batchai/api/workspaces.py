@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 
 from batchai import ids, render
 from batchai.api.arm import JSONResponse, json_body, page_records
@@ -21,7 +22,10 @@ router = APIRouter()
 async def create_workspace(request: Request, sub: str, rg: str, ws: str):
     rid = workspace_path(sub, rg, ws)
     params = parse(WorkspaceCreateParameters, await json_body(request))
-    svc = services(request)
+    return await run_in_threadpool(_create_workspace, services(request), rid, sub, rg, ws, params)
+
+
+def _create_workspace(svc: Services, rid: str, sub: str, rg: str, ws: str, params: WorkspaceCreateParameters) -> JSONResponse:
     record = new_record(rid, "workspaces", ws, ids.resource_group_id(sub, rg), {}, location=params.location, tags=params.tags or {})
     try:
         record = svc.store.create(record)
@@ -39,7 +43,10 @@ async def create_workspace(request: Request, sub: str, rg: str, ws: str):
 async def update_workspace(request: Request, sub: str, rg: str, ws: str):
     rid = workspace_path(sub, rg, ws)
     params = parse(WorkspaceUpdateParameters, await json_body(request))
-    svc = services(request)
+    return await run_in_threadpool(_update_workspace, services(request), rid, params)
+
+
+def _update_workspace(svc: Services, rid: str, params: WorkspaceUpdateParameters) -> JSONResponse:
     require(svc, rid, "workspace")
 
     def retag(r):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from batchai.adapters.from_env import azure_compute, blob_store, drop_store, resource_store, submission_queue
+from batchai.adapters.durabletask_engine import DurableTaskEngine, DurableTaskSchedulerEngine
+from batchai.adapters.from_env import azure_compute, blob_store, drop_store, durable_engine, resource_store, submission_queue
 from batchai.adapters.fs_blob_store import FsBlobStore
 from batchai.adapters.servicebus_queue import ServiceBusSubmissionQueue
 from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
@@ -99,6 +100,26 @@ def test_the_embedded_host_takes_its_queue_from_the_settings(tmp_path, monkeypat
     host.build()
     try:
         assert isinstance(host.queue, ServiceBusSubmissionQueue) and host.consumer.queue is host.queue
+    finally:
+        host.queue.close()
+        host.compute.close()
+
+
+def test_a_durable_task_scheduler_means_the_managed_engine(tmp_path, monkeypatch):
+    engine = durable_engine({})
+    assert type(engine) is DurableTaskEngine
+    emulator = durable_engine({"BATCHAI_DTS_ENDPOINT": "http://127.0.0.1:8080", "BATCHAI_DTS_TASKHUB": "default"})
+    assert isinstance(emulator, DurableTaskSchedulerEngine) and emulator._credential is None  # the emulator takes no token
+    managed = durable_engine({"BATCHAI_DTS_ENDPOINT": "https://s.westeurope.durabletask.io", "BATCHAI_DTS_TASKHUB": "hub"})
+    assert managed._credential is not None and managed._taskhub == "hub"
+    with pytest.raises(ValueError, match="BATCHAI_DTS_TASKHUB"):
+        durable_engine({"BATCHAI_DTS_ENDPOINT": "https://s.westeurope.durabletask.io"})
+    monkeypatch.setenv("BATCHAI_DTS_ENDPOINT", "http://127.0.0.1:8080")
+    monkeypatch.setenv("BATCHAI_DTS_TASKHUB", "default")
+    host = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), simulated_nodes={})
+    host.build()
+    try:
+        assert isinstance(host.engine, DurableTaskSchedulerEngine) and host.services.engine is host.engine
     finally:
         host.queue.close()
         host.compute.close()

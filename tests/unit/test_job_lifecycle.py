@@ -15,6 +15,8 @@ from tests.support.engines import ENGINES, run_on
 
 pytestmark = pytest.mark.timeout(120)
 WAIT = 0.05  # seconds: views tell the orchestration how long to wait before looking again
+# the Durable Task Scheduler adapter too, on a durabletask sidecar: the job's path from queue to end
+WITH_SCHEDULER = [*ENGINES, "durable-task-scheduler"]
 
 
 class Script:
@@ -46,7 +48,7 @@ def running(outcome=None):
     return {"state": "running", "attempt": 1, "outcome": outcome, "wait": WAIT}
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", WITH_SCHEDULER)
 def test_queued_running_succeeded(engine):
     script = Script(
         observe_job=[queued(), queued(), running(), running({"exitCode": 0})],
@@ -84,7 +86,7 @@ def test_a_wall_clock_timeout_kills_then_completes(engine):
     assert script.calls == ["observe_job", "kill_job", "complete_job"]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", WITH_SCHEDULER)
 def test_a_lost_node_requeues_and_the_next_attempt_succeeds(engine):
     script = Script(
         observe_job=[running({"nodeLost": True, "node": "n1"}), queued(), running({"exitCode": 0})],
@@ -116,7 +118,7 @@ def test_a_long_wait_continues_as_new_to_keep_the_history_small():
     assert outcome.restarts == 1 and outcome.output["state"] == "succeeded"
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", WITH_SCHEDULER)
 def test_the_hot_path_runs_no_activity_a_launch_then_a_terminal_wake(engine):
     script = Script()
     launched = {"jobId": "J", "uuid": "U", "view": dict(running(), wait=3600)}

@@ -1,0 +1,138 @@
+"""The Functions app driven as the host drives it, against a stand-in of the Durable extension's HTTP API.
+
+Every trigger runs on one worker event loop (as in the Python worker) and gets its durable client
+binding as the host passes it (JSON naming the extension's `rpcBaseUrl`); the real
+`DurableOrchestrationClient` and the app's `DurableFunctionsEngine` call the stand-in over loopback
+HTTP. The HTTP trigger goes through the real `AsgiMiddleware`. Resources are in SQLite.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import azure.functions as func
+import pytest
+from azure.functions.servicebus import ServiceBusMessage
+
+from batchai.adapters.durable_functions_flow import DurableFunctionsEngine
+from batchai.lifecycle import controller_instance
+from batchai.wake import wake_flag
+from tests.support.durable_extension import durable_extension
+from tests.support.function_app import FunctionsHost
+
+pytestmark = pytest.mark.timeout(120)
+SUB, RG, WS, EXP = "00000000-0000-0000-0000-000000000000", "default", "fws", "fexp"
+BASE = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.BatchAI/workspaces/{WS}"
+CLUSTER = {
+    "properties": {
+        "vmSize": "STANDARD_D1",
+        "userAccountSettings": {"adminUserName": "u", "adminUserPassword": "p"},
+        "scaleSettings": {"manual": {"targetNodeCount": 1}},
+    }
+}
+JOB = {
+    "properties": {
+        "cluster": {"id": f"{BASE}/clusters/c"},
+        "nodeCount": 1,
+        "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
+        "customToolkitSettings": {"commandLine": "true"},
+    }
+}
+APP_SETTINGS = (
+    "BATCHAI_COSMOS_ENDPOINT",
+    "BATCHAI_COSMOS_KEY",
+    "BATCHAI_BLOB_CONTAINER",
+    "BATCHAI_DROP_CONTAINER",
+    "BATCHAI_VMSS_SUBSCRIPTION_ID",
+)
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch, worker_loop):
+    monkeypatch.setenv("BATCHAI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BATCHAI_TOKEN", "t")
+    for name in APP_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    module = importlib.import_module("function_app.function_app")
+    monkeypatch.setattr(module, "engine", DurableFunctionsEngine())  # no client left by another test
+    with durable_extension() as extension:
+        h = FunctionsHost(module, extension, worker_loop)
+        h.clear_caches()
+        yield h
+        h.clear_caches()
+
+
+def create_workspace_and_cluster(host: FunctionsHost) -> None:
+    for method, path, body in (("PUT", BASE, {"location": "westeurope"}), ("PUT", f"{BASE}/experiments/{EXP}", None)):
+        status, answer = host.http(method, path, body)
+        assert 200 <= status < 300, answer
+    status, answer = host.http("PUT", f"{BASE}/clusters/c", CLUSTER)
+    assert status == 200, answer
+
+
+def test_the_http_api_creates_a_cluster_and_jobs_through_the_extension(host):
+    create_workspace_and_cluster(host)
+    svc = host.module.services()
+    cluster = svc.store.get(f"{BASE}/clusters/c")
+    assert host.extension.starts == [("cluster_controller", controller_instance(cluster))]
+    for name in ("j1", "j2", "j3"):
+        status, answer = host.http("PUT", f"{BASE}/experiments/{EXP}/jobs/{name}", JOB)
+        assert status == 200 and answer["properties"]["executionState"] == "queued", answer
+        svc.store.clear_flag(wake_flag(cluster))  # as the controller's pass does: the next job asks for another
+    # queued jobs get their lifecycles when the controller launches them: each asked it for a pass
+    assert host.extension.events == [(controller_instance(cluster), "wake")] * 3
+    assert host.extension.started("job_lifecycle") == []
+    status, answer = host.http("GET", f"{BASE}/experiments/{EXP}/jobs")
+    assert status == 200 and [j["name"] for j in answer["value"]] == ["j1", "j2", "j3"]
+    assert host.module.node_waker().loop is host.loop.loop  # no lifespan here: the trigger gave the waker its loop
+
+
+def test_the_service_bus_and_blob_triggers_submit_through_their_durable_clients(host, tmp_path):
+    create_workspace_and_cluster(host)
+    svc = host.module.services()
+    cluster = svc.store.get(f"{BASE}/clusters/c")
+    message = {"workspace": WS, "experiment": EXP, "jobName": "from-queue", "cluster": "c", "job": JOB}
+    host.trigger(
+        "submissions_high",
+        ServiceBusMessage(
+            body=json.dumps(message).encode(), message_id="m1", delivery_count=1, application_properties={}, user_properties={}
+        ),
+    )
+    svc.store.clear_flag(wake_flag(cluster))
+    drop = tmp_path / "drops" / "inbox" / WS / EXP / "from-blob.json"
+    drop.parent.mkdir(parents=True)
+    drop.write_text(json.dumps(JOB))
+    host.trigger("job_drops", func.blob.InputStream(data=drop.read_bytes(), name=f"drops/inbox/{WS}/{EXP}/from-blob.json"))
+    for name in ("from-queue", "from-blob"):
+        job = svc.store.get(f"{BASE}/experiments/{EXP}/jobs/{name}")
+        assert job is not None and job.properties["executionState"] == "queued"
+    assert host.extension.events == [(controller_instance(cluster), "wake")] * 2
+    assert host.extension.started("cluster_controller") == [controller_instance(cluster)]
+
+
+def test_a_cluster_whose_controller_cannot_start_is_not_kept_and_the_retry_creates_it_once(host):
+    for method, path, body in (("PUT", BASE, {"location": "westeurope"}),):
+        assert host.http(method, path, body)[0] == 200
+    host.extension.refuse_starts = 1
+    status, answer = host.http("PUT", f"{BASE}/clusters/c", CLUSTER)
+    assert status == 503 and answer["error"]["code"] == "ServiceUnavailable", answer
+    assert host.http("GET", f"{BASE}/clusters/c")[0] == 404  # no cluster without its controller
+    status, answer = host.http("PUT", f"{BASE}/clusters/c", CLUSTER)  # the client's retry
+    assert status == 200, answer
+    status, answer = host.http("GET", f"{BASE}/clusters")
+    assert [c["name"] for c in answer["value"]] == ["c"]
+    cluster = host.module.services().store.get(f"{BASE}/clusters/c")
+    assert host.extension.starts == [("cluster_controller", controller_instance(cluster))]
+
+
+def test_a_job_whose_wake_cannot_be_delivered_is_created_and_the_next_one_asks_again(host):
+    create_workspace_and_cluster(host)
+    cluster = host.module.services().store.get(f"{BASE}/clusters/c")
+    host.extension.refuse_events = 1
+    status, answer = host.http("PUT", f"{BASE}/experiments/{EXP}/jobs/j1", JOB)
+    assert status == 200, answer  # stored: a retry would be a conflict; the controller's timer passes anyway
+    assert host.extension.events == []
+    status, answer = host.http("PUT", f"{BASE}/experiments/{EXP}/jobs/j2", JOB)
+    assert status == 200, answer
+    assert host.extension.events == [(controller_instance(cluster), "wake")]  # the lost hint did not silence the cluster

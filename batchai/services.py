@@ -28,6 +28,8 @@ class Settings:
     # off where several instances serve requests: their passes could overlap, so the controller alone runs them
     inline_scheduling: bool = True
     blob_sync_seconds: float = 1.0  # with blob storage: how often running jobs' new output is uploaded
+    # embedded host: processes beside the primary serving the API (one per core beyond the first, at most 3)
+    api_workers: int = field(default_factory=lambda: max(0, min(os.cpu_count() or 1, 4) - 1))
 
     @classmethod
     def from_env(cls, data_dir: Path, environ=os.environ, **defaults) -> Settings:

@@ -18,7 +18,9 @@ import logging
 import os
 import secrets
 import socket
+import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +29,12 @@ from typing import Any
 import uvicorn
 
 from activities import bind
+from batchai.adapters.durabletask_engine import DurableTaskClient, DurableTaskEngine
 from batchai.adapters.from_env import blob_store, drop_store, durable_engine, resource_store, submission_queue
 from batchai.adapters.local_compute import LocalCompute
 from batchai.adapters.simulated_compute import SimulatedCompute
 from batchai.api.app import create_app
-from batchai.api.nodes import NodeWaker
+from batchai.api.nodes import NodeWaker, PeerWakes
 from batchai.background import Serial
 from batchai.blob_drop import DropBox
 from batchai.job_state import LAUNCHED
@@ -66,6 +69,7 @@ class EmbeddedHost:
     settings: Settings | None = None
     compute: Compute | None = None  # the machines; default: local node agent processes
     simulated_nodes: dict[str, Any] | None = None  # instead, nodes in memory: SimulatedCompute's options
+    engine_address: str | None = None  # an API worker: the primary process's engine, which runs everything
 
     def build(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -77,7 +81,8 @@ class EmbeddedHost:
         signing_key = self.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
         self.control_plane_file = self.data_dir / "control-plane.json"
         node_waker = NodeWaker()  # agents long-poll their heartbeats on the API; activities end the polls early
-        wake_nodes = node_waker.wake
+        self.wakes = PeerWakes(self.data_dir / "run" / "wakes", node_waker)  # the polls any process holds
+        wake_nodes = self.wakes.wake
         if self.simulated_nodes is not None:  # they call the node protocol in process, with the services below
             self.compute = SimulatedCompute(lambda: self.services, **self.simulated_nodes)
             wake_nodes = self.compute.wake
@@ -89,7 +94,7 @@ class EmbeddedHost:
                 python=sys.executable,
                 heartbeat=self.settings.heartbeat_seconds,
             )
-        self.engine = durable_engine()
+        self.engine = DurableTaskClient(self.engine_address) if self.engine_address else durable_engine()
         self.deferred = Serial("engine-calls", log)  # made after the answers that caused them
         blobs = blob_store()
         self.output_sync = OutputSync(self.store, blobs, interval=self.settings.blob_sync_seconds) if blobs else None
@@ -103,10 +108,11 @@ class EmbeddedHost:
             blobs=blobs,
             sync_job_files=self.output_sync.final_sync if self.output_sync else lambda record: None,
         )
-        for name, fn in ORCHESTRATIONS.items():
-            self.engine.register_orchestration(name, fn)
-        for name, fn in bind(self.services).items():
-            self.engine.register_activity(name, fn)
+        if not self.engine_address:
+            for name, fn in ORCHESTRATIONS.items():
+                self.engine.register_orchestration(name, fn)
+            for name, fn in bind(self.services).items():
+                self.engine.register_activity(name, fn)
         self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key, node_waker=node_waker)
         self.queue = submission_queue(self.data_dir)
         self.consumer = QueueConsumer(self.services, self.queue)
@@ -142,17 +148,20 @@ class EmbeddedHost:
         sock = sock or self.bind_socket()
         self.control_plane_file.write_text(json.dumps({"url": self.url}))
         self.engine.start()
+        self.wakes.start()
+        workers = ApiWorkers(self, sock)
         try:
             self.reconcile()
             self.consumer.start()
             self.inbox.start()
             if self.output_sync is not None:
                 self.output_sync.start()
-            config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
-            server = uvicorn.Server(config)
-            log.info("Batch AI control plane on %s (data dir %s)", self.url, self.data_dir)
-            server.run(sockets=[sock])
+            if self.simulated_nodes is None and isinstance(self.engine, DurableTaskEngine) and self.engine.runs_backend:
+                workers.start(self.services.settings.api_workers, self.engine.address)
+            log.info("Batch AI control plane on %s (data dir %s, %d API workers)", self.url, self.data_dir, len(workers.procs))
+            self._run_server(sock)
         finally:
+            workers.stop()
             self.consumer.stop()
             self.queue.close()
             self.inbox.stop()
@@ -160,8 +169,26 @@ class EmbeddedHost:
                 self.output_sync.stop()
             self.stop_idle_nodes()
             self.deferred.stop()
+            self.wakes.close()
             self.engine.stop()
             self.services.compute.close()  # after the engine: its activities use it to the end
+
+    def serve_api(self, sock: socket.socket, lifeline: int) -> None:
+        """Run as an API worker of the primary process (`engine_address` given) until SIGTERM or until the
+        primary is gone (its end of the `lifeline` pipe closes, however it ended)."""
+        self.engine.start()
+        self.wakes.start()
+        threading.Thread(target=_exit_when_closed, args=(lifeline,), name="lifeline", daemon=True).start()
+        try:
+            self._run_server(sock)
+        finally:
+            self.deferred.stop()
+            self.wakes.close()
+            self.engine.stop()
+
+    def _run_server(self, sock: socket.socket) -> None:
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
+        uvicorn.Server(config).run(sockets=[sock])
 
     def stop_idle_nodes(self) -> None:
         """Idle agents stop with the control plane; busy ones keep their jobs running for a restart."""
@@ -169,3 +196,61 @@ class EmbeddedHost:
             if node.job is None:
                 self.services.compute.stop_node(node.handle(), grace=2.0)
                 self.store.update_node(node.id, state="starting", boot_id=None, pid=None)
+
+
+class ApiWorkers:
+    """Processes beside the primary that serve the same listening socket (the kernel hands each new
+    connection to one of them): the ARM API and the node door, over the same store, with the
+    primary's engine reached over its loopback gRPC port. The primary alone runs the engine, the
+    background workers and the machines, so that one process's GIL is not the ceiling of them all.
+    A worker ends when the primary ends, even by kill -9: it watches a pipe only the primary holds open."""
+
+    def __init__(self, host: EmbeddedHost, sock: socket.socket):
+        self.host, self.sock = host, sock
+        self.procs: list[subprocess.Popen] = []
+        self._lifelines: list[int] = []
+
+    def start(self, count: int, engine_address: str) -> None:
+        for _ in range(count):
+            lifeline, keep = os.pipe()
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "function_app.embedded", "--api-worker", str(self.host.data_dir), engine_address],
+                    pass_fds=(self.sock.fileno(), lifeline),
+                    env={**os.environ, "BATCHAI_LISTEN_FD": str(self.sock.fileno()), "BATCHAI_LIFELINE_FD": str(lifeline)},
+                )
+            )
+            os.close(lifeline)
+            self._lifelines.append(keep)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for fd in self._lifelines:
+            os.close(fd)
+        self.procs, self._lifelines = [], []
+
+
+def _exit_when_closed(fd: int) -> None:
+    while os.read(fd, 1):
+        pass
+    log.warning("the primary process is gone: this API worker stops")
+    os._exit(0)
+
+
+def _api_worker(data_dir: str, engine_address: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    host = EmbeddedHost(Path(data_dir), engine_address=engine_address)
+    host.build()
+    sock = socket.socket(fileno=int(os.environ.pop("BATCHAI_LISTEN_FD")))
+    host.serve_api(sock, int(os.environ.pop("BATCHAI_LIFELINE_FD")))
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--api-worker"]:
+    _api_worker(sys.argv[2], sys.argv[3])

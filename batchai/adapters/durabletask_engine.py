@@ -108,7 +108,8 @@ class LoopbackBackend(InMemoryOrchestrationBackend):
         self._port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         self._server = server
-        return f"127.0.0.1:{self._port}"
+        self.address = f"127.0.0.1:{self._port}"
+        return self.address
 
     def stop(self, grace: float | None = None) -> None:
         self._timers.stop()
@@ -199,6 +200,18 @@ class DurableTaskEngine:
             raise RuntimeError("the engine is not started")
         return self._client
 
+    @property
+    def runs_backend(self) -> bool:
+        """Whether the backend is this process's own (the in-memory one), not a service or another process's."""
+        return self._backend is not None
+
+    @property
+    def address(self) -> str:
+        """Where the started engine's backend listens: `DurableTaskClient`s of other processes connect there."""
+        if self._backend is None:
+            raise RuntimeError("the engine is not started")
+        return self._backend.address
+
     def schedule(self, name: str, input: Any, instance_id: str) -> bool:
         """Start `name` as `instance_id`; False (and nothing done) when that instance already exists."""
         try:
@@ -237,6 +250,21 @@ class DurableTaskEngine:
 
     def terminate(self, instance_id: str) -> None:
         self.client.terminate_orchestration(instance_id)
+
+
+class DurableTaskClient(DurableTaskEngine):
+    """The Engine port over the backend a `DurableTaskEngine` of another process runs at `address` (the
+    embedded host's API workers): it schedules, raises events and reads status there; it runs nothing."""
+
+    def __init__(self, address: str):
+        super().__init__()
+        self._address = address
+
+    def start(self) -> None:
+        self._client = dt_client.TaskHubGrpcClient(host_address=self._address, logger=_quiet_logger("durabletask.client"))
+
+    def stop(self) -> None:
+        self._client = None
 
 
 class DurableTaskSchedulerEngine(DurableTaskEngine):

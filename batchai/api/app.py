@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -105,7 +106,7 @@ def create_app(services: Services, *, token: str, node_token: str, signing_key: 
 
     @app.get("/healthz")
     def healthz():
-        return {"status": "ok"}
+        return {"status": "ok", "pid": os.getpid()}  # which of the host's processes answered
 
     for module in (workspaces, clusters, jobs, operations, files):
         app.include_router(module.router)

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
+import os
+import socket
+import threading
 from collections import defaultdict
+from pathlib import Path
 from urllib.parse import unquote
 
 import orjson
@@ -23,6 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from batchai import node_protocol as protocol
 from batchai.api.arm import json_object
 from batchai.errors import ApiError
+
+log = logging.getLogger("batchai.api.nodes")
 
 PREFIX = "/internal/v1/nodes/"
 MAX_WAIT_SECONDS = 30.0
@@ -44,6 +51,70 @@ class NodeWaker:
             return
         for node_id in node_ids:
             self.loop.call_soon_threadsafe(self._events[node_id].set)
+
+
+class PeerWakes:
+    """Node wakes across the embedded host's processes, any of which may hold a node's long poll.
+
+    Each process listens on a datagram socket `<directory>/<pid>.sock`; `wake` wakes its own
+    process's polls and sends the node ids to every other socket there. A socket whose process
+    is gone (a kill -9) is removed by the first wake that finds it dead.
+    """
+
+    MAX_DATAGRAM = 32 * 1024  # node ids per datagram: a large wake is sent in parts
+
+    def __init__(self, directory: Path, waker: NodeWaker, name: str | None = None):
+        self.directory = Path(directory)
+        self.waker = waker
+        self.path = self.directory / f"{name or os.getpid()}.sock"
+        self._socket: socket.socket | None = None
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path.unlink(missing_ok=True)
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(self.path))
+        threading.Thread(target=self._receive, args=(self._socket,), name="peer-wakes", daemon=True).start()
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+            self.path.unlink(missing_ok=True)
+
+    def wake(self, node_ids: list[str]) -> None:
+        self.waker.wake(node_ids)
+        if self._socket is None or not node_ids:
+            return
+        parts: list[bytes] = []
+        part: list[bytes] = []
+        size = 0
+        for node_id in node_ids:
+            encoded = node_id.encode()
+            if part and size + len(encoded) + 1 > self.MAX_DATAGRAM:
+                parts.append(b"\n".join(part))
+                part, size = [], 0
+            part.append(encoded)
+            size += len(encoded) + 1
+        parts.append(b"\n".join(part))
+        for peer in self.directory.glob("*.sock"):
+            if peer == self.path:
+                continue
+            try:
+                for data in parts:
+                    self._socket.sendto(data, str(peer))
+            except (ConnectionRefusedError, FileNotFoundError):
+                peer.unlink(missing_ok=True)  # its process is gone
+            except OSError:
+                log.warning("waking nodes through %s failed", peer, exc_info=True)
+
+    def _receive(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(self.MAX_DATAGRAM + 1024)
+            except OSError:
+                return  # closed
+            self.waker.wake([node_id.decode() for node_id in data.split(b"\n") if node_id])
 
 
 class NodeDoor:

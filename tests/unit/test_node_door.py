@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from batchai.api.nodes import PeerWakes
 from function_app.embedded import EmbeddedHost
+from tests.support.waiting import until
 
 
 @pytest.fixture
@@ -65,3 +67,31 @@ def test_an_agent_restarted_during_its_node_setup_registers_again(tmp_path):
     finally:
         host.engine.stop()
         host.compute.close()
+
+
+class Recorder:
+    """A NodeWaker's `wake`, recorded."""
+
+    def __init__(self):
+        self.woken: list[str] = []
+
+    def wake(self, node_ids):
+        self.woken += node_ids
+
+
+def test_peer_wakes_reach_the_other_processes_and_forget_a_dead_one(tmp_path):
+    here, there = Recorder(), Recorder()
+    a, b = PeerWakes(tmp_path, here, name="a"), PeerWakes(tmp_path, there, name="b")
+    a.start()
+    b.start()
+    (tmp_path / "gone.sock").touch()  # a process killed -9 leaves its socket's name behind
+    try:
+        many = [f"node-{i:05d}" for i in range(5000)]  # more than one datagram holds
+        a.wake(["n1", *many])
+        until(lambda: len(there.woken) == 5001, 10, "the other process to be woken")
+        assert here.woken == ["n1", *many] and there.woken == ["n1", *many]
+        assert not (tmp_path / "gone.sock").exists()
+    finally:
+        a.close()
+        b.close()
+    assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,9 @@
 """The SQLite store: hierarchy, compare-and-set mutations, gang claims, cascading deletes."""
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +113,22 @@ def test_job_summaries_follow_every_write_and_older_data_dirs_are_migrated(store
         db.execute(f"ALTER TABLE resources DROP COLUMN {column}")
     db.commit()
     assert SqliteStore(tmp_path / "store.db").job_summaries(CL, ["running"]) == [expected]
+
+
+INCREMENTS = """
+import sys
+from batchai.adapters.sqlite_store import SqliteStore
+store = SqliteStore(sys.argv[1])
+for _ in range(100):
+    store.mutate(sys.argv[2], lambda r: (r.properties.update(n=r.properties.get("n", 0) + 1), r)[1])
+"""
+
+
+def test_writers_in_several_processes_lose_no_update(store, tmp_path):
+    """The control plane's API workers write the same file: compare-and-set holds across processes."""
+    root = str(Path(__file__).resolve().parents[2])
+    procs = [
+        subprocess.Popen([sys.executable, "-c", INCREMENTS, str(tmp_path / "store.db"), EXP], env={"PYTHONPATH": root}) for _ in range(3)
+    ]
+    assert [p.wait(60) for p in procs] == [0, 0, 0]
+    assert store.get(EXP).properties["n"] == 300

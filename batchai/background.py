@@ -84,20 +84,33 @@ class TimerThread:
 
 
 class Serial:
-    """Calls the functions it is given one after another, in the order given, from one daemon thread
-    named `name`: work a request hands off so that its answer does not wait for it. A function that
-    raises is logged and the others go on. `stop` calls what was given before it, then ends."""
+    """Calls the functions it is given one after another, in the order given (or `delay` seconds later),
+    from one daemon thread named `name`: work a request hands off so that its answer does not wait for
+    it. A function that raises is logged and the others go on. `stop` calls what was given before it
+    without a delay, drops what waits for its time, then ends."""
 
     def __init__(self, name: str, log: logging.Logger) -> None:
         self.log = log
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        self._timers: TimerThread | None = None
+        self._timers_lock = threading.Lock()
 
-    def __call__(self, fn: Callable[[], None]) -> None:
-        self._queue.put(fn)
+    def __call__(self, fn: Callable[[], None], delay: float = 0.0) -> None:
+        if delay <= 0:
+            self._queue.put(fn)
+            return
+        with self._timers_lock:
+            if self._timers is None:
+                self._timers = TimerThread(f"{self._thread.name}-timers", self.log)
+            timers = self._timers
+        timers.at(time.time() + delay, lambda: self._queue.put(fn))
 
     def stop(self, timeout: float = 30.0) -> None:
+        with self._timers_lock:
+            if self._timers is not None:
+                self._timers.stop()
         self._queue.put(None)
         self._thread.join(timeout)
 

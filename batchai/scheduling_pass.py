@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from batchai import ids, job_state
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
+from batchai.job_state import JobState, attempt_of, state_of
 from batchai.lifecycle import launch_view, parse_time, settled_view, utcnow, wall_clock_seconds
 from batchai.model import JobCreateParameters
 from batchai.ports import JobSummary, NodeRecord, Record, Store, TaskRecord
@@ -162,15 +163,19 @@ def run_pass(svc: Services, cluster: Record) -> list[str]:
     finally:
         now = time.time()
         for record in launched:
-            svc.defer(partial(_start_lifecycle, svc, record, launch_view(record, now)))
+            svc.defer(partial(_start_lifecycle, svc, record, launch_view(record, now)), svc.settings.lifecycle_start_delay_seconds)
     return [r.id for r in launched]
 
 
-def _start_lifecycle(svc: Services, record: Record, view: dict) -> None:
+def _start_lifecycle(svc: Services, launched: Record, view: dict) -> None:
+    """Start the lifecycle of a job launched a moment ago, if it still runs that attempt: one that ended,
+    was requeued or is terminating (which starts its lifecycle itself) needs no watching from here."""
     try:
-        start_lifecycle(svc, record, view)
+        record = svc.store.get(launched.id)
+        if record is not None and state_of(record) is JobState.RUNNING and attempt_of(record) == attempt_of(launched):
+            start_lifecycle(svc, record, view)
     except Exception:  # noqa: BLE001 - the host's reconciliation starts it after a restart
-        log.exception("starting the lifecycle of %s failed", record.id)
+        log.exception("starting the lifecycle of %s failed", launched.id)
 
 
 def decide(store: Store, cluster_id: str, now: float, timeout: float) -> list[tuple[str, list[NodeRecord]]]:

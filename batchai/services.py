@@ -28,6 +28,10 @@ class Settings:
     # off where several instances serve requests: their passes could overlap, so the controller alone runs them
     inline_scheduling: bool = True
     blob_sync_seconds: float = 1.0  # with blob storage: how often running jobs' new output is uploaded
+    # A launched job's lifecycle (its watchdog: deadline, lost nodes, terminate grace) starts this long after
+    # the launch, if the job still runs then: node reports end jobs by themselves, so a job that ends sooner
+    # costs the engine nothing (where `Services.defer` can wait: the embedded host)
+    lifecycle_start_delay_seconds: float = 1.0
     # embedded host: processes beside the primary serving the API (one per core beyond the first, at most 3)
     api_workers: int = field(default_factory=lambda: max(0, min(os.cpu_count() or 1, 4) - 1))
 
@@ -65,7 +69,8 @@ class Services:
     wake_nodes: Callable[[list[str]], None] = field(default=lambda node_ids: None)
     blobs: BlobStore | None = None  # where job logs and outputs are listed from; None: the local disk
     sync_job_files: Callable[[Record], None] = field(default=lambda record: None)  # an ending job's last upload
-    # Engine calls that only inform an orchestration (a lifecycle started at launch, woken at its job's
-    # end), which a node's answer need not wait for: the embedded host makes them after the answer, in
-    # order, on one thread (its restart reconciles what a crash loses); by default they are made at once.
-    defer: Callable[[Callable[[], None]], None] = field(default=lambda call: call())
+    # Engine calls that only inform an orchestration (a lifecycle started after launch, woken at its job's
+    # end), which a node's answer need not wait for: the embedded host makes them after the answer (and
+    # any `delay`), in order, on one thread (its restart reconciles what a crash loses); by default they
+    # are made at once, whatever the delay.
+    defer: Callable[..., None] = field(default=lambda call, delay=0.0: call())

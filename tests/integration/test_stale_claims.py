@@ -106,7 +106,7 @@ def test_a_queued_job_holding_a_node_is_freed_and_runs(host):
 
 def test_a_pass_that_fails_half_way_still_starts_the_lifecycles_of_the_jobs_it_launched(host, monkeypatch):
     paused_cluster(host)
-    submit(host, "first", node_count=1)
+    submit(host, "first", node_count=1, command="sleep 60")  # still running when its lifecycle is due
     submit(host, "second", node_count=1)
     real_launch = scheduling.launch
 

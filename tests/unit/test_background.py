@@ -73,3 +73,15 @@ def test_serial_calls_in_order_past_a_failure_and_stop_runs_what_was_given_first
     serial.stop()
     assert calls == [1, 2]
     assert "a call handed to engine-calls failed" in caplog.text and "ZeroDivisionError" in caplog.text
+
+
+def test_serial_calls_a_delayed_function_after_those_due_now_and_stop_drops_one_not_due():
+    calls: list[str] = []
+    done = threading.Event()
+    serial = Serial("engine-calls", logging.getLogger("test.background"))
+    serial(lambda: (calls.append("later"), done.set()), 0.2)
+    serial(lambda: calls.append("now"))
+    serial(lambda: calls.append("never"), 3600)
+    assert done.wait(10)
+    serial.stop()
+    assert calls == ["now", "later"]

@@ -1,0 +1,41 @@
+"""A launched job's lifecycle starts `lifecycle_start_delay_seconds` after its launch, and only if the
+job still runs then: a job that ends sooner costs the engine nothing; one that runs on is watched."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchai.lifecycle import job_instance
+from batchai.services import Settings
+from function_app.embedded import EmbeddedHost
+from tests.integration.test_stale_claims import V, cluster, job_id, paused_cluster, submit
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def host(tmp_path, unique_name):
+    settings = Settings(data_dir=tmp_path, lifecycle_start_delay_seconds=5.0)
+    host = EmbeddedHost(tmp_path, settings=settings, simulated_nodes={"heartbeat_seconds": 0.5})
+    host.workspace = unique_name("lifecycle")
+    host.build()
+    host.engine.start()
+    yield host
+    host.deferred.stop()
+    host.compute.close()
+    host.engine.stop()
+
+
+def test_a_job_that_ends_before_its_lifecycle_would_start_costs_the_engine_nothing(host):
+    http = paused_cluster(host)
+    submit(host, "short", node_count=1, command="sleep 0.01")
+    submit(host, "long", node_count=1, command="sleep 60")
+    http.post(f"{cluster(host)}/resume", params=V).raise_for_status()  # one pass launches both
+
+    short, long = job_id(host, "short"), job_id(host, "long")
+    until(lambda: host.store.get(short).properties["executionState"] == "succeeded", 30, "the short job to succeed")
+    until(lambda: host.engine.status(job_instance(host.store.get(long))) is not None, 30, "the long job's lifecycle to start")
+    # the short job's start was due first and was looked at first (one thread, in order): it had ended
+    assert host.engine.status(job_instance(host.store.get(short))) is None
+    assert host.store.get(long).properties["executionState"] == "running"

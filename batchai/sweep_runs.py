@@ -77,10 +77,11 @@ def trial_job(spec: dict, sweep_name: str, number: int, params: dict):
     return load_job_file({"properties": props}, require_cluster=True)
 
 
-def _in_trial(exc: ApiError) -> ApiError:
-    """A job path's error about the trial body, its field named as in the sweep's body."""
+def _in_trial(exc: ApiError, trial: dict) -> ApiError:
+    """A job path's error about the trial body (a job body, or its bare properties), its field named as in the sweep's body."""
     field = (exc.target or "").removeprefix("properties.").removeprefix("properties")
-    return ApiError(exc.status, exc.code, exc.message, f"properties.trial.{field}" if field else "properties.trial")
+    prefix = "properties.trial.properties" if isinstance(trial.get("properties"), dict) else "properties.trial"
+    return ApiError(exc.status, exc.code, exc.message, f"{prefix}.{field}" if field else prefix)
 
 
 def _example(dist: dict):
@@ -105,7 +106,7 @@ def create(svc: Services, sweep_id: str, body: dict) -> Record:
             raise ApiError.bad_request("The trial needs properties.cluster.", target="properties.cluster")
         check_cluster(svc, example.properties, parsed.workspace_id)
     except ApiError as exc:
-        raise _in_trial(exc) from None
+        raise _in_trial(exc, spec["trial"]) from None
     record = new_record(sweep_id, "sweeps", name, experiment.id, {**spec, "executionState": RUNNING})
     record.internal = {"uuid": uuid.uuid4().hex, "trials": [], "studyAttrs": {}}
     try:

@@ -17,6 +17,7 @@ import math
 import warnings
 from statistics import NormalDist
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -60,10 +61,16 @@ def parameters(spec: dict, raw: dict) -> dict:
     return {name: value(d, raw[name]) for name, d in spec["search_space"].items()}
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """Trial `number`'s own seed: a hash of the pair, so sweeps with seeds s and s + 1 share no trials."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
 def _sampler(spec: dict, number: int) -> optuna.samplers.BaseSampler:
     algorithm = spec["sampling_algorithm"]
     seed = algorithm["seed"]
     kind = algorithm["type"]
+    own = trial_seed(seed, number)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if kind == "grid":
@@ -73,13 +80,13 @@ def _sampler(spec: dict, number: int) -> optuna.samplers.BaseSampler:
                 qmc_type="sobol",
                 scramble=True,
                 seed=seed,
-                independent_sampler=optuna.samplers.RandomSampler(seed=seed + number),
+                independent_sampler=optuna.samplers.RandomSampler(seed=own),
                 warn_independent_sampling=False,
             )
         if kind == "bayesian":
             # constant liar: trials running at once are not all sent to the same promising point
-            return optuna.samplers.TPESampler(seed=seed + number, n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True)
-        return optuna.samplers.RandomSampler(seed=seed + number)
+            return optuna.samplers.TPESampler(seed=own, n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True)
+        return optuna.samplers.RandomSampler(seed=own)
 
 
 def _state(trial: dict) -> TrialState:

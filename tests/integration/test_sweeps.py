@@ -204,7 +204,8 @@ BAD = [
     ({"limits": {"max_total_trials": 100_000}}, "properties.limits.max_total_trials"),
     ({"early_termination": {"type": "bandit"}}, "properties.early_termination.slack_factor"),
     ({"objective": {"goal": "minimize"}}, "properties.objective.primary_metric"),
-    ({"trial": {"properties": {"nodeCount": 1, "customToolkitSettings": {"commandLine": "true"}}}}, "properties.trial.cluster"),
+    ({"trial": {"properties": {"nodeCount": 1, "stdOutErrPathPrefix": "/tmp", "customToolkitSettings": {"commandLine": "true"}}}}, "properties.trial.properties.cluster"),
+    ({"trial": {"nodeCount": 1, "customToolkitSettings": {"commandLine": "true"}}}, "properties.trial.stdOutErrPathPrefix"),
 ]
 
 
@@ -251,3 +252,42 @@ def test_kill9_during_a_sweep_of_20_trials_then_restart_makes_exactly_20_trials(
     finally:
         server.stop()
         kill_agents(data)
+
+
+TWO_D = {"x": {"type": "uniform", "min_value": -3, "max_value": 3}, "y": {"type": "uniform", "min_value": -5, "max_value": 1}}
+OPTIMUM, TOLERANCE = 0.05, 0.1  # as bench/sweep_samplers.py
+
+
+@pytest.mark.slow
+def test_bayesian_reaches_the_optimum_in_fewer_trials_than_random(server, sdk):
+    """Acceptance: the same budget and seed, trials that train 20 steps towards a loss with a known minimum
+    (0.05 at x = 1, y = -2); both sweeps run at once on four nodes, two trials each at most."""
+    http = server.http()
+    ws = unique_name("bayes")
+    base = workspace(http, ws, 4)
+    trial = trial_body(base, "--y {y}")
+    budget = 40  # random sampling with seed 2 never gets within the tolerance in 40 trials (bench/sweep_samplers.py)
+    for algorithm in ("bayesian", "random"):
+        body = sweep_body(
+            base,
+            search_space=TWO_D,
+            sampling_algorithm={"type": algorithm, "seed": 2},
+            limits={"max_total_trials": budget, "max_concurrent_trials": 2},
+            trial=trial,
+        )
+        assert http.put(f"{base}/experiments/e/sweeps/{algorithm}", params=V, json=body).status_code == 200
+    first = {}
+    for algorithm in ("bayesian", "random"):
+        props = wait_sweep(http, f"{base}/experiments/e/sweeps/{algorithm}", timeout=600)["properties"]
+        assert props["executionState"] == "succeeded" and len(props["trials"]) == budget
+        curve, best = [], float("inf")
+        for t in sorted(props["trials"], key=lambda t: t["number"]):
+            best = min(best, t["objective"])
+            curve.append(best)
+        first[algorithm] = next((i + 1 for i, v in enumerate(curve) if v - OPTIMUM <= TOLERANCE), None)
+        print(f"\n{algorithm}: first trial within {TOLERANCE} of the optimum: {first[algorithm]}; best loss after each trial:")
+        print(" ".join(f"{v:.3f}" for v in curve))
+        trials = [j for j in sdk.jobs.list_by_experiment("rg", ws, "e") if j.name.startswith(f"{algorithm}-")]
+        assert len(trials) == budget and max_overlap(trials) <= 2
+    assert first["bayesian"] is not None
+    assert first["random"] is None or first["bayesian"] < first["random"]

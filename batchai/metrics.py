@@ -54,7 +54,7 @@ def record_report(svc: Services, node_id: str, report: dict) -> Record | None:
     (a repeat, or a task that is not this node's)."""
     task_id, start, lines = report["taskId"], report["from"], report["lines"]
     if not isinstance(start, int) or start < 0 or not isinstance(lines, list) or len(lines) > MAX_LINES_PER_REPORT:
-        raise ValueError("a metrics report is {taskId, from: a line number, lines: a list of at most %d}" % MAX_LINES_PER_REPORT)
+        raise ValueError(f"a metrics report is {{taskId, from: a line number, lines: a list of at most {MAX_LINES_PER_REPORT}}}")
     task = svc.store.get_task(task_id)
     if task is None or task.node != node_id:
         return None

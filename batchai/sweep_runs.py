@@ -48,7 +48,7 @@ def _format(value) -> str:
 def _substitute(node, params: dict[str, str]):
     if isinstance(node, str):
         for name, text in params.items():
-            node = node.replace("${{search_space.%s}}" % name, text).replace("{%s}" % name, text)
+            node = node.replace("${{search_space." + name + "}}", text).replace("{" + name + "}", text)
         return node
     if isinstance(node, list):
         return [_substitute(v, params) for v in node]

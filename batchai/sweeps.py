@@ -158,20 +158,36 @@ def to_stop(spec: dict, trials: list[dict]) -> list[int]:
             n_startup_trials=1, n_warmup_steps=policy["delay_evaluation"], interval_steps=policy["evaluation_interval"]
         )
         study, _, _ = _study(spec, trials, pruner=pruner)
-        return [t["number"] for t in running if pruner.prune(study, study.trials[t["number"]])]
+        frozen = study.get_trials(deepcopy=False)
+        return [t["number"] for t in running if pruner.prune(study, frozen[t["number"]])]
     if kind == "asha":
-        # Every trial (ended ones too) climbs the rungs again, in trial order: a rung's competitors are the
-        # trials that reached it, whether or not a pass saw them on the way.
-        pruner = optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=policy["min_resource"], reduction_factor=policy["reduction_factor"], min_early_stopping_rate=0
-        )
-        study, storage, _ = _study(spec, trials, pruner=pruner, states=lambda t: TrialState.RUNNING)
-        stop = []
-        for t in trials:
-            if t["values"] and pruner.prune(study, storage.get_trial(study.trials[t["number"]]._trial_id)) and t["state"] == RUNNING:
-                stop.append(t["number"])
-        return stop
+        return _asha(spec, policy, trials)
     return [t["number"] for t in running if _selected_out(policy, spec["objective"]["goal"], t, trials)]
+
+
+def _asha(spec: dict, policy: dict, trials: list[dict]) -> list[int]:
+    """Successive halving, replayed rung by rung: at each rung's step every trial that reached it (ended ones
+    too) is judged on its value there, in trial order, against those judged before it; a trial not promoted
+    from a rung climbs no further. (optuna's pruner judges a trial on its latest value as each report
+    comes; a replay gives it each rung's value.)"""
+    pruner = optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=policy["min_resource"], reduction_factor=policy["reduction_factor"], min_early_stopping_rate=0
+    )
+    study, storage, _ = _study(spec, trials, pruner=pruner, states=lambda t: TrialState.RUNNING)
+    ids = [t._trial_id for t in study.get_trials(deepcopy=False)]
+    last = max((max(t["values"]) for t in trials if t["values"]), default=0)
+    out: set[int] = set()
+    step = policy["min_resource"]
+    while step <= last:
+        for t in trials:
+            if t["number"] in out or not t["values"] or max(t["values"]) < step:
+                continue
+            frozen = storage.get_trial(ids[t["number"]])  # a copy, with the rungs it has climbed
+            frozen.intermediate_values = {s: v for s, v in t["values"].items() if s <= step}
+            if pruner.prune(study, frozen):
+                out.add(t["number"])
+        step *= policy["reduction_factor"]
+    return [t["number"] for t in trials if t["number"] in out and t["state"] == RUNNING]
 
 
 def _selected_out(policy: dict, goal: str, trial: dict, trials: list[dict]) -> bool:
@@ -180,7 +196,11 @@ def _selected_out(policy: dict, goal: str, trial: dict, trials: list[dict]) -> b
     if step is None:
         return False
     sign = 1.0 if goal == "minimize" else -1.0  # compare as minimising
-    reached = {t["number"]: sign * v for t in trials if t["values"] and max(t["values"]) >= step and (v := _value_at(t["values"], step)) is not None}
+    reached = {
+        t["number"]: sign * v
+        for t in trials
+        if t["values"] and max(t["values"]) >= step and (v := _value_at(t["values"], step)) is not None
+    }
     mine = reached.get(trial["number"])
     if mine is None or len(reached) < 2:
         return False
@@ -190,7 +210,7 @@ def _selected_out(policy: dict, goal: str, trial: dict, trials: list[dict]) -> b
             return mine > best + policy["slack_amount"]
         real_best = sign * best  # a slack factor scales the metric itself: best*(1+s) minimising, best/(1+s) maximising
         bound = real_best * (1 + policy["slack_factor"]) if goal == "minimize" else real_best / (1 + policy["slack_factor"])
-        return sign * mine > sign * bound
+        return mine > sign * bound
     ranked = sorted(reached.values(), reverse=True)  # worst first
     cut = len(ranked) * policy["truncation_percentage"] // 100
     return cut > 0 and mine >= ranked[cut - 1]

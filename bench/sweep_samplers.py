@@ -23,7 +23,10 @@ TOLERANCE = 0.1  # a trial whose loss is within this of the optimum has found it
 def spec(algorithm: str, seed: int, budget: int) -> dict:
     return check_sweep(
         {
-            "search_space": {"x": {"type": "uniform", "min_value": -3, "max_value": 3}, "y": {"type": "uniform", "min_value": -5, "max_value": 1}},
+            "search_space": {
+                "x": {"type": "uniform", "min_value": -3, "max_value": 3},
+                "y": {"type": "uniform", "min_value": -5, "max_value": 1},
+            },
             "objective": {"goal": "minimize", "primary_metric": "loss"},
             "sampling_algorithm": {"type": algorithm, "seed": seed},
             "limits": {"max_total_trials": budget, "max_concurrent_trials": 1},
@@ -46,7 +49,9 @@ def curve(algorithm: str, seed: int, budget: int) -> list[float]:
         answer = sweeps.ask(s, trials, attrs)
         attrs = answer["studyAttrs"]
         value = loss(sweeps.parameters(s, answer["raw"]))
-        trials.append({"number": n, "raw": answer["raw"], "sys": answer["sys"], "state": "succeeded", "values": {20: value}, "objective": value})
+        trials.append(
+            {"number": n, "raw": answer["raw"], "sys": answer["sys"], "state": "succeeded", "values": {20: value}, "objective": value}
+        )
         best = min(best, value)
         out.append(best)
     return out

@@ -27,6 +27,7 @@ from typing import Any
 import uvicorn
 
 from activities import bind
+from batchai import sweep_runs
 from batchai.adapters.from_env import blob_store, drop_store, durable_engine, resource_store, submission_queue
 from batchai.adapters.local_compute import LocalCompute
 from batchai.adapters.simulated_compute import SimulatedCompute
@@ -35,7 +36,6 @@ from batchai.api.nodes import NodeWaker
 from batchai.background import Serial
 from batchai.blob_drop import DropBox
 from batchai.job_state import LAUNCHED
-from batchai import sweep_runs
 from batchai.lifecycle import controller_instance, sweep_instance
 from batchai.output_sync import OutputSync
 from batchai.ports import Compute

@@ -29,8 +29,8 @@ from urllib.parse import quote, urlsplit
 
 from batchai.agent.exec_server import ExecServer
 from batchai.agent.runner import KILL_GRACE_SECONDS, TERMINATED, TaskRunner, utc_now
-from batchai.metrics import MAX_LINE_BYTES, MAX_LINES_PER_REPORT
 from batchai.frameworks.plan import NodeTask
+from batchai.metrics import MAX_LINE_BYTES, MAX_LINES_PER_REPORT
 
 log = logging.getLogger("batchai.agent")
 
@@ -545,7 +545,9 @@ class Agent:
                 tail = self._metrics.get(report["taskId"])
                 if tail is not None:
                     tail.delivered(report)
-            for task_id in [t for t, tail in self._metrics.items() if not tail.pending and t not in self._runners and t not in self._finished]:
+            for task_id in [
+                t for t, tail in self._metrics.items() if not tail.pending and t not in self._runners and t not in self._finished
+            ]:
                 del self._metrics[task_id]
 
     def _write_pids(self) -> None:

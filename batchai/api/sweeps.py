@@ -1,8 +1,8 @@
 """Sweeps: an addition to the 2018-05-01 API (README, "Additions"), under an experiment beside its jobs.
 
-    PUT  .../experiments/{e}/sweeps/{s}          create (body: {"properties": an Azure ML sweep job's fields})
-    GET  .../experiments/{e}/sweeps[/{s}]        list / show: the trials, their state, parameters and result, the best
-    POST .../experiments/{e}/sweeps/{s}/cancel   stop every trial; the sweep ends canceled
+PUT  .../experiments/{e}/sweeps/{s}          create (body: {"properties": an Azure ML sweep job's fields})
+GET  .../experiments/{e}/sweeps[/{s}]        list / show: the trials, their state, parameters and result, the best
+POST .../experiments/{e}/sweeps/{s}/cancel   stop every trial; the sweep ends canceled
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -514,6 +515,11 @@ def job_logs(
     run(stream)
 
 
+def field(name: str, within: str | None = None) -> Callable[[dict], Any]:
+    """A table column: the row's `name` (in its `within` object), blank where it has none."""
+    return lambda row: (row.get(within) or {} if within else row).get(name)
+
+
 @job_app.command("metrics")
 def job_metrics(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     """What the job reported to $AZ_BATCHAI_METRICS_FILE, one row per line."""
@@ -525,7 +531,7 @@ def job_metrics(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, ex
             print(json.dumps(data, indent=2))
             return
         names = list(dict.fromkeys(k for e in data["value"] for k in e))
-        show(c, data["value"], [(k, lambda e, k=k: e.get(k)) for k in names])
+        show(c, data["value"], [(k, field(k)) for k in names])
 
     run(metrics)
 
@@ -593,7 +599,11 @@ def sweep_create(
 ):
     """Start a sweep: its trials are jobs of the experiment, named NAME-0, NAME-1, ..."""
     c = ctx.obj
-    run(lambda: show(c, c.client.put(sweep_path(c.client, workspace, experiment, name), {"properties": read_sweep_file(sweep_file)}), SWEEP_COLUMNS))
+    run(
+        lambda: show(
+            c, c.client.put(sweep_path(c.client, workspace, experiment, name), {"properties": read_sweep_file(sweep_file)}), SWEEP_COLUMNS
+        )
+    )
 
 
 @sweep_app.command("list")
@@ -618,8 +628,13 @@ def sweep_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, exp
         trials = sorted(props["trials"], key=lambda t: (t["objective"] is None, sign * (t["objective"] or 0), t["number"]))
         names = list(props["search_space"])
         metric = props["objective"]["primary_metric"]
-        columns = [("trial", lambda t: t["name"]), ("state", lambda t: t["state"]), (metric, lambda t: t["objective"]), ("step", lambda t: t["lastStep"])]
-        show(c, trials, columns + [(n, lambda t, n=n: t["parameters"].get(n)) for n in names])
+        columns: list[tuple[str, Callable[[Any], Any]]] = [
+            ("trial", itemgetter("name")),
+            ("state", itemgetter("state")),
+            (metric, itemgetter("objective")),
+            ("step", itemgetter("lastStep")),
+        ]
+        show(c, trials, columns + [(n, field(n, "parameters")) for n in names])
         best = props["bestTrial"]
         console.print(f"best trial: {best['name']} ({metric} {best['objective']}) {best['parameters']}" if best else "best trial: none yet")
 

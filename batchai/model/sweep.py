@@ -151,7 +151,8 @@ def grid_size(space: dict) -> int:
 
 def _algorithm(value) -> dict:
     target = "properties.sampling_algorithm"
-    spec = {"type": value} if isinstance(value, str) else _object(value if value is not None else "random", target)
+    value = "random" if value is None else value
+    spec = {"type": value} if isinstance(value, str) else _object(value, target)
     kind = spec.get("type")
     if kind not in ALGORITHMS:
         raise _bad(f"{target}.type" if isinstance(value, dict) else target, f"{kind!r} is not one of {', '.join(ALGORITHMS)}.")
@@ -169,7 +170,9 @@ def _policy(value) -> dict | None:
         raise _bad(f"{target}.type", f"{kind!r} is not one of {', '.join(POLICIES)}.")
     out = {
         "type": kind,
-        "evaluation_interval": _number(spec.get("evaluation_interval", 1), f"{target}.evaluation_interval", integer=True, low=1, high=10**6),
+        "evaluation_interval": _number(
+            spec.get("evaluation_interval", 1), f"{target}.evaluation_interval", integer=True, low=1, high=10**6
+        ),
         "delay_evaluation": _number(spec.get("delay_evaluation", 0), f"{target}.delay_evaluation", integer=True, low=0, high=10**6),
     }
     if kind == "bandit":

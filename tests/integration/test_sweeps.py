@@ -64,7 +64,9 @@ def wait_sweep(http, url: str, timeout: float = 180) -> dict:
 
 def max_overlap(jobs) -> int:
     """The most trials that held a node at once, from their start and end times."""
-    edges = sorted([(j.execution_info.start_time, 1) for j in jobs] + [(j.execution_info.end_time, -1) for j in jobs], key=lambda e: (e[0], e[1]))
+    edges = sorted(
+        [(j.execution_info.start_time, 1) for j in jobs] + [(j.execution_info.end_time, -1) for j in jobs], key=lambda e: (e[0], e[1])
+    )
     most = now = 0
     for _, step in edges:
         now += step
@@ -174,7 +176,13 @@ def test_early_termination_stops_the_planted_bad_trials_and_lets_the_good_ones_f
     assert http.put(url, params=V, json=body).status_code == 200
     props = wait_sweep(http, url)["properties"]
     states = {t["parameters"]["x"]: (t["state"], t["lastStep"]) for t in props["trials"]}
-    assert {x: s for x, (s, _) in states.items()} == {1: "succeeded", 1.2: "succeeded", 0.9: "succeeded", 9: "early terminated", 10: "early terminated"}
+    assert {x: s for x, (s, _) in states.items()} == {
+        1: "succeeded",
+        1.2: "succeeded",
+        0.9: "succeeded",
+        9: "early terminated",
+        10: "early terminated",
+    }
     assert all(states[x][1] == 20 for x in (1, 1.2, 0.9)) and all(states[x][1] < 20 for x in (9, 10))
     assert props["bestTrial"]["parameters"] == {"x": 1}
     bad = next(t["name"] for t in props["trials"] if t["parameters"]["x"] == 9)
@@ -200,11 +208,17 @@ BAD = [
     ({"search_space": {"x": {"type": "gaussian", "mu": 0}}}, "properties.search_space.x.type"),
     ({"search_space": {"x": {"type": "choice", "values": []}}}, "properties.search_space.x.values"),
     ({"limits": {"max_total_trials": 4, "max_concurrent_trials": 0}}, "properties.limits.max_concurrent_trials"),
-    ({"sampling_algorithm": "bayesian", "search_space": {"x": {"type": "loguniform", "min_value": -9, "max_value": -1}}}, "properties.search_space.x.type"),
+    (
+        {"sampling_algorithm": "bayesian", "search_space": {"x": {"type": "loguniform", "min_value": -9, "max_value": -1}}},
+        "properties.search_space.x.type",
+    ),
     ({"limits": {"max_total_trials": 100_000}}, "properties.limits.max_total_trials"),
     ({"early_termination": {"type": "bandit"}}, "properties.early_termination.slack_factor"),
     ({"objective": {"goal": "minimize"}}, "properties.objective.primary_metric"),
-    ({"trial": {"properties": {"nodeCount": 1, "stdOutErrPathPrefix": "/tmp", "customToolkitSettings": {"commandLine": "true"}}}}, "properties.trial.properties.cluster"),
+    (
+        {"trial": {"properties": {"nodeCount": 1, "stdOutErrPathPrefix": "/tmp", "customToolkitSettings": {"commandLine": "true"}}}},
+        "properties.trial.properties.cluster",
+    ),
     ({"trial": {"nodeCount": 1, "customToolkitSettings": {"commandLine": "true"}}}, "properties.trial.stdOutErrPathPrefix"),
 ]
 
@@ -243,6 +257,7 @@ def test_kill9_during_a_sweep_of_20_trials_then_restart_makes_exactly_20_trials(
         assert props["executionState"] == "succeeded"
         names = sorted(t["name"] for t in props["trials"])
         assert names == sorted(f"s-{n}" for n in range(20))
+        assert {t["state"] for t in props["trials"]} == {"succeeded"}, props["trials"]
         jobs = [j["name"] for j in http.get(f"{base}/experiments/e/jobs", params=V).json()["value"]]
         assert sorted(jobs) == names
         assert sorted(p.name for p in marks.iterdir()) == names

@@ -1,8 +1,9 @@
 """The node protocol, without its transport: what a node's register and heartbeat do.
 
 Agents speak it over HTTP (batchai/api/nodes.py); simulated nodes call it in process
-(batchai/adapters/simulated_compute.py). A heartbeat carries what the node runs and what
-finished; the answer carries tasks to start and to kill. Finished results are recorded with a
+(batchai/adapters/simulated_compute.py). A heartbeat carries what the node runs, what
+finished and its tasks' new metric lines (batchai/metrics.py); the answer carries tasks to start
+and to kill. Finished results are recorded with a
 compare-and-set, so a result re-sent after a lost answer is harmless; a result that decides its
 job ends the job there and then (`batchai.jobs.settle`), which frees its nodes for the controller.
 A node that joins runs the cluster's setup task first, if any.

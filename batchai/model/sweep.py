@@ -11,8 +11,9 @@
 
 Distributions as Azure ML defines them: `randint(upper)` is an integer in [0, upper); `loguniform`'s
 min_value/max_value are exponents of e; `q*` round to a multiple of q; `lognormal(mu, sigma)` is
-exp(normal(mu, sigma)). Grid sampling takes only `choice`, Bayesian only `choice`, `uniform` and
-`quniform` (as Azure ML). Every size is bounded. `check_sweep` raises ApiError (400, the field as
+exp(normal(mu, sigma)). Grid sampling takes only `choice` (as Azure ML); Bayesian sampling the bounded
+distributions, which optuna's TPE models (Azure ML's `choice`, `uniform` and `quniform`, and also
+`randint` and the loguniforms), not the normal family, whose values are unbounded. Every size is bounded. `check_sweep` raises ApiError (400, the field as
 target) on the first problem; the API stores nothing then.
 """
 
@@ -45,7 +46,7 @@ DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "qlognormal": ("mu", "sigma", "q"),
 }
 ALGORITHMS = ("grid", "random", "sobol", "bayesian")
-ALGORITHM_SUPPORTS = {"grid": {"choice"}, "bayesian": {"choice", "uniform", "quniform"}}
+ALGORITHM_SUPPORTS = {"grid": {"choice"}, "bayesian": {"choice", "randint", "uniform", "quniform", "loguniform", "qloguniform"}}
 POLICIES = {
     "bandit": ("slack_factor", "slack_amount"),
     "median_stopping": (),

@@ -209,7 +209,7 @@ BAD = [
     ({"search_space": {"x": {"type": "choice", "values": []}}}, "properties.search_space.x.values"),
     ({"limits": {"max_total_trials": 4, "max_concurrent_trials": 0}}, "properties.limits.max_concurrent_trials"),
     (
-        {"sampling_algorithm": "bayesian", "search_space": {"x": {"type": "loguniform", "min_value": -9, "max_value": -1}}},
+        {"sampling_algorithm": "bayesian", "search_space": {"x": {"type": "lognormal", "mu": 0, "sigma": 1}}},
         "properties.search_space.x.type",
     ),
     ({"limits": {"max_total_trials": 100_000}}, "properties.limits.max_total_trials"),

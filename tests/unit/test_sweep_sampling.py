@@ -38,6 +38,17 @@ def made(s: dict, count: int, state: str = sweeps.SUCCEEDED) -> list[dict]:
     return trials
 
 
+def test_the_issues_example_is_accepted():
+    s = spec(
+        search_space={"lr": {"type": "loguniform", "min_value": -9, "max_value": -1}, "layers": {"type": "choice", "values": [1, 2, 3]}},
+        sampling_algorithm="bayesian",
+        early_termination={"type": "median_stopping", "evaluation_interval": 1, "delay_evaluation": 5},
+        limits={"max_total_trials": 20, "max_concurrent_trials": 4, "timeout": 7200, "trial_timeout": 600},
+    )
+    params = sweeps.parameters(s, made(s, 1)[0]["raw"])
+    assert math.exp(-9) <= params["lr"] <= math.exp(-1) and params["layers"] in (1, 2, 3)
+
+
 def test_the_defaults_and_azure_mls_shorthands():
     s = spec(sampling_algorithm="sobol")
     assert s["sampling_algorithm"] == {"type": "sobol", "seed": 0}
@@ -75,6 +86,10 @@ def test_loguniform_bounds_are_exponents_of_e():
         ({"search_space": {"x": {"type": "uniform", "min_value": 2, "max_value": 1}}}, "properties.search_space.x.max_value"),
         ({"search_space": {f"p{i}": {"type": "randint", "upper": 2} for i in range(40)}}, "properties.search_space"),
         ({"sampling_algorithm": "grid"}, "properties.search_space.x.type"),  # grid: choice only
+        (
+            {"sampling_algorithm": "bayesian", "search_space": {"x": {"type": "normal", "mu": 0, "sigma": 1}}},
+            "properties.search_space.x.type",
+        ),
         ({"sampling_algorithm": "annealing"}, "properties.sampling_algorithm"),
         (
             {"sampling_algorithm": "grid", "search_space": {f"p{i}": {"type": "choice", "values": list(range(10))} for i in range(6)}},

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 MAX_PER_JOB = 10_000
 MAX_LINES_PER_REPORT = 1000  # the agent sends at most this many lines of a task per heartbeat
 MAX_LINE_BYTES = 4096  # longer lines are dropped by the agent
+MAX_REPORT_BYTES = 256 * 1024  # metric lines in one heartbeat, all tasks together (its body is bounded: api/nodes.py)
 
 
 def _entry(line) -> dict | None:

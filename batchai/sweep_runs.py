@@ -167,6 +167,26 @@ def _submit(svc: Services, record: Record, trial: dict) -> None:
     )
 
 
+def _submit_or_fail(svc: Services, record: Record, trial: dict) -> bool:
+    """Submit the trial's job; a job the job path refuses now (its cluster deleted, say) fails the sweep."""
+    try:
+        _submit(svc, record, trial)
+        return True
+    except ApiError as exc:
+        _end(svc, record, FAILED, "trial refused", error={"code": exc.code, "message": f"trial {trial['number']}: {exc.message}"})
+        return False
+
+
+def _end(svc: Services, record: Record, state: str, reason: str, error: dict | None = None) -> None:
+    def end(r: Record) -> Record | None:
+        if r.properties["executionState"] != RUNNING:
+            return None
+        r.properties.update(executionState=state, endTime=utcnow(), endReason=reason, **({"errors": [error]} if error else {}))
+        return r
+
+    svc.store.mutate(record.id, end)
+
+
 def _ending(record: Record, views: list[dict]) -> str | None:
     """Why the sweep stops asking for trials and stops those running, if it does."""
     if record.internal.get("cancelRequested"):
@@ -189,8 +209,8 @@ def observe(svc: Services, inp: dict) -> dict:
         return {"state": "done"}
     views = trials(svc, record)
     for v in views:
-        if v["job"] is None:
-            _submit(svc, record, v)  # recorded, then the control plane stopped before the submission
+        if v["job"] is None and not _submit_or_fail(svc, record, v):  # recorded, then the control plane stopped before the submission
+            return {"state": "done"}
     active = [v["number"] for v in views if v["state"] == sweeps.RUNNING]
     reason = _ending(record, views)
     stop = active if reason else sweeps.to_stop(spec_of(record), views)
@@ -245,7 +265,8 @@ def start(svc: Services, inp: dict) -> int:
         if updated is None:
             break  # someone else recorded it: the next pass sees it
         record = updated
-        _submit(svc, record, trial)
+        if not _submit_or_fail(svc, record, trial):
+            break
         views.append({**trial, "job": None, "state": sweeps.RUNNING, "values": {}, "objective": None})
         made += 1
     return made
@@ -260,14 +281,7 @@ def finish(svc: Services, inp: dict) -> dict:
     top = sweeps.best(spec_of(record), views)
     reason = inp.get("reason")
     state = CANCELED if reason == CANCELED else FAILED if reason == FAILED or top is None else SUCCEEDED
-
-    def end(r: Record) -> Record | None:
-        if r.properties["executionState"] != RUNNING:
-            return None
-        r.properties.update(executionState=state, endTime=utcnow(), endReason=reason or "completed")
-        return r
-
-    svc.store.mutate(record.id, end)
+    _end(svc, record, state, reason or "completed")
     return {"state": state, "best": top["number"] if top else None}
 
 

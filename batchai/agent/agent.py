@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 from batchai.agent.exec_server import ExecServer
 from batchai.agent.runner import KILL_GRACE_SECONDS, TERMINATED, TaskRunner, utc_now
 from batchai.frameworks.plan import NodeTask
-from batchai.metrics import MAX_LINE_BYTES, MAX_LINES_PER_REPORT
+from batchai.metrics import MAX_LINE_BYTES, MAX_LINES_PER_REPORT, MAX_REPORT_BYTES
 
 log = logging.getLogger("batchai.agent")
 
@@ -175,21 +175,29 @@ class MetricsTail:
         except OSError as e:
             log.warning("cannot prepare the metrics file %s: %s", path, e)
 
-    def report(self, task_id: str) -> dict | None:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read(self.READ_BYTES)
-        except OSError:
-            data = b""
+    def report(self, task_id: str, budget: int) -> dict | None:
+        """The undelivered lines, as many as fit in `budget` bytes (the rest go with a later heartbeat)."""
+        data = b""
+        if len(self.pending) < MAX_LINES_PER_REPORT:  # a job writing faster than heartbeats relay waits in its file
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(self.offset)
+                    data = f.read(self.READ_BYTES)
+            except OSError:
+                pass
         self.offset += len(data)
         *lines, self.partial = (self.partial + data).split(b"\n")
         self.pending += [line.decode("utf-8", "replace") for line in lines if line.strip() and len(line) <= MAX_LINE_BYTES]
         if len(self.partial) > MAX_LINE_BYTES:  # an endless line is dropped, not kept in memory
             self.partial = b""
-        if not self.pending:
-            return None
-        return {"taskId": task_id, "from": self.sent, "lines": self.pending[:MAX_LINES_PER_REPORT]}
+        chosen: list[str] = []
+        size = 0
+        for line in self.pending[:MAX_LINES_PER_REPORT]:
+            size += len(line) + 8  # its JSON quoting, roughly
+            if size > budget:
+                break
+            chosen.append(line)
+        return {"taskId": task_id, "from": self.sent, "lines": chosen} if chosen else None
 
     def delivered(self, report: dict) -> None:
         """The control plane has the report's lines (a concurrent report may have delivered some already)."""
@@ -537,7 +545,13 @@ class Agent:
     def _metric_reports(self) -> list[dict]:
         """New metric lines of every task (under the lock, after the finished results were read: a finished
         task's file is complete by then)."""
-        return [r for task_id, tail in self._metrics.items() if (r := tail.report(task_id)) is not None]
+        reports, budget = [], MAX_REPORT_BYTES
+        for task_id, tail in self._metrics.items():
+            report = tail.report(task_id, budget)
+            if report is not None:
+                reports.append(report)
+                budget -= sum(len(line) + 8 for line in report["lines"])
+        return reports
 
     def _delivered(self, reports: list[dict]) -> None:
         with self._lock:

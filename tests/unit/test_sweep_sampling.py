@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -47,6 +48,18 @@ def test_the_issues_example_is_accepted():
     )
     params = sweeps.parameters(s, made(s, 1)[0]["raw"])
     assert math.exp(-9) <= params["lr"] <= math.exp(-1) and params["layers"] in (1, 2, 3)
+
+
+def test_the_example_sweep_file_is_valid():
+    import yaml
+
+    from batchai.sweep_runs import trial_job
+
+    text = (Path(__file__).resolve().parents[2] / "examples" / "sweep" / "sweep.yaml").read_text()
+    s = check_sweep(yaml.safe_load(text.replace("<CLUSTER_ID>", "/c").replace("<REPO>", "/repo")))
+    job = trial_job(s, "s", 0, {"lr": 0.001, "layers": 2}).properties.to_wire()
+    assert job["customToolkitSettings"]["commandLine"].endswith("train.py --lr 0.001 --layers 2")
+    assert job["constraints"]["maxWallClockTime"] == "PT10M"
 
 
 def test_the_defaults_and_azure_mls_shorthands():

@@ -31,7 +31,7 @@ from batchai.wake import wake_sweep
 if TYPE_CHECKING:
     from batchai.services import Services
 
-ACTIVE_RECHECK_SECONDS = 30.0  # the timer behind the wakes (trials' metrics and ends)
+ACTIVE_RECHECK_SECONDS = 30.0  # the timer behind the wakes (trials' metrics and ends), or the sweep's timeout if sooner
 ENDING_RECHECK_SECONDS = 2.0  # while stopped trials end
 SPEC_FIELDS = ("search_space", "objective", "sampling_algorithm", "early_termination", "limits", "trial")
 RUNNING, SUCCEEDED, FAILED, CANCELED = "running", "succeeded", "failed", "canceled"
@@ -187,12 +187,18 @@ def _end(svc: Services, record: Record, state: str, reason: str, error: dict | N
     svc.store.mutate(record.id, end)
 
 
+def _time_left(record: Record) -> float | None:
+    timeout = record.properties["limits"].get("timeout")
+    return None if not timeout else timeout - (time.time() - parse_time(record.properties["creationTime"]).timestamp())
+
+
 def _ending(record: Record, views: list[dict]) -> str | None:
     """Why the sweep stops asking for trials and stops those running, if it does."""
     if record.internal.get("cancelRequested"):
         return CANCELED
     limits = record.properties["limits"]
-    if limits.get("timeout") and time.time() - parse_time(record.properties["creationTime"]).timestamp() > limits["timeout"]:
+    left = _time_left(record)
+    if left is not None and left <= 0:
         return "timeout"
     if sum(v["state"] == sweeps.FAILED for v in views) > limits["max_failed_trials"]:
         return FAILED
@@ -201,10 +207,10 @@ def _ending(record: Record, views: list[dict]) -> str | None:
 
 def observe(svc: Services, inp: dict) -> dict:
     """The sweep as stored now, for its orchestration: how many trials are made and active, which to stop."""
+    svc.store.clear_flag(f"sweep:{inp['uuid']}")  # what woke this pass is seen by it
     record = current(svc, inp)
     if record is None:
         return {"state": "gone"}
-    svc.store.clear_flag(f"sweep:{record.internal['uuid']}")  # what woke this pass is seen by it
     if record.properties["executionState"] != RUNNING:
         return {"state": "done"}
     views = trials(svc, record)
@@ -223,7 +229,9 @@ def observe(svc: Services, inp: dict) -> dict:
         "reason": reason,
         "budget": limits["max_total_trials"],
         "concurrency": limits["max_concurrent_trials"],
-        "wait": ENDING_RECHECK_SECONDS if reason or stop else ACTIVE_RECHECK_SECONDS,
+        "wait": ENDING_RECHECK_SECONDS
+        if reason or stop
+        else min(ACTIVE_RECHECK_SECONDS, max(0.1, _time_left(record) or ACTIVE_RECHECK_SECONDS)),
     }
 
 

@@ -204,6 +204,17 @@ def test_cancel_stops_every_trial(server):
     assert {t["state"] for t in props["trials"]} == {"canceled"} and len(props["trials"]) == 2
 
 
+def test_a_sweep_past_its_timeout_stops_its_trials(server):
+    http = server.http()
+    base = workspace(http, unique_name("timeout"), 2)
+    url = f"{base}/experiments/e/sweeps/s"
+    limits = {"max_total_trials": 6, "max_concurrent_trials": 2, "timeout": 2}
+    assert http.put(url, params=V, json=sweep_body(base, trial=trial_body(base, "--slow-after 0"), limits=limits)).status_code == 200
+    props = wait_sweep(http, url)["properties"]
+    assert props["endReason"] == "timeout" and props["executionState"] == "failed"  # no trial finished
+    assert len(props["trials"]) == 2 and {t["state"] for t in props["trials"]} == {"canceled"}
+
+
 BAD = [
     ({"search_space": {"x": {"type": "gaussian", "mu": 0}}}, "properties.search_space.x.type"),
     ({"search_space": {"x": {"type": "choice", "values": []}}}, "properties.search_space.x.values"),

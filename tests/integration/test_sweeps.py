@@ -176,6 +176,10 @@ def test_early_termination_stops_the_planted_bad_trials_and_lets_the_good_ones_f
     assert http.put(url, params=V, json=body).status_code == 200
     props = wait_sweep(http, url)["properties"]
     states = {t["parameters"]["x"]: (t["state"], t["lastStep"]) for t in props["trials"]}
+    ends = {
+        t["name"]: http.get(f"{base}/experiments/e/jobs/{t['name']}", params=V).json()["properties"].get("executionInfo")
+        for t in props["trials"]
+    }
     assert {x: s for x, (s, _) in states.items()} == {
         1: "succeeded",
         1.2: "succeeded",
@@ -268,7 +272,11 @@ def test_kill9_during_a_sweep_of_20_trials_then_restart_makes_exactly_20_trials(
         assert props["executionState"] == "succeeded"
         names = sorted(t["name"] for t in props["trials"])
         assert names == sorted(f"s-{n}" for n in range(20))
-        assert {t["state"] for t in props["trials"]} == {"succeeded"}, props["trials"]
+        ends = {
+            t["name"]: http.get(f"{base}/experiments/e/jobs/{t['name']}", params=V).json()["properties"].get("events")
+            for t in props["trials"]
+        }
+        assert {t["state"] for t in props["trials"]} == {"succeeded"}, (props["trials"], ends)
         jobs = [j["name"] for j in http.get(f"{base}/experiments/e/jobs", params=V).json()["value"]]
         assert sorted(jobs) == names
         assert sorted(p.name for p in marks.iterdir()) == names

@@ -176,17 +176,11 @@ def test_early_termination_stops_the_planted_bad_trials_and_lets_the_good_ones_f
     assert http.put(url, params=V, json=body).status_code == 200
     props = wait_sweep(http, url)["properties"]
     states = {t["parameters"]["x"]: (t["state"], t["lastStep"]) for t in props["trials"]}
-    ends = {
-        t["name"]: http.get(f"{base}/experiments/e/jobs/{t['name']}", params=V).json()["properties"].get("executionInfo")
-        for t in props["trials"]
+    events = {
+        t["name"]: http.get(f"{base}/experiments/e/jobs/{t['name']}", params=V).json()["properties"]["events"] for t in props["trials"]
     }
-    assert {x: s for x, (s, _) in states.items()} == {
-        1: "succeeded",
-        1.2: "succeeded",
-        0.9: "succeeded",
-        9: "early terminated",
-        10: "early terminated",
-    }
+    expected = {1: "succeeded", 1.2: "succeeded", 0.9: "succeeded", 9: "early terminated", 10: "early terminated"}
+    assert {x: s for x, (s, _) in states.items()} == expected, (states, events)
     assert all(states[x][1] == 20 for x in (1, 1.2, 0.9)) and all(states[x][1] < 20 for x in (9, 10))
     assert props["bestTrial"]["parameters"] == {"x": 1}
     bad = next(t["name"] for t in props["trials"] if t["parameters"]["x"] == 9)

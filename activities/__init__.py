@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from activities import clusters, jobs, resources
+from activities import clusters, jobs, resources, sweeps
 
 ACTIVITIES: dict[str, Callable] = {
     "observe_job": jobs.observe_job,
@@ -19,6 +19,10 @@ ACTIVITIES: dict[str, Callable] = {
     "control_cluster": clusters.control_cluster,
     "record_pass_failure": clusters.record_pass_failure,
     "delete_resource": resources.delete_resource,
+    "observe_sweep": sweeps.observe_sweep,
+    "stop_trials": sweeps.stop_trials,
+    "start_trials": sweeps.start_trials,
+    "finish_sweep": sweeps.finish_sweep,
 }
 
 

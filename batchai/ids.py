@@ -18,6 +18,7 @@ TYPES = {
     "fileServers": "Microsoft.BatchAI/workspaces/fileservers",
     "experiments": "Microsoft.BatchAI/workspaces/experiments",
     "jobs": "Microsoft.BatchAI/workspaces/experiments/jobs",
+    "sweeps": "Microsoft.BatchAI/workspaces/experiments/sweeps",  # an addition to 2018-05-01 (README)
 }
 
 _ID = re.compile(

@@ -2,7 +2,7 @@
 
     queued ──start──> running ──finish──> succeeded | failed
       │                  ├──requeue (a node lost or evicted)──> queued (next attempt) | failed (retry budget spent)
-      │                  └──request_terminate (user, timeout, scale-down)──> terminating ──finish──> failed
+      │                  └──request_terminate (user, timeout, scale-down, a sweep's early termination)──> terminating ──finish──> failed
       ├──request_terminate──> failed (nothing ran: nothing to stop)
       └──fail_unlaunchable──> failed
     queued | running | terminating ──fail_cluster_deleted──> failed
@@ -45,8 +45,11 @@ LAUNCHED = (JobState.RUNNING, JobState.TERMINATING)  # states in which the job h
 TERMINATED = {"code": "JobTerminated", "message": "The job was terminated by the user."}
 TIMED_OUT = {"code": "JobTimedOut", "message": "The job exceeded its maxWallClockTime and was terminated."}
 DEALLOCATED = {"code": "NodeDeallocated", "message": "The job's node was removed by a scale-down (nodeDeallocationOption: terminate)."}
+EARLY_TERMINATED = {"code": "JobEarlyTerminated", "message": "The sweep's early termination policy stopped the trial."}
 CLUSTER_DELETED = {"code": "ClusterDeleted", "message": "The job's cluster was deleted."}
-END_REASONS = {"terminate": TERMINATED, "timeout": TIMED_OUT, "deallocated": DEALLOCATED}
+# A sweep's early-terminated trial ends failed like any stopped job (the 2018-05-01 executionState has no
+# other end); its error code, its events and its sweep tell it apart.
+END_REASONS = {"terminate": TERMINATED, "timeout": TIMED_OUT, "deallocated": DEALLOCATED, "early_terminated": EARLY_TERMINATED}
 
 Change = Callable[[Record], "Record | None"]
 
@@ -116,7 +119,7 @@ def start(record: Record, now: str, *, nodes: list[tuple[str, str]], paths: dict
 
 @_from(*ACTIVE)
 def request_terminate(record: Record, now: str, *, reason: str, at: float) -> Record | None:
-    """End the job for `reason` ("terminate", "timeout", "deallocated"). A queued job ends at once (nothing
+    """End the job for `reason` ("terminate", "timeout", "deallocated", "early_terminated"). A queued job ends at once (nothing
     runs); a running one is terminating until its processes are stopped; a terminating one keeps its reason."""
     state = state_of(record)
     if state is JobState.QUEUED:

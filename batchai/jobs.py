@@ -16,7 +16,7 @@ from batchai import job_state, scheduling_pass
 from batchai.job_state import JobState, state_of
 from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, settled_view, task_outcome, utcnow
 from batchai.ports import Record, TaskRecord
-from batchai.wake import start_lifecycle, wake_cluster, wake_job
+from batchai.wake import start_lifecycle, wake_cluster, wake_job, wake_trial_sweep
 
 if TYPE_CHECKING:
     from batchai.services import Services
@@ -73,6 +73,7 @@ def _ended(svc: Services, record: Record, tasks: list[TaskRecord]) -> None:
     stop_tasks(svc, record, tasks)
     unmount_job_volumes(svc, record)
     svc.defer(partial(wake_job, svc, record, settled_view(record)))
+    svc.defer(partial(wake_trial_sweep, svc, record))
     if svc.store.release_nodes(record.id):
         nodes_freed(svc, record)
 
@@ -85,6 +86,7 @@ def terminate(svc: Services, job_id: str, reason: str = "terminate") -> Record |
         return svc.store.get(job_id)
     if state_of(updated).is_terminal():
         wake_job(svc, updated, settled_view(updated))  # a requeued job may have a lifecycle waiting
+        wake_trial_sweep(svc, updated)
         return updated
     stop_tasks(svc, updated)
     start_lifecycle(svc, updated)

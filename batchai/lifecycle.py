@@ -41,6 +41,11 @@ def controller_instance(cluster: Record) -> str:
     return f"controller-{cluster.internal['uuid']}"
 
 
+def sweep_instance(sweep_uuid: str) -> str:
+    """The durable instance id of a sweep's orchestration: one per sweep, stable across restarts."""
+    return f"sweep-{sweep_uuid}"
+
+
 def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -1,8 +1,9 @@
 """The node protocol, without its transport: what a node's register and heartbeat do.
 
 Agents speak it over HTTP (batchai/api/nodes.py); simulated nodes call it in process
-(batchai/adapters/simulated_compute.py). A heartbeat carries what the node runs and what
-finished; the answer carries tasks to start and to kill. Finished results are recorded with a
+(batchai/adapters/simulated_compute.py). A heartbeat carries what the node runs, what
+finished and its tasks' new metric lines (batchai/metrics.py); the answer carries tasks to start
+and to kill. Finished results are recorded with a
 compare-and-set, so a result re-sent after a lost answer is harmless; a result that decides its
 job ends the job there and then (`batchai.jobs.settle`), which frees its nodes for the controller.
 A node that joins runs the cluster's setup task first, if any.
@@ -11,14 +12,15 @@ A node that joins runs the cluster's setup task first, if any.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
-from batchai import job_state, jobs, scheduling_pass
+from batchai import job_state, jobs, metrics, scheduling_pass
 from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
 from batchai.lifecycle import NODE_LOST, utcnow
 from batchai.ports import TaskRecord
-from batchai.wake import wake_cluster
+from batchai.wake import wake_cluster, wake_trial_sweep
 
 if TYPE_CHECKING:
     from batchai.services import Services
@@ -111,6 +113,13 @@ def _record_results(svc: Services, node_id: str, body: dict) -> list[str]:
     return acked
 
 
+def _record_metrics(svc: Services, node_id: str, reports: list[dict]) -> None:
+    for report in reports:
+        job = metrics.record_report(svc, node_id, report)
+        if job is not None:
+            svc.defer(partial(wake_trial_sweep, svc, job))  # a sweep's early-termination policy looks at each report
+
+
 def _record_warnings(svc: Services, job_id: str, node_id: str, warnings: list[str]) -> None:
     if warnings:
         node = svc.store.get_node(node_id)
@@ -145,6 +154,7 @@ def beat(svc: Services, node_id: str, body: dict) -> dict:
     now = time.time()
     if now - node.last_seen >= LAST_SEEN_RESOLUTION:  # a write per beat was most of the store's writes
         svc.store.update_node(node_id, last_seen=now)
+    _record_metrics(svc, node_id, body.get("metrics") or [])  # first: a job that ends below has all it reported
     with scheduling_pass.answering(node_id):  # the orders below answer for what it starts here
         acked = _record_results(svc, node_id, body)
     start, kill = _orders(svc, node_id, body)

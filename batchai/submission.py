@@ -42,13 +42,22 @@ def check_cluster(svc: Services, props, workspace_id: str):
     return cluster
 
 
-def submit_job(svc: Services, job_id: str, params: JobCreateParameters, *, idempotency_key: str | None = None) -> dict:
+def submit_job(
+    svc: Services,
+    job_id: str,
+    params: JobCreateParameters,
+    *,
+    idempotency_key: str | None = None,
+    sweep: dict | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict:
     """The one create-job path: validate against the cluster, store it queued, ask the cluster's
     controller for a pass (debounced: a burst of submissions is one pass). The job gets its durable
     lifecycle when the controller launches it; until then the stored queue is all there is to it.
 
     With an `idempotency_key`, submitting again what was already stored under the same key
     returns the stored job instead of a conflict: a redelivered queue message is harmless.
+    A sweep's trial carries `sweep` ({"id", "uuid", "trial"}: its ends and metrics wake the sweep) and `tags`.
     """
     parsed = ids.parse(job_id)
     if parsed is None or parsed.experiment is None:
@@ -65,8 +74,10 @@ def submit_job(svc: Services, job_id: str, params: JobCreateParameters, *, idemp
     wire = props.to_wire()
     wire["toolType"] = props.tool_type
     wire["jobOutputDirectoryPathSegment"] = ids.output_segment(job_id, job_uuid)
-    record = new_record(job_id, "jobs", parsed.name, experiment.id, wire)
+    record = new_record(job_id, "jobs", parsed.name, experiment.id, wire, **({"tags": tags} if tags else {}))
     job_state.new_job(record, record.properties["creationTime"], uuid=job_uuid, idempotency_key=idempotency_key)
+    if sweep is not None:
+        record.internal["sweep"] = sweep
     try:
         record = svc.store.create(record)
     except Conflict:

@@ -8,6 +8,8 @@ terminal state, so it ends without looking again), the API that terminates it, t
 finds its node silent, the deletion that removes it. A queued job has no lifecycle of its own
 to feed: the cluster's controller owns the queue.
 
+A sweep's orchestration is woken the same debounced way by its trials' metrics and ends.
+
 Every queued job, freed node, joined node and scale request asks the controller for a pass.
 A burst of them (a sweep of thousands of submissions) must not become thousands of passes, each
 reading the whole queue: the first request raises a flag and sends the event; later ones see
@@ -22,7 +24,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from batchai.job_state import LAUNCHED, state_of
-from batchai.lifecycle import controller_instance, job_instance, lifecycle_input
+from batchai.lifecycle import controller_instance, job_instance, lifecycle_input, sweep_instance
 from batchai.ports import Record
 
 if TYPE_CHECKING:
@@ -63,3 +65,23 @@ def wake_cluster(svc: Services, cluster: Record | None) -> None:
     except Exception:  # noqa: BLE001 - a hint lost, never a step
         log.exception("waking the controller of %s failed", cluster.id)
         svc.store.clear_flag(wake_flag(cluster))
+
+
+def wake_sweep(svc: Services, sweep_uuid: str) -> None:
+    """A hint to a sweep's orchestration to look at its trials (debounced like a controller's wake: its
+    pass lowers the flag as it begins; its timer looks anyway; a failed event lowers it again)."""
+    flag = f"sweep:{sweep_uuid}"
+    if not svc.store.set_flag(flag):
+        return
+    try:
+        svc.engine.raise_event(sweep_instance(sweep_uuid), "wake")
+    except Exception:  # noqa: BLE001 - a hint lost, never a step
+        log.exception("waking sweep %s failed", sweep_uuid)
+        svc.store.clear_flag(flag)
+
+
+def wake_trial_sweep(svc: Services, job: Record) -> None:
+    """The job is a sweep's trial and changed (a metric, its end): its sweep looks."""
+    sweep = job.internal.get("sweep")
+    if sweep:
+        wake_sweep(svc, sweep["uuid"])

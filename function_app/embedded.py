@@ -8,7 +8,7 @@ their settings are given (`batchai.adapters.from_env`): the store in Cosmos DB, 
 Service Bus topic, the drop box in a blob container, and jobs' logs and outputs uploaded to a blob
 container as they are written.
 On start it reconciles: every cluster gets its nodes back and every unfinished job gets a
-lifecycle again, so a `kill -9` loses nothing (the store is the source of truth).
+lifecycle again (every running sweep its orchestration), so a `kill -9` loses nothing (the store is the source of truth).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 import uvicorn
 
 from activities import bind
+from batchai import sweep_runs
 from batchai.adapters.durabletask_engine import DurableTaskClient, DurableTaskEngine
 from batchai.adapters.from_env import blob_store, drop_store, durable_engine, resource_store, submission_queue
 from batchai.adapters.local_compute import LocalCompute
@@ -38,7 +39,7 @@ from batchai.api.nodes import NodeWaker, PeerWakes
 from batchai.background import Serial
 from batchai.blob_drop import DropBox
 from batchai.job_state import LAUNCHED
-from batchai.lifecycle import controller_instance
+from batchai.lifecycle import controller_instance, sweep_instance
 from batchai.output_sync import OutputSync
 from batchai.ports import Compute
 from batchai.queue_consumer import QueueConsumer
@@ -130,13 +131,17 @@ class EmbeddedHost:
         return f"http://{self.host}:{self.port}"
 
     def reconcile(self) -> None:
-        """Give every cluster its nodes and controller, every launched job and every deletion its orchestration."""
+        """Give every cluster its nodes and controller, every running sweep, launched job and deletion its orchestration."""
         now = time.time()
         for node in self.store.nodes():
             self.store.update_node(node.id, last_seen=now)  # agents get a grace period to reconnect
         for workspace in self.store.workspaces("/subscriptions"):
             for cluster in self.store.children(workspace.id, "clusters"):
                 self.engine.schedule("cluster_controller", {"clusterId": cluster.id}, controller_instance(cluster))
+            for experiment in self.store.children(workspace.id, "experiments"):
+                for sweep in self.store.children(experiment.id, "sweeps"):
+                    if sweep.properties["executionState"] == "running":
+                        self.engine.schedule("sweep", sweep_runs.ref(sweep), sweep_instance(sweep.internal["uuid"]))
         for job in self.store.jobs(states=LAUNCHED):  # queued jobs: their controller launches them
             start_lifecycle(self.services, job)
         for op in self.store.operations("InProgress"):

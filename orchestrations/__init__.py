@@ -6,9 +6,11 @@ No clock, random, I/O or global state here: everything that touches the world is
 from orchestrations.cluster_controller import cluster_controller
 from orchestrations.job_lifecycle import job_lifecycle
 from orchestrations.resource_deletion import resource_deletion
+from orchestrations.sweep import sweep
 
 ORCHESTRATIONS = {
     "job_lifecycle": job_lifecycle,
     "cluster_controller": cluster_controller,
     "resource_deletion": resource_deletion,
+    "sweep": sweep,
 }

@@ -4,7 +4,9 @@ Standard library only. The heartbeat (a long poll) is made by a worker thread; t
 only waits for a stop (SIGTERM/SIGINT, `action: "shutdown"`, or being orphaned) and then shuts
 down. A finished task is reported at once by a short extra heartbeat (`waitSeconds: 0`) rather
 than when the long poll in flight returns: otherwise every job would end up to one heartbeat
-interval late, and a queue of short jobs would run at one job per interval per node. Tasks run in their own threads (see runner.py), so heartbeats go on while they
+interval late, and a queue of short jobs would run at one job per interval per node. Every heartbeat
+and report also carries the new lines of each task's metrics file (`AZ_BATCHAI_METRICS_FILE`, see
+batchai/metrics.py), a finished task's last ones before its result. Tasks run in their own threads (see runner.py), so heartbeats go on while they
 run. Finished results are re-sent on every heartbeat until the control plane acknowledges them.
 
 The pids of the tasks' running processes (each its own process group) are kept in
@@ -28,6 +30,7 @@ from urllib.parse import quote, urlsplit
 from batchai.agent.exec_server import ExecServer
 from batchai.agent.runner import KILL_GRACE_SECONDS, TERMINATED, TaskRunner, utc_now
 from batchai.frameworks.plan import NodeTask
+from batchai.metrics import MAX_LINE_BYTES, MAX_LINES_PER_REPORT, MAX_REPORT_BYTES
 
 log = logging.getLogger("batchai.agent")
 
@@ -154,6 +157,56 @@ class ControlPlane:
         return resp.status, text, not resp.will_close
 
 
+class MetricsTail:
+    """The lines of one task's metrics file not yet delivered to the control plane. The file is emptied when
+    the task starts (a job's node directory outlives an attempt); lines count from 0 for the task."""
+
+    READ_BYTES = 1 << 20
+
+    def __init__(self, path: str):
+        self.path = path
+        self.offset = 0  # bytes read
+        self.sent = 0  # lines delivered
+        self.pending: list[str] = []
+        self.partial = b""
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "wb").close()
+        except OSError as e:
+            log.warning("cannot prepare the metrics file %s: %s", path, e)
+
+    def report(self, task_id: str, budget: int) -> dict | None:
+        """The undelivered lines, as many as fit in `budget` bytes (the rest go with a later heartbeat)."""
+        data = b""
+        if len(self.pending) < MAX_LINES_PER_REPORT:  # a job writing faster than heartbeats relay waits in its file
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(self.offset)
+                    data = f.read(self.READ_BYTES)
+            except OSError:
+                pass
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        self.pending += [line.decode("utf-8", "replace") for line in lines if line.strip() and len(line) <= MAX_LINE_BYTES]
+        if len(self.partial) > MAX_LINE_BYTES:  # an endless line is dropped, not kept in memory
+            self.partial = b""
+        chosen: list[str] = []
+        size = 0
+        for line in self.pending[:MAX_LINES_PER_REPORT]:
+            size += len(line) + 8  # its JSON quoting, roughly
+            if size > budget:
+                break
+            chosen.append(line)
+        return {"taskId": task_id, "from": self.sent, "lines": chosen} if chosen else None
+
+    def delivered(self, report: dict) -> None:
+        """The control plane has the report's lines (a concurrent report may have delivered some already)."""
+        end = report["from"] + len(report["lines"])
+        if end > self.sent:
+            del self.pending[: end - self.sent]
+            self.sent = end
+
+
 class Agent:
     def __init__(
         self,
@@ -182,6 +235,7 @@ class Agent:
         self._runners: dict[str, TaskRunner] = {}  # running tasks
         self._finished: dict[str, dict] = {}  # results not yet acknowledged
         self._seen: set[str] = set()  # every task id this boot has accepted
+        self._metrics: dict[str, MetricsTail] = {}  # tasks' metrics files, until all their lines are delivered
         self._stopping = False
         self._stop_reason: str | None = None  # set by the signal handler or the worker
         self._stop = threading.Event()  # set by the main thread once it shuts down
@@ -330,10 +384,12 @@ class Agent:
         with self._lock:
             running = sorted(self._runners)
             finished = list(self._finished.values())
+            reports = self._metric_reports()
         sent = time.monotonic()
-        body = {"bootId": self.boot_id, "running": running, "finished": finished, "waitSeconds": self.interval}
+        body = {"bootId": self.boot_id, "running": running, "finished": finished, "metrics": reports, "waitSeconds": self.interval}
         try:
             answer = self._call("heartbeat", body, self.interval + LONG_POLL_SLACK)
+            self._delivered(reports)
         except HttpError as e:
             if e.status in (401, 404):
                 log.info("heartbeat refused (%d): registering again", e.status)
@@ -404,6 +460,8 @@ class Agent:
                 after=self._prepared_state(task.after) if task.after else None,
             )
             self._runners[task_id] = runner
+            if task.env.get("AZ_BATCHAI_METRICS_FILE"):
+                self._metrics[task_id] = MetricsTail(task.env["AZ_BATCHAI_METRICS_FILE"])
         log.info("task %s (job %s) starting", task_id, task.job_id)
         runner.start()
         return True
@@ -468,19 +526,43 @@ class Agent:
                         return
                     running = sorted(self._runners)
                     finished = list(self._finished.values())
-                if not finished or {f["taskId"] for f in finished} <= sent:
-                    return
+                    if not finished or {f["taskId"] for f in finished} <= sent:
+                        return
+                    reports = self._metric_reports()
                 sent |= {f["taskId"] for f in finished}
-                body = {"bootId": self.boot_id, "running": running, "finished": finished, "waitSeconds": 0}
+                body = {"bootId": self.boot_id, "running": running, "finished": finished, "metrics": reports, "waitSeconds": 0}
                 try:
                     answer = self.cp.post(f"{self._paths}/heartbeat", body, FINAL_REPORT_TIMEOUT + self.interval)
                 except (Unreachable, HttpError) as e:
                     log.debug("immediate report failed (the heartbeat will carry it): %s", e)
                     return
+                self._delivered(reports)
                 if answer.get("action", "ok") == "ok":
                     self._apply(answer)
         finally:
             self._reporting.release()
+
+    def _metric_reports(self) -> list[dict]:
+        """New metric lines of every task (under the lock, after the finished results were read: a finished
+        task's file is complete by then)."""
+        reports, budget = [], MAX_REPORT_BYTES
+        for task_id, tail in self._metrics.items():
+            report = tail.report(task_id, budget)
+            if report is not None:
+                reports.append(report)
+                budget -= sum(len(line) + 8 for line in report["lines"])
+        return reports
+
+    def _delivered(self, reports: list[dict]) -> None:
+        with self._lock:
+            for report in reports:
+                tail = self._metrics.get(report["taskId"])
+                if tail is not None:
+                    tail.delivered(report)
+            for task_id in [
+                t for t, tail in self._metrics.items() if not tail.pending and t not in self._runners and t not in self._finished
+            ]:
+                del self._metrics[task_id]
 
     def _write_pids(self) -> None:
         """`{root}/agent.pids`: the pid (= process group id) of every running task process."""

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from batchai.api import clusters, files, jobs, operations, workspaces
+from batchai.api import clusters, files, jobs, operations, sweeps, workspaces
 from batchai.api.arm import JSONResponse, require_api_version
 from batchai.api.nodes import PREFIX as NODE_PREFIX
 from batchai.api.nodes import NodeDoor, NodeWaker
@@ -108,6 +108,6 @@ def create_app(services: Services, *, token: str, node_token: str, signing_key: 
     def healthz():
         return {"status": "ok", "pid": os.getpid()}  # which of the host's processes answered
 
-    for module in (workspaces, clusters, jobs, operations, files):
+    for module in (workspaces, clusters, jobs, sweeps, operations, files):
         app.include_router(module.router)
     return app

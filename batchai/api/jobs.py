@@ -1,11 +1,11 @@
-"""Jobs: create (queued and handed to a durable lifecycle), read, terminate, delete, outputs."""
+"""Jobs: create (queued and handed to a durable lifecycle), read, terminate, delete, outputs, metrics."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from batchai import ids, jobs, render
+from batchai import ids, jobs, metrics, render
 from batchai.api.arm import JSONResponse, accepted, json_body, new_operation_id, page_records, paged
 from batchai.api.clusters import remote_login
 from batchai.api.deletion import begin_delete, workspace_location
@@ -61,6 +61,12 @@ def terminate_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: s
     op_id = new_operation_id()
     svc.store.create_operation(op_id, "terminate", rid)
     return accepted(request, sub, workspace_location(svc, ids.workspace_id(sub, rg, ws)), op_id)
+
+
+@router.get(JOB + "/metrics")
+def job_metrics(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
+    """What the job reported to $AZ_BATCHAI_METRICS_FILE (an addition to 2018-05-01, README)."""
+    return metrics.of(require(services(request), job_path(sub, rg, ws, exp, job), "job"))
 
 
 @router.api_route(JOB + "/listOutputFiles", methods=["POST", "GET"])

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ app.add_typer(workspace_app, name="workspace")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(job_app, name="job")
+sweep_app = typer.Typer(help="Hyperparameter sweeps: trials sampled from a search space, with early termination.", no_args_is_help=True)
+app.add_typer(sweep_app, name="sweep")
 queue_app = typer.Typer(help="The submission queue of the local control plane.", no_args_is_help=True)
 app.add_typer(queue_app, name="queue")
 
@@ -510,6 +513,139 @@ def job_logs(
             time.sleep(0.5)
 
     run(stream)
+
+
+def field(name: str, within: str | None = None) -> Callable[[dict], Any]:
+    """A table column: the row's `name` (in its `within` object), blank where it has none."""
+    return lambda row: (row.get(within) or {} if within else row).get(name)
+
+
+@job_app.command("metrics")
+def job_metrics(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+    """What the job reported to $AZ_BATCHAI_METRICS_FILE, one row per line."""
+    c = ctx.obj
+
+    def metrics():
+        data = c.client.get(f"{c.client.job(workspace, experiment, name)}/metrics")
+        if c.as_json:
+            print(json.dumps(data, indent=2))
+            return
+        names = list(dict.fromkeys(k for e in data["value"] for k in e))
+        show(c, data["value"], [(k, field(k)) for k in names])
+
+    run(metrics)
+
+
+@app.command("metric")
+def metric(
+    values: list[str] = typer.Argument(..., help="NAME=NUMBER, one or more."),
+    step: int | None = typer.Option(None, "--step", help="The training step these values are for."),
+):
+    """In a job: report metrics (a JSON line appended to $AZ_BATCHAI_METRICS_FILE, relayed by the node)."""
+    path = os.environ.get("AZ_BATCHAI_METRICS_FILE")
+    if not path:
+        errors.print("error: AZ_BATCHAI_METRICS_FILE is not set (run this inside a job)")
+        raise typer.Exit(1)
+    line: dict[str, Any] = {} if step is None else {"step": step}
+    for item in values:
+        key, sep, text = item.partition("=")
+        try:
+            line[key] = float(text) if sep and key else None
+        except ValueError:
+            line[key] = None
+        if line[key] is None:
+            errors.print(f"error: {item!r} is not NAME=NUMBER")
+            raise typer.Exit(1)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+# -- sweeps -----------------------------------------------------------------------------
+def sweep_path(client: Client, workspace: str, experiment: str, name: str) -> str:
+    return f"{client.experiment(workspace, experiment)}/sweeps/{name}"
+
+
+SWEEP_COLUMNS = [
+    ("name", lambda r: r["name"]),
+    ("state", lambda r: r["properties"]["executionState"]),
+    ("algorithm", lambda r: r["properties"]["sampling_algorithm"]["type"]),
+    ("trials", lambda r: f"{len(r['properties']['trials'])}/{r['properties']['limits']['max_total_trials']}"),
+    ("running", lambda r: r["properties"]["trialStateCounts"]["running"]),
+    ("best", lambda r: (r["properties"]["bestTrial"] or {}).get("name")),
+    ("best objective", lambda r: (r["properties"]["bestTrial"] or {}).get("objective")),
+]
+
+
+def read_sweep_file(path: Path) -> dict:
+    """An Azure ML sweep job file, YAML or JSON (JSON is YAML)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{path}: a sweep file is a mapping (search_space, objective, ...)")
+    return data
+
+
+@sweep_app.command("create")
+def sweep_create(
+    ctx: typer.Context,
+    name: str,
+    workspace: str = WorkspaceOpt,
+    experiment: str = ExperimentOpt,
+    sweep_file: Path = typer.Option(..., "--file", "-f", help="An Azure ML sweep job file (YAML or JSON)."),
+):
+    """Start a sweep: its trials are jobs of the experiment, named NAME-0, NAME-1, ..."""
+    c = ctx.obj
+    run(
+        lambda: show(
+            c, c.client.put(sweep_path(c.client, workspace, experiment, name), {"properties": read_sweep_file(sweep_file)}), SWEEP_COLUMNS
+        )
+    )
+
+
+@sweep_app.command("list")
+def sweep_list(ctx: typer.Context, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+    c = ctx.obj
+    run(lambda: show(c, c.client.list(f"{c.client.experiment(workspace, experiment)}/sweeps"), SWEEP_COLUMNS))
+
+
+@sweep_app.command("show")
+def sweep_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+    """The sweep, its trials sorted by the objective (best first) with their parameters and state, and the best trial."""
+    c = ctx.obj
+
+    def show_sweep():
+        data = c.client.get(sweep_path(c.client, workspace, experiment, name))
+        if c.as_json:
+            print(json.dumps(data, indent=2))
+            return
+        show(c, data, SWEEP_COLUMNS)
+        props = data["properties"]
+        sign = 1 if props["objective"]["goal"] == "minimize" else -1
+        trials = sorted(props["trials"], key=lambda t: (t["objective"] is None, sign * (t["objective"] or 0), t["number"]))
+        names = list(props["search_space"])
+        metric = props["objective"]["primary_metric"]
+        columns: list[tuple[str, Callable[[Any], Any]]] = [
+            ("trial", itemgetter("name")),
+            ("state", itemgetter("state")),
+            (metric, itemgetter("objective")),
+            ("step", itemgetter("lastStep")),
+        ]
+        show(c, trials, columns + [(n, field(n, "parameters")) for n in names])
+        best = props["bestTrial"]
+        console.print(f"best trial: {best['name']} ({metric} {best['objective']}) {best['parameters']}" if best else "best trial: none yet")
+
+    run(show_sweep)
+
+
+@sweep_app.command("cancel")
+def sweep_cancel(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+    """Stop every trial of the sweep; it ends canceled."""
+    c = ctx.obj
+    run(lambda: show(c, c.client.post(f"{sweep_path(c.client, workspace, experiment, name)}/cancel", wait=False).json(), SWEEP_COLUMNS))
 
 
 @queue_app.command("show")

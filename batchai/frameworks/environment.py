@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from batchai.frameworks.context import LaunchContext, PlacedNode
 from batchai.frameworks.expand import expand
 
+METRICS_FILE = "metrics.jsonl"
+
 
 @dataclass(frozen=True)
 class JobPaths:
@@ -28,6 +30,7 @@ def _base(ctx: LaunchContext, node: PlacedNode) -> dict[str, str]:
         "AZ_BATCHAI_JOB_TEMP": temp,
         "AZ_BATCHAI_SHARED_JOB_TEMP": ctx.shared_job_temp,
         "AZ_BATCHAI_MPI_HOST_FILE": f"{temp}/hostfile",
+        "AZ_BATCHAI_METRICS_FILE": f"{temp}/{METRICS_FILE}",  # JSON lines the node agent relays (batchai.metrics)
         "AZ_BATCHAI_NUM_GPUS": str(ctx.gpus_per_node),
         "AZ_BATCHAI_JOB_NAME": ctx.job_name,
         "AZ_BATCHAI_NODE_NAME": node.name,

@@ -333,7 +333,7 @@ def test_register_body(cp, node):
     assert body["root"] == node["root"]
     assert len(body["bootId"]) >= 16
     beat = cp.wait(lambda: [b for n, b in cp.beats if n == node["id"]], what="a heartbeat")[0]
-    assert beat == {"bootId": body["bootId"], "running": [], "finished": [], "waitSeconds": HEARTBEAT}
+    assert beat == {"bootId": body["bootId"], "running": [], "finished": [], "metrics": [], "waitSeconds": HEARTBEAT}
 
 
 def test_two_processes_write_both_logs_and_exit_zero(cp, node, tmp_path):

@@ -16,7 +16,7 @@ from batchai import job_state, scheduling_pass
 from batchai.job_state import JobState, state_of
 from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, settled_view, task_outcome, utcnow
 from batchai.ports import Record, TaskRecord
-from batchai.wake import start_lifecycle, wake_cluster, wake_job, wake_trial_sweep
+from batchai.wake import start_lifecycle, wake_cluster, wake_ended_job, wake_job, wake_trial_sweep
 
 if TYPE_CHECKING:
     from batchai.services import Services
@@ -72,7 +72,7 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
 def _ended(svc: Services, record: Record, tasks: list[TaskRecord]) -> None:
     stop_tasks(svc, record, tasks)
     unmount_job_volumes(svc, record)
-    svc.defer(partial(wake_job, svc, record, settled_view(record)))
+    svc.defer(partial(wake_ended_job, svc, record))
     svc.defer(partial(wake_trial_sweep, svc, record))
     if svc.store.release_nodes(record.id):
         nodes_freed(svc, record)

@@ -24,7 +24,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from batchai.job_state import LAUNCHED, state_of
-from batchai.lifecycle import controller_instance, job_instance, lifecycle_input, sweep_instance
+from batchai.lifecycle import controller_instance, job_instance, lifecycle_input, settled_view, sweep_instance
 from batchai.ports import Record
 
 if TYPE_CHECKING:
@@ -35,10 +35,28 @@ log = logging.getLogger("batchai.wake")
 
 def start_lifecycle(svc: Services, job: Record, view: dict | None = None) -> None:
     """Start the launched `job`'s lifecycle with `view` (what the caller just stored; None: it looks
-    first), or wake the one it has. Idempotent: one lifecycle per job, whoever starts it first."""
-    if state_of(job) in LAUNCHED and svc.engine.schedule("job_lifecycle", {**lifecycle_input(job), "view": view}, job_instance(job)):
-        return
+    first), or wake the one it has. Idempotent: one lifecycle per job, whoever starts it first.
+
+    The job is marked `watched` first, in the store: whoever ends it then knows that a lifecycle
+    may wait to be told (`wake_ended_job`). One the end got to first is not started."""
+    if state_of(job) in LAUNCHED and svc.store.mutate(job.id, _watch) is not None:
+        if svc.engine.schedule("job_lifecycle", {**lifecycle_input(job), "view": view}, job_instance(job)):
+            return
     wake_job(svc, job, view)
+
+
+def _watch(record: Record) -> Record | None:
+    if state_of(record) not in LAUNCHED:
+        return None
+    record.internal["watched"] = True
+    return record
+
+
+def wake_ended_job(svc: Services, job: Record) -> None:
+    """Tell the lifecycle of the job just ended (as stored by its end), if it was ever given one: a job that
+    ended before its lifecycle was due has none, and asking the engine about it costs more than the job did."""
+    if job.internal.get("watched"):
+        wake_job(svc, job, settled_view(job))
 
 
 def wake_job(svc: Services, job: Record, view: dict | None = None) -> None:

@@ -39,3 +39,9 @@ def test_a_job_that_ends_before_its_lifecycle_would_start_costs_the_engine_nothi
     # the short job's start was due first and was looked at first (one thread, in order): it had ended
     assert host.engine.status(job_instance(host.store.get(short))) is None
     assert host.store.get(long).properties["executionState"] == "running"
+    # a job given a lifecycle is marked so, and its end (here a terminate) ends the lifecycle too
+    assert host.store.get(long).internal["watched"] and not host.store.get(short).internal.get("watched")
+    http.post(f"{long}/terminate", params=V).raise_for_status()
+    until(lambda: host.store.get(long).properties["executionState"] == "failed", 60, "the long job to end")
+    instance = job_instance(host.store.get(long))
+    until(lambda: host.engine.status(instance)["runtimeStatus"] == "COMPLETED", 30, "its lifecycle to end")

@@ -7,7 +7,7 @@ Records are plain dataclasses so adapters stay interchangeable and easy to fake.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
@@ -89,6 +89,15 @@ class JobSummary(NamedTuple):
     start_time: str | None  # executionInfo.startTime
 
 
+class Launch(NamedTuple):
+    """A queued job's start, as a scheduling pass hands it to `Store.start_jobs`."""
+
+    job: str
+    node_ids: list[str]
+    change: Mutation  # the job's transition to running
+    tasks: list[TaskRecord]
+
+
 class Store(Protocol):
     """The resource hierarchy, nodes, per-node tasks and long-running operations."""
 
@@ -107,9 +116,10 @@ class Store(Protocol):
     def nodes(self, cluster: str | None = None) -> list[NodeRecord]: ...
     def update_node(self, node_id: str, **fields) -> NodeRecord | None: ...
     def claim_nodes(self, cluster: str, job: str, node_ids: list[str]) -> bool: ...
-    # a launch: claim node_ids for job, apply change (its start), put its tasks; None and nothing changed
-    # when a node is taken or change refuses (SQLite: one transaction; Cosmos: in turn, the claim given back)
-    def start_job(self, cluster: str, job: str, node_ids: list[str], change: Mutation, tasks: list[TaskRecord]) -> Record | None: ...
+    # a pass's launches, in order: each claims its nodes, applies its change (the start) and puts its tasks,
+    # or, when a node is taken or the change refuses, changes nothing (its answer: None). SQLite: one
+    # transaction for the batch; Cosmos: in turn, a refused launch's claim given back.
+    def start_jobs(self, cluster: str, launches: Sequence[Launch]) -> list[Record | None]: ...
     def release_nodes(self, job: str) -> list[str]: ...
     def delete_node(self, node_id: str) -> None: ...
     def delete_nodes(self, cluster: str) -> list[NodeRecord]: ...

@@ -1,14 +1,18 @@
 """The scheduling pass: start the queued jobs of a cluster that fit on its idle nodes.
 
-Placement itself is the pure `batchai.scheduling.place`; this module claims the nodes
-(all-or-nothing, in the store), moves the job to `running`, writes the per-node tasks, wakes
-the nodes, and starts the launched jobs' lifecycles, all in one pass however many it launches.
+Placement itself is the pure `batchai.scheduling.place` over the head of the queue; this module
+prepares each placed job's tasks, then, in one store operation for the whole batch
+(`Store.start_jobs`), claims each job's nodes (all-or-nothing), moves it to `running` and writes
+its per-node tasks; then it wakes the nodes, and the launched jobs' lifecycles are due a moment
+later.
 
 Who runs it: the cluster's controller (a job queued, a node joined, a scale change, its timer)
 and, as Slurm does when a job's epilog completes, the node report that freed nodes, so the
 node's next task rides back on the answer to its report instead of waiting for an engine round
-trip. `schedule` keeps passes of a cluster from overlapping in this process (a pass that frees
-stale claims relies on it) and folds the requests that arrive during a pass into one more pass.
+trip. `schedule` keeps passes of a cluster from overlapping in this process and folds the
+requests that arrive during a pass into one more pass. Passes in different processes (the API
+workers) may overlap: a launch claims and starts its job in one transaction, so each job and
+each node is taken once, and a claim without a running job is only ever left by a crash.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, jo
 from batchai.job_state import JobState, attempt_of, state_of
 from batchai.lifecycle import launch_view, parse_time, settled_view, utcnow, wall_clock_seconds
 from batchai.model import JobCreateParameters
-from batchai.ports import JobSummary, NodeRecord, Record, Store, TaskRecord
+from batchai.ports import JobSummary, Launch, NodeRecord, Record, Store, TaskRecord
 from batchai.scheduling import QueuedJob, place
 from batchai.wake import start_lifecycle, wake_job
 
@@ -149,22 +153,31 @@ def release_stale_claims(store: Store, nodes: list[NodeRecord], active: dict[str
 
 
 def run_pass(svc: Services, cluster: Record) -> list[str]:
-    """Start what fits now; returns the ids of the jobs started.
+    """Start what fits now, in one store operation; returns the ids of the jobs started.
 
-    Each launched job's lifecycle starts with what the pass stored, once the pass has placed
-    everything, and even when the pass fails half-way (a job left running without tasks must
-    notice soon)."""
-    launched: list[Record] = []
-    try:
-        for job_id, nodes in decide(svc.store, cluster.id, time.time(), svc.settings.node_timeout_seconds):
-            record = svc.store.get(job_id)
-            if record is not None:
-                launch(svc, record, nodes, launched, cluster)
-    finally:
-        now = time.time()
-        for record in launched:
+    A job that cannot be prepared (its toolkit unknown, its volumes not mounted) fails alone; one
+    whose preparation breaks unexpectedly stays queued for the next pass, and the others start.
+    Each launched job's lifecycle is due a moment later (`lifecycle_start_delay_seconds`)."""
+    launches: list[tuple[Launch, list[NodeRecord]]] = []
+    for job_id, nodes in decide(svc.store, cluster.id, time.time(), svc.settings.node_timeout_seconds):
+        record = svc.store.get(job_id)
+        try:
+            prepared = prepare(svc, record, nodes, cluster) if record is not None else None
+        except Exception:  # noqa: BLE001 - one job's fault must not keep the others from starting
+            log.exception("preparing the launch of %s failed; it stays queued", job_id)
+            continue
+        if prepared is not None:
+            launches.append((prepared, nodes))
+    if not launches:
+        return []
+    started = svc.store.start_jobs(cluster.id, [launch for launch, _ in launches])
+    now = time.time()
+    answering = _answering.get()
+    for record, (_, nodes) in zip(started, launches, strict=True):
+        if record is not None:
+            svc.wake_nodes([n.id for n in nodes if n.id != answering])
             svc.defer(partial(_start_lifecycle, svc, record, launch_view(record, now)), svc.settings.lifecycle_start_delay_seconds)
-    return [r.id for r in launched]
+    return [r.id for r in started if r is not None]
 
 
 def _start_lifecycle(svc: Services, launched: Record, view: dict) -> None:
@@ -240,9 +253,9 @@ def launch_context(svc: Services, record: Record, nodes: list[NodeRecord], clust
     )
 
 
-def launch(svc: Services, record: Record, nodes: list[NodeRecord], launched: list[Record], cluster: Record) -> None:
-    """Start the queued job on `nodes`: claim them, move it to running and hand them their tasks, in
-    one store operation; the job, once running, is added to `launched`."""
+def prepare(svc: Services, record: Record, nodes: list[NodeRecord], cluster: Record) -> Launch | None:
+    """The queued job's start on `nodes` (its tasks planned, its volumes mounted) for `Store.start_jobs`;
+    None when it cannot start at all, and it is failed."""
     try:
         props = job_properties(record)
         ctx = launch_context(svc, record, nodes, cluster)
@@ -251,18 +264,15 @@ def launch(svc: Services, record: Record, nodes: list[NodeRecord], launched: lis
         paths = job_paths(props, ctx)
     except UnsupportedToolkit as exc:
         fail_unlaunchable(svc, record.id, "UnsupportedToolkit", str(exc))
-        return
+        return None
     except (OSError, LookupError) as exc:
         fail_unlaunchable(svc, record.id, "MountFailed", f"The job's volumes could not be mounted: {exc}")
-        return
+        return None
     # where the files really are: a path through a job-level mount ends with the job
     real = {"stdouterr": os.path.realpath(paths.stdouterr), "outputs": {k: os.path.realpath(v) for k, v in paths.outputs.items()}}
     start = job_state.change(job_state.start, now=utcnow(), nodes=[(n.id, n.name) for n in nodes], paths=real)
     task_records = [TaskRecord(id=t.task_id, job=record.id, node=t.node_id, attempt=ctx.attempt, spec=t.to_json()) for t in tasks]
-    started = svc.store.start_job(cluster.id, record.id, [n.id for n in nodes], start, task_records)
-    if started is not None:
-        launched.append(started)
-        svc.wake_nodes([n.id for n in nodes if n.id != _answering.get()])
+    return Launch(record.id, [n.id for n in nodes], start, task_records)
 
 
 def fail_unlaunchable(svc: Services, job_id: str, code: str, message: str) -> None:

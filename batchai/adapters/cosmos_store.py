@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -36,7 +36,7 @@ from azure.cosmos.exceptions import (
 
 from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
-from batchai.ports import Conflict, JobSummary, Mutation, NodeRecord, Record, TaskRecord
+from batchai.ports import Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
 from batchai.scheduling import head_groups
 
 _PARTITION_KEYS = {"resources": "/pk", "nodes": "/id", "tasks": "/id", "operations": "/id", "settings": "/id"}
@@ -355,17 +355,20 @@ class CosmosStore:
             taken.append(node_id)
         return True
 
-    def start_job(self, cluster: str, job: str, node_ids: list[str], change: Mutation, tasks: list[TaskRecord]) -> Record | None:
+    def start_jobs(self, cluster: str, launches: Sequence[Launch]) -> list[Record | None]:
+        return [self._start_job(cluster, launch) for launch in launches]
+
+    def _start_job(self, cluster: str, launch: Launch) -> Record | None:
         """Claim, change, put tasks, one after another (no transaction spans containers): a refused change
         gives the claim back; a crash before the tasks are put leaves a running job without tasks, which
         its lifecycle requeues, and a claim the next scheduling pass frees."""
-        if not self.claim_nodes(cluster, job, node_ids):
+        if not self.claim_nodes(cluster, launch.job, launch.node_ids):
             return None
-        started = self.mutate(job, change)
+        started = self.mutate(launch.job, launch.change)
         if started is None:
-            self.release_nodes(job)
+            self.release_nodes(launch.job)
             return None
-        self.put_tasks(tasks)
+        self.put_tasks(launch.tasks)
         return started
 
     def release_nodes(self, job: str) -> list[str]:

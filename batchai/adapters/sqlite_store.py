@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, fields
 from operator import itemgetter
 from pathlib import Path
@@ -21,7 +21,7 @@ import orjson
 from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
 from batchai.adapters.sqlite_db import SqliteDb
-from batchai.ports import Conflict, JobSummary, Mutation, NodeRecord, Record, TaskRecord
+from batchai.ports import Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
 from batchai.scheduling import head_groups
 
 _SCHEMA = """
@@ -78,10 +78,6 @@ _SUMMARY_COLUMNS = ("id", "seq", "parent", "state", "node_count", "priority", "w
 def _columns(record: Record) -> dict:
     """The columns derived from a record's body, written with it."""
     return {"state": state_of(record), "cluster": cluster_of(record), **dict(zip(_SCHEDULING_COLUMNS, scheduling_of(record), strict=True))}
-
-
-class _Refused(Exception):
-    """A step of a transaction refused: roll the whole of it back."""
 
 
 def _dumps(value) -> str:
@@ -199,17 +195,20 @@ class SqliteStore(SqliteDb):
         db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in row)} WHERE key=?", [*row.values(), ids.key(resource_id)])
         return updated
 
-    def start_job(self, cluster: str, job: str, node_ids: list[str], change: Mutation, tasks: list[TaskRecord]) -> Record | None:
-        """One transaction: a launch leaves either all of it or nothing."""
-        try:
-            with self._tx() as db:
-                started = self._mutate(db, job, change) if self._claim(db, cluster, job, node_ids) else None
-                if started is None:
-                    raise _Refused  # rolls the claim back
-                self._put_tasks(db, tasks)
-                return started
-        except _Refused:
-            return None
+    def start_jobs(self, cluster: str, launches: Sequence[Launch]) -> list[Record | None]:
+        """One transaction for the batch, a savepoint for each launch: it leaves all of itself or nothing."""
+        started: list[Record | None] = []
+        with self._tx() as db:
+            for launch in launches:
+                db.execute("SAVEPOINT launch")
+                record = self._mutate(db, launch.job, launch.change) if self._claim(db, cluster, launch.job, launch.node_ids) else None
+                if record is None:
+                    db.execute("ROLLBACK TO launch")  # the claim given back
+                else:
+                    self._put_tasks(db, launch.tasks)
+                db.execute("RELEASE launch")
+                started.append(record)
+        return started
 
     def delete_tree(self, resource_id: str) -> list[Record]:
         k = ids.key(resource_id)

@@ -15,7 +15,7 @@ import pytest
 
 from batchai.adapters.cosmos_store import CosmosStore
 from batchai.adapters.sqlite_store import SqliteStore
-from batchai.ports import Conflict, JobSummary, NodeRecord, Record, Store, TaskRecord
+from batchai.ports import Conflict, JobSummary, Launch, NodeRecord, Record, Store, TaskRecord
 from batchai.scheduling import queue_order
 from batchai.scheduling_pass import queued_job
 from tests.support.cosmos_server import client, cosmos_server
@@ -352,22 +352,30 @@ def test_a_setting_is_created_once_and_read_by_everyone_after(store):
     assert store.setting("other", lambda: "x") == "x"
 
 
-def test_start_job_claims_changes_and_puts_tasks_or_nothing(store):
-    cluster, job, other = f"{WS}/clusters/c", f"{EXP}/jobs/j", f"{EXP}/jobs/other"
-    for name in ("j", "other"):
+def test_start_jobs_claims_changes_and_puts_tasks_of_each_launch_or_nothing_of_it(store):
+    cluster, job, other, third = f"{WS}/clusters/c", f"{EXP}/jobs/j", f"{EXP}/jobs/other", f"{EXP}/jobs/third"
+    for name in ("j", "other", "third"):
         store.create(Record(id=f"{EXP}/jobs/{name}", type="jobs", name=name, parent=EXP, body={"properties": {"cluster": {"id": cluster}}}))
-    for n in ("n1", "n2"):
+    for n in ("n1", "n2", "n3"):
         store.put_node(NodeRecord(n, cluster, n, "idle"))
 
     def start(r: Record) -> Record:
         r.properties["executionState"] = "running"
         return r
 
-    assert store.start_job(cluster, job, ["n1"], lambda r: None, [TaskRecord("t0", job, "n1", 1, {})]) is None
+    refused = store.start_jobs(cluster, [Launch(job, ["n1"], lambda r: None, [TaskRecord("t0", job, "n1", 1, {})])])
+    assert refused == [None]
     assert store.get_node("n1").job is None and store.tasks(job=job) == []  # a refused change gives the claim back
-    started = store.start_job(cluster, job, ["n1"], start, [TaskRecord("t1", job, "n1", 1, {"k": 1})])
-    assert started is not None and started.properties["executionState"] == "running"
-    assert store.get(job).properties["executionState"] == "running"
+    started = store.start_jobs(
+        cluster,
+        [
+            Launch(job, ["n1"], start, [TaskRecord("t1", job, "n1", 1, {"k": 1})]),
+            Launch(other, ["n1", "n2"], start, [TaskRecord("t2", other, "n2", 1, {})]),  # n1 is taken: refused alone
+            Launch(third, ["n2", "n3"], start, [TaskRecord("t3", third, "n3", 1, {})]),
+        ],
+    )
+    assert [r.properties["executionState"] if r else None for r in started] == ["running", None, "running"]
+    assert store.get(job).properties["executionState"] == "running" and store.get(other).properties.get("executionState") is None
     assert store.get_node("n1").job == job.lower() and [t.id for t in store.tasks(job=job)] == ["t1"]
-    assert store.start_job(cluster, other, ["n1", "n2"], start, [TaskRecord("t2", other, "n2", 1, {})]) is None  # n1 is taken
-    assert store.get_node("n2").job is None and store.tasks(job=other) == []
+    assert store.tasks(job=other) == [] and [t.id for t in store.tasks(job=third)] == ["t3"]
+    assert store.get_node("n2").job == store.get_node("n3").job == third.lower()

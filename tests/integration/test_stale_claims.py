@@ -104,24 +104,24 @@ def test_a_queued_job_holding_a_node_is_freed_and_runs(host):
     assert all(n.job is None and n.state == "idle" for n in host.store.nodes(cluster_id))
 
 
-def test_a_pass_that_fails_half_way_still_starts_the_lifecycles_of_the_jobs_it_launched(host, monkeypatch):
+def test_a_job_whose_preparation_breaks_stays_queued_and_the_others_start(host, monkeypatch):
     paused_cluster(host)
     submit(host, "first", node_count=1, command="sleep 60")  # still running when its lifecycle is due
     submit(host, "second", node_count=1)
-    real_launch = scheduling.launch
+    real_prepare = scheduling.prepare
 
-    def launch_then_fail(svc, record, nodes, launched, cluster):
+    def prepare_or_break(svc, record, nodes, cluster):
         if record.name == "second":
             raise RuntimeError("the store went away mid-pass")
-        return real_launch(svc, record, nodes, launched, cluster)
+        return real_prepare(svc, record, nodes, cluster)
 
-    monkeypatch.setattr(scheduling, "launch", launch_then_fail)
-    with pytest.raises(RuntimeError, match="mid-pass"):
-        scheduling.run_pass(host.services, host.store.get(cluster(host)))
+    monkeypatch.setattr(scheduling, "prepare", prepare_or_break)
+    assert scheduling.run_pass(host.services, host.store.get(cluster(host))) == [job_id(host, "first")]
     first, second = host.store.get(job_id(host, "first")), host.store.get(job_id(host, "second"))
     assert first.properties["executionState"] == "running"
     until(lambda: host.engine.status(job_instance(first)) is not None, 30, "the first job's lifecycle to start")
     assert second.properties["executionState"] == "queued" and host.engine.status(job_instance(second)) is None
+    assert [n.job for n in host.store.nodes(cluster(host)) if n.job] == [first.id.lower()]
 
 
 def test_a_deleted_job_ends_its_lifecycle_and_a_new_job_of_its_name_is_not_driven_by_it(host):

@@ -141,8 +141,8 @@ class Store(Protocol):
 
     # the queued jobs that can be among the first `depth` of the cluster's queue order
     # (`batchai.scheduling.queue_order`), in submission order: of each priority and experiment
-    # its `depth` oldest, of the groups `batchai.scheduling.head_groups` picks. A pass reads this,
-    # not the whole queue, so its cost does not grow with the queue.
+    # the oldest jobs, as many as `batchai.scheduling.head_limits` says. A pass reads this, not the
+    # whole queue, so its cost does not grow with the queue.
     def queue_head(self, cluster: str, depth: int) -> list[JobSummary]: ...
 
     # flags: set_flag is true only for the caller that raised it (debouncing wake-ups)

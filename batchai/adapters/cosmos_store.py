@@ -37,7 +37,7 @@ from azure.cosmos.exceptions import (
 from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
 from batchai.ports import Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
-from batchai.scheduling import head_groups
+from batchai.scheduling import head_limits
 
 _PARTITION_KEYS = {"resources": "/pk", "nodes": "/id", "tasks": "/id", "operations": "/id", "settings": "/id"}
 _NODE_FIELDS = [f.name for f in fields(NodeRecord)]
@@ -292,16 +292,17 @@ class CosmosStore:
         cluster_key = ids.key(cluster)
         pk = _partition(cluster_key)
         queued = "c.type = 'jobs' AND c.cluster = @cluster AND c.state = 'queued'"
-        oldest: dict[tuple[str | None, str], int] = {}
+        groups: dict[tuple[str | None, str], list[int]] = {}
         for row in self._resources(queued, {"@cluster": cluster_key}, pk, select="c.priority, c.parent, c.seq"):
-            oldest.setdefault((row.get("priority"), row["parent"]), row["seq"])  # in seq order: the first is the oldest
+            group = groups.setdefault((row.get("priority"), row["parent"]), [row["seq"], 0])  # in seq order: the first is the oldest
+            group[1] += 1
         rows = []
-        for priority, parent in head_groups(((p, e, seq) for (p, e), seq in oldest.items()), depth):
+        for priority, parent, limit in head_limits(((p, e, oldest, size) for (p, e), (oldest, size) in groups.items()), depth):
             rows += self._resources(
                 f"{queued} AND c.priority = @priority AND c.parent = @parent",
                 {"@cluster": cluster_key, "@priority": priority, "@parent": parent},
                 pk,
-                select=f"TOP {int(depth)} {_SUMMARY_SELECT}",
+                select=f"TOP {int(limit)} {_SUMMARY_SELECT}",
             )
         rows.sort(key=lambda row: row["seq"])
         return [_summary(row) for row in rows]

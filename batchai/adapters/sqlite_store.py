@@ -22,7 +22,7 @@ from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
 from batchai.adapters.sqlite_db import SqliteDb
 from batchai.ports import Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
-from batchai.scheduling import head_groups
+from batchai.scheduling import head_limits
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -253,12 +253,14 @@ class SqliteStore(SqliteDb):
         cursor = self._db().cursor()
         cursor.row_factory = None
         queued = "type='jobs' AND cluster=? AND state='queued'"
-        groups = cursor.execute(f"SELECT priority, parent, MIN(seq) FROM resources WHERE {queued} GROUP BY priority, parent", (key,))
+        groups = cursor.execute(
+            f"SELECT priority, parent, MIN(seq), COUNT(*) FROM resources WHERE {queued} GROUP BY priority, parent", (key,)
+        )
         rows = []
-        for priority, parent in head_groups(groups.fetchall(), depth):
+        for priority, parent, limit in head_limits(groups.fetchall(), depth):
             rows += cursor.execute(
                 f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM resources WHERE {queued} AND priority IS ? AND parent=? ORDER BY seq LIMIT ?",
-                (key, priority, parent, depth),
+                (key, priority, parent, limit),
             ).fetchall()
         rows.sort(key=itemgetter(1))
         return list(map(JobSummary._make, rows))

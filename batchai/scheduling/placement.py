@@ -55,18 +55,54 @@ def queue_order(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
     return ordered
 
 
-def head_groups(groups: Iterable[tuple[str | None, str, int]], depth: int) -> list[tuple[str | None, str]]:
-    """Of a queue's `(priority, experiment, oldest seq)` groups, those whose jobs can be among the
-    first `depth` of `queue_order`: the groups of the `depth` (rank, experiment) pairs first by
-    rank, then by their oldest job. Any other pair's first job has the first jobs of `depth`
-    pairs before it. (Priorities of one rank, None and "normal", are one pair in the order.)"""
+def head_limits(groups: Iterable[tuple[str | None, str, int, int]], depth: int) -> list[tuple[str | None, str, int]]:
+    """How many of each group's oldest jobs can be among the first `depth` of `queue_order`, given the
+    queue's `(priority, experiment, oldest seq, size)` groups: `(priority, experiment, limit)` for the
+    groups that can have any there. Together at most about `depth` jobs, however long the queue.
+
+    The order takes whole priorities in turn; within the one it stops in, experiments take turns, so
+    t full turns take min(size, t) of each. Of the turn it stops in, each experiment's next job is
+    taken (which of them come first is not known without reading them), except in the first turn,
+    where the oldest jobs decide. Priorities of one rank (None and "normal") are one experiment's
+    queue in the order, so a group's limit is its pair's, at most its size."""
     pairs: dict[tuple[int, str], list] = {}
-    for priority, experiment, oldest in groups:
-        pair = pairs.setdefault((PRIORITY_RANK.get(priority or "normal", 1), experiment), [math.inf, []])
+    for priority, experiment, oldest, size in groups:
+        pair = pairs.setdefault((PRIORITY_RANK.get(priority or "normal", 1), experiment), [math.inf, 0, []])
         pair[0] = min(pair[0], oldest)
-        pair[1].append(priority)
-    ranked = sorted(pairs.items(), key=lambda item: (item[0][0], item[1][0]))[:depth]
-    return [(priority, experiment) for (_, experiment), (_, priorities) in ranked for priority in priorities]
+        pair[1] += size
+        pair[2].append((priority, size))
+    ranks: dict[int, list[tuple[str, float, int]]] = {}
+    for (rank, experiment), (oldest, size, _) in pairs.items():
+        ranks.setdefault(rank, []).append((experiment, oldest, size))
+    limits: dict[tuple[int, str], int] = {}
+    remaining = depth
+    for rank in sorted(ranks):
+        if remaining <= 0:
+            break
+        members = ranks[rank]
+        if sum(size for _, _, size in members) <= remaining:
+            limits.update({(rank, e): size for e, _, size in members})
+            remaining -= sum(size for _, _, size in members)
+            continue
+        turns = _full_turns([size for _, _, size in members], remaining)
+        if turns == 0:  # not one job each: the oldest first jobs
+            limits.update({(rank, e): 1 for e, _, _ in sorted(members, key=lambda m: m[1])[:remaining]})
+        else:
+            limits.update({(rank, e): min(size, turns + 1) for e, _, size in members})
+        break
+    return [(priority, e, min(size, limit)) for (rank, e), limit in limits.items() for priority, size in pairs[(rank, e)][2]]
+
+
+def _full_turns(sizes: list[int], budget: int) -> int:
+    """The most turns t with sum(min(size, t)) <= budget (round-robin over queues of these sizes)."""
+    low, high = 0, max(sizes)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(min(size, mid) for size in sizes) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def reservation(need: int, free: int, ends: Sequence[float]) -> tuple[float, float]:

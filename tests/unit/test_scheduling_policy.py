@@ -7,7 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchai.scheduling import QueuedJob, head_groups, place, queue_order
+from batchai.scheduling import QueuedJob, head_limits, place, queue_order
 
 HOUR = 3600.0
 
@@ -129,18 +129,23 @@ def test_without_busy_nodes_every_job_that_fits_alone_is_placed_in_order(specs, 
         assert ids_of(placements) == [j.id for j in queue_order(jobs)]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.tuples(st.sampled_from([None, "low", "normal", "high"]), st.sampled_from("abcdef")), max_size=40),
-    st.integers(min_value=1, max_value=12),
+    st.lists(st.tuples(st.sampled_from([None, "low", "normal", "high"]), st.sampled_from("abcdef")), max_size=60),
+    st.integers(min_value=1, max_value=20),
 )
-def test_the_head_groups_hold_the_first_jobs_of_the_queue_order(specs, depth):
-    """What a store's queue_head returns (each picked group's `depth` oldest) holds the queue's first `depth`."""
+def test_the_head_limits_hold_the_first_jobs_of_the_queue_order(specs, depth):
+    """What a store's queue_head returns (each group's oldest, as many as its limit) holds the queue's
+    first `depth`, and not much more."""
     jobs = [QueuedJob(f"j{seq}", 1, priority or "normal", seq, experiment) for seq, (priority, experiment) in enumerate(specs)]
     groups: dict[tuple, list[QueuedJob]] = {}
     for (priority, experiment), job in zip(specs, jobs, strict=True):
         groups.setdefault((priority, experiment), []).append(job)
-    picked = head_groups([(p, e, members[0].seq) for (p, e), members in groups.items()], depth)
-    head = {job.id for group in picked for job in groups[group][:depth]}
-    assert {job.id for job in queue_order(jobs)[:depth]} <= head
-    assert len({(p or "normal", e) for p, e in picked}) <= depth
+    limits = head_limits([(p, e, members[0].seq, len(members)) for (p, e), members in groups.items()], depth)
+    head = [job for p, e, limit in limits for job in groups[(p, e)][:limit]]
+    assert {job.id for job in queue_order(jobs)[:depth]} <= {job.id for job in head}
+    # past the depth, at most the next job of each experiment; an experiment queued under both None and
+    # "normal" (one queue in the order, two groups in the store) may bring up to its limit from each
+    assert len(head) <= 2 * (depth + len("abcdef"))
+    if not any(p is None for p, _ in specs) or not any(p == "normal" for p, _ in specs):
+        assert len(head) <= depth + len("abcdef")

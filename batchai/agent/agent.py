@@ -514,33 +514,42 @@ class Agent:
     def _report_now(self) -> None:
         """Send finished results now; the answer (acks, new tasks) is applied like a heartbeat's.
 
-        Loops while tasks finish during a report, so none waits for the long poll.
+        Loops while tasks finish during a report, so none waits for the long poll. A task that finishes
+        just as the report in flight has looked for the last time finds it still in flight and leaves
+        its result to it: so that report looks once more after letting go.
         """
-        if not self._registered or not self._reporting.acquire(blocking=False):
-            return  # the report in flight picks this result up
-        try:
-            sent: set[str] = set()
-            while True:
-                with self._lock:
-                    if self._stopping:
-                        return
-                    running = sorted(self._runners)
-                    finished = list(self._finished.values())
-                    if not finished or {f["taskId"] for f in finished} <= sent:
-                        return
-                    reports = self._metric_reports()
-                sent |= {f["taskId"] for f in finished}
-                body = {"bootId": self.boot_id, "running": running, "finished": finished, "metrics": reports, "waitSeconds": 0}
-                try:
-                    answer = self.cp.post(f"{self._paths}/heartbeat", body, FINAL_REPORT_TIMEOUT + self.interval)
-                except (Unreachable, HttpError) as e:
-                    log.debug("immediate report failed (the heartbeat will carry it): %s", e)
+        sent: set[str] = set()
+        while self._registered and self._reporting.acquire(blocking=False):
+            try:
+                if not self._report_finished(sent):
+                    return  # failed: the heartbeat carries the results
+            finally:
+                self._reporting.release()
+            with self._lock:
+                if self._stopping or set(self._finished) <= sent:
                     return
-                self._delivered(reports)
-                if answer.get("action", "ok") == "ok":
-                    self._apply(answer)
-        finally:
-            self._reporting.release()
+
+    def _report_finished(self, sent: set[str]) -> bool:
+        """Report what finished and is not in `sent` (and add it), until nothing is; False if a report failed."""
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return True
+                running = sorted(self._runners)
+                finished = list(self._finished.values())
+                if not finished or {f["taskId"] for f in finished} <= sent:
+                    return True
+                reports = self._metric_reports()
+            sent |= {f["taskId"] for f in finished}
+            body = {"bootId": self.boot_id, "running": running, "finished": finished, "metrics": reports, "waitSeconds": 0}
+            try:
+                answer = self.cp.post(f"{self._paths}/heartbeat", body, FINAL_REPORT_TIMEOUT + self.interval)
+            except (Unreachable, HttpError) as e:
+                log.debug("immediate report failed (the heartbeat will carry it): %s", e)
+                return False
+            self._delivered(reports)
+            if answer.get("action", "ok") == "ok":
+                self._apply(answer)
 
     def _metric_reports(self) -> list[dict]:
         """New metric lines of every task (under the lock, after the finished results were read: a finished

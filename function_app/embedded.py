@@ -36,6 +36,8 @@ from batchai.background import Serial
 from batchai.blob_drop import DropBox
 from batchai.job_state import LAUNCHED
 from batchai.lifecycle import controller_instance
+from batchai.node_identity import node_credentials, node_key
+from batchai.node_protocol import JOINED
 from batchai.output_sync import OutputSync
 from batchai.ports import Compute
 from batchai.queue_consumer import QueueConsumer
@@ -73,7 +75,6 @@ class EmbeddedHost:
         self.settings = self.settings or Settings.from_env(self.data_dir)
         self.store = resource_store(self.data_dir)
         self.token = load_token(self.data_dir)
-        node_token = self.store.setting("node_token", lambda: secrets.token_urlsafe(32))
         signing_key = self.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
         self.control_plane_file = self.data_dir / "control-plane.json"
         node_waker = NodeWaker()  # agents long-poll their heartbeats on the API; activities end the polls early
@@ -85,7 +86,7 @@ class EmbeddedHost:
             self.compute = LocalCompute(
                 self.data_dir,
                 control_plane_file=self.control_plane_file,
-                token=node_token,
+                credential=node_credentials(self.store),
                 python=sys.executable,
                 heartbeat=self.settings.heartbeat_seconds,
             )
@@ -107,7 +108,9 @@ class EmbeddedHost:
             self.engine.register_orchestration(name, fn)
         for name, fn in bind(self.services).items():
             self.engine.register_activity(name, fn)
-        self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key, node_waker=node_waker)
+        self.app = create_app(
+            self.services, token=self.token, node_key=node_key(self.store), signing_key=signing_key, node_waker=node_waker
+        )
         self.queue = submission_queue(self.data_dir)
         self.consumer = QueueConsumer(self.services, self.queue)
         self.inbox = DropBox(self.services, drop_store(self.data_dir))
@@ -164,8 +167,9 @@ class EmbeddedHost:
             self.services.compute.close()  # after the engine: its activities use it to the end
 
     def stop_idle_nodes(self) -> None:
-        """Idle agents stop with the control plane; busy ones keep their jobs running for a restart."""
+        """Idle agents stop with the control plane; busy ones keep their jobs running for a restart.
+        Machines that joined are not the control plane's to stop: they reconnect when it is back."""
         for node in self.store.nodes():
-            if node.job is None:
+            if node.job is None and node.machine != JOINED:
                 self.services.compute.stop_node(node.handle(), grace=2.0)
                 self.store.update_node(node.id, state="starting", boot_id=None, pid=None)

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -26,12 +27,16 @@ from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
 from batchai.agent.exec_server import ExecServer
-from batchai.agent.runner import KILL_GRACE_SECONDS, TERMINATED, TaskRunner, utc_now
+from batchai.agent.runner import KILL_GRACE_SECONDS, PYTHON_ENV, TERMINATED, TaskRunner, utc_now
+from batchai.agent.uploads import Uploads, sync_quietly
 from batchai.frameworks.plan import NodeTask
 
 log = logging.getLogger("batchai.agent")
 
 TOKEN_ENV = "BATCHAI_NODE_TOKEN"
+# never handed to a task: the node's credential, and the control plane's own token should a local agent inherit it
+HIDDEN_ENV = (TOKEN_ENV, "BATCHAI_TOKEN")
+REVOKED = "revoked"
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 2.0
 REGISTER_TIMEOUT = 10.0
 LONG_POLL_SLACK = 10.0  # client timeout of a heartbeat = waitSeconds + this
@@ -176,7 +181,8 @@ class Agent:
         self.interval = heartbeat
         self.orphan_timeout = orphan_timeout
         self.boot_id = uuid.uuid4().hex
-        self.base_env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+        self.base_env = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
+        self.base_env[PYTHON_ENV] = sys.executable
         self._paths = f"/internal/v1/nodes/{quote(node_id, safe='')}"
         self._lock = threading.Lock()
         self._runners: dict[str, TaskRunner] = {}  # running tasks
@@ -192,6 +198,8 @@ class Agent:
         self._backoff = BACKOFF_MIN
         self._failing = False
         self._exec: ExecServer | None = None
+        self._uploads = Uploads(lambda what, body, timeout: self.cp.post(f"{self._paths}/{what}", body, timeout))
+        self._uploading = threading.Lock()  # one sync at a time: the uploads thread, or a task's last one
 
     # ----- main thread ------------------------------------------------------------------------
 
@@ -206,6 +214,7 @@ class Agent:
         log.info("agent %s (node %s, boot %s, pid %d) starting", self.name, self.node_id, self.boot_id, os.getpid())
         worker = threading.Thread(target=self._work, name="heartbeat", daemon=True)
         worker.start()
+        threading.Thread(target=self._upload_loop, name="uploads", daemon=True).start()
         while self._stop_reason is None:
             self._stop.wait(0.1)  # the signal handler only sets a field: no locks in handlers
         return self._shutdown(self._stop_reason)
@@ -271,6 +280,10 @@ class Agent:
         try:
             answer = self.cp.post(f"{self._paths}/{what}", body, timeout)
         except HttpError as e:
+            if e.status == 403:  # this node was removed (or its credential is not its own): nothing to retry
+                log.warning("the control plane refused this node's credential: %s", e)
+                self.request_stop(REVOKED)
+                raise
             # refused, not unreachable: a heartbeat refused with 401/404 registers again at once
             self._failed(what, e, pause=not (what == "heartbeat" and e.status in (401, 404)))
             raise
@@ -439,7 +452,19 @@ class Agent:
         log.info("killing task %s", task_id)
         return True
 
+    def _upload_loop(self) -> None:
+        """Sends running tasks' files every heartbeat interval (only tasks on machines that joined have any)."""
+        while not self._stop.wait(self.interval):
+            for runner in self._running_tasks():
+                if runner.task.uploads and self._registered:
+                    with self._uploading:
+                        sync_quietly(self._uploads, runner.task)
+
     def _task_done(self, runner: TaskRunner) -> None:
+        if runner.task.uploads:  # before the result: a job seen ended has all its files at the control plane
+            with self._uploading:
+                sync_quietly(self._uploads, runner.task)
+                self._uploads.forget(runner.task_id)
         result = dict(runner.result or {})
         with self._lock:
             self._runners.pop(runner.task_id, None)

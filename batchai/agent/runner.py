@@ -34,6 +34,7 @@ from batchai.frameworks.plan import NodeTask, Process
 KILL_GRACE_SECONDS = 5.0
 DAEMON_STOP_GRACE = 2.0
 TERMINATED = "terminated"
+PYTHON_ENV = "BATCHAI_PYTHON"  # the interpreter the agent runs on: jobs on machines that joined use it
 
 
 def utc_now() -> str:

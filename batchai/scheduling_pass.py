@@ -215,7 +215,7 @@ def mpirun_command(python: str, *, loopback: bool = True) -> str:
     interfaces = " --mca oob_tcp_if_include lo --mca btl_tcp_if_include lo" if loopback else ""
     return (
         "mpirun --allow-run-as-root --oversubscribe --bind-to none"
-        f" --mca plm_rsh_agent '{python} -m batchai.agent.rsh'"
+        f' --mca plm_rsh_agent "{python} -m batchai.agent.rsh"'  # double quotes: a joined node's $BATCHAI_PYTHON expands
         f" --mca btl self,tcp --mca rtc_hwloc_vmhole none{interfaces}"
     )
 

@@ -34,8 +34,10 @@ from batchai.frameworks.plan import NodeTask
 log = logging.getLogger("batchai.agent")
 
 TOKEN_ENV = "BATCHAI_NODE_TOKEN"
-# never handed to a task: the node's credential, and the control plane's own token should a local agent inherit it
-HIDDEN_ENV = (TOKEN_ENV, "BATCHAI_TOKEN")
+ENROLL_TOKEN_ENV = "BATCHAI_ENROLL_TOKEN"  # how `batchai node join` is best given its token (argv is readable by all)
+# never handed to a task: the node's credential, its cluster's enrollment token, and the control
+# plane's own token should a local agent inherit it
+HIDDEN_ENV = (TOKEN_ENV, ENROLL_TOKEN_ENV, "BATCHAI_TOKEN")
 REVOKED = "revoked"
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 2.0
 REGISTER_TIMEOUT = 10.0

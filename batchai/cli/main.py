@@ -268,7 +268,12 @@ def cluster_node_remove(ctx: typer.Context, cluster: str, node: str, workspace: 
 @node_app.command("join")
 def node_join(
     url: str = typer.Option(..., "--url", help="The control plane's URL, as this machine reaches it."),
-    token: str = typer.Option(..., "--token", envvar="BATCHAI_ENROLL_TOKEN", help="The cluster's enrollment token."),
+    token: str = typer.Option(
+        ...,
+        "--token",
+        envvar="BATCHAI_ENROLL_TOKEN",
+        help="The cluster's enrollment token (better in $BATCHAI_ENROLL_TOKEN: a command line is readable by every process).",
+    ),
     root: Path = typer.Option(DEFAULT_NODE_ROOT, "--root", help="This node's own directory (its disk)."),
     name: str | None = typer.Option(None, "--name", help="The node's name (default: the next free node-N)."),
     address: str | None = typer.Option(

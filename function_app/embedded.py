@@ -17,8 +17,10 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,10 @@ def load_token(data_dir: Path) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 @dataclass
@@ -153,6 +159,10 @@ class EmbeddedHost:
                 self.output_sync.start()
             config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
             server = uvicorn.Server(config)
+            if threading.current_thread() is threading.main_thread():
+                # uvicorn raises the SIGTERM it handled again once it has shut down: with the default
+                # action that would end this process before the cleanup below stops the nodes
+                signal.signal(signal.SIGTERM, _exit_on_signal)
             log.info("Batch AI control plane on %s (data dir %s)", self.url, self.data_dir)
             server.run(sockets=[sock])
         finally:
@@ -161,15 +171,19 @@ class EmbeddedHost:
             self.inbox.stop()
             if self.output_sync is not None:
                 self.output_sync.stop()
-            self.stop_idle_nodes()
+            self.stop_local_nodes()
             self.deferred.stop()
             self.engine.stop()
             self.services.compute.close()  # after the engine: its activities use it to the end
 
-    def stop_idle_nodes(self) -> None:
-        """Idle agents stop with the control plane; busy ones keep their jobs running for a restart.
+    def stop_local_nodes(self) -> None:
+        """The local agents stop with the control plane (none is left idling behind it). A busy node's
+        record stays as it was: the next start finds it silent and its job runs again elsewhere (a lost
+        node is not the job's fault). After a kill -9 nothing stops them: the next start adopts them.
         Machines that joined are not the control plane's to stop: they reconnect when it is back."""
         for node in self.store.nodes():
-            if node.job is None and node.machine != JOINED:
-                self.services.compute.stop_node(node.handle(), grace=2.0)
+            if node.machine == JOINED:
+                continue
+            self.services.compute.stop_node(node.handle(), grace=2.0)
+            if node.job is None:
                 self.store.update_node(node.id, state="starting", boot_id=None, pid=None)

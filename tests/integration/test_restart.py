@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import SUB, Server, kill_agents
+from tests.unit.test_agent import pid_alive
 from tests.support.naming import unique_name
 from tests.support.waiting import until
 
@@ -78,6 +80,52 @@ def test_kill9_then_restart_finishes_each_job_exactly_once(tmp_path):
         for (internal,) in db.execute("SELECT internal FROM resources WHERE type='jobs'"):
             events = [e["event"] for e in json.loads(internal)["events"]]
             assert sum(e in ("succeeded", "failed") for e in events) == 1, events
+    finally:
+        server.stop()
+        kill_agents(data)
+
+
+def agents_of(data) -> list[int]:
+    """Pids of the node agents whose command line names this data dir."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"batchai.agent" in args and any(str(data).encode() in a for a in args):
+                found.append(int(entry.name))
+    return found
+
+
+def test_sigterm_leaves_no_agent_and_the_running_job_runs_again_after_restart(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    server = Server(data, env={"BATCHAI_NODE_TIMEOUT_SECONDS": "3"}).start()
+    try:
+        http = server.http()
+        http.put(BASE, params=V, json={"location": "local"})
+        cluster = {"vmSize": "D1", "userAccountSettings": {"adminUserName": "u"}, "scaleSettings": {"manual": {"targetNodeCount": 2}}}
+        http.put(f"{BASE}/clusters/c", params=V, json={"properties": cluster})
+        http.put(f"{BASE}/experiments/e", params=V)
+        # the first attempt runs until it is killed; the second (after the restart) ends at once
+        command = f"if [ -e {marks}/pid ]; then exit 0; fi; echo $$ > {marks}/pid; exec sleep 600"
+        job = {"cluster": {"id": f"{BASE}/clusters/c"}, "nodeCount": 1, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT"}
+        body = {"properties": {**job, "customToolkitSettings": {"commandLine": command}}}
+        assert http.put(f"{BASE}/experiments/e/jobs/busy", params=V, json=body).status_code == 200
+        pid = until(lambda: (marks / "pid").exists() and (marks / "pid").read_text().strip(), 60, "the job to start")
+        until(lambda: len(agents_of(data)) == 2, 30, "both agents to be seen")
+
+        server.stop()
+        assert server.proc.returncode is not None
+        assert agents_of(data) == [], "an agent outlived its control plane"
+        assert not pid_alive(int(pid)), "a job's process outlived its node"
+
+        server.start()
+        assert wait_state(server.http(), "busy", ["succeeded", "failed"]) == "succeeded"
     finally:
         server.stop()
         kill_agents(data)

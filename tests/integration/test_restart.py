@@ -1,4 +1,4 @@
-"""`kill -9` of the control plane mid-run, then a restart on the same data dir."""
+"""`kill -9` of the control plane mid-run, then a restart on the same data dir; and a SIGTERM that stops its nodes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import SUB, Server, kill_agents
-from tests.unit.test_agent import pid_alive
 from tests.support.naming import unique_name
 from tests.support.waiting import until
+from tests.unit.test_agent import pid_alive
 
 BASE = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/{unique_name('restart')}"
 V = {"api-version": "2018-05-01"}

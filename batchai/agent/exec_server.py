@@ -21,15 +21,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
-import signal
 import socket
 import socketserver
 import struct
 import threading
 from collections.abc import Callable
 
-from batchai.agent.runner import TaskRunner
+from batchai.agent.runner import TaskRunner, kill_tree
 
 log = logging.getLogger("batchai.agent.exec")
 
@@ -172,10 +170,7 @@ class ExecServer:
             except OSError:
                 pass
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                kill_tree([proc.pid])  # an MPI daemon's ranks lead groups of their own
 
         pumps = [
             threading.Thread(target=pump, args=(proc.stdout, b"o"), daemon=True),

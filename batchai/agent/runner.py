@@ -101,6 +101,15 @@ def _signal_processes(processes: dict[int, str], sig: int) -> None:
                 pass
 
 
+def kill_tree(groups: list[int]) -> None:
+    """SIGKILL to the process groups and to every process below them (found first: the orphans of a
+    killed parent are not found after)."""
+    processes = descendants(groups) if groups else {}
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGKILL)
+    _signal_processes(processes, signal.SIGKILL)
+
+
 def _parents(*paths: str) -> None:
     for path in paths:
         parent = os.path.dirname(path)
@@ -249,8 +258,7 @@ class TaskRunner:
             self._over = True
             killed = self._killed
             leftovers = list(self._live)
-        for pgid in leftovers:  # daemons a peer started here do not outlive the task
-            _signal_group(pgid, signal.SIGKILL)
+        kill_tree(leftovers)  # daemons a peer started here (and what they started) do not outlive the task
         if killed and (not t.holds_only or code):
             error = TERMINATED
             code = code or 128 + signal.SIGTERM

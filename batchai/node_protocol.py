@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import re
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchai import job_state, jobs, node_identity, scheduling_pass
+from batchai.agent.gpus import MAX_GPUS, MAX_TEXT
 from batchai.errors import ApiError
 from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
@@ -56,12 +58,30 @@ def register(svc: Services, node_id: str, body: dict) -> dict:
         address=body.get("address"),
         root=body.get("root"),
         exec_port=body.get("execPort"),
+        gpus=_gpus(body.get("gpus")),
         last_seen=time.time(),
         state=node.state,
     )
     if joined:
         _join(svc, svc.store.get_node(node_id), body["bootId"])
     return {"heartbeatSeconds": svc.settings.heartbeat_seconds}
+
+
+def _gpus(reported) -> str | None:
+    """The GPUs a node reported, checked and bounded, as stored (JSON); None for none."""
+    if not reported:
+        return None
+    if not isinstance(reported, list) or len(reported) > MAX_GPUS:
+        raise ValueError(f"gpus must be a list of at most {MAX_GPUS} GPUs")
+    gpus = []
+    for gpu in reported:
+        index, name, memory, uid = gpu["index"], gpu["name"], gpu.get("memoryMiB"), gpu["uuid"]
+        if not (isinstance(index, str) and index.isdigit() and isinstance(name, str) and isinstance(uid, str)):
+            raise ValueError("a GPU needs an index (digits), a name and a uuid")
+        if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool)):
+            raise ValueError("a GPU's memoryMiB is an integer")
+        gpus.append({"index": index, "name": name[:MAX_TEXT], "memoryMiB": memory, "uuid": uid[:MAX_TEXT]})
+    return json.dumps(gpus)
 
 
 def _join(svc: Services, node, boot_id: str) -> None:

@@ -228,6 +228,11 @@ def attached(cluster: Record) -> bool:
 def launch_context(svc: Services, record: Record, nodes: list[NodeRecord], cluster: Record) -> LaunchContext:
     # another machine's interpreter is the one its agent runs on (the agent says which in the task's environment)
     python = f"${{{PYTHON_ENV}:-python3}}" if attached(cluster) else svc.settings.python
+    # a job takes whole nodes (Batch AI's semantics): all their GPUs
+    placed = tuple(
+        PlacedNode(n.id, n.name, n.address or "127.0.0.1", n.root or "", n.exec_port or 0, tuple(g["index"] for g in n.gpu_list()))
+        for n in nodes
+    )
     return LaunchContext(
         job_id=record.id,
         job_name=record.name,
@@ -236,8 +241,9 @@ def launch_context(svc: Services, record: Record, nodes: list[NodeRecord], clust
         output_segment=record.properties["jobOutputDirectoryPathSegment"],
         cluster_mount_root=str(svc.settings.cluster_mount_root(cluster.internal["uuid"])),
         job_dir=str(svc.settings.job_dir(record.internal["uuid"])),
-        nodes=tuple(PlacedNode(n.id, n.name, n.address or "127.0.0.1", n.root or "", n.exec_port or 0) for n in nodes),
+        nodes=placed,
         master_port=_free_port(),
+        gpus_per_node=min(len(p.gpus) for p in placed),
         python=python,
         mpirun=mpirun_command(python, loopback=not attached(cluster)),
         exec_secret=secrets.token_hex(16),

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
+from batchai.agent import gpus
 from batchai.agent.exec_server import ExecServer
 from batchai.agent.runner import KILL_GRACE_SECONDS, PYTHON_ENV, TERMINATED, TaskRunner, utc_now
 from batchai.agent.uploads import Uploads, sync_quietly
@@ -200,6 +201,7 @@ class Agent:
         self._backoff = BACKOFF_MIN
         self._failing = False
         self._exec: ExecServer | None = None
+        self.gpus = gpus.detect()
         self._uploads = Uploads(lambda what, body, timeout: self.cp.post(f"{self._paths}/{what}", body, timeout))
         self._uploading = threading.Lock()  # one sync at a time: the uploads thread, or a task's last one
 
@@ -330,6 +332,7 @@ class Agent:
             "bootId": self.boot_id,
             "root": self.root,
             "execPort": self._exec.port if self._exec else None,
+            "gpus": self.gpus,
         }
         try:
             answer = self._call("register", body, REGISTER_TIMEOUT)

@@ -206,8 +206,11 @@ def list_clusters(request: Request, sub: str, rg: str, ws: str):
 
 
 def remote_login(nodes) -> list[dict]:
-    """Local nodes run no SSH server: port 0 says so; the address is where the node's processes run."""
-    return [{"nodeId": n.name, "ipAddress": n.address or "127.0.0.1", "port": 0} for n in nodes]
+    """Local nodes run no SSH server: port 0 says so; the address is where the node's processes run.
+    Ours, beyond the 2018-05-01 contract: `gpus`, each node's GPUs as its agent found them."""
+    return [
+        {"nodeId": n.name, "ipAddress": n.address or "127.0.0.1", "port": 0, **({"gpus": n.gpu_list()} if n.gpus else {})} for n in nodes
+    ]
 
 
 @router.api_route(CLUSTER + "/listRemoteLoginInformation", methods=["POST", "GET"])

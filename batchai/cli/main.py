@@ -187,6 +187,7 @@ CLUSTER_COLUMNS = [
     ("allocation", lambda r: r["properties"].get("allocationState")),
     ("nodes", lambda r: r["properties"].get("currentNodeCount")),
     ("node states", _counts),
+    ("gpus", lambda r: r["properties"].get("gpuCount")),
 ]
 
 

@@ -19,6 +19,7 @@ class PlacedNode:
     address: str
     root: str
     exec_port: int = 0  # the node agent's exec service, where peers' mpirun launches go
+    gpus: tuple[str, ...] = ()  # the indices (as nvidia-smi numbers them) of the node's GPUs the job gets
 
 
 @dataclass(frozen=True)

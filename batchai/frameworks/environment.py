@@ -32,6 +32,7 @@ def _base(ctx: LaunchContext, node: PlacedNode) -> dict[str, str]:
         "AZ_BATCHAI_JOB_NAME": ctx.job_name,
         "AZ_BATCHAI_NODE_NAME": node.name,
         "AZ_BATCH_HOST_LIST": ",".join(n.address for n in ctx.nodes),
+        **({"CUDA_VISIBLE_DEVICES": ",".join(node.gpus)} if node.gpus else {}),
         **_exec_environment(ctx),
     }
 

@@ -123,3 +123,14 @@ def test_the_enrollment_token_and_credentials_never_show_in_the_cluster(world):
     a = enroll(http, enrollment, "a")
     shown = http.get(CLUSTER, params=API, headers=user).text
     assert enrollment not in shown and a["credential"] not in shown and "attached" in shown
+
+
+@pytest.mark.parametrize(
+    "gpus", ["four", [{"index": "x", "name": "n", "uuid": "u"}], [{"index": "0"}], [{"index": "0", "name": "n", "uuid": "u"}] * 65]
+)
+def test_a_node_reporting_malformed_gpus_is_400(world, gpus):
+    host, http, user = world
+    node = enroll(http, token(http, user), "a")
+    answer = http.post(f"{DOOR}/{node['nodeId']}/register", headers=auth(node), json={"bootId": "b2", "gpus": gpus})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "InvalidRequestContent"
+    assert host.store.get_node(node["nodeId"]).gpus is None

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import SUB, Server, kill_agents
+from tests.integration.conftest import SUB, Server, agent_pids, kill_agents
 from tests.support.naming import unique_name
 from tests.support.waiting import until
 from tests.unit.test_agent import pid_alive
@@ -85,20 +84,6 @@ def test_kill9_then_restart_finishes_each_job_exactly_once(tmp_path):
         kill_agents(data)
 
 
-def agents_of(data) -> list[int]:
-    """Pids of the node agents whose command line names this data dir."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                args = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"batchai.agent" in args and any(str(data).encode() in a for a in args):
-                found.append(int(entry.name))
-    return found
-
-
 def test_sigterm_leaves_no_agent_and_the_running_job_runs_again_after_restart(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -117,11 +102,11 @@ def test_sigterm_leaves_no_agent_and_the_running_job_runs_again_after_restart(tm
         body = {"properties": {**job, "customToolkitSettings": {"commandLine": command}}}
         assert http.put(f"{BASE}/experiments/e/jobs/busy", params=V, json=body).status_code == 200
         pid = until(lambda: (marks / "pid").exists() and (marks / "pid").read_text().strip(), 60, "the job to start")
-        until(lambda: len(agents_of(data)) == 2, 30, "both agents to be seen")
+        until(lambda: len(agent_pids(server)) == 2, 30, "both agents to be seen")
 
         server.stop()
         assert server.proc.returncode is not None
-        assert agents_of(data) == [], "an agent outlived its control plane"
+        assert agent_pids(server) == {}, "an agent outlived its control plane"
         assert not pid_alive(int(pid)), "a job's process outlived its node"
 
         server.start()

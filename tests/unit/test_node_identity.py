@@ -134,3 +134,45 @@ def test_a_node_reporting_malformed_gpus_is_400(world, gpus):
     answer = http.post(f"{DOOR}/{node['nodeId']}/register", headers=auth(node), json={"bootId": "b2", "gpus": gpus})
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "InvalidRequestContent"
     assert host.store.get_node(node["nodeId"]).gpus is None
+
+
+def test_a_node_sends_its_tasks_files_inside_the_jobs_directories_only(world, tmp_path):
+    from batchai.ports import Record
+
+    host, http, user = world
+    node = enroll(http, token(http, user), "a")
+    job_id = f"{WS}/experiments/e/jobs/j"
+    files = tmp_path / "files"
+    logs, out = files / "stdouterr", files / "OUT"
+    paths = {"stdouterr": str(logs), "outputs": {"OUT": str(out)}}
+    host.store.create(
+        Record(id=job_id, type="jobs", name="j", parent=f"{WS}/experiments/e", body={"properties": {}}, internal={"paths": paths})
+    )
+    host.store.put_tasks([TaskRecord("task-a", job_id, node["nodeId"], 1, {"task_id": "task-a"})])
+
+    def send(**fields):
+        body = {
+            "taskId": "task-a",
+            "directory": "stdouterr",
+            "path": "stdout.txt",
+            "offset": 0,
+            "data": base64.b64encode(b"hello\n").decode(),
+        }
+        return http.post(f"{DOOR}/{node['nodeId']}/files", headers=auth(node), json={**body, **fields})
+
+    assert send().status_code == 200
+    assert send(offset=6, data=base64.b64encode(b"world\n").decode()).status_code == 200
+    assert (logs / "stdout.txt").read_bytes() == b"hello\nworld\n"
+    assert send(directory="OUT", path="model/w.bin").status_code == 200 and (out / "model" / "w.bin").read_bytes() == b"hello\n"
+    for fields, target in (
+        ({"path": "../escape.txt"}, "path"),
+        ({"path": "/etc/passwd"}, "path"),
+        ({"directory": "NOPE"}, "directory"),
+        ({"offset": -1}, "offset"),
+        ({"offset": True}, "offset"),
+        ({"data": "not base64!"}, "data"),
+    ):
+        answer = send(**fields)
+        assert answer.status_code == 400 and answer.json()["error"]["target"] == target, (fields, answer.text)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and files in p.parents) == ["stdout.txt", "w.bin"]
+    assert not (tmp_path / "escape.txt").exists()

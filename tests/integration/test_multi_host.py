@@ -34,6 +34,7 @@ from tests.support.waiting import until
 API = "api-version=2018-05-01"
 SUBNET = "10.77.0"
 CP_ADDRESS, NODE_ADDRESSES = f"{SUBNET}.1", {"host-a": f"{SUBNET}.2", "host-b": f"{SUBNET}.3"}
+CP_PORT = 8080  # inside the control plane's own namespace: nothing else listens there
 CLONE_NEWNET = 0x40000000
 PY = sys.executable
 
@@ -76,7 +77,7 @@ def _namespaces_possible() -> str | None:
 
 
 _WHY_NOT = _namespaces_possible()
-pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=f"no multi-host test: {_WHY_NOT}")
+pytestmark = [pytest.mark.skipif(_WHY_NOT is not None, reason=f"no multi-host test: {_WHY_NOT}"), pytest.mark.timeout(600)]
 
 
 def sh(*cmd: str) -> None:
@@ -144,7 +145,8 @@ class InNamespace:
 def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("multihost")
     hosts = Hosts()
-    procs: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen] = []  # the nodes' agents (`batchai node join`)
+    servers: list[subprocess.Popen] = []
     cp = None
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     env.pop("BATCHAI_URL", None)
@@ -153,24 +155,33 @@ def world(tmp_path_factory):
         cp = InNamespace(hosts.ns["cp"])
         data = base / "control-plane"
         data.mkdir()
-        with open(base / "serve.log", "ab") as log:
-            procs.append(
-                subprocess.Popen(
-                    hosts.inside("cp", PY, "-m", "batchai.cli.main", "serve", "--host", CP_ADDRESS, "--port", "0", "--data-dir", str(data)),
-                    env={**env, "BATCHAI_TOKEN": TOKEN},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                )
-            )
-        cp_file = data / "control-plane.json"
-        url = until(lambda: cp_file.exists() and cp_file.read_text() and json.loads(cp_file.read_text())["url"], 60, "serve to start")
+        url = f"http://{CP_ADDRESS}:{CP_PORT}"
         cp.http = cp.run(lambda: httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30))
 
-        def healthy():
-            return cp.run(lambda: cp.http.get("/healthz")).status_code == 200
+        def serve() -> None:
+            """(Re)starts the control plane on the same address, port and data dir."""
+            if servers and servers[-1].poll() is None:
+                servers[-1].send_signal(signal.SIGTERM)
+                servers[-1].wait(30)
+            with open(base / "serve.log", "ab") as log:
+                command = ["serve", "--host", CP_ADDRESS, "--port", str(CP_PORT), "--data-dir", str(data)]
+                servers.append(
+                    subprocess.Popen(
+                        hosts.inside("cp", PY, "-m", "batchai.cli.main", *command),
+                        env={**env, "BATCHAI_TOKEN": TOKEN},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        cwd=ROOT,
+                    )
+                )
+            until(
+                lambda: servers[-1].poll() is None and cp.run(lambda: cp.http.get("/healthz")).status_code == 200,
+                60,
+                "the control plane to answer",
+                ignoring=(httpx.TransportError,),
+            )
 
-        until(healthy, 60, "the control plane to answer", ignoring=(httpx.TransportError,))
+        serve()
         cli_env = {**env, "BATCHAI_URL": url, "BATCHAI_TOKEN": TOKEN}
 
         def cli(*args: str) -> str:
@@ -204,9 +215,20 @@ def world(tmp_path_factory):
 
         until(two_idle, 60, "both machines to join")
         (base / "rank.py").write_text(RANK_SCRIPT)
-        yield {"cp": cp, "cli": cli, "base": base, "data": data, "cluster": cluster, "hosts": hosts, "env": cli_env, "procs": procs}
+        yield {
+            "cp": cp,
+            "cli": cli,
+            "base": base,
+            "data": data,
+            "cluster": cluster,
+            "hosts": hosts,
+            "env": cli_env,
+            "nodes": procs,
+            "serve": serve,
+            "two_idle": two_idle,
+        }
     finally:
-        for proc in reversed(procs):  # the nodes first (their agents stop their tasks), then the control plane
+        for proc in [*procs, *servers]:  # the nodes first (their agents stop their tasks), then the control plane
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -341,3 +363,14 @@ def test_terminate_kills_the_processes_on_both_machines(world):
     assert props["executionState"] == "failed"
     until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), 60, "every rank on both machines to be killed")
     print("terminated ranks:", sorted((r["node"], r["pid"]) for r in ranks))
+
+
+def test_the_machines_outlive_a_control_plane_restart_and_run_jobs_after_it(world):
+    world["serve"]()  # SIGTERM, then the same control plane again: joined machines are not its to stop
+    assert all(node.poll() is None for node in world["nodes"]), "a joined machine's agent stopped with the control plane"
+    until(world["two_idle"], 60, "both machines to be back")
+    submit(world, "after", {"pyTorchSettings": {"pythonScriptFilePath": str(world["base"] / "rank.py"), "commandLineArgs": "after"}})
+    props = ended(world, "after")
+    assert props["executionState"] == "succeeded", props
+    records = [json.loads(v) for v in outputs(world, "after").values()]
+    assert sorted(r["node"] for r in records) == sorted(NODE_ADDRESSES)

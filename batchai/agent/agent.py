@@ -14,6 +14,7 @@ can kill a node's tasks after the agent itself is gone.
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import json
 import logging
@@ -40,6 +41,7 @@ ENROLL_TOKEN_ENV = "BATCHAI_ENROLL_TOKEN"  # how `batchai node join` is best giv
 # plane's own token should a local agent inherit it
 HIDDEN_ENV = (TOKEN_ENV, ENROLL_TOKEN_ENV, "BATCHAI_TOKEN")
 REVOKED = "revoked"
+PR_SET_DUMPABLE = 4
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 2.0
 REGISTER_TIMEOUT = 10.0
 LONG_POLL_SLACK = 10.0  # client timeout of a heartbeat = waitSeconds + this
@@ -47,6 +49,15 @@ SHUTDOWN_KILL_GRACE = 2.0  # on SIGTERM of the agent: tasks get this long betwee
 FINAL_REPORT_TIMEOUT = 2.0
 PIDS_FILE = "agent.pids"
 INTERNAL_ERROR = "internal error"
+
+
+def _not_dumpable() -> None:
+    """Jobs running as this agent's user cannot read its memory nor its first environment (where a
+    local node's credential came in) through /proc: the kernel makes those root's alone."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: nothing of the kind to close
+        log.debug("prctl(PR_SET_DUMPABLE) is not available here")
 
 
 class HttpError(Exception):
@@ -208,6 +219,7 @@ class Agent:
     # ----- main thread ------------------------------------------------------------------------
 
     def run(self) -> int:
+        _not_dumpable()
         os.makedirs(self.root, exist_ok=True)
         self._write_pids()
         self._exec = ExecServer(self.address, self._running_tasks)

@@ -23,8 +23,9 @@ import uuid
 from batchai import jobs
 from batchai.job_state import JobState, state_of
 from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, utcnow
+from batchai.node_protocol import JOINED
 from batchai.ports import NodeRecord, Record
-from batchai.scheduling_pass import file_server_export, schedule
+from batchai.scheduling_pass import attached, file_server_export, schedule
 from batchai.services import Services
 from batchai.wake import wake_flag
 
@@ -43,10 +44,16 @@ def control_cluster(svc: Services, inp: dict) -> dict:
         set_cluster_error(svc, cluster.id, PASS_FAILED, None)
     now = time.time()
     volumes = (cluster.properties.get("nodeSetup") or {}).get("mountVolumes")
-    svc.compute.mount(str(svc.settings.cluster_mount_root(cluster.internal["uuid"])), volumes, file_server_export(svc))
+    if not attached(cluster):
+        svc.compute.mount(str(svc.settings.cluster_mount_root(cluster.internal["uuid"])), volumes, file_server_export(svc))
     lost = retire_silent_nodes(svc, cluster, now)
-    evicted = collect_evictions(svc, cluster)
-    target, wait = resize(svc, cluster, now)
+    if attached(cluster):  # its machines come and go by themselves (node join, node remove): nothing to size
+        target, wait = len(svc.store.nodes(cluster.id)), _next_pass(svc, cluster, now, svc.settings.autoscale_idle_seconds)
+        _record_target(svc, cluster, target)
+        evicted: list[str] = []
+    else:
+        evicted = collect_evictions(svc, cluster)
+        target, wait = resize(svc, cluster, now)
     paused = bool(cluster.internal.get("paused"))
     started = 0 if paused else schedule(svc, cluster.id)
     return {"state": "ok", "target": target, "paused": paused, "started": started, "lost": lost, "evicted": evicted, "wait": wait}
@@ -116,19 +123,17 @@ def _next_name(nodes: list[NodeRecord]) -> str:
 def _start_node(svc: Services, cluster: Record, nodes: list[NodeRecord]) -> NodeRecord:
     name = _next_name(nodes)
     node_id = f"{cluster.internal['uuid'][:8]}-{name.split('-')[-1]}-{uuid.uuid4().hex[:6]}"
-    started = svc.compute.start_node(node_id=node_id, cluster_id=cluster.id, cluster_key=cluster.internal["uuid"], name=name)
-    node = NodeRecord(
-        id=node_id,
-        cluster=cluster.id,
-        name=name,
-        state="starting",
-        pid=started["pid"],
-        address=started["address"],
-        root=started["root"],
-        last_seen=0.0,
-        machine=started.get("machine"),
-    )
-    svc.store.put_node(node)
+    # stored first: the node door refuses an agent whose node does not exist, and it may call before start_node returns
+    svc.store.put_node(NodeRecord(id=node_id, cluster=cluster.id, name=name, state="starting", last_seen=0.0))
+    try:
+        started = svc.compute.start_node(node_id=node_id, cluster_id=cluster.id, cluster_key=cluster.internal["uuid"], name=name)
+    except BaseException:
+        svc.store.delete_node(node_id)
+        raise
+    node = svc.store.update_node(node_id, pid=started["pid"], root=started["root"], machine=started.get("machine"))
+    if node is not None and node.address is None:  # unless the agent has registered its own already
+        node = svc.store.update_node(node_id, address=started["address"])
+    assert node is not None  # only this pass removes a starting node
     return node
 
 
@@ -264,4 +269,5 @@ def _next_pass(svc: Services, cluster: Record, now: float, idle_after: float) ->
 
 def stop_cluster_nodes(svc: Services, cluster_id: str) -> None:
     for node in svc.store.delete_nodes(cluster_id):
-        svc.compute.stop_node(node.handle(), grace=2.0)
+        if node.machine != JOINED:  # a joined machine's agent stops when its node is refused
+            svc.compute.stop_node(node.handle(), grace=2.0)

@@ -7,24 +7,40 @@ and to kill. Finished results are recorded with a
 compare-and-set, so a result re-sent after a lost answer is harmless; a result that decides its
 job ends the job there and then (`batchai.jobs.settle`), which frees its nodes for the controller.
 A node that joins runs the cluster's setup task first, if any.
+
+Machines join attached clusters by enrolling (`enroll`) with the cluster's token; they get a node of
+their own and its credential (batchai/node_identity.py). A node reports only its own tasks' results
+and sends only its own tasks' files (`receive_file`): anything else is refused (NotYours, a 403).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import os
+import re
 import time
+import uuid
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchai import job_state, jobs, metrics, scheduling_pass
+from batchai import job_state, jobs, metrics, node_identity, scheduling_pass
+from batchai.agent.gpus import MAX_GPUS, MAX_TEXT
+from batchai.errors import ApiError
 from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
 from batchai.lifecycle import NODE_LOST, utcnow
-from batchai.ports import TaskRecord
+from batchai.ports import NodeRecord, TaskRecord
 from batchai.wake import wake_cluster, wake_trial_sweep
 
 if TYPE_CHECKING:
     from batchai.services import Services
 
+JOINED = "joined"  # NodeRecord.machine of a node that enrolled from another machine
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+MAX_FILE_BYTES = 1 << 40  # an offset past this is refused: no file of a job grows that large
 SETUP_ATTEMPT = 0  # the attempt number of node setup tasks (jobs count from 1)
 LAST_SEEN_RESOLUTION = 1.0  # seconds; a node is silent only after node_timeout_seconds (15 by default)
 
@@ -44,12 +60,30 @@ def register(svc: Services, node_id: str, body: dict) -> dict:
         address=body.get("address"),
         root=body.get("root"),
         exec_port=body.get("execPort"),
+        gpus=_gpus(body.get("gpus")),
         last_seen=time.time(),
         state=node.state,
     )
     if joined:
         _join(svc, svc.store.get_node(node_id), body["bootId"])
     return {"heartbeatSeconds": svc.settings.heartbeat_seconds}
+
+
+def _gpus(reported) -> str | None:
+    """The GPUs a node reported, checked and bounded, as stored (JSON); None for none."""
+    if not reported:
+        return None
+    if not isinstance(reported, list) or len(reported) > MAX_GPUS:
+        raise ValueError(f"gpus must be a list of at most {MAX_GPUS} GPUs")
+    gpus = []
+    for gpu in reported:
+        index, name, memory, uid = gpu["index"], gpu["name"], gpu.get("memoryMiB"), gpu["uuid"]
+        if not (isinstance(index, str) and index.isdigit() and isinstance(name, str) and isinstance(uid, str)):
+            raise ValueError("a GPU needs an index (digits), a name and a uuid")
+        if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool)):
+            raise ValueError("a GPU's memoryMiB is an integer")
+        gpus.append({"index": index, "name": name[:MAX_TEXT], "memoryMiB": memory, "uuid": uid[:MAX_TEXT]})
+    return json.dumps(gpus)
 
 
 def _join(svc: Services, node, boot_id: str) -> None:
@@ -90,10 +124,24 @@ def _wake_controller(svc: Services, cluster_id: str) -> None:
     wake_cluster(svc, svc.store.get(cluster_id))
 
 
+class NotYours(ApiError):
+    def __init__(self, what: str):
+        super().__init__(403, "AuthorizationFailed", f"{what} belongs to another node.")
+
+
+def _own_task(svc: Services, node_id: str, task_id: str) -> TaskRecord | None:
+    """The task, if it is this node's (None: no such task any more); NotYours if another node's."""
+    task = svc.store.get_task(task_id)
+    if task is not None and task.node != node_id:
+        raise NotYours(f"The task '{task_id}'")
+    return task
+
+
 def _record_results(svc: Services, node_id: str, body: dict) -> list[str]:
     acked = []
     for result in body.get("finished", []):
         task_id = result["taskId"]
+        _own_task(svc, node_id, task_id)
         if svc.store.update_task(
             task_id,
             only_if_state=["pending", "running", "killing"],
@@ -159,3 +207,78 @@ def beat(svc: Services, node_id: str, body: dict) -> dict:
         acked = _record_results(svc, node_id, body)
     start, kill = _orders(svc, node_id, body)
     return {"start": start, "kill": kill, "ack": acked, "action": "ok"}
+
+
+def enroll(svc: Services, key: bytes, token: str, body: dict) -> dict:
+    """A machine joins the attached cluster the enrollment token names: a new node, and its credential."""
+    cluster_id = node_identity.enrollment_cluster(token)
+    cluster = svc.store.get(cluster_id) if cluster_id else None
+    generation = cluster.internal.get("enrollGeneration", 0) if cluster else 0
+    if cluster is None or not scheduling_pass.attached(cluster) or not node_identity.enrollment_matches(key, token, cluster.id, generation):
+        raise ApiError(401, "AuthenticationFailed", "The enrollment token is not valid (wrong, or rotated since).")
+    nodes = svc.store.nodes(cluster.id)
+    name = body.get("name")
+    if name is None:
+        taken = {n.name for n in nodes}
+        name = next(f"node-{i}" for i in range(len(taken) + 1) if f"node-{i}" not in taken)
+    if not isinstance(name, str) or not NODE_NAME.fullmatch(name):
+        raise ApiError.bad_request("name: 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit.", target="name")
+    now = time.time()
+    for old in nodes:
+        if old.name != name:
+            continue
+        if old.state != "unusable" and now - old.last_seen <= svc.settings.node_timeout_seconds:
+            raise ApiError.conflict(
+                f"The cluster has a live node named '{name}'; remove it first, or join under another name.", target="name"
+            )
+        remove_node(svc, old)  # the same machine back after its agent died: its old node is gone for good
+    node_id = f"{cluster.internal['uuid'][:8]}-{name}-{uuid.uuid4().hex[:12]}"
+    svc.store.put_node(NodeRecord(id=node_id, cluster=cluster.id, name=name, state="starting", last_seen=now, machine=JOINED))
+    return {
+        "nodeId": node_id,
+        "clusterId": cluster.id,
+        "name": name,
+        "credential": node_identity.node_credential(key, node_id),
+        "heartbeatSeconds": svc.settings.heartbeat_seconds,
+    }
+
+
+def remove_node(svc: Services, node: NodeRecord) -> None:
+    """The node leaves for good: its tasks are void (their jobs retry elsewhere) and its credential
+    refused from now on (its record is gone; ids are never reused)."""
+    svc.store.update_node(node.id, state="leaving")
+    jobs.fail_tasks_of_node(svc, node.id, NODE_LOST)
+    svc.store.delete_node(node.id)
+
+
+def receive_file(svc: Services, node_id: str, body: dict) -> dict:
+    """Writes a piece of one of the node's tasks' files where the control plane keeps the job's files."""
+    task = _own_task(svc, node_id, body["taskId"])
+    job = svc.store.get(task.job) if task is not None else None
+    paths = job.internal.get("paths") if job is not None else None
+    if not paths:
+        return {"written": 0}  # the job is gone: nobody reads its files any more
+    directory = body["directory"]
+    root = paths["stdouterr"] if directory == "stdouterr" else paths["outputs"].get(directory)
+    if not isinstance(root, str):
+        raise ApiError.bad_request(f"The job has no output directory '{directory}'.", target="directory")
+    relative = body["path"]
+    parts = relative.split("/") if isinstance(relative, str) else []
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        raise ApiError.bad_request("path must be a relative path inside the output directory.", target="path")
+    offset = body["offset"]
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_FILE_BYTES:
+        raise ApiError.bad_request(f"offset must be an integer from 0 to {MAX_FILE_BYTES}.", target="offset")
+    try:
+        data = base64.b64decode(body["data"], validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise ApiError.bad_request("data must be base64.", target="data") from None
+    target = Path(root, *parts)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, data, offset)
+        os.ftruncate(fd, offset + len(data))
+    finally:
+        os.close(fd)
+    return {"written": len(data)}

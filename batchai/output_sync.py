@@ -33,7 +33,7 @@ def blob_prefix(record: Record, directory_id: str) -> str:
     return f"{record.properties['jobOutputDirectoryPathSegment']}/{directory_id}/"
 
 
-def _files(root: Path) -> Iterator[tuple[str, Path]]:
+def files_under(root: Path) -> Iterator[tuple[str, Path]]:
     """(path relative to root with `/`, path) of every regular file under root."""
     for parent, _, names in os.walk(root):
         for name in sorted(names):
@@ -84,7 +84,7 @@ class OutputSync:
         """Append each log's bytes beyond its blob's length: the blob's length is the only state,
         so a restarted control plane goes on where the last one stopped."""
         uploaded = {blob.name: blob.size for blob in self.blobs.list(prefix)}
-        for relative, path in _files(root):
+        for relative, path in files_under(root):
             name = prefix + relative
             with path.open("rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -98,7 +98,7 @@ class OutputSync:
                 self.blobs.append(name, f.read(size - (start or 0)))
 
     def _sync_outputs(self, prefix: str, root: Path, uploaded: dict[str, Signature]) -> None:
-        for relative, path in _files(root):
+        for relative, path in files_under(root):
             name = prefix + relative
             try:
                 stat = path.stat()  # before reading: a write during the upload shows as a change next time

@@ -6,6 +6,7 @@ Records are plain dataclasses so adapters stay interchangeable and easy to fake.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,10 @@ class NodeRecord:
     exec_port: int | None = None  # the agent's exec service (peers' mpirun launches arrive there)
     idle_since: float = 0.0  # when it last became idle (autoscale shrinks nodes idle for long)
     machine: str | None = None  # the compute adapter's name for the node's machine (a scale set instance)
+    gpus: str | None = None  # JSON list of its GPUs as its agent reported them ({"index", "name", "memoryMiB", "uuid"})
+
+    def gpu_list(self) -> list[dict]:
+        return json.loads(self.gpus) if self.gpus else []
 
     def handle(self) -> dict:
         """What the compute port is given to act on this node: kept in the store, so any control-plane

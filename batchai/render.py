@@ -50,6 +50,9 @@ def cluster(record: Record, store, node_timeout: float) -> dict:
     props["nodeStateCounts"] = counts
     props["allocationState"] = "resizing" if resizing else "steady"
     props["allocationStateTransitionTime"] = record.internal.get("allocationTime", props.get("creationTime"))
+    gpus = sum(len(n.gpu_list()) for n in live)
+    if gpus:  # ours, beyond the 2018-05-01 contract: what the nodes' agents found (each node's: listRemoteLoginInformation)
+        props["gpuCount"] = gpus
     errors = [
         {
             "code": e["code"],

@@ -31,6 +31,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from batchai import ids, job_state
+from batchai.agent.runner import PYTHON_ENV
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
 from batchai.job_state import JobState, attempt_of, state_of
 from batchai.lifecycle import launch_view, parse_time, settled_view, utcnow, wall_clock_seconds
@@ -223,19 +224,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def mpirun_command(python: str) -> str:
-    """OpenMPI's launcher for local nodes: remote launches go through the node agents (rsh.py)
-    and all traffic over loopback TCP. Local "nodes" share one kernel, so the shared-memory
-    paths that assume one daemon per host are off (vader BTL, hwloc's shared topology; PMIx's
-    shared-memory store is off through the job environment): with them ranks crash at random."""
+def mpirun_command(python: str, *, loopback: bool = True) -> str:
+    """OpenMPI's launcher: remote launches go through the node agents (rsh.py), and traffic over
+    TCP: loopback between local nodes, the nodes' networks between machines that joined. Nodes may
+    share one kernel (local ones, or network namespaces), so the shared-memory paths that assume one
+    daemon per host are off (vader BTL, hwloc's shared topology; PMIx's shared-memory store is off
+    through the job environment): with them ranks crash at random."""
+    interfaces = " --mca oob_tcp_if_include lo --mca btl_tcp_if_include lo" if loopback else ""
     return (
         "mpirun --allow-run-as-root --oversubscribe --bind-to none"
-        f" --mca plm_rsh_agent '{python} -m batchai.agent.rsh'"
-        " --mca oob_tcp_if_include lo --mca btl self,tcp --mca btl_tcp_if_include lo --mca rtc_hwloc_vmhole none"
+        f' --mca plm_rsh_agent "{python} -m batchai.agent.rsh"'  # double quotes: a joined node's $BATCHAI_PYTHON expands
+        f" --mca btl self,tcp --mca rtc_hwloc_vmhole none{interfaces}"
     )
 
 
+def attached(cluster: Record) -> bool:
+    """Whether the cluster's nodes are machines that joined it (see batchai/node_identity.py)."""
+    return bool(cluster.properties.get("attached"))
+
+
 def launch_context(svc: Services, record: Record, nodes: list[NodeRecord], cluster: Record) -> LaunchContext:
+    # another machine's interpreter is the one its agent runs on (the agent says which in the task's environment)
+    python = f"${{{PYTHON_ENV}:-python3}}" if attached(cluster) else svc.settings.python
+    # a job takes whole nodes (Batch AI's semantics): all their GPUs
+    placed = tuple(
+        PlacedNode(n.id, n.name, n.address or "127.0.0.1", n.root or "", n.exec_port or 0, tuple(g["index"] for g in n.gpu_list()))
+        for n in nodes
+    )
     return LaunchContext(
         job_id=record.id,
         job_name=record.name,
@@ -244,13 +259,21 @@ def launch_context(svc: Services, record: Record, nodes: list[NodeRecord], clust
         output_segment=record.properties["jobOutputDirectoryPathSegment"],
         cluster_mount_root=str(svc.settings.cluster_mount_root(cluster.internal["uuid"])),
         job_dir=str(svc.settings.job_dir(record.internal["uuid"])),
-        nodes=tuple(PlacedNode(n.id, n.name, n.address or "127.0.0.1", n.root or "", n.exec_port or 0) for n in nodes),
+        nodes=placed,
         master_port=_free_port(),
-        python=svc.settings.python,
-        mpirun=mpirun_command(svc.settings.python),
+        gpus_per_node=min(len(p.gpus) for p in placed),
+        python=python,
+        mpirun=mpirun_command(python, loopback=not attached(cluster)),
         exec_secret=secrets.token_hex(16),
         container_binds=(str(svc.settings.data_dir),),  # every local path of a job lives under it
+        node_local=attached(cluster),
     )
+
+
+def uploaded_paths(svc: Services, record: Record, paths) -> dict:
+    """Where the control plane keeps what the agents of other machines send of a job's directories."""
+    base = svc.settings.job_dir(record.internal["uuid"]) / "files"
+    return {"stdouterr": str(base / "stdouterr"), "outputs": {k: str(base / "outputs" / k) for k in paths.outputs}}
 
 
 def prepare(svc: Services, record: Record, nodes: list[NodeRecord], cluster: Record) -> Launch | None:
@@ -260,7 +283,8 @@ def prepare(svc: Services, record: Record, nodes: list[NodeRecord], cluster: Rec
         props = job_properties(record)
         ctx = launch_context(svc, record, nodes, cluster)
         tasks = plan_job(props, ctx)
-        svc.compute.mount(ctx.job_mount_root, record.properties.get("mountVolumes"), file_server_export(svc))
+        if not ctx.node_local:
+            svc.compute.mount(ctx.job_mount_root, record.properties.get("mountVolumes"), file_server_export(svc))
         paths = job_paths(props, ctx)
     except UnsupportedToolkit as exc:
         fail_unlaunchable(svc, record.id, "UnsupportedToolkit", str(exc))
@@ -269,7 +293,10 @@ def prepare(svc: Services, record: Record, nodes: list[NodeRecord], cluster: Rec
         fail_unlaunchable(svc, record.id, "MountFailed", f"The job's volumes could not be mounted: {exc}")
         return None
     # where the files really are: a path through a job-level mount ends with the job
-    real = {"stdouterr": os.path.realpath(paths.stdouterr), "outputs": {k: os.path.realpath(v) for k, v in paths.outputs.items()}}
+    if ctx.node_local:
+        real = uploaded_paths(svc, record, paths)
+    else:
+        real = {"stdouterr": os.path.realpath(paths.stdouterr), "outputs": {k: os.path.realpath(v) for k, v in paths.outputs.items()}}
     start = job_state.change(job_state.start, now=utcnow(), nodes=[(n.id, n.name) for n in nodes], paths=real)
     task_records = [TaskRecord(id=t.task_id, job=record.id, node=t.node_id, attempt=ctx.attempt, spec=t.to_json()) for t in tasks]
     return Launch(record.id, [n.id for n in nodes], start, task_records)

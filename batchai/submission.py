@@ -10,6 +10,7 @@ from batchai.errors import ApiError
 from batchai.model import JobCreateParameters, load_job_file, validate_name
 from batchai.ports import Conflict
 from batchai.records import new_record
+from batchai.scheduling_pass import attached
 from batchai.wake import wake_cluster
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def check_cluster(svc: Services, props, workspace_id: str):
     if cluster is None:
         raise ApiError.bad_request(f"The cluster '{parsed.name}' does not exist.", target="properties.cluster.id")
     capacity = cluster_capacity(cluster)
-    if props.node_count > capacity:
+    if props.node_count > capacity and not attached(cluster):  # machines may join an attached one at any time
         raise ApiError.bad_request(
             f"properties.nodeCount ({props.node_count}) exceeds the {capacity} node(s) cluster '{parsed.name}' can have.",
             target="properties.nodeCount",

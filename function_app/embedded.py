@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +41,8 @@ from batchai.background import Serial
 from batchai.blob_drop import DropBox
 from batchai.job_state import LAUNCHED
 from batchai.lifecycle import controller_instance, sweep_instance
+from batchai.node_identity import node_credentials, node_key
+from batchai.node_protocol import JOINED
 from batchai.output_sync import OutputSync
 from batchai.ports import Compute
 from batchai.queue_consumer import QueueConsumer
@@ -62,6 +65,10 @@ def load_token(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 @dataclass
 class EmbeddedHost:
     data_dir: Path
@@ -78,7 +85,6 @@ class EmbeddedHost:
         self.settings = self.settings or Settings.from_env(self.data_dir)
         self.store = resource_store(self.data_dir)
         self.token = load_token(self.data_dir)
-        node_token = self.store.setting("node_token", lambda: secrets.token_urlsafe(32))
         signing_key = self.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
         self.control_plane_file = self.data_dir / "control-plane.json"
         node_waker = NodeWaker()  # agents long-poll their heartbeats on the API; activities end the polls early
@@ -91,7 +97,7 @@ class EmbeddedHost:
             self.compute = LocalCompute(
                 self.data_dir,
                 control_plane_file=self.control_plane_file,
-                token=node_token,
+                credential=node_credentials(self.store),
                 python=sys.executable,
                 heartbeat=self.settings.heartbeat_seconds,
             )
@@ -114,7 +120,9 @@ class EmbeddedHost:
                 self.engine.register_orchestration(name, fn)
             for name, fn in bind(self.services).items():
                 self.engine.register_activity(name, fn)
-        self.app = create_app(self.services, token=self.token, node_token=node_token, signing_key=signing_key, node_waker=node_waker)
+        self.app = create_app(
+            self.services, token=self.token, node_key=node_key(self.store), signing_key=signing_key, node_waker=node_waker
+        )
         self.queue = submission_queue(self.data_dir)
         self.consumer = QueueConsumer(self.services, self.queue)
         self.inbox = DropBox(self.services, drop_store(self.data_dir))
@@ -172,7 +180,7 @@ class EmbeddedHost:
             self.inbox.stop()
             if self.output_sync is not None:
                 self.output_sync.stop()
-            self.stop_idle_nodes()
+            self.stop_local_nodes()
             self.deferred.stop()
             self.wakes.close()
             self.engine.stop()
@@ -193,13 +201,23 @@ class EmbeddedHost:
 
     def _run_server(self, sock: socket.socket) -> None:
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
-        uvicorn.Server(config).run(sockets=[sock])
+        server = uvicorn.Server(config)
+        if threading.current_thread() is threading.main_thread():
+            # uvicorn raises the SIGTERM it handled again once it has shut down: with the default
+            # action that would end this process before the cleanup after it (the nodes stopped)
+            signal.signal(signal.SIGTERM, _exit_on_signal)
+        server.run(sockets=[sock])
 
-    def stop_idle_nodes(self) -> None:
-        """Idle agents stop with the control plane; busy ones keep their jobs running for a restart."""
+    def stop_local_nodes(self) -> None:
+        """The local agents stop with the control plane (none is left idling behind it). A busy node's
+        record stays as it was: the next start finds it silent and its job runs again elsewhere (a lost
+        node is not the job's fault). After a kill -9 nothing stops them: the next start adopts them.
+        Machines that joined are not the control plane's to stop: they reconnect when it is back."""
         for node in self.store.nodes():
+            if node.machine == JOINED:
+                continue
+            self.services.compute.stop_node(node.handle(), grace=2.0)
             if node.job is None:
-                self.services.compute.stop_node(node.handle(), grace=2.0)
                 self.store.update_node(node.id, state="starting", boot_id=None, pid=None)
 
 

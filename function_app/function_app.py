@@ -122,12 +122,12 @@ def drop_box():
 @built_once
 def asgi() -> func.AsgiMiddleware:
     from batchai.api.app import create_app
+    from batchai.node_identity import node_key
 
     svc = services()
     token = os.environ.get("BATCHAI_TOKEN") or svc.store.setting("api_token", lambda: secrets.token_urlsafe(32))
-    node_token = svc.store.setting("node_token", lambda: secrets.token_urlsafe(32))
     signing_key = svc.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
-    return func.AsgiMiddleware(create_app(svc, token=token, node_token=node_token, signing_key=signing_key, node_waker=node_waker()))
+    return func.AsgiMiddleware(create_app(svc, token=token, node_key=node_key(svc.store), signing_key=signing_key, node_waker=node_waker()))
 
 
 @app.function_name("http_api")

@@ -27,13 +27,13 @@ naming the missing variable, never a silent fallback.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
 from batchai.adapters.azure_blob_store import AzureBlobStore
 from batchai.adapters.durabletask_engine import DurableTaskEngine, DurableTaskSchedulerEngine
 from batchai.adapters.fs_blob_store import FsBlobStore
+from batchai.node_identity import node_credentials
 from batchai.ports import BlobStore, Store, SubmissionQueue
 
 VMSS_REQUIRED = ("BATCHAI_VMSS_SUBSCRIPTION_ID", "BATCHAI_VMSS_RESOURCE_GROUP", "BATCHAI_VMSS_LOCATION", "BATCHAI_AGENT_PACKAGE")
@@ -127,7 +127,7 @@ def azure_compute(store: Store, data_dir: Path, heartbeat: float, environ: Mappi
         resource_group=environ["BATCHAI_VMSS_RESOURCE_GROUP"],
         location=environ["BATCHAI_VMSS_LOCATION"],
         control_plane_url=url,
-        token=store.setting("node_token", lambda: secrets.token_urlsafe(32)),
+        node_credential=node_credentials(store),
         agent_package=environ["BATCHAI_AGENT_PACKAGE"],
         cluster_properties=cluster_properties,
         default_subnet_id=environ.get("BATCHAI_VMSS_SUBNET_ID") or None,

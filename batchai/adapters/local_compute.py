@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import batchai
@@ -28,6 +29,14 @@ from batchai.adapters import local_storage
 TOKEN_ENV = "BATCHAI_NODE_TOKEN"
 PIDS_FILE = "agent.pids"
 EVICTED_MARK = "evicted"
+# The control plane's own secrets in its environment: an agent (and so its jobs) never inherits them.
+CONTROL_PLANE_SECRETS = (
+    "BATCHAI_TOKEN",
+    "BATCHAI_BLOB_CONNECTION_STRING",
+    "BATCHAI_COSMOS_KEY",
+    "BATCHAI_SERVICEBUS",
+    "AZURE_CLIENT_SECRET",
+)
 _PACKAGE_PARENT = str(Path(batchai.__file__).resolve().parent.parent)
 
 
@@ -39,13 +48,13 @@ class LocalCompute:
         data_dir: Path,
         *,
         control_plane_file: Path,
-        token: str,
+        credential: Callable[[str], str],
         python: str = sys.executable,
         heartbeat: float = 1.0,
     ):
         self.data_dir = Path(data_dir)
         self.control_plane_file = Path(control_plane_file)
-        self.token = token
+        self.credential = credential  # node id -> that node's credential
         self.python = python
         self.heartbeat = heartbeat
         self._children: dict[int, subprocess.Popen] = {}  # agents this process started
@@ -76,8 +85,8 @@ class LocalCompute:
     def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict:
         root = self.node_root(cluster_key, name)
         (root / EVICTED_MARK).unlink(missing_ok=True)  # a new machine under an evicted one's name
-        env = dict(os.environ)
-        env[TOKEN_ENV] = self.token
+        env = {k: v for k, v in os.environ.items() if k not in CONTROL_PLANE_SECRETS}
+        env[TOKEN_ENV] = self.credential(node_id)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         cmd = [

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY, cluster TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
     job TEXT, pid INTEGER, boot_id TEXT, address TEXT, root TEXT,
     last_seen REAL NOT NULL DEFAULT 0, error TEXT, exec_port INTEGER, idle_since REAL NOT NULL DEFAULT 0,
-    machine TEXT
+    machine TEXT, gpus TEXT
 );
 CREATE INDEX IF NOT EXISTS nodes_cluster ON nodes(cluster, name);
 CREATE INDEX IF NOT EXISTS nodes_job ON nodes(job);
@@ -93,7 +93,7 @@ class SqliteStore(SqliteDb):
     def _migrate(self) -> None:
         """Columns added after a data dir was created."""
         added = {
-            "nodes": {"exec_port": "INTEGER", "idle_since": "REAL NOT NULL DEFAULT 0", "machine": "TEXT"},
+            "nodes": {"exec_port": "INTEGER", "idle_since": "REAL NOT NULL DEFAULT 0", "machine": "TEXT", "gpus": "TEXT"},
             "resources": {"node_count": "INTEGER", "priority": "TEXT", "wall_clock": "TEXT", "start_time": "TEXT"},
         }
         with self._tx() as db:

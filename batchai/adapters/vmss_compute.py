@@ -33,8 +33,8 @@ How a cluster maps onto Azure
 Not handled here: creating a virtual network (give a subnet), granting the scale set's managed
 identity access to Key Vault (it is created, SystemAssigned, when a volume's key is a Key Vault
 reference), and reporting a failed bootstrap (a node whose mounts fail never registers).
-Custom data carries the node token and the volumes' account keys: anyone who can read the scale set
-model can read them.
+Custom data carries the volumes' account keys: anyone who can read the scale set model can read
+them. Each node's own credential goes only to its instance, with its name (start_node's Run Command).
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ TOKEN_ENV = "BATCHAI_NODE_TOKEN"
 DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "UbuntuServer", "sku": "18.04-LTS", "version": "latest"}
 DEFAULT_DATA_DIR = "/mnt/batchai"  # on the VMs: the resource (temporary) disk, as Batch used /mnt/batch
 NODE_ENV = "/etc/batchai/node.env"  # written per instance by start_node's Run Command
-AGENT_ENV = "/etc/batchai/agent.env"  # the node token, root only
 AGENT_VENV = "/opt/batchai/venv"
 SCALE_SET_PREFIX = "batchai-"
 _GONE_POWER = ("PowerState/deallocated", "PowerState/deallocating", "PowerState/stopped", "PowerState/stopping")
@@ -99,9 +98,7 @@ def agent_command(*, cluster_id: str, control_plane_url: str, python: str = f"{A
     )
 
 
-def custom_data(
-    *, cluster_id: str, control_plane_url: str, token: str, agent_package: str, mount_script: str = "", heartbeat: float = 1.0
-) -> str:
+def custom_data(*, cluster_id: str, control_plane_url: str, agent_package: str, mount_script: str = "", heartbeat: float = 1.0) -> str:
     """The bootstrap script every instance of a cluster's scale set runs at its first boot (as root).
 
     `mount_script` is a rendered mount plan (`batchai.mounting.render(..., redact=False)`), run before
@@ -119,13 +116,12 @@ mkdir -p "$BATCHAI_NODE_ROOT"
 cd "$BATCHAI_NODE_ROOT"
 exec {start}
 """
-    unit = f"""[Unit]
+    unit = """[Unit]
 Description=Batch AI node agent
 After=network-online.target
 Wants=network-online.target
 
 [Service]
-EnvironmentFile={AGENT_ENV}
 Environment=PYTHONUNBUFFERED=1
 ExecStart=/opt/batchai/start-agent.sh
 Restart=always
@@ -182,7 +178,6 @@ WantedBy=multi-user.target
     parts += [
         "",
         "# 4. the agent's service: it starts the agent once this instance is named",
-        _heredoc(AGENT_ENV, f"{TOKEN_ENV}={token}\n", "BATCHAI_AGENT_ENV", mode="600").rstrip("\n"),
         _heredoc("/opt/batchai/start-agent.sh", launcher, "BATCHAI_LAUNCHER", mode="755").rstrip("\n"),
         _heredoc("/etc/systemd/system/batchai-agent.service", unit, "BATCHAI_UNIT").rstrip("\n"),
         "systemctl daemon-reload",
@@ -196,9 +191,9 @@ def encode_custom_data(script: str) -> str:
     return base64.b64encode(script.encode()).decode()
 
 
-def node_env_script(*, node_id: str, name: str, root: str) -> list[str]:
-    """The Run Command that names an instance: its node id, name and root (read by the launcher)."""
-    values = (("BATCHAI_NODE_ID", node_id), ("BATCHAI_NODE_NAME", name), ("BATCHAI_NODE_ROOT", root))
+def node_env_script(*, node_id: str, name: str, root: str, credential: str) -> list[str]:
+    """The Run Command that names an instance: its node id, name, root and credential (read by the launcher, root only)."""
+    values = (("BATCHAI_NODE_ID", node_id), ("BATCHAI_NODE_NAME", name), ("BATCHAI_NODE_ROOT", root), (TOKEN_ENV, credential))
     return [
         "set -e",
         "install -d -m 700 /etc/batchai",
@@ -243,7 +238,7 @@ class VmssCompute:
         resource_group: str,
         location: str,
         control_plane_url: str,
-        token: str,
+        node_credential: Callable[[str], str],
         agent_package: str,
         cluster_properties: Callable[[str], dict | None] = lambda cluster_id: None,
         default_subnet_id: str | None = None,
@@ -262,7 +257,7 @@ class VmssCompute:
         self.resource_group = resource_group
         self.location = location
         self.control_plane_url = control_plane_url
-        self.token = token
+        self.node_credential = node_credential  # node id -> that node's credential
         self.agent_package = agent_package
         self.cluster_properties = cluster_properties
         self.default_subnet_id = default_subnet_id
@@ -306,7 +301,6 @@ class VmssCompute:
         script = custom_data(
             cluster_id=cluster_id,
             control_plane_url=self.control_plane_url,
-            token=self.token,
             agent_package=self.agent_package,
             mount_script=render(steps, redact=False) if steps else "",
             heartbeat=self.heartbeat,
@@ -476,7 +470,10 @@ class VmssCompute:
             with self._lock:
                 self._nodes[node_id] = {"scaleSet": scale_set, "instanceId": instance, "clusterKey": cluster_key}
                 self._save()
-        command = m.RunCommandInput(command_id="RunShellScript", script=node_env_script(node_id=node_id, name=name, root=root))
+        command = m.RunCommandInput(
+            command_id="RunShellScript",
+            script=node_env_script(node_id=node_id, name=name, root=root, credential=self.node_credential(node_id)),
+        )
         try:
             self.client.virtual_machine_scale_set_vms.begin_run_command(self.resource_group, scale_set, instance, command).result()
         except Exception:

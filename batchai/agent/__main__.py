@@ -31,10 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    token = os.environ.get(TOKEN_ENV, "")
-    root = os.path.abspath(args.root)
+def log_to(root: str) -> logging.Logger:
+    """The agent logs to {root}/agent.log (created with the root)."""
     os.makedirs(root, exist_ok=True)
     handler = logging.FileHandler(os.path.join(root, "agent.log"), encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -42,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    return logger
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    token = os.environ.pop(TOKEN_ENV, "")  # in this process's memory only: no child inherits it
+    root = os.path.abspath(args.root)
+    logger = log_to(root)
     if not token:
         logger.warning("%s is not set: the control plane will refuse this node", TOKEN_ENV)
     control_plane = ControlPlane(token=token, url=args.url, url_file=args.control_plane_file)

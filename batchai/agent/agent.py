@@ -16,25 +16,35 @@ can kill a node's tasks after the agent itself is gone.
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
+from batchai.agent import gpus
 from batchai.agent.exec_server import ExecServer
-from batchai.agent.runner import KILL_GRACE_SECONDS, TERMINATED, TaskRunner, utc_now
+from batchai.agent.runner import KILL_GRACE_SECONDS, PYTHON_ENV, TERMINATED, TaskRunner, utc_now
+from batchai.agent.uploads import Uploads, sync_quietly
 from batchai.frameworks.plan import NodeTask
 from batchai.metrics import MAX_LINE_BYTES, MAX_LINES_PER_REPORT, MAX_REPORT_BYTES
 
 log = logging.getLogger("batchai.agent")
 
 TOKEN_ENV = "BATCHAI_NODE_TOKEN"
+ENROLL_TOKEN_ENV = "BATCHAI_ENROLL_TOKEN"  # how `batchai node join` is best given its token (argv is readable by all)
+# never handed to a task: the node's credential, its cluster's enrollment token, and the control
+# plane's own token should a local agent inherit it
+HIDDEN_ENV = (TOKEN_ENV, ENROLL_TOKEN_ENV, "BATCHAI_TOKEN")
+REVOKED = "revoked"
+PR_SET_DUMPABLE = 4
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 2.0
 REGISTER_TIMEOUT = 10.0
 LONG_POLL_SLACK = 10.0  # client timeout of a heartbeat = waitSeconds + this
@@ -42,6 +52,15 @@ SHUTDOWN_KILL_GRACE = 2.0  # on SIGTERM of the agent: tasks get this long betwee
 FINAL_REPORT_TIMEOUT = 2.0
 PIDS_FILE = "agent.pids"
 INTERNAL_ERROR = "internal error"
+
+
+def _not_dumpable() -> None:
+    """Jobs running as this agent's user cannot read its memory nor its first environment (where a
+    local node's credential came in) through /proc: the kernel makes those root's alone."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: nothing of the kind to close
+        log.debug("prctl(PR_SET_DUMPABLE) is not available here")
 
 
 class HttpError(Exception):
@@ -229,7 +248,8 @@ class Agent:
         self.interval = heartbeat
         self.orphan_timeout = orphan_timeout
         self.boot_id = uuid.uuid4().hex
-        self.base_env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+        self.base_env = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
+        self.base_env[PYTHON_ENV] = sys.executable
         self._paths = f"/internal/v1/nodes/{quote(node_id, safe='')}"
         self._lock = threading.Lock()
         self._runners: dict[str, TaskRunner] = {}  # running tasks
@@ -246,10 +266,14 @@ class Agent:
         self._backoff = BACKOFF_MIN
         self._failing = False
         self._exec: ExecServer | None = None
+        self.gpus = gpus.detect()
+        self._uploads = Uploads(lambda what, body, timeout: self.cp.post(f"{self._paths}/{what}", body, timeout))
+        self._uploading = threading.Lock()  # one sync at a time: the uploads thread, or a task's last one
 
     # ----- main thread ------------------------------------------------------------------------
 
     def run(self) -> int:
+        _not_dumpable()
         os.makedirs(self.root, exist_ok=True)
         self._write_pids()
         self._exec = ExecServer(self.address, self._running_tasks)
@@ -260,6 +284,7 @@ class Agent:
         log.info("agent %s (node %s, boot %s, pid %d) starting", self.name, self.node_id, self.boot_id, os.getpid())
         worker = threading.Thread(target=self._work, name="heartbeat", daemon=True)
         worker.start()
+        threading.Thread(target=self._upload_loop, name="uploads", daemon=True).start()
         while self._stop_reason is None:
             self._stop.wait(0.1)  # the signal handler only sets a field: no locks in handlers
         return self._shutdown(self._stop_reason)
@@ -325,6 +350,10 @@ class Agent:
         try:
             answer = self.cp.post(f"{self._paths}/{what}", body, timeout)
         except HttpError as e:
+            if e.status == 403:  # this node was removed (or its credential is not its own): nothing to retry
+                log.warning("the control plane refused this node's credential: %s", e)
+                self.request_stop(REVOKED)
+                raise
             # refused, not unreachable: a heartbeat refused with 401/404 registers again at once
             self._failed(what, e, pause=not (what == "heartbeat" and e.status in (401, 404)))
             raise
@@ -369,6 +398,7 @@ class Agent:
             "bootId": self.boot_id,
             "root": self.root,
             "execPort": self._exec.port if self._exec else None,
+            "gpus": self.gpus,
         }
         try:
             answer = self._call("register", body, REGISTER_TIMEOUT)
@@ -497,7 +527,19 @@ class Agent:
         log.info("killing task %s", task_id)
         return True
 
+    def _upload_loop(self) -> None:
+        """Sends running tasks' files every heartbeat interval (only tasks on machines that joined have any)."""
+        while not self._stop.wait(self.interval):
+            for runner in self._running_tasks():
+                if runner.task.uploads and self._registered:
+                    with self._uploading:
+                        sync_quietly(self._uploads, runner.task)
+
     def _task_done(self, runner: TaskRunner) -> None:
+        if runner.task.uploads:  # before the result: a job seen ended has all its files at the control plane
+            with self._uploading:
+                sync_quietly(self._uploads, runner.task)
+                self._uploads.forget(runner.task_id)
         result = dict(runner.result or {})
         with self._lock:
             self._runners.pop(runner.task_id, None)

@@ -4,9 +4,11 @@ Standard library only. On real clusters `mpirun` reaches the other nodes over ss
 share one host, so `mpirun` is given `batchai.agent.rsh` as its remote shell instead, and that
 connects here. A request names a job by its per-job secret (every task of the job carries it in
 `BATCHAI_EXEC_SECRET`); the command then runs inside that job's task on this node, so it gets
-the task's environment and directory and is killed with the task. The request waits, if need
-be, until this node has started and prepared the job's task: the service ran every node's
-jobPreparation before the job.
+the task's environment and directory and is killed with the task. A secret no running task of
+this node holds is refused at once (`"retry": true`: rsh.py tries again for a while, as a peer's
+mpirun may come before this node has started the job's task); a known one waits, if need be,
+until the task is prepared: the service ran every node's jobPreparation before the job. The
+service listens only on the node's own address and serves at most MAX_CONNECTIONS at a time.
 
 Wire format, one TCP connection per command: the client sends one JSON line
 `{"secret", "command"}`; the server answers with frames `kind (1 byte) + length (4 bytes, big
@@ -19,16 +21,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
-import signal
 import socket
 import socketserver
 import struct
 import threading
-import time
 from collections.abc import Callable
 
-from batchai.agent.runner import TaskRunner
+from batchai.agent.runner import TaskRunner, kill_tree
 
 log = logging.getLogger("batchai.agent.exec")
 
@@ -38,6 +37,7 @@ HEADER_LIMIT = 1 << 20
 HEADER_TIMEOUT = 10.0
 REFUSED = 255  # what ssh returns when it cannot run the command
 READY_WAIT = 300.0  # a peer's mpirun may come before this node has started (and prepared) its task
+MAX_CONNECTIONS = 256  # concurrent: far above the daemons of any job's peers (one per peer node and job)
 
 
 def frame(kind: bytes, payload: bytes) -> bytes:
@@ -81,17 +81,33 @@ def _read_header(sock: socket.socket) -> dict:
     return request
 
 
+def _refuse(sock: socket.socket, error: str) -> None:
+    try:
+        sock.sendall(frame(b"x", json.dumps({"exitCode": REFUSED, "error": error}).encode()))
+    except OSError:
+        pass
+
+
 class ExecServer:
     """Serves exec requests for the tasks `runners()` returns (the agent's running tasks)."""
 
-    def __init__(self, host: str, runners: Callable[[], list[TaskRunner]], *, ready_wait: float = READY_WAIT):
+    def __init__(
+        self, host: str, runners: Callable[[], list[TaskRunner]], *, ready_wait: float = READY_WAIT, max_connections: int = MAX_CONNECTIONS
+    ):
         self._runners = runners
         self.ready_wait = ready_wait
+        self._slots = threading.BoundedSemaphore(max_connections)
         outer = self
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                outer._serve(self.request)
+                if not outer._slots.acquire(blocking=False):
+                    _refuse(self.request, "the node's exec service is busy (too many connections)")
+                    return
+                try:
+                    outer._serve(self.request)
+                finally:
+                    outer._slots.release()
 
         self._server = socketserver.ThreadingTCPServer((host, 0), Handler, bind_and_activate=True)
         self._server.daemon_threads = True
@@ -107,17 +123,13 @@ class ExecServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def _runner_for(self, secret: str, wait: float) -> TaskRunner | None:
-        """The running task holding `secret`, waiting up to `wait` seconds for it to start."""
-        deadline = time.monotonic() + wait
-        while True:
-            for runner in self._runners():
-                expected = runner.task.env.get(SECRET_ENV)
-                if expected and hmac.compare_digest(expected, secret):
-                    return runner
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.05)
+    def _runner_for(self, secret: str) -> TaskRunner | None:
+        """The running task holding `secret`."""
+        for runner in self._runners():
+            expected = runner.task.env.get(SECRET_ENV)
+            if expected and hmac.compare_digest(expected, secret):
+                return runner
+        return None
 
     def _serve(self, sock: socket.socket) -> None:
         send_lock = threading.Lock()
@@ -135,12 +147,14 @@ class ExecServer:
         except (OSError, ValueError) as e:
             send(b"x", json.dumps({"exitCode": REFUSED, "error": f"bad request: {e}"}).encode())
             return
-        deadline = time.monotonic() + self.ready_wait
-        runner = self._runner_for(request["secret"], self.ready_wait)
-        proc = runner.exec(request["command"], wait=max(0.0, deadline - time.monotonic())) if runner is not None else None
-        if runner is None or proc is None:
+        runner = self._runner_for(request["secret"])
+        if runner is None:
             log.warning("refused a remote launch: no running task of this node holds its secret")
-            send(b"x", json.dumps({"exitCode": REFUSED, "error": "no running, prepared task of this node accepts the request"}).encode())
+            send(b"x", json.dumps({"exitCode": REFUSED, "error": "no running task of this node holds the secret", "retry": True}).encode())
+            return
+        proc = runner.exec(request["command"], wait=self.ready_wait)
+        if proc is None:
+            send(b"x", json.dumps({"exitCode": REFUSED, "error": "the job's task on this node ended before it was prepared"}).encode())
             return
 
         def pump(stream, kind: bytes) -> None:
@@ -156,10 +170,7 @@ class ExecServer:
             except OSError:
                 pass
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                kill_tree([proc.pid])  # an MPI daemon's ranks lead groups of their own
 
         pumps = [
             threading.Thread(target=pump, args=(proc.stdout, b"o"), daemon=True),

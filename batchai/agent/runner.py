@@ -34,6 +34,7 @@ from batchai.frameworks.plan import NodeTask, Process
 KILL_GRACE_SECONDS = 5.0
 DAEMON_STOP_GRACE = 2.0
 TERMINATED = "terminated"
+PYTHON_ENV = "BATCHAI_PYTHON"  # the interpreter the agent runs on: jobs on machines that joined use it
 
 
 def utc_now() -> str:
@@ -51,6 +52,62 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, start time) of every process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # state ppid pgrp ... (starttime is field 22 of the line)
+        table[int(entry)] = (int(fields[1]), int(fields[2]), fields[19])
+    return table
+
+
+def descendants(groups: list[int]) -> dict[int, str]:
+    """Every process in `groups` or below one of them: pid -> start time (to tell a reused pid).
+
+    Some of a task's processes leave its process groups: the ranks OpenMPI's daemons start each lead
+    a group of their own, and outlive a daemon killed first. They are found through their parents.
+    """
+    table = _process_table()
+    found = {pid for pid, (_, pgrp, _) in table.items() if pgrp in groups}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    stack = list(found)
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return {pid: table[pid][2] for pid in found}
+
+
+def _signal_processes(processes: dict[int, str], sig: int) -> None:
+    """Signals the processes still running under the pids `descendants` found (not a reused pid)."""
+    table = _process_table()
+    for pid, start in processes.items():
+        if pid in table and table[pid][2] == start:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def kill_tree(groups: list[int]) -> None:
+    """SIGKILL to the process groups and to every process below them (found first: the orphans of a
+    killed parent are not found after)."""
+    processes = descendants(groups) if groups else {}
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGKILL)
+    _signal_processes(processes, signal.SIGKILL)
 
 
 def _parents(*paths: str) -> None:
@@ -164,12 +221,14 @@ class TaskRunner:
             groups = list(self._groups)
             live = list(self._live)
         self._released.set()
+        processes = descendants(groups)  # before any dies: an orphan's parent is gone
         for pgid in live:
             _signal_group(pgid, signal.SIGTERM)
+        _signal_processes(processes, signal.SIGTERM)
         if self._container is not None:  # the runtime's exec clients die, not what they run in the container
             runtime, spec = self._container
             threading.Thread(target=containers.remove, args=(runtime, spec, dict(self.base_env)), daemon=True).start()
-        timer = threading.Timer(grace, self._force_kill, args=(groups,))
+        timer = threading.Timer(grace, self._force_kill, args=(groups, processes))
         timer.daemon = True
         timer.start()
         return True
@@ -199,8 +258,7 @@ class TaskRunner:
             self._over = True
             killed = self._killed
             leftovers = list(self._live)
-        for pgid in leftovers:  # daemons a peer started here do not outlive the task
-            _signal_group(pgid, signal.SIGKILL)
+        kill_tree(leftovers)  # daemons a peer started here (and what they started) do not outlive the task
         if killed and (not t.holds_only or code):
             error = TERMINATED
             code = code or 128 + signal.SIGTERM
@@ -366,9 +424,10 @@ class TaskRunner:
             except Exception:  # noqa: BLE001 - bookkeeping must not break the task
                 pass
 
-    def _force_kill(self, groups: list[int]) -> None:
+    def _force_kill(self, groups: list[int], processes: dict[int, str]) -> None:
         for pgid in groups:
             _signal_group(pgid, signal.SIGKILL)
+        _signal_processes(processes, signal.SIGKILL)
 
     def _log(self, line: str) -> None:
         """One timestamped lifecycle line in the execution log (never environment values)."""

@@ -58,7 +58,7 @@ class ArmGate:
         await response(scope, receive, send)
 
 
-def create_app(services: Services, *, token: str, node_token: str, signing_key: bytes, node_waker: NodeWaker | None = None) -> FastAPI:
+def create_app(services: Services, *, token: str, node_key: bytes, signing_key: bytes, node_waker: NodeWaker | None = None) -> FastAPI:
     """`node_waker`: the one whose `wake` the services were given as `wake_nodes`, so that activities end
     agents' long-polling heartbeats early (without it, a new one nobody wakes: agents learn at their next poll)."""
     waker = node_waker or NodeWaker()
@@ -79,7 +79,7 @@ def create_app(services: Services, *, token: str, node_token: str, signing_key: 
     app.state.services = services
     app.state.signing_key = signing_key
 
-    app.add_middleware(ArmGate, token=token, node_door=NodeDoor(services, node_token, waker))
+    app.add_middleware(ArmGate, token=token, node_door=NodeDoor(services, node_key, waker))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):

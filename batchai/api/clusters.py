@@ -8,15 +8,17 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from batchai import ids, render
+from batchai import ids, node_identity, node_protocol, render
 from batchai.api.arm import JSONResponse, json_body, page_records, paged
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services, workspace_path
 from batchai.errors import ApiError
 from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
+from batchai.node_protocol import JOINED
 from batchai.ports import Conflict, Unsupported
 from batchai.records import new_record
+from batchai.scheduling_pass import attached
 from batchai.services import Services
 from batchai.wake import wake_cluster
 
@@ -119,6 +121,50 @@ def resume_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     return _set_paused(request, cluster_path(sub, rg, ws, cluster), False)
 
 
+@router.post(CLUSTER + "/enrollmentToken")
+async def enrollment_token(request: Request, sub: str, rg: str, ws: str, cluster: str):
+    """Ours: the attached cluster's enrollment token, which machines exchange for a node of their own
+    (`batchai node join`); `{"rotate": true}` voids every token given before (joined nodes stay)."""
+    rid = cluster_path(sub, rg, ws, cluster)
+    body = await json_body(request, required=False)
+    rotate = body.get("rotate", False)
+    if not isinstance(rotate, bool):
+        raise ApiError.bad_request("rotate must be true or false.", target="rotate")
+    return await run_in_threadpool(_enrollment_token, request, rid, rotate)
+
+
+def _enrollment_token(request: Request, rid: str, rotate: bool) -> JSONResponse:
+    svc = services(request)
+    record = require(svc, rid, "cluster")
+    if not attached(record):
+        raise ApiError.conflict("Only an attached cluster (created with properties.attached) has an enrollment token.", target="attached")
+    if rotate:
+
+        def bump(r):
+            r.internal["enrollGeneration"] = r.internal.get("enrollGeneration", 0) + 1
+            return r
+
+        record = svc.store.mutate(rid, bump) or record
+    token = node_identity.enrollment_token(node_identity.node_key(svc.store), rid, record.internal.get("enrollGeneration", 0))
+    return JSONResponse({"token": token})
+
+
+@router.post(CLUSTER + "/nodes/{node}/remove")
+def remove_node(request: Request, sub: str, rg: str, ws: str, cluster: str, node: str):
+    """Ours: a node leaves the cluster for good; its credential is refused from now on, its job's tasks
+    there are void (the job retries elsewhere, within its attempts)."""
+    svc = services(request)
+    record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
+    target = next((n for n in svc.store.nodes(record.id) if n.name == node), None)
+    if target is None:
+        raise ApiError.not_found(f"The cluster has no node '{node}'.", target="node")
+    if target.machine != JOINED:
+        raise ApiError.conflict("Only a node that joined (batchai node join) is removed this way; size the others.", target="node")
+    node_protocol.remove_node(svc, target)
+    wake_cluster(svc, record)
+    return JSONResponse({"node": node, "removed": True}, status_code=202)
+
+
 @router.post(CLUSTER + "/nodes/{node}/evict")
 def evict_node(request: Request, sub: str, rg: str, ws: str, cluster: str, node: str):
     """Ours: simulate the platform taking a low-priority node back (409 where the compute cannot)."""
@@ -160,8 +206,11 @@ def list_clusters(request: Request, sub: str, rg: str, ws: str):
 
 
 def remote_login(nodes) -> list[dict]:
-    """Local nodes run no SSH server: port 0 says so; the address is where the node's processes run."""
-    return [{"nodeId": n.name, "ipAddress": n.address or "127.0.0.1", "port": 0} for n in nodes]
+    """Local nodes run no SSH server: port 0 says so; the address is where the node's processes run.
+    Ours, beyond the 2018-05-01 contract: `gpus`, each node's GPUs as its agent found them."""
+    return [
+        {"nodeId": n.name, "ipAddress": n.address or "127.0.0.1", "port": 0, **({"gpus": n.gpu_list()} if n.gpus else {})} for n in nodes
+    ]
 
 
 @router.api_route(CLUSTER + "/listRemoteLoginInformation", methods=["POST", "GET"])

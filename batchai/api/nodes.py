@@ -1,8 +1,11 @@
 """The node agents' side door: the node protocol (batchai/node_protocol.py) over HTTP.
 
     POST /internal/v1/nodes/{node}/register    POST /internal/v1/nodes/{node}/heartbeat
+    POST /internal/v1/nodes/{node}/files       POST /internal/v1/nodes/_enroll
 
-Agents authenticate with the node token, not the user's. A heartbeat is a long poll: with
+Agents authenticate with their node's own credential (batchai/node_identity.py), not the user's
+token; a machine that joins an attached cluster enrolls with the cluster's enrollment token first.
+A credential is good only for its node's paths and only while that node exists (403 otherwise). A heartbeat is a long poll: with
 nothing to say either way, the answer waits until there is something for the node (a task, a
 kill) or its `waitSeconds` pass.
 
@@ -13,7 +16,6 @@ middleware and dependency machinery cost the control plane more than the protoco
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import socket
@@ -25,6 +27,7 @@ from urllib.parse import unquote
 import orjson
 from starlette.concurrency import run_in_threadpool
 
+from batchai import node_identity
 from batchai import node_protocol as protocol
 from batchai.api.arm import json_object
 from batchai.errors import ApiError
@@ -32,6 +35,8 @@ from batchai.errors import ApiError
 log = logging.getLogger("batchai.api.nodes")
 
 PREFIX = "/internal/v1/nodes/"
+ENROLL = "_enroll"
+ACTIONS = ("register", "heartbeat", "files")
 MAX_WAIT_SECONDS = 30.0
 MAX_BODY_BYTES = 1 << 20  # a heartbeat names a node's tasks and results: far below this
 
@@ -120,9 +125,9 @@ class PeerWakes:
 class NodeDoor:
     """The ASGI app for paths under PREFIX."""
 
-    def __init__(self, services, node_token: str, waker: NodeWaker):
+    def __init__(self, services, node_key: bytes, waker: NodeWaker):
         self.services = services
-        self.expected = f"Bearer {node_token}".encode()
+        self.key = node_key
         self.waker = waker
 
     async def __call__(self, scope, receive, send) -> None:
@@ -138,16 +143,26 @@ class NodeDoor:
 
     async def _handle(self, scope, receive) -> dict:
         node_id, _, action = scope["path"][len(PREFIX) :].partition("/")
-        if scope["method"] != "POST" or action not in ("register", "heartbeat") or not node_id:
+        enrolling = node_id == ENROLL and not action
+        if scope["method"] != "POST" or not (enrolling or (action in ACTIONS and node_id)):
             raise ApiError.not_found(f"No such node operation: {scope['method']} {scope['path']}")
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if not hmac.compare_digest(header, self.expected):
-            raise ApiError(401, "AuthenticationFailed", "The node token is missing or wrong.")
-        body = await _json_object(receive)
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+        scheme, _, presented = header.partition(" ")
+        if scheme != "Bearer" or not presented:
+            raise ApiError(401, "AuthenticationFailed", "A node call needs its node's credential (Authorization: Bearer).")
         node_id = unquote(node_id)
+        if not enrolling and not node_identity.credential_matches(self.key, node_id, presented):
+            raise ApiError(403, "AuthorizationFailed", "This credential is not the node's.")
+        body = await _json_object(receive)
+        if action in ("register", "files") and await run_in_threadpool(self.services.store.get_node, node_id) is None:
+            raise _removed()
         try:
+            if enrolling:
+                return await run_in_threadpool(protocol.enroll, self.services, self.key, presented, body)
             if action == "register":
                 return await run_in_threadpool(protocol.register, self.services, node_id, body)
+            if action == "files":
+                return await run_in_threadpool(protocol.receive_file, self.services, node_id, body)
             return await self._heartbeat(node_id, body)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ApiError.bad_request(f"A malformed node {action}: {type(exc).__name__}: {exc}") from None
@@ -156,6 +171,8 @@ class NodeDoor:
         event = self.waker.event(node_id)
         event.clear()
         answer = await run_in_threadpool(protocol.beat, self.services, node_id, body)
+        if answer["action"] == "shutdown":  # the protocol's answer to a node that does not exist
+            raise _removed()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(float(body.get("waitSeconds", 0)), MAX_WAIT_SECONDS)
         quiet = {**body, "finished": []}
@@ -169,6 +186,10 @@ class NodeDoor:
             event.clear()
             answer = await run_in_threadpool(protocol.beat, self.services, node_id, quiet)
         return answer
+
+
+def _removed() -> ApiError:
+    return ApiError(403, "AuthorizationFailed", "The node is not in any cluster (it was removed).")
 
 
 async def _json_object(receive) -> dict:

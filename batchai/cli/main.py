@@ -37,10 +37,15 @@ sweep_app = typer.Typer(help="Hyperparameter sweeps: trials sampled from a searc
 app.add_typer(sweep_app, name="sweep")
 queue_app = typer.Typer(help="The submission queue of the local control plane.", no_args_is_help=True)
 app.add_typer(queue_app, name="queue")
+cluster_node_app = typer.Typer(help="The nodes of a cluster.", no_args_is_help=True)
+cluster_app.add_typer(cluster_node_app, name="node")
+node_app = typer.Typer(help="This machine as a node of an attached cluster.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 TERMINAL = ("succeeded", "failed")
+DEFAULT_NODE_ROOT = Path.home() / ".batchai-node"
 
 
 class Context:
@@ -185,6 +190,7 @@ CLUSTER_COLUMNS = [
     ("allocation", lambda r: r["properties"].get("allocationState")),
     ("nodes", lambda r: r["properties"].get("currentNodeCount")),
     ("node states", _counts),
+    ("gpus", lambda r: r["properties"].get("gpuCount")),
 ]
 
 
@@ -196,6 +202,7 @@ def cluster_create(
     nodes: int = typer.Option(1, "--nodes", "-n", help="Target node count (manual scale)."),
     vm_size: str = typer.Option("STANDARD_D1_V2", "--vm-size"),
     low_priority: bool = typer.Option(False, "--low-priority"),
+    attached: bool = typer.Option(False, "--attached", help="Nodes are machines that join (batchai node join); --nodes is unused."),
     wait: bool = typer.Option(True, help="Wait until every node has joined."),
 ):
     c = ctx.obj
@@ -203,8 +210,9 @@ def cluster_create(
         "properties": {
             "vmSize": vm_size,
             "vmPriority": "lowpriority" if low_priority else "dedicated",
-            "scaleSettings": {"manual": {"targetNodeCount": nodes, "nodeDeallocationOption": "requeue"}},
+            "scaleSettings": {"manual": {"targetNodeCount": 0 if attached else nodes, "nodeDeallocationOption": "requeue"}},
             "userAccountSettings": {"adminUserName": "batchai"},
+            **({"attached": True} if attached else {}),
         }
     }
 
@@ -236,6 +244,56 @@ def cluster_show(ctx: typer.Context, name: str, workspace: str = typer.Option(..
 def cluster_delete(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
     c = ctx.obj
     run(lambda: c.client.delete(c.client.cluster(workspace, name)))
+
+
+@cluster_app.command("enroll-token")
+def cluster_enroll_token(
+    ctx: typer.Context,
+    name: str,
+    workspace: str = typer.Option(..., "--workspace", "-w"),
+    rotate: bool = typer.Option(False, "--rotate", help="Void every token given before (nodes already joined stay)."),
+):
+    """Print the attached cluster's enrollment token (for `batchai node join`)."""
+    c = ctx.obj
+    run(
+        lambda: print(
+            c.client.request("POST", f"{c.client.cluster(workspace, name)}/enrollmentToken", json={"rotate": rotate}).json()["token"]
+        )
+    )
+
+
+@cluster_node_app.command("remove")
+def cluster_node_remove(ctx: typer.Context, cluster: str, node: str, workspace: str = typer.Option(..., "--workspace", "-w")):
+    """A joined node leaves the cluster for good: its credential is refused, its agent stops."""
+    c = ctx.obj
+    run(lambda: c.client.post(f"{c.client.cluster(workspace, cluster)}/nodes/{node}/remove", wait=False))
+
+
+@node_app.command("join")
+def node_join(
+    url: str = typer.Option(..., "--url", help="The control plane's URL, as this machine reaches it."),
+    token: str = typer.Option(
+        ...,
+        "--token",
+        envvar="BATCHAI_ENROLL_TOKEN",
+        help="The cluster's enrollment token (better in $BATCHAI_ENROLL_TOKEN: a command line is readable by every process).",
+    ),
+    root: Path = typer.Option(DEFAULT_NODE_ROOT, "--root", help="This node's own directory (its disk)."),
+    name: str | None = typer.Option(None, "--name", help="The node's name (default: the next free node-N)."),
+    address: str | None = typer.Option(
+        None, "--address", help="Where peers reach this machine (default: its address toward the control plane)."
+    ),
+):
+    """Run this machine as a node of the attached cluster the token names, until stopped (SIGTERM) or removed."""
+    from batchai.agent.join import JoinFailed, join
+
+    def go():
+        try:
+            return join(url=url, token=token, root=str(root), name=name, address=address)
+        except JoinFailed as exc:
+            raise CliError(str(exc)) from None
+
+    raise typer.Exit(run(go))
 
 
 # -- experiments ------------------------------------------------------------------------

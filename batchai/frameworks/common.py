@@ -8,6 +8,7 @@ from batchai.frameworks.container import PASSWORD_ENV, container_spec
 from batchai.frameworks.context import LaunchContext, PlacedNode
 from batchai.frameworks.environment import node_dirs, node_environment
 from batchai.frameworks.plan import NodeTask, Process
+from batchai.output_sync import STDOUTERR
 
 
 def log_process(stdouterr: str, name: str, command: str, env: dict[str, str] | None = None, *, daemon: bool = False) -> Process:
@@ -59,7 +60,7 @@ def node_task(props, ctx: LaunchContext, node: PlacedNode, processes_for, slots:
     task_id = f"{ctx.job_uuid}-{ctx.attempt}-{node.name}"
     container = None
     if props.container_settings is not None:
-        container = container_spec(props.container_settings, task_id, list(ctx.container_binds))
+        container = container_spec(props.container_settings, task_id, list(ctx.binds(node)), list(node.gpus))
         creds = props.container_settings.image_source_registry.credentials
         if creds is not None and creds.password:
             env[PASSWORD_ENV] = creds.password
@@ -75,7 +76,14 @@ def node_task(props, ctx: LaunchContext, node: PlacedNode, processes_for, slots:
         preparation=prep,
         processes=processes_for(env, stdouterr),
         container=container,
+        uploads=uploads(props, env) if ctx.node_local else {},
     )
+
+
+def uploads(props, env: dict[str, str]) -> dict[str, str]:
+    """The job's directories on a node of another machine, by output directory id: its agent sends
+    what the job writes there to the control plane."""
+    return {STDOUTERR: env["AZ_BATCHAI_STDOUTERR_DIR"], **{d.id: env[f"AZ_BATCHAI_OUTPUT_{d.id}"] for d in props.output_directories or []}}
 
 
 def first_node_only(props, ctx: LaunchContext, command: str, slots: list[int] | None = None) -> list[NodeTask]:

@@ -23,13 +23,14 @@ class ContainerSpec:
     shm_size: str | None = None
     server_url: str | None = None  # private registry, with `username` and BATCHAI_REGISTRY_PASSWORD
     username: str | None = None
+    gpus: list[str] = field(default_factory=list)  # indices of the node's GPUs the job gets
 
 
 PASSWORD_ENV = "BATCHAI_REGISTRY_PASSWORD"
 KEEP_ALIVE = ["sleep", "2147483647"]  # the container idles while processes are exec'd into it
 
 
-def container_spec(settings, task_id: str, binds: list[str]) -> ContainerSpec:
+def container_spec(settings, task_id: str, binds: list[str], gpus: list[str] | None = None) -> ContainerSpec:
     """From the job's (parsed) containerSettings."""
     registry = settings.image_source_registry
     creds = registry.credentials
@@ -40,6 +41,7 @@ def container_spec(settings, task_id: str, binds: list[str]) -> ContainerSpec:
         shm_size=settings.shm_size,
         server_url=registry.server_url,
         username=creds.username if creds else None,
+        gpus=list(gpus or []),
     )
 
 
@@ -55,6 +57,10 @@ def run_argv(runtime: str, spec: ContainerSpec, cwd: str) -> list[str]:
         argv += ["--shm-size", spec.shm_size]
     for path in spec.binds:
         argv += ["--volume", f"{path}:{path}"]
+    if spec.gpus and "podman" in runtime.rsplit("/", 1)[-1]:  # podman reaches NVIDIA GPUs through CDI
+        argv += [arg for index in spec.gpus for arg in ("--device", f"nvidia.com/gpu={index}")]
+    elif spec.gpus:
+        argv += ["--gpus", f'"device={",".join(spec.gpus)}"']
     return argv + ["--entrypoint", "", spec.image, *KEEP_ALIVE]
 
 

@@ -2,7 +2,9 @@
 
 Locally, `job_dir` (the job mount root and the shared job temp) and `cluster_mount_root` are
 directories under the data dir that every node of the job sees at the same path, as shared
-storage is on real clusters; each node's own disk is its `root`.
+storage is on real clusters; each node's own disk is its `root`. Nodes that joined from other
+machines (`node_local`) see nothing of the control plane's disk: their mount root and job dirs are
+under their own roots, and what the job writes reaches the control plane through the agent.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class PlacedNode:
     address: str
     root: str
     exec_port: int = 0  # the node agent's exec service, where peers' mpirun launches go
+    gpus: tuple[str, ...] = ()  # the indices (as nvidia-smi numbers them) of the node's GPUs the job gets
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class LaunchContext:
     mpirun: str = "mpirun"  # the MPI launcher with its options for these nodes
     exec_secret: str = ""  # lets this job's mpirun start daemons on its other nodes
     container_binds: tuple[str, ...] = ()  # host paths a job's container sees (at the same paths)
+    node_local: bool = False  # the nodes are other machines: every path of the job is under the node's root
 
     @property
     def master(self) -> PlacedNode:
@@ -47,6 +51,15 @@ class LaunchContext:
     @property
     def shared_job_temp(self) -> str:
         return f"{self.job_dir}/shared"
+
+    def mount_root(self, node: PlacedNode) -> str:
+        return f"{node.root}/mounts" if self.node_local else self.cluster_mount_root
+
+    def job_dir_of(self, node: PlacedNode) -> str:
+        return f"{node.root}/job-dirs/{self.job_uuid}" if self.node_local else self.job_dir
+
+    def binds(self, node: PlacedNode) -> tuple[str, ...]:
+        return (node.root,) if self.node_local else self.container_binds
 
     def job_temp(self, node: PlacedNode) -> str:
         return f"{node.root}/jobs/{self.job_uuid}"

@@ -24,17 +24,18 @@ class JobPaths:
 def _base(ctx: LaunchContext, node: PlacedNode) -> dict[str, str]:
     temp = ctx.job_temp(node)
     return {
-        "AZ_BATCHAI_MOUNT_ROOT": ctx.cluster_mount_root,
-        "AZ_BATCHAI_JOB_MOUNT_ROOT": ctx.job_mount_root,
+        "AZ_BATCHAI_MOUNT_ROOT": ctx.mount_root(node),
+        "AZ_BATCHAI_JOB_MOUNT_ROOT": f"{ctx.job_dir_of(node)}/mounts",
         "AZ_BATCHAI_JOB_TEMP_DIR": f"{node.root}/jobs",
         "AZ_BATCHAI_JOB_TEMP": temp,
-        "AZ_BATCHAI_SHARED_JOB_TEMP": ctx.shared_job_temp,
+        "AZ_BATCHAI_SHARED_JOB_TEMP": f"{ctx.job_dir_of(node)}/shared",
         "AZ_BATCHAI_MPI_HOST_FILE": f"{temp}/hostfile",
         "AZ_BATCHAI_METRICS_FILE": f"{temp}/{METRICS_FILE}",  # JSON lines the node agent relays (batchai.metrics)
         "AZ_BATCHAI_NUM_GPUS": str(ctx.gpus_per_node),
         "AZ_BATCHAI_JOB_NAME": ctx.job_name,
         "AZ_BATCHAI_NODE_NAME": node.name,
         "AZ_BATCH_HOST_LIST": ",".join(n.address for n in ctx.nodes),
+        **({"CUDA_VISIBLE_DEVICES": ",".join(node.gpus)} if node.gpus else {}),
         **_exec_environment(ctx),
     }
 

@@ -39,6 +39,7 @@ class NodeTask:
     processes: list[Process] = field(default_factory=list)  # started together after preparation
     after: str | None = None  # a task of the same node whose preparation must finish first
     container: ContainerSpec | None = None  # run preparation and processes in this container
+    uploads: dict[str, str] = field(default_factory=dict)  # output directory id -> its path here, sent to the control plane
 
     @property
     def holds_only(self) -> bool:

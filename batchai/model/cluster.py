@@ -132,6 +132,9 @@ class ClusterProperties(WireModel):
     node_setup: NodeSetup | None = None
     user_account_settings: UserAccountSettings
     subnet: ResourceId | None = None
+    # Ours, beyond the 2018-05-01 contract: the nodes are machines that join with the cluster's
+    # enrollment token (`batchai node join`), not ones the service allocates; scaleSettings is unused.
+    attached: bool | None = None
 
     def initial_target_nodes(self) -> int:
         """Nodes to allocate at creation: the manual target, or the auto-scale initial count."""

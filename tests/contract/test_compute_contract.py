@@ -72,7 +72,9 @@ class Machines:
 def machines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Machines]:
     store = SqliteStore(tmp_path / "store.db")
     if request.param == "local":  # no control plane answers: the agents run and keep trying to reach it
-        compute: Compute = LocalCompute(tmp_path / "data", control_plane_file=tmp_path / "nowhere.json", token="t", heartbeat=0.2)
+        compute: Compute = LocalCompute(
+            tmp_path / "data", control_plane_file=tmp_path / "nowhere.json", credential=lambda node_id: "t", heartbeat=0.2
+        )
     elif request.param == "simulated":
         services = None
         compute = SimulatedCompute(lambda: services, heartbeat_seconds=60.0)
@@ -84,7 +86,7 @@ def machines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Machine
             resource_group=RG,
             location="westeurope",
             control_plane_url="https://cp.example.net",
-            token="t",
+            node_credential=lambda node_id: "t",
             agent_package="batchai-serverless",
             transport=FakeArm(),
             polling_interval=0,

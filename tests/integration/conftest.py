@@ -69,6 +69,20 @@ class Server:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
 
 
+def agent_pids(server: Server) -> dict[str, int]:
+    """node name -> its agent's pid, from the processes that name this server's data dir."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"batchai.agent" in args and any(str(server.data_dir).encode() in a for a in args):
+                found[args[args.index(b"--name") + 1].decode()] = int(entry.name)
+    return found
+
+
 def kill_agents(data_dir: Path) -> None:
     """Leave no node agent (or its tasks) behind, whatever the test did."""
     out = subprocess.run(["pgrep", "-f", f"batchai.agent.*{data_dir}"], capture_output=True, text=True).stdout

@@ -1,4 +1,4 @@
-"""`kill -9` of the control plane mid-run, then a restart on the same data dir."""
+"""`kill -9` of the control plane mid-run, then a restart on the same data dir; and a SIGTERM that stops its nodes."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from tests.integration.conftest import SUB, Server, kill_agents
+from tests.integration.conftest import SUB, Server, agent_pids, kill_agents
 from tests.support.naming import unique_name
 from tests.support.waiting import until
+from tests.unit.test_agent import pid_alive
 
 BASE = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/{unique_name('restart')}"
 V = {"api-version": "2018-05-01"}
@@ -78,6 +79,38 @@ def test_kill9_then_restart_finishes_each_job_exactly_once(tmp_path):
         for (internal,) in db.execute("SELECT internal FROM resources WHERE type='jobs'"):
             events = [e["event"] for e in json.loads(internal)["events"]]
             assert sum(e in ("succeeded", "failed") for e in events) == 1, events
+    finally:
+        server.stop()
+        kill_agents(data)
+
+
+def test_sigterm_leaves_no_agent_and_the_running_job_runs_again_after_restart(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    server = Server(data, env={"BATCHAI_NODE_TIMEOUT_SECONDS": "3"}).start()
+    try:
+        http = server.http()
+        http.put(BASE, params=V, json={"location": "local"})
+        cluster = {"vmSize": "D1", "userAccountSettings": {"adminUserName": "u"}, "scaleSettings": {"manual": {"targetNodeCount": 2}}}
+        http.put(f"{BASE}/clusters/c", params=V, json={"properties": cluster})
+        http.put(f"{BASE}/experiments/e", params=V)
+        # the first attempt runs until it is killed; the second (after the restart) ends at once
+        command = f"if [ -e {marks}/pid ]; then exit 0; fi; echo $$ > {marks}/pid; exec sleep 600"
+        job = {"cluster": {"id": f"{BASE}/clusters/c"}, "nodeCount": 1, "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT"}
+        body = {"properties": {**job, "customToolkitSettings": {"commandLine": command}}}
+        assert http.put(f"{BASE}/experiments/e/jobs/busy", params=V, json=body).status_code == 200
+        pid = until(lambda: (marks / "pid").exists() and (marks / "pid").read_text().strip(), 60, "the job to start")
+        until(lambda: len(agent_pids(server)) == 2, 30, "both agents to be seen")
+
+        server.stop()
+        assert server.proc.returncode is not None
+        assert agent_pids(server) == {}, "an agent outlived its control plane"
+        assert not pid_alive(int(pid)), "a job's process outlived its node"
+
+        server.start()
+        assert wait_state(server.http(), "busy", ["succeeded", "failed"]) == "succeeded"
     finally:
         server.stop()
         kill_agents(data)

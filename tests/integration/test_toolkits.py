@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from azure.mgmt.batchai import models
 
+from tests.integration.conftest import agent_pids
 from tests.support.naming import unique_name
 from tests.support.waiting import until
 
@@ -65,20 +66,6 @@ def run_job(sdk, server, cluster, name: str, **toolkit) -> tuple[models.Job, dic
         stderr = "\n".join(f"{p.name}: {p.read_text()[-1500:]}" for p in logs.rglob("stderr*.txt"))
         pytest.fail(f"{name} {job.execution_state}: {job.execution_info.errors}\n{stderr}")
     return job, records
-
-
-def agent_pids(server) -> dict[str, int]:
-    """node name -> its agent's pid, from the processes that name this server's data dir."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                args = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"batchai.agent" in args and any(str(server.data_dir).encode() in a for a in args):
-                found[args[args.index(b"--name") + 1].decode()] = int(entry.name)
-    return found
 
 
 def test_tensorflow_parameter_server_and_workers(sdk, server, cluster):

@@ -289,7 +289,7 @@ def cp(cp_file):
 
 @pytest.fixture
 def compute(tmp_path, cp_file) -> LocalCompute:
-    return LocalCompute(tmp_path / "data", control_plane_file=cp_file, token=TOKEN, heartbeat=HEARTBEAT)
+    return LocalCompute(tmp_path / "data", control_plane_file=cp_file, credential=lambda node_id: TOKEN, heartbeat=HEARTBEAT)
 
 
 @pytest.fixture
@@ -571,7 +571,7 @@ def test_orphaned_agent_exits_when_idle(tmp_path):
 
 
 def test_wrong_token_is_refused_until_fixed(cp, cp_file, tmp_path):
-    compute = LocalCompute(tmp_path / "data2", control_plane_file=cp_file, token="wrong", heartbeat=HEARTBEAT)
+    compute = LocalCompute(tmp_path / "data2", control_plane_file=cp_file, credential=lambda node_id: "wrong", heartbeat=HEARTBEAT)
     nodes = Nodes(compute)
     try:
         node = nodes.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from batchai.agent import containers
@@ -44,6 +45,18 @@ def test_run_keeps_the_container_alive_with_host_network_binds_and_shm():
         "sleep",
         "2147483647",
     ]
+
+
+def test_the_containers_get_the_jobs_gpus_docker_by_gpus_podman_by_cdi():
+    spec = replace(SPEC, gpus=["0", "2"])
+    docker = run_argv("docker", spec, "/w")
+    assert docker[docker.index("--gpus") + 1] == '"device=0,2"'
+    podman = run_argv("/usr/bin/podman", spec, "/w")
+    assert "--gpus" not in podman and [podman[i + 1] for i, a in enumerate(podman) if a == "--device"] == [
+        "nvidia.com/gpu=0",
+        "nvidia.com/gpu=2",
+    ]
+    assert "--gpus" not in run_argv("docker", SPEC, "/w")  # no GPUs: none asked for
 
 
 def test_exec_names_variables_without_their_values():

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from batchai.agent.exec_server import HOSTS_ENV, REFUSED, SECRET_ENV, ExecServer
-from batchai.agent.rsh import parse_hosts
+from batchai.agent.exec_server import HOSTS_ENV, REFUSED, SECRET_ENV, ExecServer, read_frame
+from batchai.agent.rsh import WAIT_ENV, parse_hosts
 from batchai.agent.runner import TaskRunner
 from batchai.frameworks.plan import NodeTask
 from tests.support.waiting import until
@@ -42,8 +44,14 @@ def node(tmp_path):
     server.stop()
 
 
-def rsh(server: ExecServer, *args: str, secret: str = "s3cret", **popen) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), HOSTS_ENV: f"node-0=127.0.0.1:1,node-1=127.0.0.1:{server.port}", SECRET_ENV: secret}
+def rsh(server: ExecServer, *args: str, secret: str = "s3cret", wait: str = "300", **popen) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        HOSTS_ENV: f"node-0=127.0.0.1:1,node-1=127.0.0.1:{server.port}",
+        SECRET_ENV: secret,
+        WAIT_ENV: wait,
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "batchai.agent.rsh", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
     )
@@ -65,8 +73,8 @@ def test_a_command_runs_inside_the_jobs_task_with_its_environment(node, tmp_path
 
 def test_a_wrong_secret_or_node_is_refused(node):
     _, server = node
-    out, err = rsh(server, "node-1", "true", secret="guess").communicate(timeout=20)
-    assert b"no running, prepared task of this node accepts the request" in err
+    out, err = rsh(server, "node-1", "true", secret="guess", wait="0").communicate(timeout=20)
+    assert b"no running task of this node holds the secret" in err
     proc = rsh(server, "node-9", "true")
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == REFUSED and b"unknown node 'node-9'" in err
@@ -97,3 +105,61 @@ def test_hanging_up_kills_the_remote_command(node, tmp_path):
     proc.kill()
     proc.wait()
     until(lambda: pid not in runner.pids(), 10, "the remote command to end with its caller")
+
+
+def ask(server: ExecServer, secret: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    sock.sendall(json.dumps({"secret": secret, "command": "true"}).encode() + b"\n")
+    return sock
+
+
+def test_an_unknown_secret_is_refused_at_once_for_the_caller_to_retry(tmp_path):
+    """The server never holds a connection for a secret it does not know (the test's timeout would end a wait)."""
+    runner = TaskRunner(holding_task(tmp_path, "s3cret"), node_name="node-1", base_env=dict(os.environ))
+    server = ExecServer("127.0.0.1", lambda: [runner], ready_wait=300.0)
+    server.start()
+    try:
+        with ask(server, "guess") as sock:
+            kind, payload = read_frame(sock)
+        assert kind == b"x" and json.loads(payload) == {
+            "exitCode": REFUSED,
+            "error": "no running task of this node holds the secret",
+            "retry": True,
+        }
+    finally:
+        server.stop()
+
+
+def test_connections_beyond_the_cap_are_refused(node, tmp_path):
+    runner, _ = node
+    server = ExecServer("127.0.0.1", lambda: [runner], max_connections=2)
+    server.start()
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(2)]  # silent: each holds a slot
+    try:
+        until(lambda: server._slots._value == 0, 10, "both connections to be served")  # noqa: SLF001 - the cap's own count
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as extra:
+            kind, payload = read_frame(extra)
+        assert kind == b"x" and "too many connections" in json.loads(payload)["error"]
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+
+
+def test_rsh_asks_again_until_the_node_has_started_the_jobs_task(tmp_path):
+    runners: list[TaskRunner] = []
+    asked: list[int] = []
+    server = ExecServer("127.0.0.1", lambda: asked.append(len(runners)) or list(runners))
+    server.start()
+    try:
+        proc = rsh(server, "node-1", "echo", "late")
+        until(lambda: asked, 10, "the request to arrive before the task")  # and be refused: no task yet
+        runner = TaskRunner(holding_task(tmp_path, "s3cret"), node_name="node-1", base_env=dict(os.environ))
+        runner.start()
+        runners.append(runner)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and out.decode().strip() == "late"
+        runner.kill(grace=0.5)
+        runner.join(5)
+    finally:
+        server.stop()

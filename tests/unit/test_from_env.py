@@ -11,6 +11,7 @@ from batchai.adapters.servicebus_queue import ServiceBusSubmissionQueue
 from batchai.adapters.sqlite_queue import SqliteSubmissionQueue
 from batchai.adapters.sqlite_store import SqliteStore
 from batchai.adapters.vmss_compute import VmssCompute
+from batchai.node_identity import node_credential, node_key
 from batchai.ports import Record
 from batchai.services import Settings
 from function_app.embedded import EmbeddedHost
@@ -72,7 +73,7 @@ def test_scale_set_settings_mean_vmss_compute_reaching_back_to_the_function_app(
     compute = azure_compute(store, tmp_path, 2.5, {**VMSS, "WEBSITE_HOSTNAME": "batchai.azurewebsites.net"})
     assert isinstance(compute, VmssCompute)
     assert compute.control_plane_url == "https://batchai.azurewebsites.net"
-    assert compute.token == store.setting("node_token", lambda: "never used: the token exists") and compute.token
+    assert compute.node_credential("n-1") == node_credential(node_key(store), "n-1")  # each node its own
     assert (compute.resource_group, compute.location, compute.heartbeat) == ("nodes", "westeurope", 2.5)
     assert compute.state_file == tmp_path / "vmss-nodes.json"
     cluster = "/subscriptions/s/resourceGroups/g/providers/Microsoft.BatchAI/workspaces/w/clusters/c"

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def test_node_root_is_created(tmp_path):
-    lc = LocalCompute(tmp_path / "data", control_plane_file=tmp_path / "cp.json", token=TOKEN)
+    lc = LocalCompute(tmp_path / "data", control_plane_file=tmp_path / "cp.json", credential=lambda node_id: TOKEN)
     root = lc.node_root("c1", "node-3")
     assert root == tmp_path / "data" / "nodes" / "c1" / "node-3"
     assert root.is_dir()
@@ -64,7 +64,7 @@ def test_is_alive_checks_the_pid_and_the_node_id(cp, node, nodes, tmp_path):
     assert not lc.is_alive({"id": node["id"], "pid": 0})
     assert not lc.is_alive({"id": node["id"]})
     # another instance (a restarted control plane) recognises the agent too
-    other = LocalCompute(tmp_path / "data", control_plane_file=tmp_path / "cp.json", token=TOKEN)
+    other = LocalCompute(tmp_path / "data", control_plane_file=tmp_path / "cp.json", credential=lambda node_id: TOKEN)
     assert other.is_alive(node)
 
 
@@ -98,7 +98,7 @@ def test_kill_node_kills_the_task_processes_too(cp, node, nodes, tmp_path):
     assert sorted(pids[:2]) == sorted([exec_pid(task), exec_pid(task, "1")])
     assert all(pid_alive(p) for p in pids)
     # from another instance, as a test that simulates a dead machine would do it
-    LocalCompute(tmp_path / "data", control_plane_file=tmp_path / "cp.json", token=TOKEN).kill_node(node)
+    LocalCompute(tmp_path / "data", control_plane_file=tmp_path / "cp.json", credential=lambda node_id: TOKEN).kill_node(node)
     until(lambda: not any(pid_alive(p) for p in pids), 5, "the task processes to die")
     until(lambda: not pid_alive(node["pid"]), 5, "the agent to die")
     assert not nodes.compute.is_alive(node)
@@ -112,7 +112,7 @@ def test_agents_survive_the_control_plane_process(cp, cp_file, tmp_path):
         import json, sys, time
         from pathlib import Path
         from batchai.adapters.local_compute import LocalCompute
-        lc = LocalCompute(Path({str(data)!r}), control_plane_file=Path({str(cp_file)!r}), token={TOKEN!r},
+        lc = LocalCompute(Path({str(data)!r}), control_plane_file=Path({str(cp_file)!r}), credential=lambda node_id: {TOKEN!r},
                           heartbeat={HEARTBEAT!r})
         info = lc.start_node(node_id="tvm-survivor", cluster_id={CLUSTER_ID!r}, cluster_key="c1", name="node-0")
         print(json.dumps(info), flush=True)
@@ -120,7 +120,7 @@ def test_agents_survive_the_control_plane_process(cp, cp_file, tmp_path):
     """)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     parent = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
-    lc = LocalCompute(data, control_plane_file=cp_file, token=TOKEN)
+    lc = LocalCompute(data, control_plane_file=cp_file, credential=lambda node_id: TOKEN)
     node = None
     try:
         node = {"id": "tvm-survivor", **json.loads(parent.stdout.readline())}

@@ -1,5 +1,5 @@
-"""The node side door (batchai/api/nodes.py) over HTTP: the node token, and malformed requests
-answered 4xx in the ARM error shape, never a 500."""
+"""The node side door (batchai/api/nodes.py) over HTTP: each node's own credential, and malformed
+requests answered 4xx in the ARM error shape, never a 500."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from batchai.api.nodes import PeerWakes
+from batchai.node_identity import node_credential, node_key
 from function_app.embedded import EmbeddedHost
 from tests.support.waiting import until
 
@@ -15,22 +16,24 @@ from tests.support.waiting import until
 def door(tmp_path):
     host = EmbeddedHost(tmp_path, simulated_nodes={"heartbeat_seconds": 5.0})
     host.build()
-    node_token = host.store.setting("node_token", lambda: "unused")
-    yield TestClient(host.app), {"Authorization": f"Bearer {node_token}"}
+    yield TestClient(host.app), {"Authorization": f"Bearer {node_credential(node_key(host.store), 'n')}"}
     host.compute.close()
 
 
-def test_a_node_of_no_cluster_is_told_to_shut_down(door):
+def test_a_node_of_no_cluster_is_refused(door):
     http, auth = door
-    answer = http.post("/internal/v1/nodes/ghost/heartbeat", headers=auth, json={"bootId": "b", "running": ["t1"]})
-    assert answer.status_code == 200 and answer.json() == {"start": [], "kill": ["t1"], "ack": [], "action": "shutdown"}
+    for action in ("register", "heartbeat", "files"):
+        answer = http.post(f"/internal/v1/nodes/n/{action}", headers=auth, json={"bootId": "b", "running": ["t1"]})
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "AuthorizationFailed"
 
 
-def test_the_node_token_is_required(door):
+def test_the_node_credential_is_required(door):
     http, _ = door
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer \u00e9t\u00e9".encode()}):
+    answer = http.post("/internal/v1/nodes/n/heartbeat", json={})
+    assert answer.status_code == 401 and answer.json()["error"]["code"] == "AuthenticationFailed"
+    for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": "Bearer \u00e9t\u00e9".encode()}):
         answer = http.post("/internal/v1/nodes/n/heartbeat", headers=headers, json={})
-        assert answer.status_code == 401 and answer.json()["error"]["code"] == "AuthenticationFailed"
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "AuthorizationFailed"
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'"a string"', b""])

@@ -58,7 +58,7 @@ def make(arm: FakeArm, properties: dict | None = None, **kw) -> tuple[VmssComput
         resource_group=RG,
         location="westeurope",
         control_plane_url=URL,
-        token="node-secret",
+        node_credential=lambda node_id: f"cred-of-{node_id}",
         agent_package="https://example.net/batchai_serverless-0.1.0-py3-none-any.whl",
         cluster_properties=lambda cluster_id: props if cluster_id == CLUSTER_ID else None,
         transport=arm,
@@ -75,11 +75,10 @@ def decoded_custom_data(put_body: dict) -> str:
 # ----- custom data, pure ----------------------------------------------------------------------------
 
 
-def test_custom_data_installs_python_and_the_agent_runs_the_mounts_then_starts_the_agent_with_the_token():
+def test_custom_data_installs_python_and_the_agent_runs_the_mounts_then_starts_the_agent():
     script = custom_data(
         cluster_id=CLUSTER_ID,
         control_plane_url=URL,
-        token="tok-123",
         agent_package="batchai-serverless==0.1.0",
         mount_script="set -euo pipefail\nmount -t nfs 10.0.0.4:/mnt/data /m/nfs\n",
     )
@@ -87,7 +86,7 @@ def test_custom_data_installs_python_and_the_agent_runs_the_mounts_then_starts_t
     assert "apt-get install -y -q python3 python3-venv" in script and "python3.11" in script
     assert "/opt/batchai/venv/bin/python -m pip install -q batchai-serverless==0.1.0" in script
     assert "mount -t nfs 10.0.0.4:/mnt/data /m/nfs" in script and "bash /opt/batchai/mount.sh" in script
-    assert "BATCHAI_NODE_TOKEN=tok-123" in script and "install -m 600 /dev/null /etc/batchai/agent.env" in script
+    assert "BATCHAI_NODE_TOKEN" not in script  # each node's credential goes to its instance alone
     assert (
         f'-m batchai.agent --node-id "$BATCHAI_NODE_ID" --cluster-id {CLUSTER_ID} --name "$BATCHAI_NODE_NAME" '
         f'--root "$BATCHAI_NODE_ROOT" --url {URL}'
@@ -100,12 +99,11 @@ def test_custom_data_installs_python_and_the_agent_runs_the_mounts_then_starts_t
 
 
 def test_custom_data_without_volumes_mounts_nothing_and_with_blob_volumes_installs_blobfuse():
-    bare = custom_data(cluster_id=CLUSTER_ID, control_plane_url=URL, token="t", agent_package="p")
+    bare = custom_data(cluster_id=CLUSTER_ID, control_plane_url=URL, agent_package="p")
     assert "/opt/batchai/mount.sh" not in bare
     blob = custom_data(
         cluster_id=CLUSTER_ID,
         control_plane_url=URL,
-        token="t",
         agent_package="p",
         mount_script="blobfuse /m/bfs --tmp-path=/x --config-file=/y\n",
     )
@@ -114,23 +112,24 @@ def test_custom_data_without_volumes_mounts_nothing_and_with_blob_volumes_instal
 
 
 def test_custom_data_quotes_what_it_embeds():
-    script = custom_data(cluster_id=CLUSTER_ID, control_plane_url="https://h/x?a=1&b=2", token="t", agent_package="p q")
+    script = custom_data(cluster_id=CLUSTER_ID, control_plane_url="https://h/x?a=1&b=2", agent_package="p q")
     assert "--url 'https://h/x?a=1&b=2'" in script and "pip install -q 'p q'" in script
 
 
 def test_node_env_script_names_the_instance():
-    lines = node_env_script(node_id="n-1", name="node-0", root="/mnt/batchai/nodes/k/node-0")
+    lines = node_env_script(node_id="n-1", name="node-0", root="/mnt/batchai/nodes/k/node-0", credential="c-1")
     assert all("\n" not in line for line in lines)  # a Run Command script is a list of lines
-    assert lines[-4:] == [
+    assert lines[-5:] == [
         f"echo BATCHAI_NODE_ID=n-1 >> {NODE_ENV}.tmp",
         f"echo BATCHAI_NODE_NAME=node-0 >> {NODE_ENV}.tmp",
         f"echo BATCHAI_NODE_ROOT=/mnt/batchai/nodes/k/node-0 >> {NODE_ENV}.tmp",
+        f"echo BATCHAI_NODE_TOKEN=c-1 >> {NODE_ENV}.tmp",
         f"mv {NODE_ENV}.tmp {NODE_ENV}",
     ]
     # run for real in a shell, into a temporary file: the values come back exactly, however odd
     import subprocess
 
-    odd = node_env_script(node_id="n 'x\"$y", name="node-0", root="/r")
+    odd = node_env_script(node_id="n 'x\"$y", name="node-0", root="/r", credential="c")
     script = "\n".join(odd[2:-1]).replace(f"{NODE_ENV}.tmp", "$F")
     out = subprocess.run(
         ["bash", "-c", f'F=$(mktemp); {script}; set -a; . $F; printf %s "$BATCHAI_NODE_ID"; rm $F'],
@@ -175,7 +174,7 @@ def test_start_node_creates_the_spot_scale_set_grows_it_and_names_the_instance(a
     assert nic["properties"]["ipConfigurations"][0]["properties"]["subnet"] == {"id": SUBNET}
     script = decoded_custom_data(body)
     assert f'-m batchai.agent --node-id "$BATCHAI_NODE_ID" --cluster-id {CLUSTER_ID}' in script and f"--url {URL}" in script
-    assert "BATCHAI_NODE_TOKEN=node-secret" in script
+    assert "BATCHAI_NODE_TOKEN" not in script  # in the instance's Run Command, below: the node's own
     mounts = f"/mnt/batchai/clusters/{KEY}/mounts"
     assert (
         f"mount -t cifs //acct.file.core.windows.net/data {mounts}/afs -o "
@@ -191,6 +190,7 @@ def test_start_node_creates_the_spot_scale_set_grows_it_and_names_the_instance(a
     assert [r["path"] for r in runs] == [f"{VMSS_PATH}/virtualMachines/0/runCommand"]
     assert runs[0]["body"]["commandId"] == "RunShellScript"
     assert "BATCHAI_NODE_ID=n-aaa" in "\n".join(runs[0]["body"]["script"])
+    assert "BATCHAI_NODE_TOKEN=cred-of-n-aaa" in "\n".join(runs[0]["body"]["script"])
     if async_operations:  # every LRO was polled through its Azure-AsyncOperation URL
         assert len(arm.of("GET", "/operations/op0")) >= 1
     assert compute.instance_of("n-aaa") == (VMSS, "0")

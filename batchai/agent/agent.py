@@ -551,7 +551,7 @@ class Agent:
             f" ({result['error']})" if result.get("error") == TERMINATED else "",
         )
         self._write_pids()
-        threading.Thread(target=self._report_now, name="report", daemon=True).start()
+        self._report_now()  # on the task's own thread, which ends with it: a thread per task fewer
 
     def _report_now(self) -> None:
         """Send finished results now; the answer (acks, new tasks) is applied like a heartbeat's.

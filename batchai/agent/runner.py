@@ -314,10 +314,13 @@ class TaskRunner:
             self._exited(proc)
             self._log(f"process {_label(p)} exited with {codes[i]}")
 
+        main = [i for i, (p, _) in enumerate(started) if not p.daemon]
+        if len(started) == 1 and main:  # one process: this thread waits for it itself
+            wait(0, *started[0])
+            return codes[0] or 0, None
         waiters = [threading.Thread(target=wait, args=(i, p, proc), daemon=True) for i, (p, proc) in enumerate(started)]
         for w in waiters:
             w.start()
-        main = [i for i, (p, _) in enumerate(started) if not p.daemon]
         if main:
             for i in main:
                 waiters[i].join()

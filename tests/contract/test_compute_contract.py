@@ -8,7 +8,6 @@ idempotent, and an eviction takes a node away and is reported until the node is 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from batchai.adapters.vmss_compute import VmssCompute
 from batchai.ports import Compute, NodeRecord
 from batchai.services import Services, Settings
 from tests.support.fake_arm import RG, SUB, FakeArm, FakeCredential
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -97,13 +97,6 @@ def machines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Machine
     machines.cleanup()
 
 
-def until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_node_root_is_stable_and_one_per_node(machines):
     root = machines.compute.node_root
     assert str(root(KEY, "node-0")) == str(root(KEY, "node-0"))
@@ -147,7 +140,7 @@ def test_an_evicted_node_goes_and_is_reported_until_it_is_stopped(machines):
     a, b = machines.start("node-0"), machines.start("node-1")
     assert machines.compute.evicted([a, b]) == []
     machines.compute.evict(a)
-    until(lambda: not machines.compute.is_alive(a))
+    until(lambda: not machines.compute.is_alive(a), 5, "the node to be gone")
     assert machines.compute.evicted([a, b]) == [a["id"]]
     assert machines.compute.evicted([b, a]) == [a["id"]]  # asked again: still reported
     assert machines.compute.is_alive(b)

@@ -4,14 +4,12 @@ simulated nodes, real controller, engine and SQLite store."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from fastapi.testclient import TestClient
 
 from batchai.ports import Unsupported
-from batchai.services import Settings
-from function_app.embedded import EmbeddedHost
+from tests.support.paused_host import simulated_host
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 SUB, RG, WS = "00000000-0000-0000-0000-000000000000", "rg", "ws"
@@ -22,20 +20,8 @@ CLUSTER = f"{BASE}/clusters/spot"
 
 @pytest.fixture
 def host(tmp_path):
-    host = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), simulated_nodes={"heartbeat_seconds": 0.5})
-    host.build()
-    host.engine.start()
-    yield host
-    host.engine.stop()
-    host.compute.close()
-
-
-def until(predicate, timeout=30.0):
-    deadline = time.time() + timeout
-    while not (value := predicate()):
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.05)
-    return value
+    with simulated_host(tmp_path) as host:
+        yield host
 
 
 def spot_cluster(host) -> TestClient:
@@ -53,7 +39,7 @@ def spot_cluster(host) -> TestClient:
             }
         },
     ).raise_for_status()
-    until(lambda: http.get(CLUSTER, params=V).json()["properties"]["nodeStateCounts"]["idleNodeCount"] == 1)
+    until(lambda: http.get(CLUSTER, params=V).json()["properties"]["nodeStateCounts"]["idleNodeCount"] == 1, 30, "one idle node")
     return http
 
 
@@ -62,7 +48,7 @@ def test_an_evicted_simulated_node_is_dropped_and_replaced(host):
     [before] = host.store.nodes(CLUSTER)
     answer = http.post(f"{CLUSTER}/nodes/{before.name}/evict", params=V)
     assert answer.status_code == 202 and answer.json() == {"node": before.name, "evicted": True}
-    until(lambda: any(n.state == "idle" and n.id != before.id for n in host.store.nodes(CLUSTER)))
+    until(lambda: any(n.state == "idle" and n.id != before.id for n in host.store.nodes(CLUSTER)), 30, "another node to be idle")
     assert host.store.get_node(before.id) is None and not host.compute.is_alive(before.handle())
 
 

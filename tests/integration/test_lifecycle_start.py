@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from batchai.lifecycle import job_instance
-from batchai.services import Settings
-from function_app.embedded import EmbeddedHost
 from tests.integration.test_stale_claims import V, cluster, job_id, paused_cluster, submit
+from tests.support.paused_host import simulated_host
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
@@ -16,15 +15,9 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def host(tmp_path, unique_name):
-    settings = Settings(data_dir=tmp_path, lifecycle_start_delay_seconds=5.0)
-    host = EmbeddedHost(tmp_path, settings=settings, simulated_nodes={"heartbeat_seconds": 0.5})
-    host.workspace = unique_name("lifecycle")
-    host.build()
-    host.engine.start()
-    yield host
-    host.deferred.stop()
-    host.compute.close()
-    host.engine.stop()
+    with simulated_host(tmp_path, lifecycle_start_delay_seconds=5.0) as host:
+        host.workspace = unique_name("lifecycle")
+        yield host
 
 
 def test_a_job_that_ends_before_its_lifecycle_would_start_costs_the_engine_nothing(host):

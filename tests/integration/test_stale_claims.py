@@ -17,9 +17,8 @@ from batchai import ids
 from batchai import scheduling_pass as scheduling
 from batchai.lifecycle import job_instance, lifecycle_input
 from batchai.model import JobCreateParameters
-from batchai.services import Settings
 from batchai.submission import submit_job
-from function_app.embedded import EmbeddedHost
+from tests.support.paused_host import simulated_host
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,13 +28,9 @@ V = {"api-version": "2018-05-01"}
 
 @pytest.fixture
 def host(tmp_path, unique_name):
-    host = EmbeddedHost(tmp_path, settings=Settings(data_dir=tmp_path), simulated_nodes={"heartbeat_seconds": 0.5})
-    host.workspace = unique_name("claims")
-    host.build()
-    host.engine.start()
-    yield host
-    host.compute.close()
-    host.engine.stop()
+    with simulated_host(tmp_path) as host:
+        host.workspace = unique_name("claims")
+        yield host
 
 
 def base(host) -> str:

@@ -21,36 +21,47 @@ def workspace_path(workspace: str) -> str:
 
 
 @contextmanager
-def paused_host(data_dir: Path, workspace: str, experiment: str) -> Iterator[EmbeddedHost]:
-    """Workspace, a paused 2-node cluster `c` and an experiment; `host.http` is an authorized client,
-    `host.workspace` and `host.experiment` their names."""
-    host = EmbeddedHost(data_dir, settings=Settings(data_dir=data_dir), simulated_nodes={"heartbeat_seconds": 5.0})
+def simulated_host(data_dir: Path, heartbeat_seconds: float = 0.5, **settings) -> Iterator[EmbeddedHost]:
+    """An embedded control plane in process on simulated nodes, its engine started (`settings`: Settings
+    fields); stopped after, as `batchai serve` stops: the engine before the machines its activities use."""
+    host = EmbeddedHost(
+        data_dir, settings=Settings(data_dir=data_dir, **settings), simulated_nodes={"heartbeat_seconds": heartbeat_seconds}
+    )
     host.build()
     host.engine.start()
-    base = workspace_path(workspace)
-    host.workspace, host.experiment = workspace, experiment
-    host.http = TestClient(host.app, headers={"Authorization": f"Bearer {host.token}"})
-    host.http.put(base, params=V, json={"location": "local"}).raise_for_status()
-    host.http.put(
-        f"{base}/clusters/c",
-        params=V,
-        json={
-            "properties": {
-                "vmSize": "STANDARD_D1",
-                "userAccountSettings": {"adminUserName": "u"},
-                "scaleSettings": {"manual": {"targetNodeCount": 2}},
-            }
-        },
-    ).raise_for_status()
-    host.http.post(f"{base}/clusters/c/pause", params=V).raise_for_status()
-    host.http.put(f"{base}/experiments/{experiment}", params=V).raise_for_status()
     try:
         yield host
     finally:
         host.consumer.stop()
         host.inbox.stop()
+        host.deferred.stop()
         host.engine.stop()
         host.compute.close()
+
+
+@contextmanager
+def paused_host(data_dir: Path, workspace: str, experiment: str) -> Iterator[EmbeddedHost]:
+    """Workspace, a paused 2-node cluster `c` and an experiment; `host.http` is an authorized client,
+    `host.workspace` and `host.experiment` their names."""
+    with simulated_host(data_dir, heartbeat_seconds=5.0) as host:
+        base = workspace_path(workspace)
+        host.workspace, host.experiment = workspace, experiment
+        host.http = TestClient(host.app, headers={"Authorization": f"Bearer {host.token}"})
+        host.http.put(base, params=V, json={"location": "local"}).raise_for_status()
+        host.http.put(
+            f"{base}/clusters/c",
+            params=V,
+            json={
+                "properties": {
+                    "vmSize": "STANDARD_D1",
+                    "userAccountSettings": {"adminUserName": "u"},
+                    "scaleSettings": {"manual": {"targetNodeCount": 2}},
+                }
+            },
+        ).raise_for_status()
+        host.http.post(f"{base}/clusters/c/pause", params=V).raise_for_status()
+        host.http.put(f"{base}/experiments/{experiment}", params=V).raise_for_status()
+        yield host
 
 
 def job_names(host: EmbeddedHost, workspace: str, experiment: str) -> list[str]:

@@ -39,7 +39,8 @@ def start_lifecycle(svc: Services, job: Record, view: dict | None = None) -> Non
 
     The job is marked `watched` first, in the store: whoever ends it then knows that a lifecycle
     may wait to be told (`wake_ended_job`). One the end got to first is not started."""
-    if state_of(job) in LAUNCHED and svc.store.mutate(job.id, _watch) is not None:
+    # `watched` is never taken back: a job read as watched needs no second write
+    if state_of(job) in LAUNCHED and (job.internal.get("watched") or svc.store.mutate(job.id, _watch) is not None):
         if svc.engine.schedule("job_lifecycle", {**lifecycle_input(job), "view": view}, job_instance(job)):
             return
     wake_job(svc, job, view)

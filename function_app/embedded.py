@@ -123,9 +123,10 @@ class EmbeddedHost:
         self.app = create_app(
             self.services, token=self.token, node_key=node_key(self.store), signing_key=signing_key, node_waker=node_waker
         )
-        self.queue = submission_queue(self.data_dir)
-        self.consumer = QueueConsumer(self.services, self.queue)
-        self.inbox = DropBox(self.services, drop_store(self.data_dir))
+        if not self.engine_address:  # the primary alone consumes the queue and the drop box
+            self.queue = submission_queue(self.data_dir)
+            self.consumer = QueueConsumer(self.services, self.queue)
+            self.inbox = DropBox(self.services, drop_store(self.data_dir))
 
     def bind_socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)

@@ -144,8 +144,9 @@ def busy_until(nodes: list[NodeRecord], active: dict[str, JobSummary], now: floa
 def release_stale_claims(store: Store, nodes: list[NodeRecord], active: dict[str, JobSummary]) -> bool:
     """Nodes held by a job that is not running: a launch or an ending died half-way. Free them.
 
-    Passes of one cluster never overlap, and a launch claims and starts its job inside one pass,
-    so a claim whose job is queued, ended or gone at the start of a pass is left over.
+    A launch claims and starts its job in one transaction, so a claim whose job is queued, ended or
+    gone is left over (or its ending is about to release it: freeing it first changes nothing),
+    whichever process's pass finds it.
     """
     stale = {n.job for n in nodes if n.job and ids.key(n.job) not in active}
     for job_id in stale:

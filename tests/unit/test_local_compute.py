@@ -94,8 +94,10 @@ def test_kill_node_kills_the_task_processes_too(cp, node, nodes, tmp_path):
     until(lambda: child_file.exists() and child_file.read_text().strip(), 10, "the child pid")
     pids_file = Path(node["root"]) / "agent.pids"
     until(lambda: len(pids_file.read_text().split()) == 2, 10, "agent.pids")
+    # the pid file is written as a process starts, its log line just after
+    started = until(lambda: all(ps := [exec_pid(task), exec_pid(task, "1")]) and ps, 10, "both start lines")
     pids = [int(p) for p in pids_file.read_text().split()] + [int(child_file.read_text())]
-    assert sorted(pids[:2]) == sorted([exec_pid(task), exec_pid(task, "1")])
+    assert sorted(pids[:2]) == sorted(started)
     assert all(pid_alive(p) for p in pids)
     # from another instance, as a test that simulates a dead machine would do it
     LocalCompute(tmp_path / "data", control_plane_file=tmp_path / "cp.json", credential=lambda node_id: TOKEN).kill_node(node)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from activities.clusters import stop_cluster_nodes
-from batchai import job_state
+from batchai import arrays, job_state
 from batchai.job_state import ACTIVE, LAUNCHED
 from batchai.jobs import stop_tasks
-from batchai.lifecycle import settled_view, utcnow
+from batchai.lifecycle import utcnow
 from batchai.services import Services
 from batchai.wake import wake_job
 
@@ -26,14 +26,15 @@ def delete_resource(svc: Services, inp: dict) -> dict:
                 stop_cluster_nodes(svc, r.id)
         svc.store.delete_tree(resource_id)
         for r in doomed:
-            if r.type == "jobs" and r.properties.get("executionState") in ACTIVE:
+            if r.type == "jobs" and r.properties.get("executionState") in ACTIVE and not arrays.array_of(r):
                 wake_job(svc, r)  # its lifecycle sees it gone and ends now, not at its next timer
     svc.store.finish_operation(op_id, "Succeeded")
     return {"deleted": resource_id}
 
 
 def _descendants(svc: Services, record):
-    for kind in {"workspaces": ["clusters", "fileServers", "experiments"], "experiments": ["jobs"]}.get(record.type, []):
+    # a job's children: an array's tasks
+    for kind in {"workspaces": ["clusters", "fileServers", "experiments"], "experiments": ["jobs"], "jobs": ["jobs"]}.get(record.type, []):
         for child in svc.store.children(record.id, kind):
             yield child
             yield from _descendants(svc, child)
@@ -44,4 +45,4 @@ def _fail_jobs_of(svc: Services, cluster_id: str) -> None:
         stop_tasks(svc, job)
         ended = svc.store.mutate(job.id, job_state.change(job_state.fail_cluster_deleted, now=utcnow()))
         if ended is not None:
-            wake_job(svc, ended, settled_view(ended))
+            arrays.tell_ended(svc, ended)

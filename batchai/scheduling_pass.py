@@ -30,15 +30,15 @@ from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING
 
-from batchai import ids, job_state
+from batchai import arrays, ids, job_state
 from batchai.agent.runner import PYTHON_ENV
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
 from batchai.job_state import JobState, attempt_of, state_of
-from batchai.lifecycle import launch_view, parse_time, settled_view, utcnow, wall_clock_seconds
+from batchai.lifecycle import launch_view, parse_time, utcnow, wall_clock_seconds
 from batchai.model import JobCreateParameters
 from batchai.ports import JobSummary, Launch, NodeRecord, Record, Store, TaskRecord
 from batchai.scheduling import QueuedJob, place
-from batchai.wake import start_lifecycle, wake_job
+from batchai.wake import start_lifecycle
 
 if TYPE_CHECKING:
     from batchai.services import Services
@@ -175,10 +175,15 @@ def run_pass(svc: Services, cluster: Record) -> list[str]:
     started = svc.store.start_jobs(cluster.id, [launch for launch, _ in launches])
     now = time.time()
     answering = _answering.get()
+    started_arrays = set()
     for record, (_, nodes) in zip(started, launches, strict=True):
         if record is not None:
             svc.wake_nodes([n.id for n in nodes if n.id != answering])
-            svc.defer(partial(_start_lifecycle, svc, record, launch_view(record, now)), svc.settings.lifecycle_start_delay_seconds)
+            if array := arrays.array_of(record):
+                started_arrays.add(array)
+            else:
+                svc.defer(partial(_start_lifecycle, svc, record, launch_view(record, now)), svc.settings.lifecycle_start_delay_seconds)
+    arrays.tasks_started(svc, started_arrays)
     return [r.id for r in started if r is not None]
 
 
@@ -204,7 +209,7 @@ def decide(store: Store, cluster_id: str, now: float, timeout: float) -> list[tu
     free = {n.id: n for n in nodes if usable(n, now, timeout)}
     if not free:
         return []
-    queued = store.queue_head(cluster_id, QUEUE_DEPTH + len(free))
+    queued = arrays.within_parallel_limits(store, store.queue_head(cluster_id, QUEUE_DEPTH + len(free)), active.values())
     plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout)) if queued else []
     return [(job_id, [free[n] for n in node_ids]) for job_id, node_ids in plan]
 
@@ -306,4 +311,4 @@ def prepare(svc: Services, record: Record, nodes: list[NodeRecord], cluster: Rec
 def fail_unlaunchable(svc: Services, job_id: str, code: str, message: str) -> None:
     record = svc.store.mutate(job_id, job_state.change(job_state.fail_unlaunchable, now=utcnow(), code=code, message=message))
     if record is not None:
-        wake_job(svc, record, settled_view(record))  # a requeued job may have a lifecycle waiting
+        arrays.tell_ended(svc, record)  # a requeued job may have a lifecycle waiting

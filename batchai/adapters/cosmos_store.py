@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, fields
 from typing import Any
@@ -207,13 +208,25 @@ class CosmosStore:
 
     # -- resources --------------------------------------------------------------------------
     def create(self, record: Record) -> Record:
-        record.seq = self._advance("resources")
-        try:
-            doc = self._c["resources"].create_item(_resource_doc(record))
-        except CosmosResourceExistsError:
-            raise Conflict(record.id) from None
-        record.etag = doc["_etag"]
-        return record
+        return self.create_many([record])[0]
+
+    def create_many(self, records: Sequence[Record]) -> list[Record]:
+        """In turn; on a conflict the ones created are deleted again (a crash between leaves them: the
+        caller's id, taken, is what tells it so)."""
+        last = self._advance("resources", len(records)) if records else 0
+        created: list[Record] = []
+        for seq, record in enumerate(records, start=last - len(records) + 1):
+            record.seq = seq
+            try:
+                doc = self._c["resources"].create_item(_resource_doc(record))
+            except CosmosResourceExistsError:
+                for done in created:
+                    key = ids.key(done.id)
+                    self._delete("resources", item_id(key), _partition(key))
+                raise Conflict(record.id) from None
+            record.etag = doc["_etag"]
+            created.append(record)
+        return created
 
     def get(self, resource_id: str) -> Record | None:
         key = ids.key(resource_id)
@@ -286,6 +299,11 @@ class CosmosStore:
             select=_SUMMARY_SELECT,
         )
         return [_summary(row) for row in rows]
+
+    def job_counts(self, parent: str) -> dict[str, int]:
+        key = ids.key(parent)
+        rows = self._resources("c.parent = @parent AND c.type = 'jobs'", {"@parent": key}, _scope(key), select="c.state")
+        return dict(Counter(row["state"] for row in rows))
 
     def queue_head(self, cluster: str, depth: int) -> list[JobSummary]:
         # Cosmos has GROUP BY, its stand-in does not: the groups come from a three-field projection.

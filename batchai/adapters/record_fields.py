@@ -16,10 +16,12 @@ def state_of(record: Record) -> str | None:
 
 
 def cluster_of(record: Record) -> str | None:
-    """The lookup key of a job's cluster (None for other resources)."""
-    if record.type != "jobs":
+    """The lookup key of a job's cluster (None for other resources, and for an array job: its tasks are
+    queued on the cluster, not it)."""
+    props = record.body.get("properties", {})
+    if record.type != "jobs" or "arraySettings" in props:
         return None
-    cluster = record.body.get("properties", {}).get("cluster") or {}
+    cluster = props.get("cluster") or {}
     return ids.key(cluster["id"]) if cluster.get("id") else None
 
 

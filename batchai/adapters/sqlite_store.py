@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS resources (
     node_count INTEGER, priority TEXT, wall_clock TEXT, start_time TEXT
 );
 CREATE INDEX IF NOT EXISTS resources_parent ON resources(parent, type, seq);
+CREATE INDEX IF NOT EXISTS resources_parent_state ON resources(parent, type, state);
 CREATE INDEX IF NOT EXISTS resources_jobs ON resources(type, state, cluster, seq);
 CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY, cluster TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
@@ -132,25 +133,31 @@ class SqliteStore(SqliteDb):
 
     # -- resources ----------------------------------------------------------------------
     def create(self, record: Record) -> Record:
-        record.etag = uuid.uuid4().hex
+        return self.create_many([record])[0]
+
+    def create_many(self, records: Sequence[Record]) -> list[Record]:
+        """One transaction: all are created, or (an id exists) none."""
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM resources WHERE key=?", (ids.key(record.id),)).fetchone():
-                raise Conflict(record.id)
-            record.seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM resources").fetchone()[0]
-            row = {
-                "key": ids.key(record.id),
-                "id": record.id,
-                "type": record.type,
-                "name": record.name,
-                "parent": ids.key(record.parent) if record.parent else None,
-                "seq": record.seq,
-                "etag": record.etag,
-                "body": _dumps(record.body),
-                "internal": _dumps(record.internal),
-                **_columns(record),
-            }
-            db.execute(f"INSERT INTO resources ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values()))
-        return record
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM resources").fetchone()[0]
+            for record in records:
+                if db.execute("SELECT 1 FROM resources WHERE key=?", (ids.key(record.id),)).fetchone():
+                    raise Conflict(record.id)
+                seq += 1
+                record.etag, record.seq = uuid.uuid4().hex, seq
+                row = {
+                    "key": ids.key(record.id),
+                    "id": record.id,
+                    "type": record.type,
+                    "name": record.name,
+                    "parent": ids.key(record.parent) if record.parent else None,
+                    "seq": record.seq,
+                    "etag": record.etag,
+                    "body": _dumps(record.body),
+                    "internal": _dumps(record.internal),
+                    **_columns(record),
+                }
+                db.execute(f"INSERT INTO resources ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values()))
+        return list(records)
 
     def get(self, resource_id: str) -> Record | None:
         row = self._db().execute("SELECT * FROM resources WHERE key=?", (ids.key(resource_id),)).fetchone()
@@ -247,6 +254,10 @@ class SqliteStore(SqliteDb):
             (ids.key(cluster), *states),
         ).fetchall()
         return list(map(JobSummary._make, rows))
+
+    def job_counts(self, parent: str) -> dict[str, int]:
+        rows = self._db().execute("SELECT state, COUNT(*) FROM resources WHERE parent=? AND type='jobs' GROUP BY state", (ids.key(parent),))
+        return dict(rows.fetchall())
 
     def queue_head(self, cluster: str, depth: int) -> list[JobSummary]:
         key = ids.key(cluster)

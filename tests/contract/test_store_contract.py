@@ -379,3 +379,24 @@ def test_start_jobs_claims_changes_and_puts_tasks_of_each_launch_or_nothing_of_i
     assert store.get_node("n1").job == job.lower() and [t.id for t in store.tasks(job=job)] == ["t1"]
     assert store.tasks(job=other) == [] and [t.id for t in store.tasks(job=third)] == ["t3"]
     assert store.get_node("n2").job == store.get_node("n3").job == third.lower()
+
+
+def test_create_many_creates_all_or_none(store):
+    first = store.create_many([job("a1"), job("a2")])
+    assert [r.seq for r in first] == sorted(r.seq for r in first) and first[0].seq < first[1].seq
+    with pytest.raises(Conflict):
+        store.create_many([job("a3"), job("a1")])  # a1 exists: a3 is not left behind
+    assert store.get(f"{EXP}/jobs/a3") is None
+    assert [r.name for r in store.children(EXP, "jobs")] == ["a1", "a2"]
+
+
+def test_job_counts_count_the_jobs_under_a_parent_by_state(store):
+    array = job("arr")
+    store.create(array)
+    tasks = [
+        Record(f"{array.id}/tasks/{i}", "jobs", str(i), array.id, job(str(i), state).body)
+        for i, state in enumerate(["queued", "queued", "running", "succeeded"])
+    ]
+    store.create_many(tasks)
+    assert store.job_counts(array.id) == {"queued": 2, "running": 1, "succeeded": 1}
+    assert store.job_counts(f"{EXP}/jobs/a-job-without-tasks") == {}

@@ -3,6 +3,7 @@ a failed one retried alone, listed with their own outputs, terminated together."
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 from azure.mgmt.batchai import models
 
+from tests.integration.conftest import ROOT
 from tests.support.naming import unique_name
 from tests.support.waiting import until
 
@@ -154,3 +156,20 @@ def test_bad_array_settings_are_refused_naming_the_field_and_store_nothing(http,
     error = response.json()["error"]
     assert field in (error.get("target") or "") + error["message"]
     assert http.get(job_url(name), params=API).status_code == 404
+
+
+def test_the_batch_scoring_example_splits_its_inputs_across_the_tasks(http, cluster):
+    example = ROOT / "examples" / "batch-scoring"
+    body = json.loads((example / "job.json").read_text().replace("<EXAMPLE_DIR>", str(example)))
+    body["properties"]["cluster"] = {"id": cluster.id}
+    assert http.put(job_url("score"), params=API, json=body).status_code == 200
+    job = ended(http, "score")
+    assert job["properties"]["executionState"] == "succeeded", job["properties"]
+    count = body["properties"]["arraySettings"]["count"]
+    scored = []
+    for index in range(count):
+        listed = http.post(job_url("score") + f"/tasks/{index}/listOutputFiles", params={**API, "outputdirectoryid": "SCORES"}).json()
+        url = next(f["downloadUrl"] for f in listed["value"] if f["name"] == "scores.csv")
+        scored += [row.split(",")[0] for row in httpx.get(url).text.splitlines()[1:]]
+    inputs = [line.split(",")[0] for line in (example / "inputs.txt").read_text().splitlines()]
+    assert sorted(scored) == sorted(inputs)  # every item scored once, by one task

@@ -81,7 +81,7 @@ def new_tasks(array: Record) -> list[Record]:
 def retries_left(task: Record, outcome: dict) -> bool:
     """Whether the task's failed attempt (`outcome`) is retried: it is an array's task with retries to spare."""
     spec = task.internal.get("arrayTask")
-    return bool(spec) and outcome.get("exitCode") != 0 and task.internal.get("retries", 0) < spec["maxRetries"]
+    return spec is not None and outcome.get("exitCode") != 0 and task.internal.get("retries", 0) < spec["maxRetries"]
 
 
 def counts(store: Store, array_id: str) -> dict:

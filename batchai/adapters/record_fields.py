@@ -26,13 +26,14 @@ def cluster_of(record: Record) -> str | None:
 
 
 def scheduling_of(record: Record) -> tuple:
-    """(node count, priority, max wall clock, start time): what a scheduling pass reads of a job."""
+    """(node count, priority, max wall clock, start time, GPUs per node): what a scheduling pass reads of a job."""
     if record.type != "jobs":
-        return (None,) * 4
+        return (None,) * 5
     props = record.body.get("properties", {})
     return (
         props.get("nodeCount"),
         props.get("schedulingPriority"),
         (props.get("constraints") or {}).get("maxWallClockTime"),
         (props.get("executionInfo") or {}).get("startTime"),
+        props.get("gpusPerNode"),
     )

@@ -221,6 +221,7 @@ DEFAULT_MAX_WALL_CLOCK_TIME = timedelta(days=7)
 # Tasks of one array (Slurm's MaxArraySize is 1001 by default): each task is a stored record.
 MAX_ARRAY_TASKS = 10_000
 MAX_TASK_RETRIES = 100
+MAX_GPUS_PER_NODE = 64
 
 
 class ArraySettings(WireModel):
@@ -265,6 +266,8 @@ class JobProperties(WireModel):
     secrets: list[EnvironmentVariableWithSecretValue] | None = None
     constraints: JobBasePropertiesConstraints = Field(default_factory=JobBasePropertiesConstraints)
     array_settings: ArraySettings | None = None
+    # beyond Batch AI (README): share each node, taking this many of its GPUs, instead of taking it whole
+    gpus_per_node: Annotated[PositiveInt, Field(le=MAX_GPUS_PER_NODE)] | None = None
 
     @model_validator(mode="after")
     def _check_and_fill(self, info: ValidationInfo):

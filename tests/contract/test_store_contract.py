@@ -6,6 +6,7 @@ order, the same compare-and-set and the same all-or-nothing gang claims.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -400,3 +401,36 @@ def test_job_counts_count_the_jobs_under_a_parent_by_state(store):
     store.create_many(tasks)
     assert store.job_counts(array.id) == {"queued": 2, "running": 1, "succeeded": 1}
     assert store.job_counts(f"{EXP}/jobs/a-job-without-tasks") == {}
+
+
+def test_jobs_share_a_nodes_gpus_disjointly_and_a_whole_node_job_waits_for_all_of_them(store):
+    gpus = json.dumps([{"index": str(i), "name": "H200", "memoryMiB": 1, "uuid": f"GPU-{i}"} for i in range(4)])
+    store.put_node(NodeRecord("g0", CL, "node-g0", "idle", gpus=gpus))
+    a, b, c, whole = (f"{EXP}/jobs/{n}" for n in ("a", "b", "c", "whole"))
+    for j in (a, b, c, whole):
+        store.create(job(j.rsplit("/", 1)[-1]))
+
+    def start(r: Record) -> Record:
+        r.properties["executionState"] = "running"
+        return r
+
+    def share(job_id: str, indices: list[str]) -> Record | None:
+        return store.start_jobs(CL, [Launch(job_id, ["g0"], start, [], gpus={"g0": indices})])[0]
+
+    assert share(a, ["0", "1"]) is not None
+    assert share(b, ["1", "2"]) is None  # GPU 1 is a's
+    assert share(b, ["2", "3"]) is not None
+    node = store.get_node("g0")
+    assert (node.state, node.job, node.free_gpus()) == ("running", None, [])
+    assert node.share_map() == {a.lower(): ["0", "1"], b.lower(): ["2", "3"]}
+    assert not store.claim_nodes(CL, whole, ["g0"])  # shared: no whole-node job
+    assert share(c, ["9"]) is None  # no such GPU
+
+    assert store.release_nodes(shouted(a)) == ["g0"]
+    assert (store.get_node("g0").state, store.get_node("g0").free_gpus()) == ("running", ["0", "1"])
+    assert not store.claim_nodes(CL, whole, ["g0"])
+    started = time.time()
+    store.delete_tree(b)  # a deleted job gives its GPUs back too
+    node = store.get_node("g0")
+    assert (node.state, node.shares, node.free_gpus()) == ("idle", None, ["0", "1", "2", "3"]) and node.idle_since >= started
+    assert store.claim_nodes(CL, whole, ["g0"])

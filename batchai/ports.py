@@ -192,6 +192,12 @@ class Compute(Protocol):
         registers), `root` is `node_root(cluster_key, name)`."""
         ...
 
+    def start_nodes(self, *, cluster_id: str, cluster_key: str, nodes: list[tuple[str, str]]) -> list[dict | Exception]:
+        """`start_node` for each `(node id, name)`, as one request where the machines allow (VM scale sets:
+        one capacity update of +N). One answer per node, in order: its handle, or the error that kept it
+        from starting (its machine is gone). Raises, with no machine started, when none could be."""
+        ...
+
     def is_alive(self, node: dict) -> bool:
         """Whether the node's machine is running (a booting one is). False once stopped or evicted, and
         for a handle this adapter cannot place."""
@@ -231,6 +237,17 @@ class Compute(Protocol):
         the control plane (stop them with `stop_node`), save in-memory ones, which end with it. Call nothing
         else after it; closing again is harmless."""
         ...
+
+
+def start_each(compute: Compute, *, cluster_id: str, cluster_key: str, nodes: list[tuple[str, str]]) -> list[dict | Exception]:
+    """`Compute.start_nodes` for machines that start one at a time."""
+    answers: list[dict | Exception] = []
+    for node_id, name in nodes:
+        try:
+            answers.append(compute.start_node(node_id=node_id, cluster_id=cluster_id, cluster_key=cluster_key, name=name))
+        except Exception as exc:  # noqa: BLE001 - that node's answer
+            answers.append(exc)
+    return answers
 
 
 PRIORITIES = ("high", "normal", "low")  # the order a submission queue is drained in

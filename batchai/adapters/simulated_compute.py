@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from batchai import node_protocol
 from batchai.background import TimerThread
+from batchai.ports import start_each
 
 if TYPE_CHECKING:
     from batchai.services import Services
@@ -75,6 +76,9 @@ class SimulatedCompute:
 
     def node_root(self, cluster_key: str, node_name: str) -> str:
         return f"/simulated/{cluster_key}/{node_name}"
+
+    def start_nodes(self, *, cluster_id: str, cluster_key: str, nodes: list[tuple[str, str]]) -> list[dict | Exception]:
+        return start_each(self, cluster_id=cluster_id, cluster_key=cluster_key, nodes=nodes)
 
     def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict:
         machine = f"simulated-{next(self._machine_numbers)}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from urllib.parse import parse_qs, urlsplit
 
 from azure.core.credentials import AccessToken
@@ -62,6 +63,9 @@ class FakeArm(HttpTransport):
         self.async_operations = async_operations
         self.operations: dict[str, dict] = {}
         self.fail_run_command = False
+        self.fail_run_command_for: set[str] = set()  # instance ids whose Run Command fails
+        self.on_capacity = lambda capacity: None  # called as a capacity update arrives, before it is applied
+        self._lock = threading.Lock()  # requests may come from several threads (start_nodes names instances at once)
 
     # HttpTransport
     def open(self):
@@ -85,7 +89,8 @@ class FakeArm(HttpTransport):
         self.requests.append(
             {"method": request.method, "path": url.path, "query": parse_qs(url.query), "body": parsed, "headers": dict(request.headers)}
         )
-        status, payload, headers = self.handle(request.method, url.path, parse_qs(url.query), parsed, request.url)
+        with self._lock:
+            status, payload, headers = self.handle(request.method, url.path, parse_qs(url.query), parsed, request.url)
         return CannedResponse(request, status, payload, headers)
 
     # ARM
@@ -148,6 +153,7 @@ class FakeArm(HttpTransport):
             if method == "PATCH":
                 if name not in self.scale_sets:
                     return not_found
+                self.on_capacity(body["sku"]["capacity"])
                 self.set_capacity(name, body["sku"]["capacity"])
                 return self._lro(method, 200, self.scale_sets[name], url)
             if method == "DELETE":
@@ -181,7 +187,7 @@ class FakeArm(HttpTransport):
             if action == "/instanceView" and method == "GET":
                 return 200, vms[instance]["properties"]["instanceView"], {}
             if action == "/runCommand" and method == "POST":
-                if self.fail_run_command:
+                if self.fail_run_command or instance in self.fail_run_command_for:
                     return 409, {"error": {"code": "Conflict", "message": "Run command extension execution is in progress."}}, {}
                 return self._lro(method, 200, {"value": [{"code": "ProvisioningState/succeeded", "message": "Enable succeeded"}]}, url)
             if action == "/simulateEviction" and method == "POST":  # the platform evicts at once here

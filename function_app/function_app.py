@@ -32,6 +32,7 @@ import functools
 import os
 import secrets
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -100,12 +101,14 @@ def node_waker():
 def services():
     """The control plane's services."""
     from batchai.adapters.from_env import azure_compute, blob_store, resource_store
+    from batchai.lifecycle import restart_grace
     from batchai.services import Services, Settings
 
     data_dir = Path(os.environ.get("BATCHAI_DATA_DIR", "/home/data/batchai")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings.from_env(data_dir, inline_scheduling=False)  # instances scale out: the controller alone schedules
     store = resource_store(data_dir)
+    restart_grace(store, time.time())  # a restart or redeploy: nodes get a node timeout to reach this host again
     compute = azure_compute(store, data_dir, settings.heartbeat_seconds) or NoAzureCompute()
     return Services(store=store, compute=compute, engine=engine, settings=settings, wake_nodes=node_waker().wake, blobs=blob_store())
 

@@ -145,6 +145,8 @@ class SimulatedCompute:
 
     def _act(self, action: str, node) -> None:
         try:
+            if action == "tick":  # before anything can fail: a node whose control plane is away keeps trying
+                self._at(time.time() + self.heartbeat_seconds, "tick", node.id)
             svc = self._control_plane()
             if action == "register":
                 node_protocol.register(svc, node.id, {"bootId": node.boot, "address": "127.0.0.1", "pid": None})
@@ -154,10 +156,7 @@ class SimulatedCompute:
                     return
                 self._at(time.time() + self.heartbeat_seconds, "tick", node.id)
                 self._beat(svc, node)
-            elif action == "tick":
-                self._beat(svc, node)
-                self._at(time.time() + self.heartbeat_seconds, "tick", node.id)
-            else:  # "beat" (woken) and "finish" (a task's time is up)
+            else:  # "tick", "beat" (woken) and "finish" (a task's time is up)
                 self._beat(svc, node)
         except Exception:  # noqa: BLE001 - a simulated node that fails a beat tries again on its next tick
             pass

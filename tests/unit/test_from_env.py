@@ -45,13 +45,36 @@ def test_a_service_bus_connection_means_its_topic_for_the_queue(tmp_path):
 @pytest.mark.parametrize(
     "environ, missing",
     [
-        ({"BATCHAI_COSMOS_ENDPOINT": "https://acct.documents.azure.com"}, "BATCHAI_COSMOS_KEY"),
         ({"BATCHAI_COSMOS_KEY": "k"}, "BATCHAI_COSMOS_ENDPOINT"),
     ],
 )
 def test_half_a_cosmos_setting_is_an_error_naming_the_other_half(tmp_path, environ, missing):
     with pytest.raises(ValueError, match=missing):
         resource_store(tmp_path, environ)
+
+
+def test_without_keys_the_adapters_reach_azure_with_the_managed_identity(tmp_path, monkeypatch):
+    """What infra/main.bicep sets: endpoints only. Nothing is contacted here (the clients connect lazily;
+    Cosmos's connect is stubbed, its client reads the account at once)."""
+    from azure.identity import DefaultAzureCredential
+
+    from batchai.adapters.azure_blob_store import AzureBlobStore
+    from batchai.adapters.cosmos_store import CosmosStore
+
+    seen = {}
+    monkeypatch.setattr(CosmosStore, "connect_with", classmethod(lambda cls, *a, **k: seen.setdefault("cosmos", (a, k)) and "cosmos"))
+    endpoint = "https://acct.documents.azure.com:443/"
+    assert resource_store(tmp_path, {"BATCHAI_COSMOS_ENDPOINT": endpoint, "BATCHAI_COSMOS_DATABASE": "db"}) == "cosmos"
+    (where, credential, database), _ = seen["cosmos"]
+    assert where == endpoint and isinstance(credential, DefaultAzureCredential) and database == "db"
+
+    blobs = blob_store({"BATCHAI_BLOB_CONNECTION_STRING__blobServiceUri": "https://acct.blob.core.windows.net", "BATCHAI_BLOB_CONTAINER": "out"})
+    assert isinstance(blobs, AzureBlobStore) and blobs.account == "acct" and blobs.container.container_name == "out"
+    assert isinstance(blobs.container.credential, DefaultAzureCredential)
+
+    queue = submission_queue(tmp_path, {"BATCHAI_SERVICEBUS__fullyQualifiedNamespace": "ns.servicebus.windows.net"})
+    assert isinstance(queue, ServiceBusSubmissionQueue) and queue.client.fully_qualified_namespace == "ns.servicebus.windows.net"
+    queue.close()
 
 
 def test_a_container_without_a_storage_account_is_an_error(tmp_path):

@@ -145,9 +145,7 @@ class CosmosStore:
     def __init__(self, client: CosmosClient, database: str = "batchai", *, create: bool = True):
         if create:
             db = client.create_database_if_not_exists(database)
-            self._c = {
-                name: db.create_container_if_not_exists(name, partition_key=PartitionKey(path)) for name, path in CONTAINERS.items()
-            }
+            self._c = {name: db.create_container_if_not_exists(name, partition_key=PartitionKey(path)) for name, path in CONTAINERS.items()}
         else:
             db = client.get_database_client(database)
             self._c = {name: db.get_container_client(name) for name in CONTAINERS}

@@ -68,7 +68,9 @@ def test_without_keys_the_adapters_reach_azure_with_the_managed_identity(tmp_pat
     (where, credential, database), _ = seen["cosmos"]
     assert where == endpoint and isinstance(credential, DefaultAzureCredential) and database == "db"
 
-    blobs = blob_store({"BATCHAI_BLOB_CONNECTION_STRING__blobServiceUri": "https://acct.blob.core.windows.net", "BATCHAI_BLOB_CONTAINER": "out"})
+    blobs = blob_store(
+        {"BATCHAI_BLOB_CONNECTION_STRING__blobServiceUri": "https://acct.blob.core.windows.net", "BATCHAI_BLOB_CONTAINER": "out"}
+    )
     assert isinstance(blobs, AzureBlobStore) and blobs.account == "acct" and blobs.container.container_name == "out"
     assert isinstance(blobs.container.credential, DefaultAzureCredential)
 

@@ -239,6 +239,23 @@ class Compute(Protocol):
         ...
 
 
+class FileServers(Protocol):
+    """File servers as machines of their own (NFS server VMs). Without one, a file server is a directory
+    of the control plane's data dir, which local nodes link."""
+
+    def create(self, file_server_key: str, properties: dict) -> dict:
+        """Makes the file server's machine from its wire properties and returns once it serves; answers its
+        `mountSettings` (`mountPoint`, `fileServerInternalIP`, `fileServerPublicIP`). Raises ValueError for
+        properties it cannot serve (naming the field), anything else for the platform's refusals."""
+        ...
+
+    def delete(self, file_server_key: str) -> None:
+        """Deletes the machine and its disks; one already gone is no error."""
+        ...
+
+    def close(self) -> None: ...
+
+
 def start_each(compute: Compute, *, cluster_id: str, cluster_key: str, nodes: list[tuple[str, str]]) -> list[dict | Exception]:
     """`Compute.start_nodes` for machines that start one at a time."""
     answers: list[dict | Exception] = []

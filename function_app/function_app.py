@@ -100,7 +100,7 @@ def node_waker():
 @built_once
 def services():
     """The control plane's services."""
-    from batchai.adapters.from_env import azure_compute, blob_store, resource_store
+    from batchai.adapters.from_env import azure_compute, azure_file_servers, blob_store, resource_store
     from batchai.lifecycle import restart_grace
     from batchai.services import Services, Settings
 
@@ -110,7 +110,15 @@ def services():
     store = resource_store(data_dir)
     restart_grace(store, time.time())  # a restart or redeploy: nodes get a node timeout to reach this host again
     compute = azure_compute(store, data_dir, settings.heartbeat_seconds) or NoAzureCompute()
-    return Services(store=store, compute=compute, engine=engine, settings=settings, wake_nodes=node_waker().wake, blobs=blob_store())
+    return Services(
+        store=store,
+        compute=compute,
+        engine=engine,
+        settings=settings,
+        wake_nodes=node_waker().wake,
+        blobs=blob_store(),
+        file_servers=azure_file_servers(),
+    )
 
 
 @built_once

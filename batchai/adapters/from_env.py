@@ -28,7 +28,8 @@ managed identity on Azure, holding data-plane roles): no key is then set anywher
   `BATCHAI_VMSS_LOCATION` + `BATCHAI_AGENT_PACKAGE` (what `pip install` gets on the VMs), optional
   `BATCHAI_VMSS_SUBNET_ID`, and the URL the VMs reach the control plane at, `BATCHAI_PUBLIC_URL`
   (default `https://$WEBSITE_HOSTNAME`) -> VM scale sets with the app's managed identity
-  (DefaultAzureCredential); else None, and the composition root picks its own.
+  (DefaultAzureCredential), and file servers as NFS server VMs beside them; else None, and the
+  composition root picks its own.
 """
 
 from __future__ import annotations
@@ -152,6 +153,32 @@ def azure_compute(store: Store, data_dir: Path, heartbeat: float, environ: Mappi
         agent_package=environ["BATCHAI_AGENT_PACKAGE"],
         cluster_properties=cluster_properties,
         default_subnet_id=environ.get("BATCHAI_VMSS_SUBNET_ID") or None,
+        file_server_address=file_server_address(store),
         state_file=Path(data_dir) / "vmss-nodes.json",
         heartbeat=heartbeat,
+    )
+
+
+def file_server_address(store: Store):
+    """file server id -> the private address its NFS VM serves on (None until it does)."""
+
+    def address(file_server_id: str) -> str | None:
+        record = store.get(file_server_id)
+        return ((record.properties.get("mountSettings") or {}).get("fileServerInternalIP")) if record is not None else None
+
+    return address
+
+
+def azure_file_servers(environ: Mapping[str, str] = os.environ):
+    """NFS server VMs beside the scale sets (same subscription, group, location and subnet), else None."""
+    if not _all_or_none(environ, VMSS_REQUIRED):
+        return None
+    from batchai.adapters.nfs_file_server import NfsFileServers
+
+    return NfsFileServers(
+        _identity(),
+        environ["BATCHAI_VMSS_SUBSCRIPTION_ID"],
+        resource_group=environ["BATCHAI_VMSS_RESOURCE_GROUP"],
+        location=environ["BATCHAI_VMSS_LOCATION"],
+        default_subnet_id=environ.get("BATCHAI_VMSS_SUBNET_ID") or None,
     )

@@ -147,6 +147,16 @@ def _literal(key: str | Var) -> str | None:
     return key if isinstance(key, str) else None
 
 
+def file_server_address(store):
+    """file server id -> the private address its NFS VM serves on, from its mountSettings (None until it does)."""
+
+    def address(file_server_id: str) -> str | None:
+        record = store.get(file_server_id)
+        return ((record.properties.get("mountSettings") or {}).get("fileServerInternalIP")) if record is not None else None
+
+    return address
+
+
 def plan_unmounts(steps: list[Step]) -> list[Run]:
     """Unmount what `plan_mounts` mounted, in reverse order (job-level volumes end with the job)."""
     paths = [s.mounts for s in steps if isinstance(s, Run) and s.mounts]

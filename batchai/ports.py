@@ -180,6 +180,11 @@ class Compute(Protocol):
     Calls come from several threads at once (activities, the API).
     """
 
+    # The machines are other machines (VMs): nothing of the control plane's disk reaches them, so a job's
+    # paths are under each node's root, its agent sends what it writes (logs, outputs) to the control plane,
+    # and its volumes are mounted there.
+    remote: bool
+
     def node_root(self, cluster_key: str, node_name: str) -> str | os.PathLike:
         """The node's root directory on its machine (its disk and mount root). The same arguments always
         give the same path; no other node of the cluster gets it."""

@@ -63,6 +63,7 @@ class NoAzureCompute:
     def _unavailable(self, *args, **kwargs):
         raise RuntimeError("no compute adapter is configured: set the BATCHAI_VMSS_* app settings for VM scale sets")
 
+    remote = True
     node_root = start_node = start_nodes = is_alive = stop_node = mount = unmount = evicted = evict = _unavailable
 
     def close(self) -> None:

@@ -41,6 +41,7 @@ from pathlib import Path
 from batchai.adapters.azure_blob_store import AzureBlobStore
 from batchai.adapters.durabletask_engine import DurableTaskEngine, DurableTaskSchedulerEngine
 from batchai.adapters.fs_blob_store import FsBlobStore
+from batchai.mounting import file_server_address
 from batchai.node_identity import node_credentials
 from batchai.ports import BlobStore, Store, SubmissionQueue
 
@@ -157,16 +158,6 @@ def azure_compute(store: Store, data_dir: Path, heartbeat: float, environ: Mappi
         state_file=Path(data_dir) / "vmss-nodes.json",
         heartbeat=heartbeat,
     )
-
-
-def file_server_address(store: Store):
-    """file server id -> the private address its NFS VM serves on (None until it does)."""
-
-    def address(file_server_id: str) -> str | None:
-        record = store.get(file_server_id)
-        return ((record.properties.get("mountSettings") or {}).get("fileServerInternalIP")) if record is not None else None
-
-    return address
 
 
 def azure_file_servers(environ: Mapping[str, str] = os.environ):

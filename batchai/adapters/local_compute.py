@@ -44,6 +44,8 @@ _PACKAGE_PARENT = str(Path(batchai.__file__).resolve().parent.parent)
 class LocalCompute:
     """Starts and stops node agents as local processes (the `Compute` port)."""
 
+    remote = False
+
     def __init__(
         self,
         data_dir: Path,

@@ -59,6 +59,8 @@ class _Node:
 class SimulatedCompute:
     """The Compute port for simulated nodes, which call the node protocol with `control_plane()`."""
 
+    remote = False
+
     def __init__(
         self, control_plane: Callable[[], Services], *, heartbeat_seconds: float = 5.0, default_seconds: float = 1.0, workers: int = 4
     ):

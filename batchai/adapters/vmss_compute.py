@@ -27,8 +27,11 @@ How a cluster maps onto Azure
   (gone from the scale set, or being deleted without us asking) or deallocated (a `Deallocate`
   eviction policy) was evicted. `evict` asks Azure to evict a Spot instance (Simulate Eviction); the
   platform then takes it back on its own time, as it would for capacity.
-- Mounting happens on the VMs (custom data), so `mount` only answers the planned mount paths and
-  `unmount` does nothing.
+- Mounting happens on the VMs: the cluster's volumes at the first boot (custom data; each node's root
+  links them as `mounts`), a job's own by the node's agent around its task (`NodeTask.mounts`), so
+  `mount` only answers the planned mount paths and `unmount` does nothing. The VMs are `remote`: a
+  job's paths are under the node's root, and its agent sends its logs and outputs to the control
+  plane as it writes them (batchai/agent/uploads.py), which keeps them in the job's blob container.
 
 Not handled here: creating a virtual network (give a subnet), granting the scale set's managed
 identity access to Key Vault (it is created, SystemAssigned, when a volume's key is a Key Vault
@@ -148,7 +151,14 @@ _NVIDIA_TOOLKIT = [
 
 
 def custom_data(
-    *, cluster_id: str, control_plane_url: str, agent_package: str, mount_script: str = "", heartbeat: float = 1.0, gpu: bool = False
+    *,
+    cluster_id: str,
+    control_plane_url: str,
+    agent_package: str,
+    mount_script: str = "",
+    heartbeat: float = 1.0,
+    gpu: bool = False,
+    mount_root: str = f"{DEFAULT_DATA_DIR}/mounts",
 ) -> str:
     """The bootstrap script every instance of a cluster's scale set runs at its first boot (as root).
 
@@ -157,7 +167,8 @@ def custom_data(
     from (a wheel or sdist URL, `git+https://...`, or a name on the VMs' package index). Every node gets
     a container runtime (docker) and OpenMPI unless its image has them; `gpu` nodes get the NVIDIA
     container toolkit too (the driver and CUDA come with the image or the driver extension). Jobs run
-    as the unprivileged JOB_USER, which cannot read /etc/batchai.
+    as the unprivileged JOB_USER, which cannot read /etc/batchai. `mount_root` is where the mount
+    script mounts the cluster's volumes: each node's root links it as `mounts` (AZ_BATCHAI_MOUNT_ROOT).
     """
     start = agent_command(cluster_id=cluster_id, control_plane_url=control_plane_url, heartbeat=heartbeat)
     launcher = f"""#!/bin/bash
@@ -166,7 +177,8 @@ set -euo pipefail
 while [ ! -s {NODE_ENV} ]; do sleep 2; done
 set -a; . {NODE_ENV}; set +a
 ADDRESS=$(hostname -I | awk '{{print $1}}')
-mkdir -p "$BATCHAI_NODE_ROOT"
+mkdir -p "$BATCHAI_NODE_ROOT" {shlex.quote(mount_root)}
+ln -sfn {shlex.quote(mount_root)} "$BATCHAI_NODE_ROOT/mounts"
 cd "$BATCHAI_NODE_ROOT"
 exec {start}
 """
@@ -291,6 +303,8 @@ def _codes(instance_view) -> list[str]:
 class VmssCompute:
     """Nodes as VM scale set instances (the `Compute` port)."""
 
+    remote = True  # the VMs see nothing of the control plane's disk
+
     def __init__(
         self,
         credential,
@@ -368,6 +382,7 @@ class VmssCompute:
             mount_script=render(steps, redact=False) if steps else "",
             heartbeat=self.heartbeat,
             gpu=gpu,
+            mount_root=self.mount_root(cluster_key),
         )
         # the HPC image carries the driver; any other image on a GPU size gets it from the extension
         driver_in_image = not image.get("virtualMachineImageId") and str(image.get("publisher", "")).lower() == HPC_IMAGE_PUBLISHER

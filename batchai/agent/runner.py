@@ -255,10 +255,12 @@ class TaskRunner:
                     f.write(content)
             os.makedirs(t.cwd, exist_ok=True)
             self._give_to_user([*t.dirs, t.cwd, *t.files])
-            code, error = self._in_container(self._run_all)
+            error = self._script(t.mounts, "mounting the job's volumes")
+            code, error = (1, error) if error else self._in_container(self._run_all)
         except Exception as e:  # noqa: BLE001 - any failure becomes the task's result
             code, error = 1, f"the node agent could not run the task: {e}"
             self._log(error)
+        self._script(t.unmounts, "unmounting the job's volumes")
         with self._lock:
             self._over = True
             killed = self._killed
@@ -282,6 +284,19 @@ class TaskRunner:
         return self.result
 
     # ----- internals --------------------------------------------------------------------------
+
+    def _script(self, script: str, what: str) -> str | None:
+        """Runs one of the task's own scripts as the agent (mounting needs root); its error, or None. The
+        script holds keys: only its exit code and the end of its error output are logged."""
+        if not script:
+            return None
+        done = subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode == 0:
+            self._log(f"{what}: done")
+            return None
+        error = f"{what} failed with exit code {done.returncode}: {done.stderr.strip()[-500:]}"
+        self._log(error)
+        return error
 
     def _run_all(self) -> tuple[int, str | None]:
         t = self.task

@@ -10,10 +10,10 @@ import subprocess
 import pytest
 
 from activities.resources import delete_resource, provision_file_server
-from batchai.adapters.from_env import file_server_address
 from batchai.adapters.nfs_file_server import MOUNT_POINT, NfsFileServers, cloud_init, vm_name
 from batchai.adapters.sqlite_store import SqliteStore
 from batchai.adapters.vmss_compute import VmssCompute
+from batchai.mounting import file_server_address
 from batchai.ports import Record
 from batchai.services import Services, Settings
 from tests.support.fake_arm import RG, SUB, FakeArm, FakeCredential

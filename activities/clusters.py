@@ -123,7 +123,7 @@ def _next_name(nodes: list[NodeRecord]) -> str:
 def _start_nodes(svc: Services, cluster: Record, nodes: list[NodeRecord], count: int) -> tuple[list[NodeRecord], Exception | None]:
     """Starts `count` nodes as one request to the compute (VM scale sets: one capacity update of +N); answers the
     nodes started and the first error of those that were not."""
-    records = []
+    records: list[NodeRecord] = []
     for _ in range(count):
         name = _next_name(nodes + records)
         node_id = f"{cluster.internal['uuid'][:8]}-{name.split('-')[-1]}-{uuid.uuid4().hex[:6]}"
@@ -140,7 +140,8 @@ def _start_nodes(svc: Services, cluster: Record, nodes: list[NodeRecord], count:
         for record in records:
             svc.store.delete_node(record.id)
         raise
-    started, error = [], None
+    started: list[NodeRecord] = []
+    error: Exception | None = None
     for record, answer in zip(records, answers, strict=True):
         if isinstance(answer, Exception):
             svc.store.delete_node(record.id)

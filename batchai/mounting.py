@@ -18,6 +18,7 @@ unmanaged volume's own mount command.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -169,7 +170,7 @@ def _quoted(content: str | tuple[str | Var, ...]) -> list[str]:
     return [f'"${{{p.name}}}"' if isinstance(p, Var) else shlex.quote(p) for p in parts if p != ""]
 
 
-def render(steps: list[Step], *, redact: bool = True) -> str:
+def render(steps: Sequence[Step], *, redact: bool = True) -> str:
     """A shell script for the steps; with `redact` (the default) credentials are masked."""
 
     def hide(text: str, secret: str | None) -> str:

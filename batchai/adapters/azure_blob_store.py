@@ -53,7 +53,7 @@ class AzureBlobStore:
         self.account: str = service.account_name
         self._service = service
         self._key = key
-        self._delegation = None  # the user delegation key SAS URLs are signed with, without an account key
+        self._delegation: UserDelegationKey | None = None  # the user delegation key SAS URLs are signed with, without an account key
         self._delegation_lock = threading.Lock()
         self.container = service.get_container_client(container)
 
@@ -97,7 +97,7 @@ class AzureBlobStore:
         """A user delegation key valid until `expiry` at least (one per day, not one per URL)."""
         with self._delegation_lock:
             key = self._delegation
-            if key is None or datetime.fromisoformat(key.signed_expiry.replace("Z", "+00:00")) < expiry:
+            if key is None or datetime.fromisoformat(str(key.signed_expiry).replace("Z", "+00:00")) < expiry:
                 now = datetime.now(UTC)
                 key = self._service.get_user_delegation_key(now - timedelta(minutes=5), max(expiry, now + DELEGATION_KEY_LIFETIME))
                 self._delegation = key

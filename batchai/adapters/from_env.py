@@ -116,7 +116,7 @@ def submission_queue(data_dir: Path, environ: Mapping[str, str] = os.environ) ->
     topic = environ.get("BATCHAI_SERVICEBUS_TOPIC") or DEFAULT_TOPIC
     if connection:
         return ServiceBusSubmissionQueue.from_connection_string(connection, topic)
-    return ServiceBusSubmissionQueue.from_namespace(namespace, _identity(), topic)
+    return ServiceBusSubmissionQueue.from_namespace(str(namespace), _identity(), topic)
 
 
 def _container(environ: Mapping[str, str], setting: str) -> AzureBlobStore | None:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from batchai.adapters.cosmos_store import CosmosStore
 from batchai.adapters.sqlite_store import SqliteStore
@@ -379,3 +380,17 @@ def test_start_jobs_claims_changes_and_puts_tasks_of_each_launch_or_nothing_of_i
     assert store.get_node("n1").job == job.lower() and [t.id for t in store.tasks(job=job)] == ["t1"]
     assert store.tasks(job=other) == [] and [t.id for t in store.tasks(job=third)] == ["t3"]
     assert store.get_node("n2").job == store.get_node("n3").job == third.lower()
+
+
+def test_cosmos_opened_without_creating_uses_the_containers_the_template_made(cosmos_url):
+    """With a managed identity (data-plane role only) the store creates nothing: it opens the database and the
+    containers infra/main.bicep made (here: made first by a store that may create them)."""
+    database = f"db-{uuid.uuid4().hex}"
+    made = CosmosStore(client(cosmos_url), database)
+    made.create(workspace(WS))
+    opened = CosmosStore(client(cosmos_url), database, create=False)
+    assert opened.get(WS) is not None
+    opened.create(Record(CL, "clusters", "c1", WS, {"properties": {}}))
+    assert [r.id for r in made.children(WS, "clusters")] == [CL]
+    with pytest.raises(CosmosHttpResponseError):  # the database was never made
+        CosmosStore(client(cosmos_url), f"db-{uuid.uuid4().hex}", create=False).get(WS)

@@ -19,6 +19,7 @@ ACTIVITIES: dict[str, Callable] = {
     "control_cluster": clusters.control_cluster,
     "record_pass_failure": clusters.record_pass_failure,
     "delete_resource": resources.delete_resource,
+    "provision_file_server": resources.provision_file_server,
     "observe_sweep": sweeps.observe_sweep,
     "stop_trials": sweeps.stop_trials,
     "start_trials": sweeps.start_trials,

@@ -120,21 +120,39 @@ def _next_name(nodes: list[NodeRecord]) -> str:
     return next(f"node-{i}" for i in range(len(taken) + 1) if f"node-{i}" not in taken)
 
 
-def _start_node(svc: Services, cluster: Record, nodes: list[NodeRecord]) -> NodeRecord:
-    name = _next_name(nodes)
-    node_id = f"{cluster.internal['uuid'][:8]}-{name.split('-')[-1]}-{uuid.uuid4().hex[:6]}"
-    # stored first: the node door refuses an agent whose node does not exist, and it may call before start_node returns
-    svc.store.put_node(NodeRecord(id=node_id, cluster=cluster.id, name=name, state="starting", last_seen=0.0))
+def _start_nodes(svc: Services, cluster: Record, nodes: list[NodeRecord], count: int) -> tuple[list[NodeRecord], Exception | None]:
+    """Starts `count` nodes as one request to the compute (VM scale sets: one capacity update of +N); answers the
+    nodes started and the first error of those that were not."""
+    records: list[NodeRecord] = []
+    for _ in range(count):
+        name = _next_name(nodes + records)
+        node_id = f"{cluster.internal['uuid'][:8]}-{name.split('-')[-1]}-{uuid.uuid4().hex[:6]}"
+        records.append(NodeRecord(id=node_id, cluster=cluster.id, name=name, state="starting", last_seen=0.0))
+    # stored first, all of them: the node door refuses an agent whose node does not exist, and it may call before
+    # start_nodes returns; a control plane stopped during the long machine calls finds them (resize removes the dead)
+    for record in records:
+        svc.store.put_node(record)
     try:
-        started = svc.compute.start_node(node_id=node_id, cluster_id=cluster.id, cluster_key=cluster.internal["uuid"], name=name)
+        answers = svc.compute.start_nodes(
+            cluster_id=cluster.id, cluster_key=cluster.internal["uuid"], nodes=[(r.id, r.name) for r in records]
+        )
     except BaseException:
-        svc.store.delete_node(node_id)
+        for record in records:
+            svc.store.delete_node(record.id)
         raise
-    node = svc.store.update_node(node_id, pid=started["pid"], root=started["root"], machine=started.get("machine"))
-    if node is not None and node.address is None:  # unless the agent has registered its own already
-        node = svc.store.update_node(node_id, address=started["address"])
-    assert node is not None  # only this pass removes a starting node
-    return node
+    started: list[NodeRecord] = []
+    error: Exception | None = None
+    for record, answer in zip(records, answers, strict=True):
+        if isinstance(answer, Exception):
+            svc.store.delete_node(record.id)
+            error = error or answer
+            continue
+        node = svc.store.update_node(record.id, pid=answer["pid"], root=answer["root"], machine=answer.get("machine"))
+        if node is not None and node.address is None:  # unless the agent has registered its own already
+            node = svc.store.update_node(record.id, address=answer["address"])
+        assert node is not None  # only this pass removes a starting node
+        started.append(node)
+    return started, error
 
 
 def _remove_node(svc: Services, node: NodeRecord) -> None:
@@ -198,8 +216,11 @@ def _grow(svc: Services, cluster: Record, nodes: list[NodeRecord], live: list[No
     """Start nodes up to `target` (appending them to `live`). When the compute refuses one, the rest wait for
     a later pass, and the cluster's errors say why; returns the failed passes in a row (0: none now)."""
     try:
-        for _ in range(target - len(live)):
-            live.append(_start_node(svc, cluster, nodes + live))
+        if target > len(live):
+            started, error = _start_nodes(svc, cluster, nodes + live, target - len(live))
+            live.extend(started)
+            if error is not None:
+                raise error
     except Exception as exc:  # noqa: BLE001 - the compute's own error, for the cluster's owner to read
         failures = (cluster_errors(cluster).get(ALLOCATION_FAILED) or {}).get("failures", 0) + 1
         message = f"{len(live)} of {target} nodes could be allocated: {type(exc).__name__}: {exc}"

@@ -24,6 +24,8 @@ def delete_resource(svc: Services, inp: dict) -> dict:
             if r.type == "clusters":
                 _fail_jobs_of(svc, r.id)
                 stop_cluster_nodes(svc, r.id)
+            if r.type == "fileServers" and svc.file_servers is not None:
+                svc.file_servers.delete(r.internal["uuid"])
         for r in doomed:  # the root's tree, and what belongs to it elsewhere (a sweep's trials)
             if r is root or not ids.key(r.id).startswith(ids.key(resource_id) + "/"):
                 svc.store.delete_tree(r.id)
@@ -35,6 +37,32 @@ def delete_resource(svc: Services, inp: dict) -> dict:
                 wake_job(svc, r)  # its lifecycle sees it gone and ends now, not at its next timer
     svc.store.finish_operation(op_id, "Succeeded")
     return {"deleted": resource_id}
+
+
+def provision_file_server(svc: Services, inp: dict) -> dict:
+    """Makes a file server's machine; it shows `succeeded` with its mountSettings (the private address the
+    nodes mount), or `failed` with the platform's error. A file server deleted meanwhile loses its machine."""
+    record = svc.store.get(inp["fileServerId"])
+    if record is None or record.properties.get("provisioningState") != "creating" or svc.file_servers is None:
+        return {"state": "gone" if record is None else record.properties.get("provisioningState")}
+    try:
+        mount_settings = svc.file_servers.create(record.internal["uuid"], record.properties)
+    except ValueError as exc:  # the properties: no retry helps
+        return _file_server_ended(svc, record.id, "failed", errors=[{"code": "InvalidFileServer", "message": str(exc)}])
+    ended = _file_server_ended(svc, record.id, "succeeded", mountSettings=mount_settings)
+    if ended["state"] == "gone":
+        svc.file_servers.delete(record.internal["uuid"])
+    return ended
+
+
+def _file_server_ended(svc: Services, file_server_id: str, state: str, **properties) -> dict:
+    def update(r):
+        if r.properties.get("provisioningState") != "creating":
+            return None  # being deleted
+        r.properties.update(properties, provisioningState=state, provisioningStateTransitionTime=utcnow())
+        return r
+
+    return {"state": state if svc.store.mutate(file_server_id, update) is not None else "gone"}
 
 
 def _descendants(svc: Services, record):

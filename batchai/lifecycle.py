@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from batchai.job_state import TERMINAL, JobState, attempt_of
 from batchai.model.common import parse_duration
-from batchai.ports import NodeRecord, Record, TaskRecord
+from batchai.ports import NodeRecord, Record, Store, TaskRecord
 from batchai.scheduling import DEFAULT_MAX_SECONDS
 
 NODE_LOST = "node_lost"  # a task error: its node died or restarted; not the job's fault
@@ -112,6 +112,17 @@ def task_outcome(tasks: list[TaskRecord]) -> dict | None:
     if all(t.state == "finished" for t in working):
         return {"exitCode": 0}
     return None
+
+
+def restart_grace(store: Store, now: float) -> int:
+    """A control plane (re)starting gives every node a full node timeout to reach it again: while it was
+    down, the nodes' heartbeats had nowhere to go, so their silence says nothing about them. Called once per
+    process start, before anything judges a node (controller passes, lifecycles, scheduling passes); answers
+    how many nodes it touched."""
+    nodes = [n for n in store.nodes() if n.last_seen and n.last_seen < now]
+    for node in nodes:
+        store.update_node(node.id, last_seen=now)
+    return len(nodes)
 
 
 def node_is_lost(node: NodeRecord | None, task: TaskRecord, now: float, timeout: float) -> bool:

@@ -198,6 +198,11 @@ class Compute(Protocol):
     Calls come from several threads at once (activities, the API).
     """
 
+    # The machines are other machines (VMs): nothing of the control plane's disk reaches them, so a job's
+    # paths are under each node's root, its agent sends what it writes (logs, outputs) to the control plane,
+    # and its volumes are mounted there.
+    remote: bool
+
     def node_root(self, cluster_key: str, node_name: str) -> str | os.PathLike:
         """The node's root directory on its machine (its disk and mount root). The same arguments always
         give the same path; no other node of the cluster gets it."""
@@ -208,6 +213,12 @@ class Compute(Protocol):
         Answers the handle's fields: `{"id": node_id, "pid", "address", "root", "machine"}`, every key
         present; `pid`, `address` and `machine` may be None (an address is reported when the agent
         registers), `root` is `node_root(cluster_key, name)`."""
+        ...
+
+    def start_nodes(self, *, cluster_id: str, cluster_key: str, nodes: list[tuple[str, str]]) -> list[dict | Exception]:
+        """`start_node` for each `(node id, name)`, as one request where the machines allow (VM scale sets:
+        one capacity update of +N). One answer per node, in order: its handle, or the error that kept it
+        from starting (its machine is gone). Raises, with no machine started, when none could be."""
         ...
 
     def is_alive(self, node: dict) -> bool:
@@ -249,6 +260,34 @@ class Compute(Protocol):
         the control plane (stop them with `stop_node`), save in-memory ones, which end with it. Call nothing
         else after it; closing again is harmless."""
         ...
+
+
+class FileServers(Protocol):
+    """File servers as machines of their own (NFS server VMs). Without one, a file server is a directory
+    of the control plane's data dir, which local nodes link."""
+
+    def create(self, file_server_key: str, properties: dict) -> dict:
+        """Makes the file server's machine from its wire properties and returns once it serves; answers its
+        `mountSettings` (`mountPoint`, `fileServerInternalIP`, `fileServerPublicIP`). Raises ValueError for
+        properties it cannot serve (naming the field), anything else for the platform's refusals."""
+        ...
+
+    def delete(self, file_server_key: str) -> None:
+        """Deletes the machine and its disks; one already gone is no error."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def start_each(compute: Compute, *, cluster_id: str, cluster_key: str, nodes: list[tuple[str, str]]) -> list[dict | Exception]:
+    """`Compute.start_nodes` for machines that start one at a time."""
+    answers: list[dict | Exception] = []
+    for node_id, name in nodes:
+        try:
+            answers.append(compute.start_node(node_id=node_id, cluster_id=cluster_id, cluster_key=cluster_key, name=name))
+        except Exception as exc:  # noqa: BLE001 - that node's answer
+            answers.append(exc)
+    return answers
 
 
 PRIORITIES = ("high", "normal", "low")  # the order a submission queue is drained in

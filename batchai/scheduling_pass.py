@@ -27,15 +27,18 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
 from batchai import arrays, ids, job_state
 from batchai.agent.runner import PYTHON_ENV
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
+from batchai.frameworks.plan import NodeTask
 from batchai.job_state import JobState, attempt_of, state_of
 from batchai.lifecycle import launch_view, parse_time, utcnow, wall_clock_seconds
-from batchai.model import JobCreateParameters
+from batchai.model import JobCreateParameters, MountVolumes
+from batchai.mounting import file_server_address, plan_mounts, plan_unmounts, render
 from batchai.ports import JobSummary, Launch, NodeRecord, Record, Store, TaskRecord
 from batchai.scheduling import QueuedJob, plan
 from batchai.wake import start_lifecycle
@@ -270,11 +273,27 @@ def attached(cluster: Record) -> bool:
     return bool(cluster.properties.get("attached"))
 
 
+def nodes_elsewhere(svc: Services, cluster: Record) -> bool:
+    """Whether the cluster's nodes are other machines (joined ones, or VMs): they see nothing of this disk."""
+    return attached(cluster) or svc.compute.remote
+
+
+def shared_volume(cluster: Record) -> str | None:
+    """A cluster volume every node mounts read-write (a file server or an Azure Files share): where a job on
+    other machines keeps AZ_BATCHAI_SHARED_JOB_TEMP. Its relativeMountPath, or None."""
+    volumes = (cluster.properties.get("nodeSetup") or {}).get("mountVolumes") or {}
+    for kind in ("fileServers", "azureFileShares"):
+        for volume in volumes.get(kind) or []:
+            return str(volume["relativeMountPath"]).strip("/")
+    return None
+
+
 def launch_context(
     svc: Services, record: Record, nodes: list[NodeRecord], cluster: Record, gpus: dict[str, list[str]] | None = None
 ) -> LaunchContext:
+    elsewhere = nodes_elsewhere(svc, cluster)
     # another machine's interpreter is the one its agent runs on (the agent says which in the task's environment)
-    python = f"${{{PYTHON_ENV}:-python3}}" if attached(cluster) else svc.settings.python
+    python = f"${{{PYTHON_ENV}:-python3}}" if elsewhere else svc.settings.python
     # a job takes whole nodes (Batch AI's semantics), all their GPUs; one with gpusPerNode, the GPUs it shares of each
     placed = tuple(
         PlacedNode(
@@ -299,10 +318,11 @@ def launch_context(
         master_port=_free_port(),
         gpus_per_node=min(len(p.gpus) for p in placed),
         python=python,
-        mpirun=mpirun_command(python, loopback=not attached(cluster)),
+        mpirun=mpirun_command(python, loopback=not elsewhere),
         exec_secret=secrets.token_hex(16),
         container_binds=(str(svc.settings.data_dir),),  # every local path of a job lives under it
-        node_local=attached(cluster),
+        node_local=elsewhere,
+        shared_volume=shared_volume(cluster) if elsewhere else None,
     )
 
 
@@ -323,6 +343,8 @@ def prepare(
         tasks = plan_job(props, ctx)
         if not ctx.node_local:
             svc.compute.mount(ctx.job_mount_root, record.properties.get("mountVolumes"), file_server_export(svc))
+        elif svc.compute.remote:
+            tasks = mounted_on_nodes(svc, record, ctx, tasks)
         paths = job_paths(props, ctx)
     except UnsupportedToolkit as exc:
         fail_unlaunchable(svc, record.id, "UnsupportedToolkit", str(exc))
@@ -338,6 +360,28 @@ def prepare(
     start = job_state.change(job_state.start, now=utcnow(), nodes=[(n.id, n.name) for n in nodes], paths=real)
     task_records = [TaskRecord(id=t.task_id, job=record.id, node=t.node_id, attempt=ctx.attempt, spec=t.to_json()) for t in tasks]
     return Launch(record.id, [n.id for n in nodes], start, task_records, gpus)
+
+
+def mounted_on_nodes(svc: Services, record: Record, ctx: LaunchContext, tasks: list[NodeTask]) -> list[NodeTask]:
+    """A job's own volumes on VMs: each node's agent mounts them under the job's mount root there before the
+    task, and unmounts them after (a node's first task of the job only: a servers task shares its node)."""
+    volumes = record.properties.get("mountVolumes")
+    if not volumes:
+        return tasks
+    parsed = MountVolumes.model_validate(volumes)
+    nodes = {n.id: n for n in ctx.nodes}
+    out = []
+    for task in tasks:
+        if task.after is None:
+            try:
+                steps = plan_mounts(
+                    parsed, f"{ctx.job_dir_of(nodes[task.node_id])}/mounts", file_server_address=file_server_address(svc.store)
+                )
+            except ValueError as exc:  # no credentials, a file server without an address yet
+                raise LookupError(str(exc)) from None
+            task = replace(task, mounts=render(steps, redact=False), unmounts=render(plan_unmounts(steps), redact=False))
+        out.append(task)
+    return out
 
 
 def fail_unlaunchable(svc: Services, job_id: str, code: str, message: str) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from batchai.ports import BlobStore, Compute, Engine, Record, Store
+from batchai.ports import BlobStore, Compute, Engine, FileServers, Record, Store
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class Services:
     # nodes whose orders changed heartbeat now: agents' long polls (the API's NodeWaker), or simulated nodes
     wake_nodes: Callable[[list[str]], None] = field(default=lambda node_ids: None)
     blobs: BlobStore | None = None  # where job logs and outputs are listed from; None: the local disk
+    file_servers: FileServers | None = None  # NFS server VMs; None: a file server is a directory of the data dir
     sync_job_files: Callable[[Record], None] = field(default=lambda record: None)  # an ending job's last upload
     # Engine calls that only inform an orchestration (a lifecycle started after launch, woken at its job's
     # end), which a node's answer need not wait for: the embedded host makes them after the answer (and

@@ -40,7 +40,7 @@ from batchai.api.nodes import NodeWaker, PeerWakes
 from batchai.background import Serial
 from batchai.blob_drop import DropBox
 from batchai.job_state import LAUNCHED
-from batchai.lifecycle import controller_instance, sweep_instance
+from batchai.lifecycle import controller_instance, restart_grace, sweep_instance
 from batchai.node_identity import node_credentials, node_key
 from batchai.node_protocol import JOINED
 from batchai.output_sync import OutputSync
@@ -141,9 +141,7 @@ class EmbeddedHost:
 
     def reconcile(self) -> None:
         """Give every cluster its nodes and controller, every running sweep, launched job and deletion its orchestration."""
-        now = time.time()
-        for node in self.store.nodes():
-            self.store.update_node(node.id, last_seen=now)  # agents get a grace period to reconnect
+        restart_grace(self.store, time.time())  # agents get a grace period to reconnect
         for workspace in self.store.workspaces("/subscriptions"):
             for cluster in self.store.children(workspace.id, "clusters"):
                 self.engine.schedule("cluster_controller", {"clusterId": cluster.id}, controller_instance(cluster))

@@ -32,6 +32,7 @@ import functools
 import os
 import secrets
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -62,7 +63,8 @@ class NoAzureCompute:
     def _unavailable(self, *args, **kwargs):
         raise RuntimeError("no compute adapter is configured: set the BATCHAI_VMSS_* app settings for VM scale sets")
 
-    node_root = start_node = is_alive = stop_node = mount = unmount = evicted = evict = _unavailable
+    remote = True
+    node_root = start_node = start_nodes = is_alive = stop_node = mount = unmount = evicted = evict = _unavailable
 
     def close(self) -> None:
         """Nothing held."""
@@ -99,15 +101,25 @@ def node_waker():
 @built_once
 def services():
     """The control plane's services."""
-    from batchai.adapters.from_env import azure_compute, blob_store, resource_store
+    from batchai.adapters.from_env import azure_compute, azure_file_servers, blob_store, resource_store
+    from batchai.lifecycle import restart_grace
     from batchai.services import Services, Settings
 
     data_dir = Path(os.environ.get("BATCHAI_DATA_DIR", "/home/data/batchai")).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings.from_env(data_dir, inline_scheduling=False)  # instances scale out: the controller alone schedules
     store = resource_store(data_dir)
+    restart_grace(store, time.time())  # a restart or redeploy: nodes get a node timeout to reach this host again
     compute = azure_compute(store, data_dir, settings.heartbeat_seconds) or NoAzureCompute()
-    return Services(store=store, compute=compute, engine=engine, settings=settings, wake_nodes=node_waker().wake, blobs=blob_store())
+    return Services(
+        store=store,
+        compute=compute,
+        engine=engine,
+        settings=settings,
+        wake_nodes=node_waker().wake,
+        blobs=blob_store(),
+        file_servers=azure_file_servers(),
+    )
 
 
 @built_once

@@ -1,19 +1,21 @@
-"""The BlobStore port on Azure Blob Storage: one container of an account reached by connection string.
+"""The BlobStore port on Azure Blob Storage: one container of an account, reached by a connection string
+with its `AccountKey` or by a token credential (a managed identity, no key anywhere).
 
 Logs are append blobs, so a reader following a log sees each new block as soon as it is
 appended; other blobs are block blobs replaced whole. Download URLs carry a read-only SAS for
-one blob, signed with the account key: that is why this adapter takes a connection string
-with `AccountKey` rather than a token credential.
+one blob, signed with the account key, or, with a token credential, with a user delegation key
+(the identity needs `generateUserDelegationKey` on the account: Storage Blob Delegator).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobClient, BlobSasPermissions, BlobServiceClient, generate_blob_sas
+from azure.storage.blob import BlobClient, BlobSasPermissions, BlobServiceClient, UserDelegationKey, generate_blob_sas
 
 from batchai.ports import BlobInfo
 
@@ -23,21 +25,37 @@ REQUEST_LOG = logging.getLogger("batchai.blobs.requests")
 REQUEST_LOG.setLevel(logging.WARNING)
 
 
+DELEGATION_KEY_LIFETIME = timedelta(days=1)  # a user delegation key is fetched again when a SAS outlives it (7 days at most)
+
+
 class AzureBlobStore:
     def __init__(self, connection_string: str, container: str):
         service = BlobServiceClient.from_connection_string(connection_string, logger=REQUEST_LOG)
         key = getattr(service.credential, "account_key", None)
         if not key:
-            raise ValueError("the blob connection string needs an AccountKey: SAS download URLs are signed with it")
-        if not service.account_name:
-            raise ValueError("the blob connection string needs an AccountName: SAS download URLs name it")
-        self.account: str = service.account_name
-        self._key = key
-        self.container = service.get_container_client(container)
+            raise ValueError("the blob connection string needs an AccountKey (or use the account URL and a managed identity)")
+        self._open(service, container, key)
         try:
             self.container.create_container()
         except ResourceExistsError:
             pass
+
+    @classmethod
+    def with_credential(cls, account_url: str, container: str, credential, **client_options) -> AzureBlobStore:
+        """The container (which must exist: a data-plane role cannot create it) with a token credential."""
+        store = cls.__new__(cls)
+        store._open(BlobServiceClient(account_url, credential=credential, logger=REQUEST_LOG, **client_options), container, None)
+        return store
+
+    def _open(self, service: BlobServiceClient, container: str, key: str | None) -> None:
+        if not service.account_name:
+            raise ValueError("the blob account has no name: SAS download URLs name it")
+        self.account: str = service.account_name
+        self._service = service
+        self._key = key
+        self._delegation: UserDelegationKey | None = None  # the user delegation key SAS URLs are signed with, without an account key
+        self._delegation_lock = threading.Lock()
+        self.container = service.get_container_client(container)
 
     def put(self, name: str, data: bytes) -> None:
         self.container.upload_blob(name, data, overwrite=True)
@@ -68,15 +86,22 @@ class AzureBlobStore:
             pass
 
     def download_url(self, name: str, expires_in: timedelta) -> str:
+        expiry = datetime.now(UTC) + expires_in
+        signing = {"account_key": self._key} if self._key else {"user_delegation_key": self._delegation_key(expiry)}
         sas = generate_blob_sas(
-            self.account,
-            self.container.container_name,
-            name,
-            account_key=self._key,
-            permission=BlobSasPermissions(read=True),
-            expiry=datetime.now(UTC) + expires_in,
+            self.account, self.container.container_name, name, permission=BlobSasPermissions(read=True), expiry=expiry, **signing
         )
         return f"{self.container.get_blob_client(name).url}?{sas}"
+
+    def _delegation_key(self, expiry: datetime) -> UserDelegationKey:
+        """A user delegation key valid until `expiry` at least (one per day, not one per URL)."""
+        with self._delegation_lock:
+            key = self._delegation
+            if key is None or datetime.fromisoformat(str(key.signed_expiry).replace("Z", "+00:00")) < expiry:
+                now = datetime.now(UTC)
+                key = self._service.get_user_delegation_key(now - timedelta(minutes=5), max(expiry, now + DELEGATION_KEY_LIFETIME))
+                self._delegation = key
+            return key
 
 
 def _append_blocks(blob: BlobClient, data: bytes) -> None:

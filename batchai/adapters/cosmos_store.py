@@ -41,7 +41,7 @@ from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
 from batchai.ports import Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
 from batchai.scheduling import head_limits
 
-_PARTITION_KEYS = {"resources": "/pk", "nodes": "/id", "tasks": "/id", "operations": "/id", "settings": "/id"}
+CONTAINERS = {"resources": "/pk", "nodes": "/id", "tasks": "/id", "operations": "/id", "settings": "/id"}  # name -> partition key
 _NODE_FIELDS = [f.name for f in fields(NodeRecord)]
 _TASK_FIELDS = [f.name for f in fields(TaskRecord)]
 _WORKSPACE = re.compile(r"^/subscriptions/[^/]+/resourcegroups/[^/]+/providers/microsoft\.batchai/workspaces/[^/]+")
@@ -158,19 +158,28 @@ def _freed_of(job: str, now: float) -> Callable[[Doc], Doc | None]:
 
 
 class CosmosStore:
-    """The Store port on one Cosmos DB database; creates the database and its containers if missing."""
+    """The Store port on one Cosmos DB database; creates the database and its containers if missing, unless
+    told they exist (`create=False`: a data-plane role cannot create them; infra/main.bicep does, as CONTAINERS)."""
 
-    def __init__(self, client: CosmosClient, database: str = "batchai"):
-        db = client.create_database_if_not_exists(database)
-        self._c = {
-            name: db.create_container_if_not_exists(name, partition_key=PartitionKey(path)) for name, path in _PARTITION_KEYS.items()
-        }
+    def __init__(self, client: CosmosClient, database: str = "batchai", *, create: bool = True):
+        if create:
+            db = client.create_database_if_not_exists(database)
+            self._c = {name: db.create_container_if_not_exists(name, partition_key=PartitionKey(path)) for name, path in CONTAINERS.items()}
+        else:
+            db = client.get_database_client(database)
+            self._c = {name: db.get_container_client(name) for name in CONTAINERS}
         self._create_counter("resources")
         self._create_counter("tasks")
 
     @classmethod
     def connect(cls, endpoint: str, key: str, database: str = "batchai", **options: Any) -> CosmosStore:
         return cls(CosmosClient(endpoint, credential=key, **options), database)
+
+    @classmethod
+    def connect_with(cls, endpoint: str, credential: Any, database: str = "batchai", **options: Any) -> CosmosStore:
+        """With a token credential (a managed identity holding the built-in data contributor role): the
+        database and containers must exist."""
+        return cls(CosmosClient(endpoint, credential=credential, **options), database, create=False)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _read(self, container: str, doc_id: str, pk: str) -> Doc | None:

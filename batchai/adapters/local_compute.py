@@ -25,6 +25,7 @@ from pathlib import Path
 
 import batchai
 from batchai.adapters import local_storage
+from batchai.ports import start_each
 
 TOKEN_ENV = "BATCHAI_NODE_TOKEN"
 PIDS_FILE = "agent.pids"
@@ -42,6 +43,8 @@ _PACKAGE_PARENT = str(Path(batchai.__file__).resolve().parent.parent)
 
 class LocalCompute:
     """Starts and stops node agents as local processes (the `Compute` port)."""
+
+    remote = False
 
     def __init__(
         self,
@@ -81,6 +84,9 @@ class LocalCompute:
         root = self.data_dir / "nodes" / cluster_key / node_name
         root.mkdir(parents=True, exist_ok=True)
         return root
+
+    def start_nodes(self, *, cluster_id: str, cluster_key: str, nodes: list[tuple[str, str]]) -> list[dict | Exception]:
+        return start_each(self, cluster_id=cluster_id, cluster_key=cluster_key, nodes=nodes)
 
     def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict:
         root = self.node_root(cluster_key, name)

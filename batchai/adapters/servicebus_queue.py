@@ -81,6 +81,11 @@ class ServiceBusSubmissionQueue:
             **options,
         )
 
+    @classmethod
+    def from_namespace(cls, namespace: str, credential: Any, topic: str = DEFAULT_TOPIC, **options: Any) -> ServiceBusSubmissionQueue:
+        """With a token credential (a managed identity: Azure Service Bus Data Sender and Receiver), no key."""
+        return cls(ServiceBusClient(namespace, credential), ServiceBusAdministrationClient(namespace, credential), topic, **options)
+
     def publish(self, body: str, *, priority: str = "normal", message_id: str | None = None) -> str:
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}")

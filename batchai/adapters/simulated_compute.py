@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from batchai import node_protocol
 from batchai.background import TimerThread
+from batchai.ports import start_each
 
 if TYPE_CHECKING:
     from batchai.services import Services
@@ -58,6 +59,8 @@ class _Node:
 class SimulatedCompute:
     """The Compute port for simulated nodes, which call the node protocol with `control_plane()`."""
 
+    remote = False
+
     def __init__(
         self, control_plane: Callable[[], Services], *, heartbeat_seconds: float = 5.0, default_seconds: float = 1.0, workers: int = 4
     ):
@@ -75,6 +78,9 @@ class SimulatedCompute:
 
     def node_root(self, cluster_key: str, node_name: str) -> str:
         return f"/simulated/{cluster_key}/{node_name}"
+
+    def start_nodes(self, *, cluster_id: str, cluster_key: str, nodes: list[tuple[str, str]]) -> list[dict | Exception]:
+        return start_each(self, cluster_id=cluster_id, cluster_key=cluster_key, nodes=nodes)
 
     def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict:
         machine = f"simulated-{next(self._machine_numbers)}"
@@ -141,6 +147,8 @@ class SimulatedCompute:
 
     def _act(self, action: str, node) -> None:
         try:
+            if action == "tick":  # before anything can fail: a node whose control plane is away keeps trying
+                self._at(time.time() + self.heartbeat_seconds, "tick", node.id)
             svc = self._control_plane()
             if action == "register":
                 node_protocol.register(svc, node.id, {"bootId": node.boot, "address": "127.0.0.1", "pid": None})
@@ -150,10 +158,7 @@ class SimulatedCompute:
                     return
                 self._at(time.time() + self.heartbeat_seconds, "tick", node.id)
                 self._beat(svc, node)
-            elif action == "tick":
-                self._beat(svc, node)
-                self._at(time.time() + self.heartbeat_seconds, "tick", node.id)
-            else:  # "beat" (woken) and "finish" (a task's time is up)
+            else:  # "tick", "beat" (woken) and "finish" (a task's time is up)
                 self._beat(svc, node)
         except Exception:  # noqa: BLE001 - a simulated node that fails a beat tries again on its next tick
             pass

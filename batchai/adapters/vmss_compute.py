@@ -27,8 +27,11 @@ How a cluster maps onto Azure
   (gone from the scale set, or being deleted without us asking) or deallocated (a `Deallocate`
   eviction policy) was evicted. `evict` asks Azure to evict a Spot instance (Simulate Eviction); the
   platform then takes it back on its own time, as it would for capacity.
-- Mounting happens on the VMs (custom data), so `mount` only answers the planned mount paths and
-  `unmount` does nothing.
+- Mounting happens on the VMs: the cluster's volumes at the first boot (custom data; each node's root
+  links them as `mounts`), a job's own by the node's agent around its task (`NodeTask.mounts`), so
+  `mount` only answers the planned mount paths and `unmount` does nothing. The VMs are `remote`: a
+  job's paths are under the node's root, and its agent sends its logs and outputs to the control
+  plane as it writes them (batchai/agent/uploads.py), which keeps them in the job's blob container.
 
 Not handled here: creating a virtual network (give a subnet), granting the scale set's managed
 identity access to Key Vault (it is created, SystemAssigned, when a volume's key is a Key Vault
@@ -40,11 +43,14 @@ them. Each node's own credential goes only to its instance, with its name (start
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import re
 import shlex
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -54,7 +60,13 @@ from azure.mgmt.compute import models as m
 from batchai.mounting import SecretFetch, plan_mounts, render
 
 TOKEN_ENV = "BATCHAI_NODE_TOKEN"
-DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "UbuntuServer", "sku": "18.04-LTS", "version": "latest"}
+# Generation 2, with the NVIDIA driver, CUDA, InfiniBand (MOFED) and MPI (HPC-X, OpenMPI) installed: what ND/NC sizes need
+DEFAULT_IMAGE = {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"}
+HPC_IMAGE_PUBLISHER = "microsoft-dsvm"
+# on any other image a GPU size gets its driver (and CUDA) from this extension
+GPU_DRIVER_EXTENSION = {"publisher": "Microsoft.HpcCompute", "type": "NvidiaGpuDriverLinux", "typeHandlerVersion": "1.9"}
+JOB_USER = "batchai-job"  # jobs run as this user: it cannot read /etc/batchai (the node's credential)
+RUN_COMMAND_WORKERS = 16  # instances named at once by start_nodes
 DEFAULT_DATA_DIR = "/mnt/batchai"  # on the VMs: the resource (temporary) disk, as Batch used /mnt/batch
 NODE_ENV = "/etc/batchai/node.env"  # written per instance by start_node's Run Command
 AGENT_VENV = "/opt/batchai/venv"
@@ -66,6 +78,28 @@ _EVICTED_POWER = ("PowerState/deallocated", "PowerState/deallocating")
 def scale_set_name(cluster_key: str) -> str:
     """The scale set of a cluster (names are at most 64 characters; the key is a uuid)."""
     return f"{SCALE_SET_PREFIX}{cluster_key}"[:64]
+
+
+_SIZE = re.compile(r"^standard_([a-z]+)(\d+)([a-z]*)(?:_|$)", re.IGNORECASE)
+
+
+def _size_parts(vm_size: str) -> tuple[str, str]:
+    """(family, features) of an Azure size name: Standard_ND96isr_H100_v5 -> ("nd", "isr")."""
+    m = _SIZE.match(vm_size or "")
+    return (m.group(1).lower(), m.group(3).lower()) if m else ("", "")
+
+
+def is_gpu_size(vm_size: str) -> bool:
+    """The N series (NC, ND, NV, NG) carry NVIDIA or AMD GPUs."""
+    return _size_parts(vm_size)[0].startswith("n")
+
+
+def is_infiniband_size(vm_size: str) -> bool:
+    """RDMA-capable sizes (InfiniBand): an `r` among the features of the H and N families (ND96asr_v4,
+    ND96isr_H100_v5, NC24rs_v3, HB120rs_v3). Their VMs reach each other over InfiniBand only inside one
+    placement group."""
+    family, features = _size_parts(vm_size)
+    return family[:1] in ("h", "n") and "r" in features
 
 
 # ----- custom data (pure) -------------------------------------------------------------------------
@@ -82,10 +116,13 @@ curl -sf -H "Authorization: Bearer ${token}" "${1%/}?api-version=7.4" \
 
 
 def _heredoc(path: str, content: str, delimiter: str, mode: str = "644") -> str:
+    """A file written by a quoted heredoc (nothing in it is expanded), ended by a delimiter no line of it is."""
     if not content.endswith("\n"):
         content += "\n"
-    if f"\n{delimiter}\n" in f"\n{content}":
-        raise ValueError(f"content contains the heredoc delimiter {delimiter}")
+    lines = set(content.split("\n"))
+    delimiter = f"{delimiter}_{hashlib.sha256(content.encode()).hexdigest()[:12]}"
+    while delimiter in lines:
+        delimiter += "_"
     return f"install -m {mode} /dev/null {shlex.quote(path)}\ncat > {shlex.quote(path)} <<'{delimiter}'\n{content}{delimiter}\n"
 
 
@@ -94,16 +131,44 @@ def agent_command(*, cluster_id: str, control_plane_url: str, python: str = f"{A
     return (
         f'{python} -m batchai.agent --node-id "$BATCHAI_NODE_ID" --cluster-id {shlex.quote(cluster_id)} '
         f'--name "$BATCHAI_NODE_NAME" --root "$BATCHAI_NODE_ROOT" --url {shlex.quote(control_plane_url)} '
-        f'--address "$ADDRESS" --heartbeat {float(heartbeat)!r}'
+        f'--address "$ADDRESS" --heartbeat {float(heartbeat)!r} --run-as {JOB_USER}'
     )
 
 
-def custom_data(*, cluster_id: str, control_plane_url: str, agent_package: str, mount_script: str = "", heartbeat: float = 1.0) -> str:
+_NVIDIA_TOOLKIT = [
+    "if ! command -v nvidia-ctk >/dev/null; then",
+    "  curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey"
+    " | gpg --batch --yes --dearmor -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg",
+    "  curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list"
+    " | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g'"
+    " > /etc/apt/sources.list.d/nvidia-container-toolkit.list",
+    "  apt-get update -q",
+    "  apt-get install -y -q nvidia-container-toolkit",
+    "fi",
+    "nvidia-ctk runtime configure --runtime=docker",
+    "systemctl restart docker",
+]
+
+
+def custom_data(
+    *,
+    cluster_id: str,
+    control_plane_url: str,
+    agent_package: str,
+    mount_script: str = "",
+    heartbeat: float = 1.0,
+    gpu: bool = False,
+    mount_root: str = f"{DEFAULT_DATA_DIR}/mounts",
+) -> str:
     """The bootstrap script every instance of a cluster's scale set runs at its first boot (as root).
 
     `mount_script` is a rendered mount plan (`batchai.mounting.render(..., redact=False)`), run before
     the agent starts so that jobs find their volumes; `agent_package` is what pip installs the agent
-    from (a wheel or sdist URL, `git+https://...`, or a name on the VMs' package index).
+    from (a wheel or sdist URL, `git+https://...`, or a name on the VMs' package index). Every node gets
+    a container runtime (docker) and OpenMPI unless its image has them; `gpu` nodes get the NVIDIA
+    container toolkit too (the driver and CUDA come with the image or the driver extension). Jobs run
+    as the unprivileged JOB_USER, which cannot read /etc/batchai. `mount_root` is where the mount
+    script mounts the cluster's volumes: each node's root links it as `mounts` (AZ_BATCHAI_MOUNT_ROOT).
     """
     start = agent_command(cluster_id=cluster_id, control_plane_url=control_plane_url, heartbeat=heartbeat)
     launcher = f"""#!/bin/bash
@@ -112,7 +177,8 @@ set -euo pipefail
 while [ ! -s {NODE_ENV} ]; do sleep 2; done
 set -a; . {NODE_ENV}; set +a
 ADDRESS=$(hostname -I | awk '{{print $1}}')
-mkdir -p "$BATCHAI_NODE_ROOT"
+mkdir -p "$BATCHAI_NODE_ROOT" {shlex.quote(mount_root)}
+ln -sfn {shlex.quote(mount_root)} "$BATCHAI_NODE_ROOT/mounts"
 cd "$BATCHAI_NODE_ROOT"
 exec {start}
 """
@@ -151,7 +217,14 @@ WantedBy=multi-user.target
         "  apt-get install -y -q python3.11 python3.11-venv",
         "  PY=python3.11",
         "fi",
+        "",
+        "# 2. a container runtime, MPI, and the user jobs run as",
+        "command -v docker >/dev/null || apt-get install -y -q docker.io",
+        "command -v mpirun >/dev/null || apt-get install -y -q openmpi-bin",
+        f"id -u {JOB_USER} >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash {JOB_USER}",
     ]
+    if gpu:
+        parts += ["# GPUs in containers: the NVIDIA container toolkit, wired into docker", *_NVIDIA_TOOLKIT]
     if needs_blobfuse:
         parts += [
             'curl -sSfL "https://packages.microsoft.com/config/ubuntu/$(lsb_release -rs)/packages-microsoft-prod.deb"'
@@ -162,12 +235,12 @@ WantedBy=multi-user.target
         ]
     parts += [
         "",
-        "# 2. the node agent",
+        "# 3. the node agent",
         f'"$PY" -m venv {AGENT_VENV}',
         f"{AGENT_VENV}/bin/python -m pip install -q --upgrade pip",
         f"{AGENT_VENV}/bin/python -m pip install -q {shlex.quote(agent_package)}",
         "",
-        "# 3. the cluster's volumes (nodeSetup.mountVolumes)",
+        "# 4. the cluster's volumes (nodeSetup.mountVolumes)",
         _heredoc("/usr/local/bin/batchai-fetch-secret", _FETCH_SECRET, "BATCHAI_FETCH_SECRET", mode="755").rstrip("\n"),
     ]
     if mount_script.strip():
@@ -177,7 +250,7 @@ WantedBy=multi-user.target
         ]
     parts += [
         "",
-        "# 4. the agent's service: it starts the agent once this instance is named",
+        "# 5. the agent's service: it starts the agent once this instance is named",
         _heredoc("/opt/batchai/start-agent.sh", launcher, "BATCHAI_LAUNCHER", mode="755").rstrip("\n"),
         _heredoc("/etc/systemd/system/batchai-agent.service", unit, "BATCHAI_UNIT").rstrip("\n"),
         "systemctl daemon-reload",
@@ -229,6 +302,8 @@ def _codes(instance_view) -> list[str]:
 
 class VmssCompute:
     """Nodes as VM scale set instances (the `Compute` port)."""
+
+    remote = True  # the VMs see nothing of the control plane's disk
 
     def __init__(
         self,
@@ -298,13 +373,35 @@ class VmssCompute:
         if not subnet:
             raise ValueError("a scale set needs a subnet: give the cluster a subnet or the adapter a default_subnet_id")
         steps = mount_plan((properties.get("nodeSetup") or {}).get("mountVolumes"), self.mount_root(cluster_key), self.file_server_address)
+        size = properties["vmSize"]
+        gpu = is_gpu_size(size)
         script = custom_data(
             cluster_id=cluster_id,
             control_plane_url=self.control_plane_url,
             agent_package=self.agent_package,
             mount_script=render(steps, redact=False) if steps else "",
             heartbeat=self.heartbeat,
+            gpu=gpu,
+            mount_root=self.mount_root(cluster_key),
         )
+        # the HPC image carries the driver; any other image on a GPU size gets it from the extension
+        driver_in_image = not image.get("virtualMachineImageId") and str(image.get("publisher", "")).lower() == HPC_IMAGE_PUBLISHER
+        extensions = None
+        if gpu and not driver_in_image:
+            extensions = m.VirtualMachineScaleSetExtensionProfile(
+                extensions=[
+                    m.VirtualMachineScaleSetExtension(
+                        name="NvidiaGpuDriverLinux",
+                        properties=m.VirtualMachineScaleSetExtensionProperties(
+                            publisher=GPU_DRIVER_EXTENSION["publisher"],
+                            type=GPU_DRIVER_EXTENSION["type"],
+                            type_handler_version=GPU_DRIVER_EXTENSION["typeHandlerVersion"],
+                            auto_upgrade_minor_version=True,
+                            settings={},
+                        ),
+                    )
+                ]
+            )
         profile = m.VirtualMachineScaleSetVMProfile(
             os_profile=m.VirtualMachineScaleSetOSProfile(
                 computer_name_prefix=f"bai{cluster_key.replace('-', '')[:8]}",
@@ -317,6 +414,7 @@ class VmssCompute:
                 image_reference=image_ref,
                 os_disk=m.VirtualMachineScaleSetOSDisk(create_option="FromImage", caching="ReadWrite"),
             ),
+            extension_profile=extensions,
             network_profile=m.VirtualMachineScaleSetNetworkProfile(
                 network_interface_configurations=[
                     m.VirtualMachineScaleSetNetworkConfiguration(
@@ -345,13 +443,14 @@ class VmssCompute:
         return m.VirtualMachineScaleSet(
             location=self.location,
             tags={"batchai-cluster-key": cluster_key, "batchai-cluster": cluster_id[:256]},
-            sku=m.Sku(name=properties["vmSize"], tier="Standard", capacity=0),
+            sku=m.Sku(name=size, tier="Standard", capacity=0),
             identity=m.VirtualMachineScaleSetIdentity(type="SystemAssigned") if any(isinstance(s, SecretFetch) for s in steps) else None,
             properties=m.VirtualMachineScaleSetProperties(
                 orchestration_mode="Uniform",
                 upgrade_policy=m.UpgradePolicy(mode="Manual"),
                 overprovision=False,
-                single_placement_group=False,
+                # InfiniBand links only the VMs of one placement group (at most 100 of them)
+                single_placement_group=is_infiniband_size(size),
                 virtual_machine_profile=profile,
             ),
         )
@@ -449,11 +548,22 @@ class VmssCompute:
 
     def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict:
         """Grows the scale set by one instance and names it; the agent reports its address when it registers."""
+        (answer,) = self.start_nodes(cluster_id=cluster_id, cluster_key=cluster_key, nodes=[(node_id, name)])
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def start_nodes(self, *, cluster_id: str, cluster_key: str, nodes: list[tuple[str, str]]) -> list[dict | Exception]:
+        """Grows the scale set by len(nodes) in ONE capacity update, then names the new instances with Run
+        Commands, at most RUN_COMMAND_WORKERS at once. One answer per (node id, name), in order: its handle,
+        or the error that stopped it (an instance that could not be named is deleted: unnamed, it would idle).
+        Raises (nothing started) when the capacity update fails."""
+        if not nodes:
+            return []
         scale_set = self.ensure_scale_set(cluster_key, cluster_id)
-        root = self.node_root(cluster_key, name)
         with self._scale_set_lock(scale_set):
             before = {vm["instanceId"] for vm in self._instances(scale_set, instance_view=False)}
-            self._set_capacity(scale_set, self.capacity(cluster_key) + 1)
+            self._set_capacity(scale_set, self.capacity(cluster_key) + len(nodes))
             with self._lock:
                 taken = {v["instanceId"] for v in self._nodes.values() if v["scaleSet"] == scale_set}
             new = sorted(
@@ -464,22 +574,29 @@ class VmssCompute:
                 ),
                 key=lambda i: (len(i), i),
             )
-            if not new:
-                raise RuntimeError(f"the scale set {scale_set} grew but no new instance appeared")
-            instance = new[0]
             with self._lock:
-                self._nodes[node_id] = {"scaleSet": scale_set, "instanceId": instance, "clusterKey": cluster_key}
+                for (node_id, _), instance in zip(nodes, new, strict=False):
+                    self._nodes[node_id] = {"scaleSet": scale_set, "instanceId": instance, "clusterKey": cluster_key}
                 self._save()
-        command = m.RunCommandInput(
-            command_id="RunShellScript",
-            script=node_env_script(node_id=node_id, name=name, root=root, credential=self.node_credential(node_id)),
-        )
-        try:
-            self.client.virtual_machine_scale_set_vms.begin_run_command(self.resource_group, scale_set, instance, command).result()
-        except Exception:
-            self.stop_node({"id": node_id})  # an instance nobody can name would idle forever: it goes
-            raise
-        return {"id": node_id, "pid": None, "address": None, "root": root, "machine": f"{scale_set}/{instance}"}
+
+        def name_instance(node_id: str, name: str, instance: str | None) -> dict | Exception:
+            if instance is None:
+                return RuntimeError(f"the scale set {scale_set} grew but no new instance appeared for {name}")
+            root = self.node_root(cluster_key, name)
+            command = m.RunCommandInput(
+                command_id="RunShellScript",
+                script=node_env_script(node_id=node_id, name=name, root=root, credential=self.node_credential(node_id)),
+            )
+            try:
+                self.client.virtual_machine_scale_set_vms.begin_run_command(self.resource_group, scale_set, instance, command).result()
+            except Exception as exc:  # noqa: BLE001 - this node's answer; the others go on
+                self.stop_node({"id": node_id})
+                return exc
+            return {"id": node_id, "pid": None, "address": None, "root": root, "machine": f"{scale_set}/{instance}"}
+
+        instances: list[str | None] = [*new[: len(nodes)], *([None] * (len(nodes) - len(new)))]
+        with ThreadPoolExecutor(max_workers=min(RUN_COMMAND_WORKERS, len(nodes)), thread_name_prefix="vmss-name") as pool:
+            return list(pool.map(lambda args: name_instance(*args), [(n, name, i) for (n, name), i in zip(nodes, instances, strict=True)]))
 
     def instance_of(self, node_id: str) -> tuple[str, str] | None:
         """(scale set, instance id) of a node this adapter started."""

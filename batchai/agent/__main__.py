@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--orphan-timeout", type=float, default=600.0, help="exit when the control plane is unreachable this long and no task runs"
     )
+    p.add_argument("--run-as", help="run jobs as this user (not the agent's): they cannot read what only the agent may")
     return p.parse_args(argv)
 
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         address=args.address,
         heartbeat=args.heartbeat,
         orphan_timeout=args.orphan_timeout,
+        run_as=args.run_as,
     )
     return agent.run()
 

@@ -238,7 +238,9 @@ class Agent:
         address: str = "127.0.0.1",
         heartbeat: float = 1.0,
         orphan_timeout: float = 600.0,
+        run_as: str | None = None,
     ):
+        self.run_as = run_as  # jobs run as this user (the agent itself stays root on a VM: it mounts)
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.name = name
@@ -485,6 +487,7 @@ class Agent:
                 task,
                 node_name=self.name,
                 base_env=self.base_env,
+                run_as=self.run_as,
                 on_pids=self._write_pids,
                 on_done=self._task_done,
                 after=self._prepared_state(task.after) if task.after else None,

@@ -20,6 +20,7 @@ like the task's own.
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import threading
@@ -134,8 +135,10 @@ class TaskRunner:
         on_pids: Callable[[], None] | None = None,
         on_done: Callable[[TaskRunner], None] | None = None,
         after: Callable[[float], bool | None] | None = None,
+        run_as: str | None = None,
     ):
         self.task = task
+        self.user = pwd.getpwnam(run_as) if run_as else None  # KeyError: no such user
         self.node_name = node_name
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.on_pids = on_pids
@@ -186,6 +189,7 @@ class TaskRunner:
                 ["/bin/bash", "-c", self._command(command, {})],
                 cwd=self.task.cwd,
                 env=env,
+                **self._as_user(env),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -250,10 +254,13 @@ class TaskRunner:
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(content)
             os.makedirs(t.cwd, exist_ok=True)
-            code, error = self._in_container(self._run_all)
+            self._give_to_user([*t.dirs, t.cwd, *t.files])
+            error = self._script(t.mounts, "mounting the job's volumes")
+            code, error = (1, error) if error else self._in_container(self._run_all)
         except Exception as e:  # noqa: BLE001 - any failure becomes the task's result
             code, error = 1, f"the node agent could not run the task: {e}"
             self._log(error)
+        self._script(t.unmounts, "unmounting the job's volumes")
         with self._lock:
             self._over = True
             killed = self._killed
@@ -277,6 +284,19 @@ class TaskRunner:
         return self.result
 
     # ----- internals --------------------------------------------------------------------------
+
+    def _script(self, script: str, what: str) -> str | None:
+        """Runs one of the task's own scripts as the agent (mounting needs root); its error, or None. The
+        script holds keys: only its exit code and the end of its error output are logged."""
+        if not script:
+            return None
+        done = subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode == 0:
+            self._log(f"{what}: done")
+            return None
+        error = f"{what} failed with exit code {done.returncode}: {done.stderr.strip()[-500:]}"
+        self._log(error)
+        return error
 
     def _run_all(self) -> tuple[int, str | None]:
         t = self.task
@@ -377,6 +397,22 @@ class TaskRunner:
             containers.remove(runtime, spec, env)
             self._log(f"container {spec.name} removed")
 
+    def _give_to_user(self, paths: list[str]) -> None:
+        """The job's own directories and files belong to the user it runs as (the agent made them)."""
+        if self.user is not None:
+            for path in paths:
+                try:
+                    os.chown(path, self.user.pw_uid, self.user.pw_gid)
+                except OSError as e:  # a volume that keeps its own owners (blobfuse, cifs): as the volume allows
+                    self._log(f"could not give {path} to {self.user.pw_name}: {e}")
+
+    def _as_user(self, env: dict[str, str]) -> dict:
+        """Popen arguments that run a process on the host as the job's user (a container's runtime stays the agent's)."""
+        if self.user is None or self._container is not None:
+            return {}
+        env.update(HOME=self.user.pw_dir, USER=self.user.pw_name, LOGNAME=self.user.pw_name)
+        return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+
     def _command(self, command: str, extra_env: dict[str, str]) -> str:
         """`command` as run: as it is on the host, or exec'd into the task's container."""
         if self._container is None:
@@ -400,6 +436,7 @@ class TaskRunner:
                         ["/bin/bash", "-c", self._command(p.command, p.env)],
                         cwd=self.task.cwd,
                         env=env,
+                        **self._as_user(env),
                         stdin=subprocess.DEVNULL,
                         stdout=out,
                         stderr=err,

@@ -237,15 +237,20 @@ def _create_file_server(svc: Services, rid: str, sub: str, rg: str, ws: str, fs:
     props = params.properties.to_wire()
     record = new_record(rid, "fileServers", fs, workspace.id, props)
     record.internal = {"uuid": uuid.uuid4().hex}
-    export = svc.settings.data_dir / "fileservers" / record.internal["uuid"]
-    export.mkdir(parents=True, exist_ok=True)
     props = record.properties
-    props["mountSettings"] = {"mountPoint": str(export), "fileServerPublicIP": "127.0.0.1", "fileServerInternalIP": "127.0.0.1"}
+    if svc.file_servers is not None:  # an NFS server VM, made by an orchestration: mountSettings once it serves
+        props["provisioningState"] = "creating"
+    else:
+        export = svc.settings.data_dir / "fileservers" / record.internal["uuid"]
+        export.mkdir(parents=True, exist_ok=True)
+        props["mountSettings"] = {"mountPoint": str(export), "fileServerPublicIP": "127.0.0.1", "fileServerInternalIP": "127.0.0.1"}
     try:
         record = svc.store.create(record)
     except Conflict:
         raise ApiError.conflict(f"The file server '{fs}' already exists.") from None
-    return JSONResponse(render.file_server(record))
+    if svc.file_servers is not None:
+        svc.engine.schedule("file_server_creation", {"fileServerId": record.id}, f"fs-create-{record.internal['uuid']}")
+    return JSONResponse(render.file_server(record), status_code=201 if svc.file_servers is not None else 200)
 
 
 @router.get(FILE_SERVER)

@@ -39,6 +39,7 @@ class LaunchContext:
     exec_secret: str = ""  # lets this job's mpirun start daemons on its other nodes
     container_binds: tuple[str, ...] = ()  # host paths a job's container sees (at the same paths)
     node_local: bool = False  # the nodes are other machines: every path of the job is under the node's root
+    shared_volume: str | None = None  # other machines: a cluster volume all nodes mount, for the shared job temp
 
     @property
     def master(self) -> PlacedNode:
@@ -60,6 +61,13 @@ class LaunchContext:
 
     def binds(self, node: PlacedNode) -> tuple[str, ...]:
         return (node.root,) if self.node_local else self.container_binds
+
+    def shared_job_temp_of(self, node: PlacedNode) -> str:
+        """AZ_BATCHAI_SHARED_JOB_TEMP: one directory all the job's nodes see (on other machines, on the cluster's
+        shared volume; without one, each node has its own)."""
+        if self.node_local and self.shared_volume:
+            return f"{self.mount_root(node)}/{self.shared_volume}/.batchai/jobs/{self.job_uuid}/shared"
+        return f"{self.job_dir_of(node)}/shared"
 
     def job_temp(self, node: PlacedNode) -> str:
         return f"{node.root}/jobs/{self.job_uuid}"

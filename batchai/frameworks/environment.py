@@ -28,7 +28,7 @@ def _base(ctx: LaunchContext, node: PlacedNode) -> dict[str, str]:
         "AZ_BATCHAI_JOB_MOUNT_ROOT": f"{ctx.job_dir_of(node)}/mounts",
         "AZ_BATCHAI_JOB_TEMP_DIR": f"{node.root}/jobs",
         "AZ_BATCHAI_JOB_TEMP": temp,
-        "AZ_BATCHAI_SHARED_JOB_TEMP": f"{ctx.job_dir_of(node)}/shared",
+        "AZ_BATCHAI_SHARED_JOB_TEMP": ctx.shared_job_temp_of(node),
         "AZ_BATCHAI_MPI_HOST_FILE": f"{temp}/hostfile",
         "AZ_BATCHAI_METRICS_FILE": f"{temp}/{METRICS_FILE}",  # JSON lines the node agent relays (batchai.metrics)
         "AZ_BATCHAI_NUM_GPUS": str(ctx.gpus_per_node),

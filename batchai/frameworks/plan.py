@@ -40,6 +40,10 @@ class NodeTask:
     after: str | None = None  # a task of the same node whose preparation must finish first
     container: ContainerSpec | None = None  # run preparation and processes in this container
     uploads: dict[str, str] = field(default_factory=dict)  # output directory id -> its path here, sent to the control plane
+    # the job's own volumes on a VM (batchai.mounting, rendered; they hold keys: never logged): run by the
+    # agent before anything else, and `unmounts` once the task is over
+    mounts: str = ""
+    unmounts: str = ""
 
     @property
     def holds_only(self) -> bool:

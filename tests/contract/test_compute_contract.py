@@ -120,6 +120,16 @@ def test_start_node_answers_the_handle_fields_and_the_node_is_alive(machines):
     assert machines.compute.is_alive(handle)
 
 
+def test_start_nodes_answers_each_nodes_handle_in_order_and_they_are_alive(machines):
+    answers = machines.compute.start_nodes(cluster_id=CLUSTER_ID, cluster_key=KEY, nodes=[("n-a", "node-0"), ("n-b", "node-1")])
+    machines.handles.extend(answers)
+    assert [a["id"] for a in answers] == ["n-a", "n-b"]
+    assert [str(a["root"]) for a in answers] == [str(machines.compute.node_root(KEY, n)) for n in ("node-0", "node-1")]
+    assert all(HANDLE_FIELDS <= a.keys() and machines.compute.is_alive(a) for a in answers)
+    assert machines.compute.start_nodes(cluster_id=CLUSTER_ID, cluster_key=KEY, nodes=[]) == []
+    assert isinstance(machines.compute.remote, bool)
+
+
 def test_a_stopped_node_is_not_alive_and_the_other_one_is(machines):
     a, b = machines.start("node-0"), machines.start("node-1")
     assert machines.compute.is_alive(a) and machines.compute.is_alive(b)

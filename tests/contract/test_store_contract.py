@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from batchai.adapters.cosmos_store import CosmosStore
 from batchai.adapters.sqlite_store import SqliteStore
@@ -434,3 +435,17 @@ def test_jobs_share_a_nodes_gpus_disjointly_and_a_whole_node_job_waits_for_all_o
     node = store.get_node("g0")
     assert (node.state, node.shares, node.free_gpus()) == ("idle", None, ["0", "1", "2", "3"]) and node.idle_since >= started
     assert store.claim_nodes(CL, whole, ["g0"])
+
+
+def test_cosmos_opened_without_creating_uses_the_containers_the_template_made(cosmos_url):
+    """With a managed identity (data-plane role only) the store creates nothing: it opens the database and the
+    containers infra/main.bicep made (here: made first by a store that may create them)."""
+    database = f"db-{uuid.uuid4().hex}"
+    made = CosmosStore(client(cosmos_url), database)
+    made.create(workspace(WS))
+    opened = CosmosStore(client(cosmos_url), database, create=False)
+    assert opened.get(WS) is not None
+    opened.create(Record(CL, "clusters", "c1", WS, {"properties": {}}))
+    assert [r.id for r in made.children(WS, "clusters")] == [CL]
+    with pytest.raises(CosmosHttpResponseError):  # the database was never made
+        CosmosStore(client(cosmos_url), f"db-{uuid.uuid4().hex}", create=False).get(WS)

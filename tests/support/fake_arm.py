@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from urllib.parse import parse_qs, urlsplit
 
 from azure.core.credentials import AccessToken
@@ -62,6 +63,13 @@ class FakeArm(HttpTransport):
         self.async_operations = async_operations
         self.operations: dict[str, dict] = {}
         self.fail_run_command = False
+        self.fail_run_command_for: set[str] = set()
+        self.machines: dict[str, dict] = {}  # standalone VMs (file servers) by name
+        self.nics: dict[
+            str, dict
+        ] = {}  # network interfaces by id (made with a VM, as ARM makes them)  # instance ids whose Run Command fails
+        self.on_capacity = lambda capacity: None  # called as a capacity update arrives, before it is applied
+        self._lock = threading.Lock()  # requests may come from several threads (start_nodes names instances at once)
 
     # HttpTransport
     def open(self):
@@ -85,7 +93,8 @@ class FakeArm(HttpTransport):
         self.requests.append(
             {"method": request.method, "path": url.path, "query": parse_qs(url.query), "body": parsed, "headers": dict(request.headers)}
         )
-        status, payload, headers = self.handle(request.method, url.path, parse_qs(url.query), parsed, request.url)
+        with self._lock:
+            status, payload, headers = self.handle(request.method, url.path, parse_qs(url.query), parsed, request.url)
         return CannedResponse(request, status, payload, headers)
 
     # ARM
@@ -130,6 +139,12 @@ class FakeArm(HttpTransport):
         m = re.match(r".*/operations/(op\d+)$", path)
         if m:
             return 200, {"status": self.operations[m.group(1)]["status"], "name": m.group(1)}, {}
+        m = re.match(r".*/providers/Microsoft\.Network/networkInterfaces/[^/]+$", path)
+        if m:
+            return (200, self.nics[path], {}) if path in self.nics and method == "GET" else (404, {"error": {"code": "NotFound"}}, {})
+        m = re.match(r".*/providers/Microsoft\.Compute/virtualMachines/([^/]+)$", path)
+        if m:
+            return self._machine(method, m.group(1), path, body, url)
         m = re.match(r".*/virtualMachineScaleSets/([^/]+)(/.*)?$", path)
         if not m:
             return 404, {"error": {"code": "NotFound", "message": path}}, {}
@@ -148,6 +163,7 @@ class FakeArm(HttpTransport):
             if method == "PATCH":
                 if name not in self.scale_sets:
                     return not_found
+                self.on_capacity(body["sku"]["capacity"])
                 self.set_capacity(name, body["sku"]["capacity"])
                 return self._lro(method, 200, self.scale_sets[name], url)
             if method == "DELETE":
@@ -181,7 +197,7 @@ class FakeArm(HttpTransport):
             if action == "/instanceView" and method == "GET":
                 return 200, vms[instance]["properties"]["instanceView"], {}
             if action == "/runCommand" and method == "POST":
-                if self.fail_run_command:
+                if self.fail_run_command or instance in self.fail_run_command_for:
                     return 409, {"error": {"code": "Conflict", "message": "Run command extension execution is in progress."}}, {}
                 return self._lro(method, 200, {"value": [{"code": "ProvisioningState/succeeded", "message": "Enable succeeded"}]}, url)
             if action == "/simulateEviction" and method == "POST":  # the platform evicts at once here
@@ -194,6 +210,32 @@ class FakeArm(HttpTransport):
                     del vms[instance]
                     self.scale_sets[name]["sku"]["capacity"] = len(vms)
                 return 204, None, {}
+        return 400, {"error": {"code": "Unexpected", "message": f"{method} {path}"}}, {}
+
+    def _machine(self, method, name, path, body, url):
+        """A standalone VM: PUT makes it (and its network interface, with the next private address), GET, DELETE."""
+        if method == "PUT":
+            stored = json.loads(json.dumps(body))
+            nic = path.split("/providers/")[0] + f"/providers/Microsoft.Network/networkInterfaces/{name}-nic"
+            address = f"10.40.0.{4 + len(self.machines)}"
+            self.nics[nic] = {
+                "id": nic,
+                "properties": {"ipConfigurations": [{"name": "ipconfig", "properties": {"privateIPAddress": address}}]},
+            }
+            stored.update(name=name, id=path)
+            stored["properties"]["provisioningState"] = "Succeeded"
+            stored["properties"]["networkProfile"]["networkInterfaces"] = [{"id": nic}]
+            self.machines[name] = stored
+            return self._lro(method, 200, stored, url)
+        if name not in self.machines:
+            return 404, {"error": {"code": "ResourceNotFound", "message": f"{name} not found"}}, {}
+        if method == "GET":
+            return 200, self.machines[name], {}
+        if method == "DELETE":
+            vm = self.machines.pop(name)
+            for nic in vm["properties"]["networkProfile"]["networkInterfaces"]:
+                self.nics.pop(nic["id"], None)
+            return self._lro(method, 200, None, url) if self.async_operations else (200, None, {})
         return 400, {"error": {"code": "Unexpected", "message": f"{method} {path}"}}, {}
 
     def of(self, method: str, suffix: str = "") -> list[dict]:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -684,3 +687,22 @@ def test_runner_failure_to_start_a_process_stops_the_others(tmp_path):
     assert result["exitCode"] == 1 and "could not run the task" in result["error"]
     pid = exec_pid(task, "0")
     assert pid and not pid_alive(pid) and runner.pids() == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a job as another user needs root, as the agent on a VM is")
+def test_a_job_run_as_another_user_owns_its_dirs_and_cannot_read_the_agents_files(tmp_path):
+    base = Path(tempfile.mkdtemp(prefix="batchai-run-as-", dir="/tmp"))  # pytest's own tmp is private to root
+    try:
+        base.chmod(0o755)
+        credential = tmp_path / "node.env"  # as /etc/batchai/node.env on a VM: root's alone
+        credential.write_text("BATCHAI_NODE_TOKEN=secret\n")
+        credential.chmod(0o600)
+        command = f"id -un > ../outputs/who && (cat {credential} 2>/dev/null && echo read || echo denied) > ../outputs/credential"
+        task = make_task(base, "t-user", [("", command)])
+        result = TaskRunner(task, node_name="n", base_env={}, run_as="nobody").run()
+        outputs = Path(task.dirs[0])
+        assert result["exitCode"] == 0, Path(task.execution_log).read_text()
+        assert (outputs / "who").read_text() == "nobody\n" and (outputs / "credential").read_text() == "denied\n"
+        assert outputs.stat().st_uid == pwd.getpwnam("nobody").pw_uid and Path(task.cwd).stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -45,13 +45,38 @@ def test_a_service_bus_connection_means_its_topic_for_the_queue(tmp_path):
 @pytest.mark.parametrize(
     "environ, missing",
     [
-        ({"BATCHAI_COSMOS_ENDPOINT": "https://acct.documents.azure.com"}, "BATCHAI_COSMOS_KEY"),
         ({"BATCHAI_COSMOS_KEY": "k"}, "BATCHAI_COSMOS_ENDPOINT"),
     ],
 )
 def test_half_a_cosmos_setting_is_an_error_naming_the_other_half(tmp_path, environ, missing):
     with pytest.raises(ValueError, match=missing):
         resource_store(tmp_path, environ)
+
+
+def test_without_keys_the_adapters_reach_azure_with_the_managed_identity(tmp_path, monkeypatch):
+    """What infra/main.bicep sets: endpoints only. Nothing is contacted here (the clients connect lazily;
+    Cosmos's connect is stubbed, its client reads the account at once)."""
+    from azure.identity import DefaultAzureCredential
+
+    from batchai.adapters.azure_blob_store import AzureBlobStore
+    from batchai.adapters.cosmos_store import CosmosStore
+
+    seen = {}
+    monkeypatch.setattr(CosmosStore, "connect_with", classmethod(lambda cls, *a, **k: seen.setdefault("cosmos", (a, k)) and "cosmos"))
+    endpoint = "https://acct.documents.azure.com:443/"
+    assert resource_store(tmp_path, {"BATCHAI_COSMOS_ENDPOINT": endpoint, "BATCHAI_COSMOS_DATABASE": "db"}) == "cosmos"
+    (where, credential, database), _ = seen["cosmos"]
+    assert where == endpoint and isinstance(credential, DefaultAzureCredential) and database == "db"
+
+    blobs = blob_store(
+        {"BATCHAI_BLOB_CONNECTION_STRING__blobServiceUri": "https://acct.blob.core.windows.net", "BATCHAI_BLOB_CONTAINER": "out"}
+    )
+    assert isinstance(blobs, AzureBlobStore) and blobs.account == "acct" and blobs.container.container_name == "out"
+    assert isinstance(blobs.container.credential, DefaultAzureCredential)
+
+    queue = submission_queue(tmp_path, {"BATCHAI_SERVICEBUS__fullyQualifiedNamespace": "ns.servicebus.windows.net"})
+    assert isinstance(queue, ServiceBusSubmissionQueue) and queue.client.fully_qualified_namespace == "ns.servicebus.windows.net"
+    queue.close()
 
 
 def test_a_container_without_a_storage_account_is_an_error(tmp_path):
@@ -124,3 +149,57 @@ def test_a_durable_task_scheduler_means_the_managed_engine(tmp_path, monkeypatch
     finally:
         host.queue.close()
         host.compute.close()
+
+
+def test_download_urls_without_an_account_key_are_signed_with_a_user_delegation_key():
+    """The keyless blob store asks the service for a user delegation key once (with its token) and signs
+    each download URL with it: the SAS carries the key's object id (skoid), no account key is involved."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from azure.core.pipeline.transport import HttpTransport
+    from azure.core.rest._http_response_impl import HttpResponseImpl
+    from azure.core.utils import case_insensitive_dict
+
+    from batchai.adapters.azure_blob_store import AzureBlobStore
+    from tests.support.fake_arm import FakeCredential, _Internal
+
+    key = (
+        "<?xml version='1.0' encoding='utf-8'?><UserDelegationKey><SignedOid>oid-1</SignedOid><SignedTid>tid-1</SignedTid>"
+        "<SignedStart>2026-01-01T00:00:00Z</SignedStart><SignedExpiry>2099-01-01T00:00:00Z</SignedExpiry>"
+        "<SignedService>b</SignedService><SignedVersion>2025-01-05</SignedVersion><Value>c2VjcmV0</Value></UserDelegationKey>"
+    )
+
+    class Blob(HttpTransport):
+        requests: list = []
+
+        def open(self): ...
+        def close(self): ...
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a): ...
+
+        def send(self, request, **kwargs):
+            self.requests.append(request)
+            response = HttpResponseImpl(
+                request=request,
+                internal_response=_Internal(),
+                status_code=200,
+                reason="OK",
+                content_type="application/xml",
+                headers=case_insensitive_dict({"Content-Type": "application/xml"}),
+                stream_download_generator=None,
+            )
+            response._content = key.encode()
+            return response
+
+    transport = Blob()
+    store = AzureBlobStore.with_credential("https://acct.blob.core.windows.net", "out", FakeCredential(), transport=transport)
+    from datetime import timedelta
+
+    urls = [store.download_url(f"a/{i}.txt", timedelta(minutes=10)) for i in range(2)]
+    assert len(transport.requests) == 1 and "comp=userdelegationkey" in transport.requests[0].url  # one key, two URLs
+    assert transport.requests[0].headers["Authorization"] == "Bearer fake-token"
+    query = parse_qs(urlsplit(urls[0]).query)
+    assert urls[0].startswith("https://acct.blob.core.windows.net/out/a/0.txt?")
+    assert query["skoid"] == ["oid-1"] and query["sp"] == ["r"] and "sig" in query

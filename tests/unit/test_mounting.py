@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from batchai.model import MountVolumes
-from batchai.mounting import MakeDir, Run, SecretFetch, WriteFile, plan_mounts, plan_unmounts, render
+from batchai.mounting import MakeDir, Run, SecretFetch, Var, WriteFile, plan_mounts, plan_unmounts, render
 
 ROOT = "/mnt/batch/tasks/shared/LS_root/mounts"
 FS_ID = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/w/fileServers/nfs"
@@ -26,16 +26,24 @@ def test_azure_files_mounts_with_cifs_and_the_default_modes():
         ),
         ROOT,
     )
-    assert steps[0] == MakeDir(f"{ROOT}/afs")
-    assert steps[1].argv == [
-        "mount",
-        "-t",
-        "cifs",
-        "//acct.file.core.windows.net/data",
-        f"{ROOT}/afs",
-        "-o",
-        "vers=3.0,username=acct,password=KEY==,dir_mode=0777,file_mode=0777,serverino",
+    credentials = f"{ROOT}/.cifs/afs.cred"
+    assert steps[:3] == [
+        MakeDir(f"{ROOT}/afs"),
+        MakeDir(f"{ROOT}/.cifs", 0o700),
+        WriteFile(credentials, ("username=acct\npassword=", "KEY==", "\n"), secret="KEY=="),
     ]
+    assert steps[3] == Run(
+        [
+            "mount",
+            "-t",
+            "cifs",
+            "//acct.file.core.windows.net/data",
+            f"{ROOT}/afs",
+            "-o",
+            f"vers=3.0,credentials={credentials},dir_mode=0777,file_mode=0777,serverino",
+        ],
+        mounts=f"{ROOT}/afs",
+    )
 
 
 def test_blob_containers_mount_with_blobfuse_and_a_private_config_file():
@@ -54,7 +62,8 @@ def test_blob_containers_mount_with_blobfuse_and_a_private_config_file():
         ROOT,
     )
     config = next(s for s in steps if isinstance(s, WriteFile))
-    assert config.mode == 0o600 and config.content == "accountName acct\naccountKey KEY\ncontainerName c\n"
+    assert config.mode == 0o600 and "".join(config.content) == "accountName acct\naccountKey KEY\ncontainerName c\n"
+    assert MakeDir(f"{ROOT}/.blobfuse", 0o700) in steps  # the config file's directory, private
     run = steps[-1]
     assert (
         run.argv[:2] == ["blobfuse", f"{ROOT}/bfs"]
@@ -69,7 +78,10 @@ def test_file_servers_mount_their_export_over_nfs():
         ROOT,
         file_server_address=lambda i: "10.0.0.4" if i == FS_ID else None,
     )
-    assert steps == [MakeDir(f"{ROOT}/nfs"), Run(["mount", "-t", "nfs", "10.0.0.4:/mnt/data/data", f"{ROOT}/nfs", "-o", "rw"])]
+    assert steps == [
+        MakeDir(f"{ROOT}/nfs"),
+        Run(["mount", "-t", "nfs", "10.0.0.4:/mnt/data/data", f"{ROOT}/nfs", "-o", "rw"], mounts=f"{ROOT}/nfs"),
+    ]
 
 
 def test_unmanaged_file_systems_get_the_mount_path_appended():
@@ -98,7 +110,9 @@ def test_key_vault_keys_are_fetched_on_the_node_not_invented():
         ROOT,
     )
     assert steps[0] == SecretFetch("AFS_KEY_0", "https://v.vault.azure.net/secrets/key")
-    assert "password=${AFS_KEY_0}" in steps[-1].argv[-1]
+    credentials = next(s for s in steps if isinstance(s, WriteFile))
+    assert credentials.content == ("username=acct\npassword=", Var("AFS_KEY_0"), "\n")
+    assert "'username=acct\npassword=' \"${AFS_KEY_0}\" '\n'" in render(steps)  # expanded by the shell, and only it
 
 
 def test_rendering_masks_credentials():
@@ -118,5 +132,5 @@ def test_rendering_masks_credentials():
         ROOT,
     )
     script = render(steps)
-    assert "hush" not in script and "password=***" in script and "accountKey ***" in script
+    assert "hush" not in script and "password=' '***'" in script and "accountKey ' '***'" in script
     assert "hush1" in render(steps, redact=False)

@@ -10,10 +10,13 @@ import pytest
 
 from batchai.adapters.vmss_compute import (
     DEFAULT_IMAGE,
+    JOB_USER,
     NODE_ENV,
     VmssCompute,
     custom_data,
     encode_custom_data,
+    is_gpu_size,
+    is_infiniband_size,
     node_env_script,
     scale_set_name,
 )
@@ -178,8 +181,9 @@ def test_start_node_creates_the_spot_scale_set_grows_it_and_names_the_instance(a
     mounts = f"/mnt/batchai/clusters/{KEY}/mounts"
     assert (
         f"mount -t cifs //acct.file.core.windows.net/data {mounts}/afs -o "
-        "vers=3.0,username=acct,password=KEY==,dir_mode=0777,file_mode=0777,serverino"
-    ) in script  # unredacted on the node
+        f"vers=3.0,credentials={mounts}/.cifs/afs.cred,dir_mode=0777,file_mode=0777,serverino"
+    ) in script
+    assert "'username=acct\npassword=' KEY== '\n'" in script  # unredacted on the node, in its credentials file
     assert f"mount -t glusterfs 10.0.0.9:/vol {mounts}/gfs" in script
 
     # then the capacity grew from 0 to 1 (PATCH sku.capacity)
@@ -402,3 +406,141 @@ def test_mount_answers_the_planned_paths_and_unmount_does_nothing():
     assert compute.mount("/m", volumes, None) == ["/m/afs", "/m/gfs"]
     assert compute.mount("/m", None, None) == []
     assert compute.unmount("/m", volumes) is None
+
+
+# ----- GPU nodes, InfiniBand, scale-out ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "gpu", "infiniband"),
+    [
+        ("Standard_ND96asr_v4", True, True),
+        ("Standard_ND96isr_H100_v5", True, True),
+        ("Standard_NC24rs_v3", True, True),
+        ("Standard_NC24ads_A100_v4", True, False),
+        ("STANDARD_NC6", True, False),
+        ("Standard_HB120rs_v3", False, True),
+        ("Standard_D2s_v3", False, False),
+        ("Standard_DS3_v2", False, False),
+    ],
+)
+def test_gpu_and_infiniband_sizes_are_told_from_the_size_name(size, gpu, infiniband):
+    assert (is_gpu_size(size), is_infiniband_size(size)) == (gpu, infiniband)
+
+
+def test_an_nd_cluster_gets_the_gen2_hpc_image_gpu_bootstrap_one_placement_group_and_spot():
+    arm = FakeArm()
+    compute, _ = make(arm, {**CLUSTER, "vmSize": "Standard_ND96asr_v4", "nodeSetup": None})
+    compute.ensure_scale_set(KEY, CLUSTER_ID)
+    body = arm.of("PUT")[0]["body"]
+    props = body["properties"]
+    profile = props["virtualMachineProfile"]
+    # Generation 2 with driver, CUDA, InfiniBand and MPI: the Ubuntu HPC 22.04 image
+    assert profile["storageProfile"]["imageReference"] == {
+        "publisher": "microsoft-dsvm",
+        "offer": "ubuntu-hpc",
+        "sku": "2204",
+        "version": "latest",
+    }
+    assert "extensionProfile" not in profile  # the image has the driver
+    assert props["singlePlacementGroup"] is True  # InfiniBand reaches only within one placement group
+    assert profile["priority"] == "Spot" and profile["evictionPolicy"] == "Delete" and profile["billingProfile"] == {"maxPrice": -1}
+    script = decoded_custom_data(body)
+    assert "command -v docker >/dev/null || apt-get install -y -q docker.io" in script
+    assert "apt-get install -y -q nvidia-container-toolkit" in script and "nvidia-ctk runtime configure --runtime=docker" in script
+    assert f"useradd --system --create-home --shell /bin/bash {JOB_USER}" in script and f"--run-as {JOB_USER}" in script
+    # the toolkit is in place before the agent's service starts
+    assert script.index("nvidia-ctk runtime configure") < script.index("systemctl enable --now batchai-agent.service")
+
+
+def test_a_gpu_size_on_a_plain_image_gets_the_nvidia_driver_extension_and_a_cpu_size_gets_neither():
+    arm = FakeArm()
+    ubuntu = {"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2", "version": "latest"}
+    compute, _ = make(
+        arm,
+        {
+            **CLUSTER,
+            "vmSize": "Standard_NC24ads_A100_v4",
+            "vmPriority": "dedicated",
+            "virtualMachineConfiguration": {"imageReference": ubuntu},
+        },
+    )
+    compute.ensure_scale_set(KEY, CLUSTER_ID)
+    profile = arm.of("PUT")[0]["body"]["properties"]["virtualMachineProfile"]
+    assert profile["storageProfile"]["imageReference"] == ubuntu
+    assert profile["extensionProfile"]["extensions"] == [
+        {
+            "name": "NvidiaGpuDriverLinux",
+            "properties": {
+                "publisher": "Microsoft.HpcCompute",
+                "type": "NvidiaGpuDriverLinux",
+                "typeHandlerVersion": "1.9",
+                "autoUpgradeMinorVersion": True,
+                "settings": {},
+            },
+        }
+    ]
+    assert arm.of("PUT")[0]["body"]["properties"]["singlePlacementGroup"] is False
+    cpu_arm = FakeArm()
+    cpu, _ = make(cpu_arm, {**CLUSTER, "vmSize": "Standard_D2s_v3"})
+    cpu.ensure_scale_set(KEY, CLUSTER_ID)
+    body = cpu_arm.of("PUT")[0]["body"]
+    assert "extensionProfile" not in body["properties"]["virtualMachineProfile"]
+    assert "nvidia-container-toolkit" not in decoded_custom_data(body) and "docker.io" in decoded_custom_data(body)
+
+
+def test_start_nodes_grows_the_scale_set_once_by_n_and_names_every_new_instance():
+    arm = FakeArm(async_operations=True)
+    compute, _ = make(arm)
+    nodes = [(f"n-{i}", f"node-{i}") for i in range(5)]
+    answers = compute.start_nodes(cluster_id=CLUSTER_ID, cluster_key=KEY, nodes=nodes)
+    assert [a["machine"] for a in answers] == [f"{VMSS}/{i}" for i in range(5)]
+    assert [(r["path"], r["body"]) for r in arm.of("PATCH")] == [(VMSS_PATH, {"sku": {"capacity": 5}})]  # ONE update of +5
+    runs = sorted(r["path"] for r in arm.of("POST", "/runCommand"))
+    assert runs == sorted(f"{VMSS_PATH}/virtualMachines/{i}/runCommand" for i in range(5))
+    named = {r["path"].split("/")[-2]: "\n".join(r["body"]["script"]) for r in arm.of("POST", "/runCommand")}
+    assert all(f"BATCHAI_NODE_ID=n-{i}" in named[str(i)] for i in range(5))
+    more = compute.start_nodes(cluster_id=CLUSTER_ID, cluster_key=KEY, nodes=[("n-5", "node-5"), ("n-6", "node-6")])
+    assert [a["machine"] for a in more] == [f"{VMSS}/5", f"{VMSS}/6"]
+    assert [r["body"]["sku"]["capacity"] for r in arm.of("PATCH")] == [5, 7]
+
+
+def test_a_node_whose_instance_cannot_be_named_answers_its_error_and_the_others_start():
+    from azure.core.exceptions import HttpResponseError
+
+    arm = FakeArm()
+    arm.fail_run_command_for = {"1"}
+    compute, _ = make(arm)
+    answers = compute.start_nodes(cluster_id=CLUSTER_ID, cluster_key=KEY, nodes=[("n-0", "node-0"), ("n-1", "node-1"), ("n-2", "node-2")])
+    assert isinstance(answers[1], HttpResponseError) and [answers[0]["id"], answers[2]["id"]] == ["n-0", "n-2"]
+    assert sorted(arm.vms[VMSS]) == ["0", "2"] and compute.instance_of("n-1") is None
+
+
+def test_the_controller_stores_every_new_node_before_the_scale_set_grows(tmp_path):
+    """One pass growing a cluster to 4: the four nodes are in the store when the capacity update (+4, the only
+    one) reaches ARM, so a control plane stopped during the long VM calls knows them."""
+    from activities.clusters import resize
+    from batchai.adapters.sqlite_store import SqliteStore
+    from batchai.ports import Record
+    from batchai.services import Services, Settings
+
+    store = SqliteStore(tmp_path / "store.db")
+    cluster = Record(
+        id=CLUSTER_ID,
+        type="clusters",
+        name="c1",
+        parent=CLUSTER_ID.rsplit("/clusters/", 1)[0],
+        body={"properties": {**CLUSTER, "scaleSettings": {"manual": {"targetNodeCount": 4}}}},
+        internal={"uuid": KEY},
+    )
+    store.create(cluster)
+    arm = FakeArm()
+    seen: list[list[str]] = []
+    arm.on_capacity = lambda capacity: seen.append(sorted(n.state for n in store.nodes(CLUSTER_ID)))
+    compute, _ = make(arm)
+    svc = Services(store=store, compute=compute, engine=None, settings=Settings(data_dir=tmp_path))  # type: ignore[arg-type]
+    target, _ = resize(svc, store.get(CLUSTER_ID), 0.0)
+    assert target == 4 and seen == [["starting"] * 4]
+    assert [r["body"]["sku"]["capacity"] for r in arm.of("PATCH")] == [4]
+    nodes = store.nodes(CLUSTER_ID)
+    assert sorted(n.machine for n in nodes) == [f"{VMSS}/{i}" for i in range(4)] and {n.state for n in nodes} == {"starting"}

@@ -59,9 +59,28 @@ def json_object(raw: bytes, *, required: bool = True) -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError.bad_request(f"The request body is not valid JSON: {exc}.") from exc
+    except RecursionError:  # nested past what the parser recurses into: far past MAX_JSON_DEPTH
+        raise ApiError.bad_request(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.") from None
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise ApiError.bad_request(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
     if not isinstance(body, dict):
         raise ApiError.bad_request("The request body must be a JSON object.")
     return body
+
+
+MAX_JSON_DEPTH = 32  # a job body nests about eight levels
+
+
+def _depth(value) -> int:
+    """How deep objects and arrays nest in `value` (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def page_size(request: Request) -> int:
@@ -77,11 +96,14 @@ def page_size(request: Request) -> int:
     return size
 
 
+MAX_SKIP_TOKEN = (1 << 63) - 1  # a store's sequence numbers are 64-bit
+
+
 def skip_token(request: Request) -> int:
-    try:
-        return max(0, int(request.query_params.get("$skiptoken", "0")))
-    except ValueError:
-        raise ApiError.bad_request("The $skiptoken is not valid.", target="$skiptoken") from None
+    text = request.query_params.get("$skiptoken", "0")
+    if len(text) > 19 or not text.isascii() or not text.isdigit() or int(text) > MAX_SKIP_TOKEN:
+        raise ApiError.bad_request("The $skiptoken is not valid.", target="$skiptoken")
+    return int(text)
 
 
 def next_link(request: Request, token: int) -> str:

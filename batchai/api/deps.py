@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from batchai import ids
+from batchai import access, ids
 from batchai.errors import ApiError
 from batchai.model import validate_name, validate_resource_group
 from batchai.ports import Record
@@ -29,3 +29,22 @@ def require(svc: Services, resource_id: str, what: str) -> Record:
     if record is None:
         raise ApiError.not_found(f"The {what} '{resource_id.rsplit('/', 1)[-1]}' was not found.")
     return record
+
+
+def visible_only(request: Request, fetch):
+    """A paged store listing (`fetch(after_seq, limit)`) without the records the caller may not read."""
+    who = request.state.principal
+    if access.allowed(who, "read", access.SERVICE):
+        return fetch
+
+    def filtered(after: int, limit: int) -> list[Record]:
+        found: list[Record] = []
+        while len(found) < limit:
+            batch = fetch(after, limit)
+            if not batch:
+                break
+            found += [r for r in batch if access.visible(who, r.id)]
+            after = batch[-1].seq
+        return found[:limit]
+
+    return filtered

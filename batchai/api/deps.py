@@ -7,6 +7,7 @@ from fastapi import Request
 from batchai import access, ids
 from batchai.errors import ApiError
 from batchai.model import validate_name, validate_resource_group
+from batchai.model.names import validate_subscription
 from batchai.ports import Record
 from batchai.services import Services
 
@@ -19,6 +20,7 @@ def services(request: Request) -> Services:
 
 
 def workspace_path(sub: str, rg: str, ws: str) -> str:
+    validate_subscription(sub)
     validate_resource_group(rg)
     validate_name("workspace", ws, "workspaceName")
     return ids.workspace_id(sub, rg, ws)

@@ -41,6 +41,7 @@ def test_run_keeps_the_container_alive_with_host_network_binds_and_shm():
         "/data:/data",
         "--entrypoint",
         "",
+        "--",
         "tensorflow/tensorflow:1.8.0-gpu",
         "sleep",
         "2147483647",
@@ -70,6 +71,7 @@ def test_exec_names_variables_without_their_values():
         "A",
         "--env",
         "SECRET",
+        "--",
         "batchai-u1-1-node-0",
         "/bin/sh",
         "-c",
@@ -79,10 +81,16 @@ def test_exec_names_variables_without_their_values():
 
 def test_private_registry_login_reads_the_password_from_stdin():
     assert pull_argvs("docker", SPEC) == [
-        ["docker", "login", "registry.example", "--username", "me", "--password-stdin"],
-        ["docker", "pull", "tensorflow/tensorflow:1.8.0-gpu"],
+        ["docker", "login", "--username", "me", "--password-stdin", "--", "registry.example"],
+        ["docker", "pull", "--", "tensorflow/tensorflow:1.8.0-gpu"],
     ]
-    assert remove_argv("docker", SPEC) == ["docker", "rm", "--force", "batchai-u1-1-node-0"]
+    assert remove_argv("docker", SPEC) == ["docker", "rm", "--force", "--", "batchai-u1-1-node-0"]
+
+
+def test_an_image_that_looks_like_an_option_stays_an_image():
+    argv = run_argv("docker", replace(SPEC, image="--privileged"), "/w")
+    assert argv[argv.index("--privileged") - 1] == "--"
+    assert pull_argvs("docker", replace(SPEC, image="--privileged"))[-1] == ["docker", "pull", "--", "--privileged"]
 
 
 def test_the_plan_gives_each_node_task_its_container_and_keeps_the_password_off_command_lines():

@@ -112,9 +112,15 @@ async def create_token(request: Request):
     return JSONResponse({**access.public_token(record), "token": token}, status_code=201)
 
 
+def _an_owner(who: Principal, what: str) -> None:
+    if not any(a.role == "Owner" for a in who.assignments):
+        raise ApiError(403, "AuthorizationFailed", f"{what} needs the Owner role.")
+
+
 @router.get(BASE + "/tokens")
 def list_tokens(request: Request):
     who = principal(request)
+    _an_owner(who, "Listing tokens")
     tokens = [access.public_token(t) for t in services(request).store.tokens() if access.allowed(who, "manage", t["scope"])]
     return {"value": tokens}
 
@@ -146,8 +152,7 @@ MAX_SCAN = 10_000  # entries looked at for one page when most are not the caller
 @router.get(BASE + "/auditLog")
 def audit_log(request: Request):
     who = principal(request)
-    if not any(a.role == "Owner" for a in who.assignments):
-        raise ApiError(403, "AuthorizationFailed", "Reading the audit log needs the Owner role.")
+    _an_owner(who, "Reading the audit log")
     filters: dict = {name: request.query_params.get(name) for name in AUDIT_FILTERS}
     if filters["result"] is not None:
         if not filters["result"].isdigit() or len(filters["result"]) > 3:

@@ -136,6 +136,9 @@ class NodeDoor:
             status = 200
         except ApiError as exc:
             answer, status = exc.to_body(), exc.status
+        except Exception:  # a fault of ours, not the node's: logged without the body (it may hold secrets)
+            log.exception("node call %s %s failed", scope["method"], scope["path"][:200])
+            answer, status = ApiError(500, "InternalServerError", "The server failed to process the node call.").to_body(), 500
         body = orjson.dumps(answer)
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})

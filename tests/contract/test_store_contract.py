@@ -402,7 +402,9 @@ def test_audit_entries_come_back_in_order_paged_and_filtered(store):
     entries = [
         audit_entry(10.0, "token:a", "Microsoft.BatchAI/workspaces/write", WS, 200),
         audit_entry(11.0, "anonymous", "authenticate", CL, 401),
-        audit_entry(12.0, "token:a", "Microsoft.BatchAI/workspaces/experiments/write", EXP.upper().replace("SUBSCRIPTIONS", "subscriptions"), 200),
+        audit_entry(
+            12.0, "token:a", "Microsoft.BatchAI/workspaces/experiments/write", EXP.upper().replace("SUBSCRIPTIONS", "subscriptions"), 200
+        ),
         audit_entry(13.0, "token:b", "Microsoft.BatchAI/workspaces/write", WS + "x", 403),  # another workspace, not under WS
     ]
     for entry in entries:

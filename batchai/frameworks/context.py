@@ -59,7 +59,7 @@ class LaunchContext:
         return f"{node.root}/job-dirs/{self.job_uuid}" if self.node_local else self.job_dir
 
     def binds(self, node: PlacedNode) -> tuple[str, ...]:
-        return (node.root,) if self.node_local else self.container_binds
+        return (node.root,) if self.node_local else (*self.container_binds, self.job_temp(node))
 
     def job_temp(self, node: PlacedNode) -> str:
         return f"{node.root}/jobs/{self.job_uuid}"

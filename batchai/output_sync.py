@@ -26,6 +26,7 @@ log = logging.getLogger("batchai.outputs")
 STDOUTERR = "stdouterr"
 SYNCED_STATES = ("running", "terminating")
 
+CHUNK_BYTES = 4 << 20  # a log's new bytes go up in appends of at most this
 Signature = tuple[int, int]  # (size, mtime_ns) of an output file as uploaded
 
 
@@ -116,7 +117,10 @@ class OutputSync:
                     self.blobs.delete(name)
                     start = None
                 f.seek(start or 0)
-                self.blobs.append(name, f.read(size - (start or 0)))
+                while True:  # at least once: an empty log shows as an empty blob
+                    self.blobs.append(name, f.read(min(CHUNK_BYTES, size - f.tell())))
+                    if f.tell() >= size:
+                        break
 
     def _sync_outputs(self, prefix: str, root: Path, uploaded: dict[str, Signature]) -> None:
         for relative, path in files_under(root):
@@ -126,7 +130,7 @@ class OutputSync:
                     info = os.fstat(f.fileno())  # before reading: a write during the upload shows as a change next time
                     signature = (info.st_size, info.st_mtime_ns)
                     if uploaded.get(name) != signature:
-                        self.blobs.put(name, f.read())
+                        self.blobs.put(name, f)  # streamed: an output file may be larger than memory
                         uploaded[name] = signature
             except (OSError, ValueError) as exc:  # a file gone meanwhile, or a name the store refuses
                 log.warning("output file %s was not uploaded: %s", name, exc)

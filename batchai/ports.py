@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 
 class Conflict(Exception):
@@ -298,7 +298,7 @@ class BlobStore(Protocol):
     Adapters: a directory on disk, and Azure Blob Storage (append blobs for logs).
     """
 
-    def put(self, name: str, data: bytes) -> None: ...  # create or replace
+    def put(self, name: str, data: bytes | BinaryIO) -> None: ...  # create or replace; a file is read in chunks, never whole
     def append(self, name: str, data: bytes) -> None: ...  # create on first use; logs grow by appends
     def get(self, name: str) -> bytes | None: ...
     def list(self, prefix: str) -> list[BlobInfo]: ...  # every blob under prefix, by name

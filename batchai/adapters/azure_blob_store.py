@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import BinaryIO
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -39,8 +40,8 @@ class AzureBlobStore:
         except ResourceExistsError:
             pass
 
-    def put(self, name: str, data: bytes) -> None:
-        self.container.upload_blob(name, data, overwrite=True)
+    def put(self, name: str, data: bytes | BinaryIO) -> None:
+        self.container.upload_blob(name, data, overwrite=True)  # a stream goes up in blocks
 
     def append(self, name: str, data: bytes) -> None:
         blob = self.container.get_blob_client(name)

@@ -96,7 +96,6 @@ class EmbeddedHost:
         self.settings = self.settings or Settings.from_env(self.data_dir)
         self.store = resource_store(self.data_dir)
         self.token = load_token(self.data_dir)
-        signing_key = self.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
         self.control_plane_file = self.data_dir / "control-plane.json"
         node_waker = NodeWaker()  # agents long-poll their heartbeats on the API; activities end the polls early
         self.wakes = PeerWakes(self.data_dir / "run" / "wakes", node_waker)  # the polls any process holds
@@ -131,9 +130,7 @@ class EmbeddedHost:
                 self.engine.register_orchestration(name, fn)
             for name, fn in bind(self.services).items():
                 self.engine.register_activity(name, fn)
-        self.app = create_app(
-            self.services, token=self.token, node_key=node_key(self.store), signing_key=signing_key, node_waker=node_waker
-        )
+        self.app = create_app(self.services, token=self.token, node_key=node_key(self.store), node_waker=node_waker)
         if not self.engine_address:  # the primary alone consumes the queue and the drop box
             self.queue = submission_queue(self.data_dir)
             self.consumer = QueueConsumer(self.services, self.queue)

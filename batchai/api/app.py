@@ -21,6 +21,7 @@ from batchai.api.auth import ArmGate, Authenticator, Oidc
 from batchai.api.nodes import NodeDoor, NodeWaker
 from batchai.errors import ApiError
 from batchai.services import Services
+from batchai.signing import SigningKeys
 
 log = logging.getLogger("batchai.api")
 
@@ -29,7 +30,7 @@ def _error(status: int, code: str, message: str, target: str | None = None) -> J
     return JSONResponse(ApiError(status, code, message, target).to_body(), status_code=status)
 
 
-def create_app(services: Services, *, token: str, node_key: bytes, signing_key: bytes, node_waker: NodeWaker | None = None) -> FastAPI:
+def create_app(services: Services, *, token: str, node_key: bytes, node_waker: NodeWaker | None = None) -> FastAPI:
     """`node_waker`: the one whose `wake` the services were given as `wake_nodes`, so that activities end
     agents' long-polling heartbeats early (without it, a new one nobody wakes: agents learn at their next poll)."""
     waker = node_waker or NodeWaker()
@@ -48,7 +49,7 @@ def create_app(services: Services, *, token: str, node_key: bytes, signing_key: 
         default_response_class=JSONResponse,
     )
     app.state.services = services
-    app.state.signing_key = signing_key
+    app.state.signing_keys = SigningKeys(services.store)
 
     authenticator = Authenticator(services.store, token, Oidc.from_env())
     app.add_middleware(ArmGate, authenticator=authenticator, node_door=NodeDoor(services, node_key, waker))

@@ -30,13 +30,14 @@ from batchai.api.deps import services
 from batchai.errors import ApiError
 from batchai.output_sync import STDOUTERR, blob_prefix, open_regular
 from batchai.ports import BlobInfo, BlobStore, Record
+from batchai.signing import MAX_LINK_MINUTES, SigningKeys
 
 router = APIRouter()
 T = TypeVar("T")
 
 
-def _key(request: Request) -> bytes:
-    return request.app.state.signing_key
+def _keys(request: Request) -> SigningKeys:
+    return request.app.state.signing_keys
 
 
 def _sign(key: bytes, job_uuid: str, path: str, expiry: int) -> str:
@@ -46,8 +47,9 @@ def _sign(key: bytes, job_uuid: str, path: str, expiry: int) -> str:
 def download_url(request: Request, record: Record, path: Path, expiry: int) -> str:
     """Signed for the job too: its URLs die with it (a job of the same name later is another job)."""
     encoded = base64.urlsafe_b64encode(str(path).encode()).decode().rstrip("=")
-    job_id, job_uuid = record.id, record.internal["uuid"]
-    query = urlencode({"p": encoded, "j": job_id, "se": expiry, "sig": _sign(_key(request), job_uuid, str(path), expiry)})
+    period, key = _keys(request).current()
+    signature = _sign(key, record.internal["uuid"], str(path), expiry)
+    query = urlencode({"p": encoded, "j": record.id, "se": expiry, "kp": period, "sig": signature})
     return f"{str(request.base_url).rstrip('/')}/_files/{quote(path.name)}?{query}"
 
 
@@ -77,8 +79,8 @@ def _expiry_minutes(request: Request) -> int:
         minutes = int(request.query_params.get("linkexpiryinminutes", "60"))
     except ValueError:
         minutes = 0
-    if not 5 <= minutes <= 600:
-        raise ApiError.bad_request("linkexpiryinminutes must be an integer from 5 to 600.", target="linkexpiryinminutes")
+    if not 5 <= minutes <= MAX_LINK_MINUTES:
+        raise ApiError.bad_request(f"linkexpiryinminutes must be an integer from 5 to {MAX_LINK_MINUTES}.", target="linkexpiryinminutes")
     return minutes
 
 
@@ -193,17 +195,17 @@ def list_output_files(request: Request, record: Record):
 
 
 @router.get("/_files/{name}")
-def download(request: Request, name: str, p: str, j: str, se: int, sig: str):
+def download(request: Request, name: str, p: str, j: str, se: int, kp: int, sig: str):
     """Unauthenticated by design: the signature is the authorization."""
     try:
         path = base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)).decode()
     except ValueError:
         raise ApiError(403, "AuthenticationFailed", "The download link is not valid.") from None
-    job = services(request).store.get(j) if len(j) < 1024 else None
-    if job is None or not hmac.compare_digest(
-        _sign(_key(request), job.internal.get("uuid", ""), path, se), sig.encode("ascii", "replace").decode()
-    ):
-        raise ApiError(403, "AuthenticationFailed", "The download link signature does not match.")
+    key = _keys(request).key(kp)
+    job = services(request).store.get(j) if key is not None and len(j) < 1024 else None
+    expected = _sign(key, job.internal.get("uuid", ""), path, se) if job is not None and key is not None else ""
+    if not expected or not hmac.compare_digest(expected, sig.encode("ascii", "replace").decode()):
+        raise ApiError(403, "AuthenticationFailed", "The download link signature does not match (or its job or key is gone).")
     if se < time.time():
         raise ApiError(403, "AuthenticationFailed", "The download link has expired.")
     try:  # the path signed is the real one: a symlink put in its place since is not followed

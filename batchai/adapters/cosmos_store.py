@@ -511,7 +511,8 @@ class CosmosStore:
         self._c["audit"].create_item({**entry, "id": f"a{seq}", "seq": seq, "rkey": ids.key(entry["resource"])})
 
     def audit_log(self, *, after_seq: int = 0, limit: int = 100, **filters: Any) -> list[dict]:
-        where, params = ["c.seq > @after"], {"@after": after_seq}
+        where = ["c.seq > @after"]
+        params: dict[str, Any] = {"@after": after_seq}
         for name in ("principal", "action", "result"):
             if filters.get(name) is not None:
                 where.append(f"c.{name} = @{name}")

@@ -160,7 +160,8 @@ def audit_log(request: Request):
         filters["result"] = int(filters["result"])
     filters["since"], filters["until"] = _time(request, "since"), _time(request, "until")
     size, after = page_size(request), skip_token(request)
-    store, entries, scanned = services(request).store, [], 0
+    store, scanned = services(request).store, 0
+    entries: list[dict] = []
     while len(entries) <= size and scanned < MAX_SCAN:
         batch = store.audit_log(after_seq=after, limit=size + 1, **filters)
         if not batch:

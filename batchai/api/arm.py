@@ -45,6 +45,22 @@ def require_api_version(request: Request) -> None:
         )
 
 
+async def read_body(receive, limit: int, what: str) -> bytes:
+    """An ASGI request's whole body, refused with a 413 past `limit` bytes (`what`: "A request body")."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError.bad_request("The client went away before its request was read.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "RequestEntityTooLarge", f"{what} is limited to {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
 async def json_body(request: Request, *, required: bool = True) -> dict:
     return json_object(await request.body(), required=required)
 

@@ -23,7 +23,7 @@ from starlette.requests import Request
 
 from batchai import access
 from batchai.access import Principal
-from batchai.api.arm import JSONResponse, require_api_version
+from batchai.api.arm import JSONResponse, read_body, require_api_version
 from batchai.api.nodes import PREFIX as NODE_PREFIX
 from batchai.errors import ApiError
 
@@ -230,23 +230,13 @@ class ArmGate:
 async def _buffered(scope, receive):
     """The request body read up to MAX_BODY_BYTES (413 past it), handed on as one message."""
     declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+    if declared is not None and not declared.isdigit():
+        raise ApiError.bad_request("The Content-Length header is not a number.")
+    if declared is not None and int(declared) > MAX_BODY_BYTES:
         raise ApiError(413, "RequestEntityTooLarge", f"A request body is limited to {MAX_BODY_BYTES} bytes.")
     if scope["method"] in ("GET", "HEAD", "DELETE") and declared is None:
         return receive
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ApiError.bad_request("The client went away before its request was read.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "RequestEntityTooLarge", f"A request body is limited to {MAX_BODY_BYTES} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    body = b"".join(chunks)
+    body = await read_body(receive, MAX_BODY_BYTES, "A request body")
     sent = False
 
     async def replay():

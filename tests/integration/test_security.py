@@ -22,7 +22,7 @@ from batchai.adapters.fs_blob_store import FsBlobStore
 from batchai.adapters.sqlite_store import SqliteStore
 from batchai.node_identity import node_credential, node_key
 from batchai.output_sync import OutputSync
-from tests.integration.conftest import ROOT, SUB, TOKEN, Server, kill_agents
+from tests.integration.conftest import ROOT, SUB, TOKEN, Server, kill_agents, make_sdk
 from tests.support.naming import unique_name
 from tests.support.waiting import until
 
@@ -61,22 +61,6 @@ def server(tmp_path_factory, signing_key):
     kill_agents(srv.data_dir)
 
 
-def sdk_for(server, token: str):
-    from azure.core.credentials import AccessToken
-    from azure.core.pipeline.policies import SansIOHTTPPolicy
-    from azure.mgmt.batchai import BatchAI
-
-    class StaticToken:
-        def get_token(self, *scopes, **kwargs):
-            return AccessToken(token, int(time.time()) + 3600)
-
-    class AllowHttp(SansIOHTTPPolicy):
-        def on_request(self, request):
-            request.context["enforce_https"] = False
-
-    return BatchAI(StaticToken(), SUB, base_url=server.url, per_call_policies=[AllowHttp()], polling_interval=0.2)
-
-
 def http(server, token: str | None = TOKEN) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=server.url, headers=headers, params=API, timeout=30)
@@ -100,7 +84,7 @@ def status_of(call) -> int:
 
 @pytest.fixture(scope="module")
 def owner(server):
-    return sdk_for(server, TOKEN)
+    return make_sdk(server, TOKEN)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +154,7 @@ def test_whoami_names_the_owner_token_and_its_service_wide_role(server):
 
 def test_reader_token_reads_but_every_create_update_delete_and_terminate_is_403(server, owner, workspace):
     token = make_token(server, "reader")
-    reader = sdk_for(server, token["token"])
+    reader = make_sdk(server, token["token"])
     assert reader.workspaces.get(RG, workspace).name == workspace
     assert "e1" in [e.name for e in reader.experiments.list_by_workspace(RG, workspace)]
     assert workspace in [w.name for w in reader.workspaces.list_by_resource_group(RG)]
@@ -195,7 +179,7 @@ def test_contributor_scoped_to_one_workspace_cannot_see_another(server, owner):
     for name in (mine, other):
         owner.workspaces.begin_create(RG, name, models.WorkspaceCreateParameters(location="eastus")).result()
     token = make_token(server, "Contributor", ws_id(mine))
-    contributor = sdk_for(server, token["token"])
+    contributor = make_sdk(server, token["token"])
     contributor.experiments.begin_create(RG, mine, "mine-exp").result()
     listed = [w.name for w in contributor.workspaces.list_by_resource_group(RG)]
     assert mine in listed and other not in listed

@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -25,6 +24,7 @@ from batchai import access
 from batchai.access import Principal
 from batchai.api.arm import JSONResponse, read_body, require_api_version
 from batchai.api.nodes import PREFIX as NODE_PREFIX
+from batchai.audit import audit
 from batchai.errors import ApiError
 
 log = logging.getLogger("batchai.api.auth")
@@ -131,26 +131,6 @@ class Authenticator:
         if self.oidc is not None and presented.count(".") == 2:
             return self.oidc.principal(presented)
         raise AuthFailed("The token is not valid.")
-
-
-def audit(store, principal: str, name: str, action: str, resource: str, result: int, message: str = "") -> None:
-    """One audit entry. Only names, ids and paths: never a body, a header or a query string."""
-    now = time.time()
-    entry = {
-        "time": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
-        "ts": now,
-        "principal": principal,
-        "principalName": name,
-        "action": action,
-        "resource": resource,
-        "result": result,
-    }
-    if message:
-        entry["message"] = message
-    try:
-        store.record_audit(entry)
-    except Exception:  # the request it records is done either way; losing its entry must be loud
-        log.exception("could not record an audit entry for %s %s", action, resource)
 
 
 def _error(status: int, code: str, message: str, target: str | None = None) -> JSONResponse:

@@ -19,8 +19,8 @@ from fastapi.concurrency import run_in_threadpool
 from batchai import access, ids
 from batchai.access import Principal
 from batchai.api.arm import JSONResponse, json_body, page_size, paged, skip_token
-from batchai.api.auth import audit
 from batchai.api.deps import services, workspace_path
+from batchai.audit import audit
 from batchai.errors import ApiError
 
 router = APIRouter()

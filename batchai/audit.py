@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 log = logging.getLogger("batchai.audit")
 
+MAX_RESOURCE = 1024  # a path as long as a request line may be: the entry keeps its start
 JOB_WRITE = "Microsoft.BatchAI/workspaces/experiments/jobs/write"
 
 
@@ -24,7 +25,7 @@ def audit(store, principal: str, name: str, action: str, resource: str, result: 
         "principal": principal,
         "principalName": name,
         "action": action,
-        "resource": resource,
+        "resource": resource[:MAX_RESOURCE],
         "result": result,
     }
     if message:

@@ -11,6 +11,7 @@ roles: `Owner`, `Contributor`, `Reader`.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -112,8 +113,6 @@ class Authenticator:
 
     def identify(self, header: str) -> Principal:
         """The principal of an Authorization header's value (blocking: it may read the store); AuthFailed otherwise."""
-        import hmac
-
         if hmac.compare_digest(header.encode(), self.owner.encode()):
             return access.OWNER
         scheme, _, presented = header.partition(" ")
@@ -183,7 +182,7 @@ class ArmGate:
             failure = AuthFailed("The Authorization header is not a bearer token.")
         else:
             header = raw.decode("ascii")
-            if header == self.auth.owner:
+            if hmac.compare_digest(raw, self.auth.owner.encode()):
                 return access.OWNER  # the common case, without a thread hop
             try:
                 return await run_in_threadpool(self.auth.identify, header)

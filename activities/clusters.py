@@ -106,7 +106,7 @@ def desired_nodes(cluster: Record, nodes: list[NodeRecord], queued: list[Record]
     auto = scale.get("autoScale") or {}
     low, high = auto.get("minimumNodeCount", 0), auto.get("maximumNodeCount", 0)
     live = [n for n in nodes if n.state not in ("leaving",) and not _replaceable(n)]
-    busy = sum(1 for n in live if n.job is not None)
+    busy = sum(1 for n in live if n.job is not None or n.shares)  # shared by gpusPerNode jobs: busy too
     demand = sum(r.properties.get("nodeCount", 1) for r in queued)
     expired = sum(1 for n in live if n.state == "idle" and n.job is None and now - (n.idle_since or now) >= idle_after)
     want = max(busy + demand, len(live) - expired)

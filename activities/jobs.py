@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from batchai import jobs
+from batchai import arrays, jobs
 from batchai.job_state import JobState, attempt_of, state_of
 from batchai.lifecycle import (
     QUEUED_RECHECK_SECONDS,
@@ -33,6 +33,27 @@ def _view(svc: Services, record: Record | None) -> dict:
     if state.is_terminal() or state is JobState.QUEUED:
         return view
     now = time.time()
+    if arrays.is_array(record):
+        outcome = arrays.outcome(svc.store.job_counts(record.id))
+        done = outcome is not None
+    else:
+        outcome, done = _attempt_outcome(svc, record, now)
+    view["outcome"] = outcome
+    if state is JobState.RUNNING:
+        remaining = seconds_left(record, now)
+        view["deadlineExceeded"] = remaining <= 0
+        view["wait"] = max(0.1, min(RUNNING_RECHECK_SECONDS, remaining))
+    else:
+        requested = record.internal.get("killRequestedAt")
+        view["killRequested"] = requested is not None
+        view["killExpired"] = requested is not None and now - requested > svc.settings.kill_grace_seconds
+        view["tasksDone"] = done
+        view["wait"] = TERMINATING_RECHECK_SECONDS
+    return view
+
+
+def _attempt_outcome(svc: Services, record: Record, now: float) -> tuple[dict | None, bool]:
+    """The attempt's outcome (a lost node decides it too), and whether all its tasks finished."""
     tasks = jobs.attempt_tasks(svc, record)
     outcome = task_outcome(tasks)
     if outcome is None:
@@ -43,18 +64,7 @@ def _view(svc: Services, record: Record | None) -> dict:
     since = parse_time(record.properties["executionStateTransitionTime"]).timestamp()
     if outcome is None and not tasks and now - since > LAUNCH_GRACE_SECONDS:
         outcome = {"nodeLost": True, "node": None}
-    view["outcome"] = outcome
-    if state is JobState.RUNNING:
-        remaining = seconds_left(record, now)
-        view["deadlineExceeded"] = remaining <= 0
-        view["wait"] = max(0.1, min(RUNNING_RECHECK_SECONDS, remaining))
-    else:
-        requested = record.internal.get("killRequestedAt")
-        view["killRequested"] = requested is not None
-        view["killExpired"] = requested is not None and now - requested > svc.settings.kill_grace_seconds
-        view["tasksDone"] = all(t.state == "finished" for t in tasks)
-        view["wait"] = TERMINATING_RECHECK_SECONDS
-    return view
+    return outcome, all(t.state == "finished" for t in tasks)
 
 
 def _current(svc: Services, inp: dict) -> Record | None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from activities.clusters import stop_cluster_nodes
-from batchai import job_state
+from batchai import arrays, ids, job_state, sweep_runs
 from batchai.job_state import ACTIVE, LAUNCHED
 from batchai.jobs import stop_tasks
-from batchai.lifecycle import settled_view, utcnow
+from batchai.lifecycle import utcnow
 from batchai.services import Services
-from batchai.wake import wake_job
+from batchai.wake import wake_job, wake_sweep
 
 
 def delete_resource(svc: Services, inp: dict) -> dict:
@@ -24,16 +24,29 @@ def delete_resource(svc: Services, inp: dict) -> dict:
             if r.type == "clusters":
                 _fail_jobs_of(svc, r.id)
                 stop_cluster_nodes(svc, r.id)
-        svc.store.delete_tree(resource_id)
+        for r in doomed:  # the root's tree, and what belongs to it elsewhere (a sweep's trials)
+            if r is root or not ids.key(r.id).startswith(ids.key(resource_id) + "/"):
+                svc.store.delete_tree(r.id)
         for r in doomed:
-            if r.type == "jobs" and r.properties.get("executionState") in ACTIVE:
+            if r.type == "sweeps":
+                wake_sweep(svc, r.internal["uuid"])  # its orchestration sees it gone and ends now
+        for r in doomed:
+            if r.type == "jobs" and r.properties.get("executionState") in ACTIVE and not arrays.array_of(r):
                 wake_job(svc, r)  # its lifecycle sees it gone and ends now, not at its next timer
     svc.store.finish_operation(op_id, "Succeeded")
     return {"deleted": resource_id}
 
 
 def _descendants(svc: Services, record):
-    for kind in {"workspaces": ["clusters", "fileServers", "experiments"], "experiments": ["jobs"]}.get(record.type, []):
+    if record.type == "sweeps":  # its trials are jobs of its experiment
+        for trial in record.internal.get("trials", []):
+            job = svc.store.get(sweep_runs.trial_job_id(record, trial["number"]))
+            if job is not None:
+                yield job
+        return
+    # a job's children: an array's tasks
+    kinds = {"workspaces": ["clusters", "fileServers", "experiments"], "experiments": ["jobs", "sweeps"], "jobs": ["jobs"]}
+    for kind in kinds.get(record.type, []):
         for child in svc.store.children(record.id, kind):
             yield child
             yield from _descendants(svc, child)
@@ -44,4 +57,4 @@ def _fail_jobs_of(svc: Services, cluster_id: str) -> None:
         stop_tasks(svc, job)
         ended = svc.store.mutate(job.id, job_state.change(job_state.fail_cluster_deleted, now=utcnow()))
         if ended is not None:
-            wake_job(svc, ended, settled_view(ended))
+            arrays.tell_ended(svc, ended)

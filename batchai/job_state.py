@@ -2,6 +2,7 @@
 
     queued ──start──> running ──finish──> succeeded | failed
       │                  ├──requeue (a node lost or evicted)──> queued (next attempt) | failed (retry budget spent)
+      │                  ├──retry (an array's task failed, retries left)──> queued (next attempt)
       │                  └──request_terminate (user, timeout, scale-down, a sweep's early termination)──> terminating ──finish──> failed
       ├──request_terminate──> failed (nothing ran: nothing to stop)
       └──fail_unlaunchable──> failed
@@ -165,6 +166,17 @@ def requeue(record: Record, now: str, *, attempt: int, nodes: list[str], evicted
             error={"code": "NodeFailure", "message": f"The job's nodes failed {failures} times; the retry budget is exhausted."},
         )
     record.internal["attempt"] = attempt + 1
+    record.internal.pop("killRequestedAt", None)
+    return _enter(record, JobState.QUEUED, now)
+
+
+@_from(JobState.RUNNING)
+def retry(record: Record, now: str, *, outcome: dict) -> Record:
+    """An array's task failed (`outcome`: exitCode, error) with retries left: queued again, alone."""
+    details = {"exitCode": outcome.get("exitCode"), **({"error": outcome["error"]} if outcome.get("error") else {})}
+    record_event(record, now, "failed, retrying", **details)
+    record.internal["attempt"] = attempt_of(record) + 1
+    record.internal["retries"] = record.internal.get("retries", 0) + 1
     record.internal.pop("killRequestedAt", None)
     return _enter(record, JobState.QUEUED, now)
 

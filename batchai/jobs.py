@@ -12,11 +12,11 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
-from batchai import job_state, scheduling_pass
+from batchai import arrays, job_state, scheduling_pass
 from batchai.job_state import JobState, state_of
-from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, settled_view, task_outcome, utcnow
+from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, task_outcome, utcnow
 from batchai.ports import Record, TaskRecord
-from batchai.wake import start_lifecycle, wake_cluster, wake_ended_job, wake_job, wake_trial_sweep
+from batchai.wake import start_lifecycle, wake_cluster, wake_ended_job, wake_trial_sweep
 
 if TYPE_CHECKING:
     from batchai.services import Services
@@ -47,6 +47,8 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
     not report): one terminal state, its nodes freed, its controller and lifecycle told. A lost node
     is not an end: the lifecycle is woken to requeue the job. Returns the job as stored after."""
     record = svc.store.get(job_id)
+    if record is not None and arrays.is_array(record):
+        return _settle_array(svc, record, force=force)
     if record is None or state_of(record) not in job_state.LAUNCHED:
         if record is not None and state_of(record).is_terminal() and svc.store.release_nodes(record.id):
             nodes_freed(svc, record)  # a completion retried after a crash between the two
@@ -57,8 +59,12 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
         if outcome is None:
             return record
         if outcome.get("nodeLost"):
+            if arrays.array_of(record):  # a task has no lifecycle to do it
+                return requeue(svc, record.id, outcome)
             start_lifecycle(svc, record)  # it requeues the job
             return record
+        if arrays.retries_left(record, outcome):
+            return _retry(svc, record, tasks, outcome)
     elif outcome is None and not force and not all(t.state == "finished" for t in tasks):
         return record
     svc.sync_job_files(record)  # before the job shows as ended: then all it wrote is in storage
@@ -76,21 +82,65 @@ def _ended(svc: Services, record: Record, tasks: list[TaskRecord]) -> None:
     svc.defer(partial(wake_trial_sweep, svc, record))
     if svc.store.release_nodes(record.id):
         nodes_freed(svc, record)
+    arrays.task_ended(svc, record)
+
+
+def _retry(svc: Services, record: Record, tasks: list[TaskRecord], outcome: dict) -> Record | None:
+    """An array's task failed with retries left: its attempt's files kept, it is queued again alone."""
+    svc.sync_job_files(record)
+    retried = svc.store.mutate(record.id, job_state.change(job_state.retry, now=utcnow(), outcome=outcome))
+    if retried is None:
+        return svc.store.get(record.id)
+    stop_tasks(svc, record, tasks)
+    if svc.store.release_nodes(record.id):
+        nodes_freed(svc, record)
+    return retried
+
+
+def _settle_array(svc: Services, array: Record, *, force: bool) -> Record | None:
+    """End the array once no task of it is active; with `force`, its terminating tasks are ended first
+    (their processes will not report)."""
+    if state_of(array).is_terminal():
+        return array
+    if force:
+        for task in svc.store.children(array.id, "jobs"):
+            if state_of(task) is JobState.TERMINATING:
+                settle(svc, task.id, force=True)
+    return arrays.end_if_done(svc, array.id)
 
 
 def terminate(svc: Services, job_id: str, reason: str = "terminate") -> Record | None:
     """Begin ending the job for `reason`: a queued one is failed at once; a running one is terminating,
-    its processes told to stop, and its lifecycle ends it once they have (or their grace runs out)."""
-    updated = svc.store.mutate(job_id, job_state.change(job_state.request_terminate, now=utcnow(), reason=reason, at=time.time()))
+    its processes told to stop, and its lifecycle ends it once they have (or their grace runs out).
+    An array's tasks are all told to; the array ends with the last of them."""
+    updated = svc.store.mutate(job_id, _request_terminate(reason))
     if updated is None:
         return svc.store.get(job_id)
+    if arrays.is_array(updated):
+        _terminate_tasks(svc, updated, reason)
+        if state_of(updated) is JobState.TERMINATING:
+            updated = arrays.end_if_done(svc, updated.id) or updated
     if state_of(updated).is_terminal():
-        wake_job(svc, updated, settled_view(updated))  # a requeued job may have a lifecycle waiting
+        arrays.tell_ended(svc, updated)  # a requeued job may have a lifecycle waiting
         wake_trial_sweep(svc, updated)
         return updated
     stop_tasks(svc, updated)
     start_lifecycle(svc, updated)
     return updated
+
+
+def _request_terminate(reason: str):
+    return job_state.change(job_state.request_terminate, now=utcnow(), reason=reason, at=time.time())
+
+
+def _terminate_tasks(svc: Services, array: Record, reason: str) -> None:
+    """Each active task of the array ends (queued) or is terminating, its processes told to stop; the array's
+    lifecycle watches them (a task has none), and the array is told once, by the caller, not by each task."""
+    for task in svc.store.children(array.id, "jobs"):
+        if state_of(task).is_active():
+            updated = svc.store.mutate(task.id, _request_terminate(reason))
+            if updated is not None and state_of(updated) is JobState.TERMINATING:
+                stop_tasks(svc, updated)
 
 
 def requeue(svc: Services, job_id: str, outcome: dict) -> Record | None:
@@ -125,10 +175,11 @@ def requeue(svc: Services, job_id: str, outcome: dict) -> Record | None:
             max_attempts=svc.settings.max_attempts,
         ),
     )
-    if updated is not None and state_of(updated).is_terminal():
-        unmount_job_volumes(svc, updated)
     svc.store.release_nodes(record.id)
     nodes_freed(svc, record)
+    if updated is not None and state_of(updated).is_terminal():
+        unmount_job_volumes(svc, updated)
+        arrays.task_ended(svc, updated)
     return updated or svc.store.get(record.id)
 
 
@@ -139,7 +190,10 @@ def fail_tasks_of_node(svc: Services, node_id: str, error: str, states: tuple[st
         if svc.store.update_task(t.id, only_if_state=states, state="finished", error=error, end_time=utcnow()):
             job = svc.store.get(t.job)
             if job is not None and job.type == "jobs":
-                start_lifecycle(svc, job)
+                if arrays.array_of(job):  # a task has no lifecycle: look now (a lost node requeues it)
+                    settle(svc, job.id)
+                else:
+                    start_lifecycle(svc, job)
 
 
 def nodes_freed(svc: Services, job: Record) -> None:

@@ -53,9 +53,20 @@ class NodeRecord:
     idle_since: float = 0.0  # when it last became idle (autoscale shrinks nodes idle for long)
     machine: str | None = None  # the compute adapter's name for the node's machine (a scale set instance)
     gpus: str | None = None  # JSON list of its GPUs as its agent reported them ({"index", "name", "memoryMiB", "uuid"})
+    # JSON {job key: [GPU indices]}: the jobs that share the node's GPUs (`gpusPerNode`); the node is
+    # running, held by no one job, while any do
+    shares: str | None = None
 
     def gpu_list(self) -> list[dict]:
         return json.loads(self.gpus) if self.gpus else []
+
+    def share_map(self) -> dict[str, list[str]]:
+        return json.loads(self.shares) if self.shares else {}
+
+    def free_gpus(self) -> list[str]:
+        """The indices of its GPUs no sharing job holds."""
+        taken = {i for held in self.share_map().values() for i in held}
+        return [g["index"] for g in self.gpu_list() if g["index"] not in taken]
 
     def handle(self) -> dict:
         """What the compute port is given to act on this node: kept in the store, so any control-plane
@@ -92,6 +103,7 @@ class JobSummary(NamedTuple):
     priority: str | None
     max_wall_clock: str | None  # constraints.maxWallClockTime as given
     start_time: str | None  # executionInfo.startTime
+    gpus_per_node: int | None = None  # gpusPerNode: the GPUs it takes of each node, sharing it (None: whole nodes)
 
 
 class Launch(NamedTuple):
@@ -101,6 +113,7 @@ class Launch(NamedTuple):
     node_ids: list[str]
     change: Mutation  # the job's transition to running
     tasks: list[TaskRecord]
+    gpus: dict[str, list[str]] | None = None  # node id -> the GPU indices it takes there, sharing the node (None: whole nodes)
 
 
 class Store(Protocol):
@@ -108,6 +121,8 @@ class Store(Protocol):
 
     # resources
     def create(self, record: Record) -> Record: ...  # raises Conflict when the id exists
+    # all of them or, when an id exists (Conflict), none: an array job and its tasks
+    def create_many(self, records: Sequence[Record]) -> list[Record]: ...
     def get(self, resource_id: str) -> Record | None: ...
     def children(self, parent_id: str, type: str, *, after_seq: int = 0, limit: int | None = None) -> list[Record]: ...
     def workspaces(self, prefix: str, *, after_seq: int = 0, limit: int | None = None) -> list[Record]: ...
@@ -143,6 +158,9 @@ class Store(Protocol):
 
     # a cluster's jobs in `states` as scheduling needs them, in submission order
     def job_summaries(self, cluster: str, states: Iterable[str]) -> list[JobSummary]: ...
+
+    # how many of the jobs under `parent` (an array job's tasks) are in each state
+    def job_counts(self, parent: str) -> dict[str, int]: ...
 
     # the queued jobs that can be among the first `depth` of the cluster's queue order
     # (`batchai.scheduling.queue_order`), in submission order: of each priority and experiment

@@ -35,6 +35,23 @@ def job(record: Record) -> dict:
     return _envelope(record, props)
 
 
+def task(record: Record) -> dict:
+    """An array job's task: its index, state, attempts and result (ours, beyond 2018-05-01)."""
+    props = record.properties
+    properties = {
+        "index": record.internal["arrayTask"]["index"],
+        "executionState": props["executionState"],
+        "executionStateTransitionTime": props["executionStateTransitionTime"],
+        "attempts": record.internal.get("attempt", 1),
+        "retries": record.internal.get("retries", 0),
+        "nodes": [record.internal.get("nodeNames", {}).get(n, n) for n in record.internal.get("nodes", [])],
+        "events": list(record.internal.get("events", [])),
+    }
+    if "executionInfo" in props:
+        properties["executionInfo"] = copy.deepcopy(props["executionInfo"])
+    return {"id": record.id, "name": record.name, "type": "Microsoft.BatchAI/workspaces/experiments/jobs/tasks", "properties": properties}
+
+
 def file_server(record: Record) -> dict:
     return _envelope(record, redact_file_server(record.properties))
 

@@ -30,15 +30,15 @@ from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING
 
-from batchai import ids, job_state
+from batchai import arrays, ids, job_state
 from batchai.agent.runner import PYTHON_ENV
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
 from batchai.job_state import JobState, attempt_of, state_of
-from batchai.lifecycle import launch_view, parse_time, settled_view, utcnow, wall_clock_seconds
+from batchai.lifecycle import launch_view, parse_time, utcnow, wall_clock_seconds
 from batchai.model import JobCreateParameters
 from batchai.ports import JobSummary, Launch, NodeRecord, Record, Store, TaskRecord
-from batchai.scheduling import QueuedJob, place
-from batchai.wake import start_lifecycle, wake_job
+from batchai.scheduling import QueuedJob, plan
+from batchai.wake import start_lifecycle
 
 if TYPE_CHECKING:
     from batchai.services import Services
@@ -108,7 +108,13 @@ def job_properties(record: Record):
 
 
 def usable(node: NodeRecord, now: float, timeout: float) -> bool:
-    return node.state == "idle" and node.job is None and now - node.last_seen <= timeout
+    """Free for a whole-node job."""
+    return node.state == "idle" and node.job is None and not node.shares and now - node.last_seen <= timeout
+
+
+def shareable(node: NodeRecord, now: float, timeout: float) -> bool:
+    """Its free GPUs can be shared by `gpusPerNode` jobs: idle, or shared already."""
+    return bool(node.gpus) and node.job is None and node.state in ("idle", "running") and now - node.last_seen <= timeout
 
 
 def queued_job(summary: JobSummary) -> QueuedJob:
@@ -119,6 +125,7 @@ def queued_job(summary: JobSummary) -> QueuedJob:
         summary.seq,
         summary.parent,
         wall_clock_seconds(summary.max_wall_clock),
+        summary.gpus_per_node or 0,
     )
 
 
@@ -126,18 +133,26 @@ def busy_until(nodes: list[NodeRecord], active: dict[str, JobSummary], now: floa
     """Seconds until each node that is not idle now is free at the latest (see `place`).
 
     A starting node is about to be idle (0); a busy one frees when its job's maxWallClockTime
-    runs out (a terminating job's nodes: now). Silent, unusable and leaving nodes never will.
+    runs out (a terminating job's nodes: now), a shared one when the last of its jobs' does.
+    Silent, unusable and leaving nodes never will.
     """
+
+    def left(job: JobSummary) -> float:
+        start = parse_time(job.start_time).timestamp() if job.start_time else now
+        return max(0.0, start + wall_clock_seconds(job.max_wall_clock) - now) if job.state == "running" else 0.0
+
     ends = []
     for node in nodes:
         if node.last_seen and now - node.last_seen > timeout:
             continue
         if node.state in ("starting", "preparing"):
             ends.append(0.0)
-        elif node.job and (job := active.get(ids.key(node.job))) and node.state == "running":
-            start = parse_time(job.start_time).timestamp() if job.start_time else now
-            left = start + wall_clock_seconds(job.max_wall_clock) - now if job.state == "running" else 0.0
-            ends.append(max(0.0, left))
+        elif node.state != "running":
+            continue
+        elif node.job and (job := active.get(ids.key(node.job))):
+            ends.append(left(job))
+        elif sharing := [active[key] for key in node.share_map() if key in active]:
+            ends.append(max(map(left, sharing)))
     return ends
 
 
@@ -148,7 +163,8 @@ def release_stale_claims(store: Store, nodes: list[NodeRecord], active: dict[str
     gone is left over (or its ending is about to release it: freeing it first changes nothing),
     whichever process's pass finds it.
     """
-    stale = {n.job for n in nodes if n.job and ids.key(n.job) not in active}
+    holders = {n.job for n in nodes if n.job} | {job for n in nodes for job in n.share_map()}
+    stale = {job for job in holders if ids.key(job) not in active}
     for job_id in stale:
         store.release_nodes(job_id)
     return bool(stale)
@@ -161,10 +177,10 @@ def run_pass(svc: Services, cluster: Record) -> list[str]:
     whose preparation breaks unexpectedly stays queued for the next pass, and the others start.
     Each launched job's lifecycle is due a moment later (`lifecycle_start_delay_seconds`)."""
     launches: list[tuple[Launch, list[NodeRecord]]] = []
-    for job_id, nodes in decide(svc.store, cluster.id, time.time(), svc.settings.node_timeout_seconds):
+    for job_id, nodes, gpus in decide(svc.store, cluster.id, time.time(), svc.settings.node_timeout_seconds):
         record = svc.store.get(job_id)
         try:
-            prepared = prepare(svc, record, nodes, cluster) if record is not None else None
+            prepared = prepare(svc, record, nodes, cluster, gpus) if record is not None else None
         except Exception:  # noqa: BLE001 - one job's fault must not keep the others from starting
             log.exception("preparing the launch of %s failed; it stays queued", job_id)
             continue
@@ -175,10 +191,15 @@ def run_pass(svc: Services, cluster: Record) -> list[str]:
     started = svc.store.start_jobs(cluster.id, [launch for launch, _ in launches])
     now = time.time()
     answering = _answering.get()
+    started_arrays = set()
     for record, (_, nodes) in zip(started, launches, strict=True):
         if record is not None:
             svc.wake_nodes([n.id for n in nodes if n.id != answering])
-            svc.defer(partial(_start_lifecycle, svc, record, launch_view(record, now)), svc.settings.lifecycle_start_delay_seconds)
+            if array := arrays.array_of(record):
+                started_arrays.add(array)
+            else:
+                svc.defer(partial(_start_lifecycle, svc, record, launch_view(record, now)), svc.settings.lifecycle_start_delay_seconds)
+    arrays.tasks_started(svc, started_arrays)
     return [r.id for r in started if r is not None]
 
 
@@ -193,20 +214,25 @@ def _start_lifecycle(svc: Services, launched: Record, view: dict) -> None:
         log.exception("starting the lifecycle of %s failed", launched.id)
 
 
-def decide(store: Store, cluster_id: str, now: float, timeout: float) -> list[tuple[str, list[NodeRecord]]]:
-    """What a pass starts, `(job id, its nodes)` in start order; stale claims are freed first."""
+def decide(store: Store, cluster_id: str, now: float, timeout: float) -> list[tuple[str, list[NodeRecord], dict[str, list[str]] | None]]:
+    """What a pass starts, `(job id, its nodes, the GPUs it shares of each or None)` in start order; stale
+    claims are freed first."""
     nodes = store.nodes(cluster_id)
-    held = any(n.job for n in nodes)
+    held = any(n.job or n.shares for n in nodes)
     active = {ids.key(j.id): j for j in store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
     if release_stale_claims(store, nodes, active):
         nodes = store.nodes(cluster_id)
     # Nodes before the queue: on a busy cluster there is nothing to place, and reading the queue costs.
-    free = {n.id: n for n in nodes if usable(n, now, timeout)}
-    if not free:
+    free = [n.id for n in nodes if usable(n, now, timeout)]
+    gpus = {n.id: n.free_gpus() for n in nodes if shareable(n, now, timeout)}
+    if not free and not any(gpus.values()):
         return []
-    queued = store.queue_head(cluster_id, QUEUE_DEPTH + len(free))
-    plan = place([queued_job(q) for q in queued], list(free), busy_until(nodes, active, now, timeout)) if queued else []
-    return [(job_id, [free[n] for n in node_ids]) for job_id, node_ids in plan]
+    queued = arrays.within_parallel_limits(store, store.queue_head(cluster_id, QUEUE_DEPTH + len(free)), active.values())
+    if not queued:
+        return []
+    placements, shares = plan([queued_job(q) for q in queued], free, busy_until(nodes, active, now, timeout), gpus)
+    by_id = {n.id: n for n in nodes}
+    return [(job_id, [by_id[n] for n in node_ids], shares.get(job_id)) for job_id, node_ids in placements]
 
 
 def file_server_export(svc: Services):
@@ -244,12 +270,21 @@ def attached(cluster: Record) -> bool:
     return bool(cluster.properties.get("attached"))
 
 
-def launch_context(svc: Services, record: Record, nodes: list[NodeRecord], cluster: Record) -> LaunchContext:
+def launch_context(
+    svc: Services, record: Record, nodes: list[NodeRecord], cluster: Record, gpus: dict[str, list[str]] | None = None
+) -> LaunchContext:
     # another machine's interpreter is the one its agent runs on (the agent says which in the task's environment)
     python = f"${{{PYTHON_ENV}:-python3}}" if attached(cluster) else svc.settings.python
-    # a job takes whole nodes (Batch AI's semantics): all their GPUs
+    # a job takes whole nodes (Batch AI's semantics), all their GPUs; one with gpusPerNode, the GPUs it shares of each
     placed = tuple(
-        PlacedNode(n.id, n.name, n.address or "127.0.0.1", n.root or "", n.exec_port or 0, tuple(g["index"] for g in n.gpu_list()))
+        PlacedNode(
+            n.id,
+            n.name,
+            n.address or "127.0.0.1",
+            n.root or "",
+            n.exec_port or 0,
+            tuple(gpus[n.id]) if gpus else tuple(g["index"] for g in n.gpu_list()),
+        )
         for n in nodes
     )
     return LaunchContext(
@@ -284,12 +319,14 @@ def uploaded_paths(svc: Services, record: Record, paths) -> dict:
     return {"stdouterr": str(base / "stdouterr"), "outputs": {k: str(base / "outputs" / k) for k in paths.outputs}}
 
 
-def prepare(svc: Services, record: Record, nodes: list[NodeRecord], cluster: Record) -> Launch | None:
-    """The queued job's start on `nodes` (its tasks planned, its volumes mounted) for `Store.start_jobs`;
-    None when it cannot start at all, and it is failed."""
+def prepare(
+    svc: Services, record: Record, nodes: list[NodeRecord], cluster: Record, gpus: dict[str, list[str]] | None = None
+) -> Launch | None:
+    """The queued job's start on `nodes` (sharing `gpus` of each, if given; else whole) with its tasks planned
+    and its volumes mounted, for `Store.start_jobs`; None when it cannot start at all, and it is failed."""
     try:
         props = job_properties(record)
-        ctx = launch_context(svc, record, nodes, cluster)
+        ctx = launch_context(svc, record, nodes, cluster, gpus)
         tasks = plan_job(props, ctx)
         if not ctx.node_local:
             svc.compute.mount(ctx.job_mount_root, record.properties.get("mountVolumes"), file_server_export(svc))
@@ -307,10 +344,10 @@ def prepare(svc: Services, record: Record, nodes: list[NodeRecord], cluster: Rec
         real = {"stdouterr": os.path.realpath(paths.stdouterr), "outputs": {k: os.path.realpath(v) for k, v in paths.outputs.items()}}
     start = job_state.change(job_state.start, now=utcnow(), nodes=[(n.id, n.name) for n in nodes], paths=real)
     task_records = [TaskRecord(id=t.task_id, job=record.id, node=t.node_id, attempt=ctx.attempt, spec=t.to_json()) for t in tasks]
-    return Launch(record.id, [n.id for n in nodes], start, task_records)
+    return Launch(record.id, [n.id for n in nodes], start, task_records, gpus)
 
 
 def fail_unlaunchable(svc: Services, job_id: str, code: str, message: str) -> None:
     record = svc.store.mutate(job_id, job_state.change(job_state.fail_unlaunchable, now=utcnow(), code=code, message=message))
     if record is not None:
-        wake_job(svc, record, settled_view(record))  # a requeued job may have a lifecycle waiting
+        arrays.tell_ended(svc, record)  # a requeued job may have a lifecycle waiting

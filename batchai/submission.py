@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from batchai import ids, job_state, render
+from batchai import arrays, ids, job_state, render
 from batchai.audit import JOB_WRITE, audit
 from batchai.errors import ApiError
 from batchai.model import JobCreateParameters, load_job_file, validate_name, validate_resource_group
@@ -61,6 +61,7 @@ def submit_job(
     With an `idempotency_key`, submitting again what was already stored under the same key
     returns the stored job instead of a conflict: a redelivered queue message is harmless.
     A sweep's trial carries `sweep` ({"id", "uuid", "trial"}: its ends and metrics wake the sweep) and `tags`.
+    An array job (`arraySettings`) is stored with all its tasks, or not at all.
     """
     parsed = ids.parse(job_id)
     if parsed is None or parsed.experiment is None:
@@ -72,6 +73,8 @@ def submit_job(
     if props.cluster is None:
         raise ApiError.bad_request("The job needs properties.cluster.", target="properties.cluster")
     cluster = check_cluster(svc, props, parsed.workspace_id)
+    if sweep is not None and props.array_settings is not None:
+        raise ApiError.bad_request("A sweep's trial cannot be an array job.", target="properties.trial.properties.arraySettings")
     props.cluster.id = cluster.id
     job_uuid = uuid.uuid4().hex
     wire = props.to_wire()
@@ -82,7 +85,7 @@ def submit_job(
     if sweep is not None:
         record.internal["sweep"] = sweep
     try:
-        record = svc.store.create(record)
+        record = svc.store.create_many([record, *arrays.new_tasks(record)] if arrays.is_array(record) else [record])[0]
     except Conflict:
         existing = svc.store.get(job_id)
         if idempotency_key and existing is not None and existing.internal.get("idempotencyKey") == idempotency_key:

@@ -35,10 +35,13 @@ log = logging.getLogger("batchai.wake")
 
 def start_lifecycle(svc: Services, job: Record, view: dict | None = None) -> None:
     """Start the launched `job`'s lifecycle with `view` (what the caller just stored; None: it looks
-    first), or wake the one it has. Idempotent: one lifecycle per job, whoever starts it first.
+    first), or wake the one it has. Idempotent: one lifecycle per job, whoever starts it first. An array's
+    task has none (`batchai.arrays`: its array's lifecycle watches it).
 
     The job is marked `watched` first, in the store: whoever ends it then knows that a lifecycle
     may wait to be told (`wake_ended_job`). One the end got to first is not started."""
+    if "arrayTask" in job.internal:
+        return
     # `watched` is never taken back: a job read as watched needs no second write
     if state_of(job) in LAUNCHED and (job.internal.get("watched") or svc.store.mutate(job.id, _watch) is not None):
         if svc.engine.schedule("job_lifecycle", {**lifecycle_input(job), "view": view}, job_instance(job)):

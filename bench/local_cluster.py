@@ -1,10 +1,12 @@
 """Benchmark a 2-node local cluster through the public ARM API of a live `batchai serve`.
 
-    .venv/bin/python bench/local_cluster.py [--jobs 500] [--latency-samples 50] [--json PATH]
+    .venv/bin/python bench/local_cluster.py [--jobs 500] [--array 1000] [--latency-samples 50] [--json PATH]
 
 1. Throughput: N one-node custom-toolkit jobs running `true`, all submitted at once (concurrent
    PUTs); measured from the first submit (client clock) to the last completion (the latest
    `executionInfo.endTime`, server clock: same machine, UTC).
+1b. With --array N: one array job of N `true` tasks (arraySettings), from its submit to its last
+   task's end: tasks/s beside the jobs/s of phase 1.
 2. Latency, on the then idle cluster: one job at a time, submit-to-start (client submit time to
    the job's `executionInfo.startTime`) and submit-to-end, p50/p99/mean/max.
 
@@ -199,8 +201,8 @@ def setup(http: httpx.Client, nodes: int, timeout: float = 120) -> str:
     return cluster["id"]
 
 
-def list_jobs(http: httpx.Client) -> list[dict]:
-    page = check(http.get(f"{path_exp()}/jobs")).json()
+def list_jobs(http: httpx.Client, path: str | None = None) -> list[dict]:
+    page = check(http.get(path or f"{path_exp()}/jobs")).json()
     jobs = list(page["value"])
     while page.get("nextLink"):
         # the link's own query (api-version, $skiptoken): httpx would replace it with the client's params
@@ -337,6 +339,41 @@ def throughput(http: httpx.Client, url: str, cluster_id: str, count: int, concur
     }
 
 
+# -- phase 1b: one array of as many tasks -------------------------------------------------------
+def array_throughput(http: httpx.Client, cluster_id: str, count: int, timeout: float, server: Server) -> dict:
+    """One array job of `count` `true` tasks: from its submit to its last task's end."""
+    body = job_body(cluster_id)
+    body["properties"]["arraySettings"] = {"count": count}
+    cpu_before = cpu_snapshot(server.proc.pid, server.data_dir)
+    log(f"array: submitting one array of {count} tasks")
+    t0 = time.time()
+    check(http.put(path_job("array"), json=body))
+    submit = time.time() - t0
+    deadline = t0 + timeout
+    while True:
+        state = check(http.get(path_job("array"))).json()["properties"]
+        if state["executionState"] in TERMINAL or time.time() > deadline:
+            break
+        time.sleep(POLL_SECONDS / 4)
+    cpu_after = cpu_snapshot(server.proc.pid, server.data_dir)
+    tasks = list_jobs(http, path_job("array") + "/tasks")
+    ends = [
+        parse_time(t["properties"]["executionInfo"]["endTime"])
+        for t in tasks
+        if (t["properties"].get("executionInfo") or {}).get("endTime")
+    ]
+    window = (max(ends) - t0) if ends else None
+    return {
+        "tasks": count,
+        "state": state["executionState"],
+        "arrayInfo": state.get("arrayInfo"),
+        "submitSeconds": submit,
+        "submitToLastTaskEndSeconds": window,
+        "tasksPerSecond": len(ends) / window if window else None,
+        "cpuMsPerTask": {k: (cpu_after[k] - cpu_before[k]) * 1000 / count for k in cpu_after},
+    }
+
+
 # -- phase 2: latency on an idle cluster --------------------------------------------------------
 def latency(http: httpx.Client, cluster_id: str, samples: int, poll: float, timeout: float) -> dict:
     to_start, to_end, failures = [], [], 0
@@ -380,6 +417,15 @@ def figures_block(result: dict) -> str:
             f"  CPU per job: control plane (all its processes) {t['cpuMsPerJob']['server']:.1f} ms, node agents {t['cpuMsPerJob']['agents']:.1f} ms,"
             f" the jobs' processes {t['cpuMsPerJob']['jobs']:.1f} ms",
         ]
+    a = result.get("array")
+    if a:
+        lines += [
+            f"array ({a['tasks']} `true` tasks in one job): {a['state']}",
+            f"  tasks/s (submit -> last task end):        {a['tasksPerSecond']:.2f}" if a["tasksPerSecond"] else "  tasks/s: n/a",
+            f"  submit -> last task end:                  {a['submitToLastTaskEndSeconds']:.2f} s   (one PUT answered after {a['submitSeconds']:.2f} s)",
+            f"  CPU per task: control plane {a['cpuMsPerTask']['server']:.1f} ms, node agents {a['cpuMsPerTask']['agents']:.1f} ms,"
+            f" the tasks' processes {a['cpuMsPerTask']['jobs']:.1f} ms",
+        ]
     lat = result.get("latency")
     if lat:
         for key, label in (("submitToStartSeconds", "submit -> start"), ("submitToEndSeconds", "submit -> end")):
@@ -404,6 +450,7 @@ def figures_block(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=500, help="throughput jobs submitted at once (default 500)")
+    parser.add_argument("--array", type=int, default=0, help="then one array job of this many tasks (default 0: none)")
     parser.add_argument("--latency-samples", type=int, default=50, help="jobs run one at a time for latency (default 50)")
     parser.add_argument("--nodes", type=int, default=2, help="cluster size (default 2)")
     parser.add_argument("--concurrency", type=int, default=100, help="concurrent PUT connections (default 100)")
@@ -437,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"cluster ready: {args.nodes} idle nodes after {time.time() - t:.1f} s")
         if args.jobs > 0:
             result["throughput"] = throughput(http, server.url, cluster_id, args.jobs, args.concurrency, args.timeout, server)
+        if args.array > 0:
+            result["array"] = array_throughput(http, cluster_id, args.array, args.timeout, server)
         if args.latency_samples > 0:
             result["latency"] = latency(http, cluster_id, args.latency_samples, args.poll, timeout=120)
     except BaseException as exc:  # noqa: BLE001 - report, clean up, then fail

@@ -20,8 +20,10 @@ gives back the ones it took when one is gone. Other readers may glimpse a claim 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, fields
 from typing import Any
@@ -60,7 +62,7 @@ def item_id(ref: str) -> str:
     return hashlib.sha256(ref.encode()).hexdigest()
 
 
-_SUMMARY_SELECT = "c.ref, c.seq, c.parent, c.state, c.node_count, c.priority, c.max_wall_clock, c.start_time"
+_SUMMARY_SELECT = "c.ref, c.seq, c.parent, c.state, c.node_count, c.priority, c.max_wall_clock, c.start_time, c.gpus_per_node"
 
 
 def _summary(row: Doc) -> JobSummary:
@@ -87,7 +89,7 @@ def _in(name: str, values: Iterable[Any]) -> tuple[str, dict[str, Any]]:
 # -- documents <-> records ---------------------------------------------------------------------
 def _resource_doc(record: Record) -> Doc:
     key = ids.key(record.id)
-    node_count, priority, max_wall_clock, start_time = scheduling_of(record)
+    node_count, priority, max_wall_clock, start_time, gpus_per_node = scheduling_of(record)
     return {
         "id": item_id(key),
         "pk": _partition(key),
@@ -105,6 +107,7 @@ def _resource_doc(record: Record) -> Doc:
         "priority": priority,
         "max_wall_clock": max_wall_clock,
         "start_time": start_time,
+        "gpus_per_node": gpus_per_node,
     }
 
 
@@ -122,7 +125,8 @@ def _record(doc: Doc) -> Record:
 
 
 def _node_doc(node: NodeRecord) -> Doc:
-    return {**asdict(node), "id": item_id(node.id), "ref": node.id}
+    # share_jobs: what a query for a job's shared nodes matches (shares itself is JSON text)
+    return {**asdict(node), "id": item_id(node.id), "ref": node.id, "share_jobs": list(node.share_map())}
 
 
 def _node(doc: Doc) -> NodeRecord:
@@ -142,8 +146,23 @@ def _operation(doc: Doc) -> dict:
 
 
 def _freed_of(job: str, now: float) -> Callable[[Doc], Doc | None]:
-    """The change that frees a node still running `job`; None (no change) once it runs something else."""
-    return lambda d: {**d, "job": None, "state": "idle", "idle_since": now} if d["job"] == job and d["state"] == "running" else None
+    """The change that frees a node of `job`, held whole or shared; None (no change) once it holds the node no more."""
+
+    def free(doc: Doc) -> Doc | None:
+        node = _node(doc)
+        shares = node.share_map()
+        if job in shares:
+            del shares[job]
+            node.shares = json.dumps(shares) if shares else None
+        elif node.job == job:
+            node.job = None
+        else:
+            return None
+        if node.job is None and not shares:
+            node.idle_since, node.state = now, "idle" if node.state == "running" else node.state
+        return {**doc, **_node_doc(node)}
+
+    return free
 
 
 class CosmosStore:
@@ -216,13 +235,25 @@ class CosmosStore:
 
     # -- resources --------------------------------------------------------------------------
     def create(self, record: Record) -> Record:
-        record.seq = self._advance("resources")
-        try:
-            doc = self._c["resources"].create_item(_resource_doc(record))
-        except CosmosResourceExistsError:
-            raise Conflict(record.id) from None
-        record.etag = doc["_etag"]
-        return record
+        return self.create_many([record])[0]
+
+    def create_many(self, records: Sequence[Record]) -> list[Record]:
+        """In turn; on a conflict the ones created are deleted again (a crash between leaves them: the
+        caller's id, taken, is what tells it so)."""
+        last = self._advance("resources", len(records)) if records else 0
+        created: list[Record] = []
+        for seq, record in enumerate(records, start=last - len(records) + 1):
+            record.seq = seq
+            try:
+                doc = self._c["resources"].create_item(_resource_doc(record))
+            except CosmosResourceExistsError:
+                for done in created:
+                    key = ids.key(done.id)
+                    self._delete("resources", item_id(key), _partition(key))
+                raise Conflict(record.id) from None
+            record.etag = doc["_etag"]
+            created.append(record)
+        return created
 
     def get(self, resource_id: str) -> Record | None:
         key = ids.key(resource_id)
@@ -271,10 +302,11 @@ class CosmosStore:
         for task in self._query("tasks", "SELECT c.id FROM c WHERE ARRAY_CONTAINS(@keys, c.job)", {"@keys": keys}):
             self._delete("tasks", task["id"], task["id"])
         for node in self._query(
-            "nodes", "SELECT c.id, c.job FROM c WHERE ARRAY_CONTAINS(@keys, c.job) AND c.state = 'running'", {"@keys": keys}
+            "nodes", "SELECT c.id, c.job, c.share_jobs FROM c WHERE ARRAY_CONTAINS(@keys, c.job) OR c.shares != null", {"@keys": keys}
         ):
-            # freed now: auto scale counts idleness from here
-            self._cas("nodes", node["id"], node["id"], _freed_of(node["job"], time.time()))
+            for job in {node["job"], *(node.get("share_jobs") or [])} & set(keys):
+                # freed now: auto scale counts idleness from here
+                self._cas("nodes", node["id"], node["id"], _freed_of(job, time.time()))
 
     def jobs(self, *, states: Iterable[str], cluster: str | None = None) -> list[Record]:
         clause, params = _in("state", states)
@@ -295,6 +327,11 @@ class CosmosStore:
             select=_SUMMARY_SELECT,
         )
         return [_summary(row) for row in rows]
+
+    def job_counts(self, parent: str) -> dict[str, int]:
+        key = ids.key(parent)
+        rows = self._resources("c.parent = @parent AND c.type = 'jobs'", {"@parent": key}, _scope(key), select="c.state")
+        return dict(Counter(row["state"] for row in rows))
 
     def queue_head(self, cluster: str, depth: int) -> list[JobSummary]:
         # Cosmos has GROUP BY, its stand-in does not: the groups come from a three-field projection.
@@ -348,22 +385,41 @@ class CosmosStore:
             return False  # a job holds one gang at a time
 
         def take(doc: Doc) -> Doc | None:
-            free = doc["cluster"] == cluster_key and doc["state"] == "idle" and doc["job"] is None
+            free = doc["cluster"] == cluster_key and doc["state"] == "idle" and doc["job"] is None and not doc.get("shares")
             return {**doc, "state": "running", "job": job_key} if free else None
 
+        return self._take_each(node_ids, lambda node_id: take, job_key)
+
+    def _take_each(self, node_ids: Iterable[str], change_for: Callable[[str], Callable[[Doc], Doc | None]], job_key: str) -> bool:
+        """Each node changed by its conditional replace, or, when one refuses, those done given back."""
         taken: list[str] = []
         for node_id in node_ids:
-            if self._cas("nodes", item_id(node_id), item_id(node_id), take) is None:
+            if self._cas("nodes", item_id(node_id), item_id(node_id), change_for(node_id)) is None:
                 for done in taken:
-                    self._cas(
-                        "nodes",
-                        item_id(done),
-                        item_id(done),
-                        lambda d: {**d, "state": "idle", "job": None} if d["job"] == job_key else None,
-                    )
+                    self._cas("nodes", item_id(done), item_id(done), _freed_of(job_key, time.time()))
                 return False
             taken.append(node_id)
         return True
+
+    def _claim_gpus(self, cluster: str, job: str, gpus: dict[str, list[str]]) -> bool:
+        """Each node's GPUs of `gpus`, shared with the jobs already there, or nothing."""
+        job_key, cluster_key = ids.key(job), ids.key(cluster)
+        if self._query("nodes", "SELECT TOP 1 c.id FROM c WHERE c.job = @job OR ARRAY_CONTAINS(c.share_jobs, @job)", {"@job": job_key}):
+            return False
+
+        def share(node_id: str) -> Callable[[Doc], Doc | None]:
+            def take(doc: Doc) -> Doc | None:
+                node = _node(doc)
+                if doc["cluster"] != cluster_key or node.job is not None or node.state not in ("idle", "running"):
+                    return None
+                if (node.state == "running" and not node.shares) or not set(gpus[node_id]) <= set(node.free_gpus()):
+                    return None
+                node.shares, node.state = json.dumps({**node.share_map(), job_key: gpus[node_id]}), "running"
+                return {**doc, **_node_doc(node)}
+
+            return take
+
+        return self._take_each(gpus, share, job_key)
 
     def start_jobs(self, cluster: str, launches: Sequence[Launch]) -> list[Record | None]:
         return [self._start_job(cluster, launch) for launch in launches]
@@ -372,7 +428,12 @@ class CosmosStore:
         """Claim, change, put tasks, one after another (no transaction spans containers): a refused change
         gives the claim back; a crash before the tasks are put leaves a running job without tasks, which
         its lifecycle requeues, and a claim the next scheduling pass frees."""
-        if not self.claim_nodes(cluster, launch.job, launch.node_ids):
+        claimed = (
+            self.claim_nodes(cluster, launch.job, launch.node_ids)
+            if launch.gpus is None
+            else self._claim_gpus(cluster, launch.job, launch.gpus)
+        )
+        if not claimed:
             return None
         started = self.mutate(launch.job, launch.change)
         if started is None:
@@ -382,16 +443,10 @@ class CosmosStore:
         return started
 
     def release_nodes(self, job: str) -> list[str]:
-        job_key, now = ids.key(job), time.time()
-
-        def release(doc: Doc) -> Doc | None:
-            if doc["job"] != job_key:
-                return None
-            return {**doc, "job": None, "idle_since": now, "state": "idle" if doc["state"] == "running" else doc["state"]}
-
-        held = self._query("nodes", "SELECT c.id, c.ref FROM c WHERE c.job = @job", {"@job": job_key})
+        job_key = ids.key(job)
+        held = self._query("nodes", "SELECT c.id, c.ref FROM c WHERE c.job = @job OR ARRAY_CONTAINS(c.share_jobs, @job)", {"@job": job_key})
         for node in held:
-            self._cas("nodes", node["id"], node["id"], release)
+            self._cas("nodes", node["id"], node["id"], _freed_of(job_key, time.time()))
         return [n["ref"] for n in held]
 
     def delete_node(self, node_id: str) -> None:

@@ -16,21 +16,24 @@ def state_of(record: Record) -> str | None:
 
 
 def cluster_of(record: Record) -> str | None:
-    """The lookup key of a job's cluster (None for other resources)."""
-    if record.type != "jobs":
+    """The lookup key of a job's cluster (None for other resources, and for an array job: its tasks are
+    queued on the cluster, not it)."""
+    props = record.body.get("properties", {})
+    if record.type != "jobs" or "arraySettings" in props:
         return None
-    cluster = record.body.get("properties", {}).get("cluster") or {}
+    cluster = props.get("cluster") or {}
     return ids.key(cluster["id"]) if cluster.get("id") else None
 
 
 def scheduling_of(record: Record) -> tuple:
-    """(node count, priority, max wall clock, start time): what a scheduling pass reads of a job."""
+    """(node count, priority, max wall clock, start time, GPUs per node): what a scheduling pass reads of a job."""
     if record.type != "jobs":
-        return (None,) * 4
+        return (None,) * 5
     props = record.body.get("properties", {})
     return (
         props.get("nodeCount"),
         props.get("schedulingPriority"),
         (props.get("constraints") or {}).get("maxWallClockTime"),
         (props.get("executionInfo") or {}).get("startTime"),
+        props.get("gpusPerNode"),
     )

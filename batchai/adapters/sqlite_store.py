@@ -37,15 +37,16 @@ CREATE TABLE IF NOT EXISTS resources (
     cluster TEXT,
     body TEXT NOT NULL,
     internal TEXT NOT NULL,
-    node_count INTEGER, priority TEXT, wall_clock TEXT, start_time TEXT
+    node_count INTEGER, priority TEXT, wall_clock TEXT, start_time TEXT, gpus_per_node INTEGER
 );
 CREATE INDEX IF NOT EXISTS resources_parent ON resources(parent, type, seq);
+CREATE INDEX IF NOT EXISTS resources_parent_state ON resources(parent, type, state);
 CREATE INDEX IF NOT EXISTS resources_jobs ON resources(type, state, cluster, seq);
 CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY, cluster TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL,
     job TEXT, pid INTEGER, boot_id TEXT, address TEXT, root TEXT,
     last_seen REAL NOT NULL DEFAULT 0, error TEXT, exec_port INTEGER, idle_since REAL NOT NULL DEFAULT 0,
-    machine TEXT, gpus TEXT
+    machine TEXT, gpus TEXT, shares TEXT
 );
 CREATE INDEX IF NOT EXISTS nodes_cluster ON nodes(cluster, name);
 CREATE INDEX IF NOT EXISTS nodes_job ON nodes(job);
@@ -75,15 +76,20 @@ _TASK_FIELDS = [f.name for f in fields(TaskRecord)]
 
 # What a scheduling pass reads of every queued job, kept in columns: reading them out of ten
 # thousand JSON bodies on every pass cost more than the whole scheduling decision.
-_SCHEDULING_COLUMNS = ("node_count", "priority", "wall_clock", "start_time")
+_SCHEDULING_COLUMNS = ("node_count", "priority", "wall_clock", "start_time", "gpus_per_node")
 
 
-_SUMMARY_COLUMNS = ("id", "seq", "parent", "state", "node_count", "priority", "wall_clock AS max_wall_clock", "start_time")
+_SUMMARY_COLUMNS = ("id", "seq", "parent", "state", "node_count", "priority", "wall_clock AS max_wall_clock", "start_time", "gpus_per_node")
 
 
 def _columns(record: Record) -> dict:
     """The columns derived from a record's body, written with it."""
     return {"state": state_of(record), "cluster": cluster_of(record), **dict(zip(_SCHEDULING_COLUMNS, scheduling_of(record), strict=True))}
+
+
+def _like(text: str) -> str:
+    """`text` as a literal inside a LIKE pattern."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _dumps(value) -> str:
@@ -99,8 +105,14 @@ class SqliteStore(SqliteDb):
     def _migrate(self) -> None:
         """Columns added after a data dir was created."""
         added = {
-            "nodes": {"exec_port": "INTEGER", "idle_since": "REAL NOT NULL DEFAULT 0", "machine": "TEXT", "gpus": "TEXT"},
-            "resources": {"node_count": "INTEGER", "priority": "TEXT", "wall_clock": "TEXT", "start_time": "TEXT"},
+            "nodes": {"exec_port": "INTEGER", "idle_since": "REAL NOT NULL DEFAULT 0", "machine": "TEXT", "gpus": "TEXT", "shares": "TEXT"},
+            "resources": {
+                "node_count": "INTEGER",
+                "priority": "TEXT",
+                "wall_clock": "TEXT",
+                "start_time": "TEXT",
+                "gpus_per_node": "INTEGER",
+            },
         }
         with self._tx() as db:
             for table, wanted in added.items():
@@ -110,10 +122,11 @@ class SqliteStore(SqliteDb):
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {wanted[name]}")
                 if table == "resources":
                     # covers job_summaries and queue_head (one experiment's queue of one priority, in order)
-                    db.execute("DROP INDEX IF EXISTS resources_scheduling")
+                    for older in ("resources_scheduling", "resources_queue"):
+                        db.execute(f"DROP INDEX IF EXISTS {older}")
                     db.execute(
-                        "CREATE INDEX IF NOT EXISTS resources_queue ON resources"
-                        "(cluster, state, type, priority, parent, seq, id, node_count, wall_clock, start_time)"
+                        "CREATE INDEX IF NOT EXISTS resources_queue_head ON resources"
+                        "(cluster, state, type, priority, parent, seq, id, node_count, wall_clock, start_time, gpus_per_node)"
                     )
                 if table == "resources" and missing:
                     for row in db.execute("SELECT * FROM resources WHERE type='jobs'").fetchall():
@@ -138,25 +151,31 @@ class SqliteStore(SqliteDb):
 
     # -- resources ----------------------------------------------------------------------
     def create(self, record: Record) -> Record:
-        record.etag = uuid.uuid4().hex
+        return self.create_many([record])[0]
+
+    def create_many(self, records: Sequence[Record]) -> list[Record]:
+        """One transaction: all are created, or (an id exists) none."""
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM resources WHERE key=?", (ids.key(record.id),)).fetchone():
-                raise Conflict(record.id)
-            record.seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM resources").fetchone()[0]
-            row = {
-                "key": ids.key(record.id),
-                "id": record.id,
-                "type": record.type,
-                "name": record.name,
-                "parent": ids.key(record.parent) if record.parent else None,
-                "seq": record.seq,
-                "etag": record.etag,
-                "body": _dumps(record.body),
-                "internal": _dumps(record.internal),
-                **_columns(record),
-            }
-            db.execute(f"INSERT INTO resources ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values()))
-        return record
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM resources").fetchone()[0]
+            for record in records:
+                if db.execute("SELECT 1 FROM resources WHERE key=?", (ids.key(record.id),)).fetchone():
+                    raise Conflict(record.id)
+                seq += 1
+                record.etag, record.seq = uuid.uuid4().hex, seq
+                row = {
+                    "key": ids.key(record.id),
+                    "id": record.id,
+                    "type": record.type,
+                    "name": record.name,
+                    "parent": ids.key(record.parent) if record.parent else None,
+                    "seq": record.seq,
+                    "etag": record.etag,
+                    "body": _dumps(record.body),
+                    "internal": _dumps(record.internal),
+                    **_columns(record),
+                }
+                db.execute(f"INSERT INTO resources ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values()))
+        return list(records)
 
     def get(self, resource_id: str) -> Record | None:
         row = self._db().execute("SELECT * FROM resources WHERE key=?", (ids.key(resource_id),)).fetchone()
@@ -174,7 +193,7 @@ class SqliteStore(SqliteDb):
         return [self._record(r) for r in rows]
 
     def workspaces(self, prefix: str, *, after_seq: int = 0, limit: int | None = None) -> list[Record]:
-        pattern = ids.key(prefix).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+        pattern = _like(ids.key(prefix)) + "/%"
         rows = (
             self._db()
             .execute(
@@ -207,7 +226,8 @@ class SqliteStore(SqliteDb):
         with self._tx() as db:
             for launch in launches:
                 db.execute("SAVEPOINT launch")
-                record = self._mutate(db, launch.job, launch.change) if self._claim(db, cluster, launch.job, launch.node_ids) else None
+                claimed = self._claim(db, cluster, launch.job, launch.node_ids, launch.gpus)
+                record = self._mutate(db, launch.job, launch.change) if claimed else None
                 if record is None:
                     db.execute("ROLLBACK TO launch")  # the claim given back
                 else:
@@ -218,16 +238,13 @@ class SqliteStore(SqliteDb):
 
     def delete_tree(self, resource_id: str) -> list[Record]:
         k = ids.key(resource_id)
-        pattern = k.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+        pattern = _like(k) + "/%"
         with self._tx() as db:
             rows = db.execute("SELECT * FROM resources WHERE key=? OR key LIKE ? ESCAPE '\\' ORDER BY seq DESC", (k, pattern)).fetchall()
             keys = [r["key"] for r in rows]
             db.executemany("DELETE FROM resources WHERE key=?", [(x,) for x in keys])
             db.executemany("DELETE FROM tasks WHERE job=?", [(x,) for x in keys])
-            now = time.time()  # freed now: auto scale counts idleness from here, not from before the job
-            db.executemany(
-                "UPDATE nodes SET job=NULL, state='idle', idle_since=? WHERE job=? AND state='running'", [(now, x) for x in keys]
-            )
+            self._release(db, [r["key"] for r in rows if r["type"] == "jobs"])
             db.executemany("DELETE FROM nodes WHERE cluster=?", [(x,) for x in keys])
         return [self._record(r) for r in rows]
 
@@ -253,6 +270,10 @@ class SqliteStore(SqliteDb):
             (ids.key(cluster), *states),
         ).fetchall()
         return list(map(JobSummary._make, rows))
+
+    def job_counts(self, parent: str) -> dict[str, int]:
+        rows = self._db().execute("SELECT state, COUNT(*) FROM resources WHERE parent=? AND type='jobs' GROUP BY state", (ids.key(parent),))
+        return dict(rows.fetchall())
 
     def queue_head(self, cluster: str, depth: int) -> list[JobSummary]:
         key = ids.key(cluster)
@@ -309,14 +330,15 @@ class SqliteStore(SqliteDb):
         with self._tx() as db:
             return self._claim(db, cluster, job, node_ids)
 
-    @staticmethod
-    def _claim(db: sqlite3.Connection, cluster: str, job: str, node_ids: list[str]) -> bool:
+    def _claim(self, db: sqlite3.Connection, cluster: str, job: str, node_ids: list[str], gpus: dict[str, list[str]] | None = None) -> bool:
         job_key = ids.key(job)
-        if db.execute("SELECT 1 FROM nodes WHERE job=?", (job_key,)).fetchone():
+        if db.execute("SELECT 1 FROM nodes WHERE job=?", (job_key,)).fetchone() or self._sharing(db, job_key):
             return False
+        if gpus is not None:
+            return self._claim_gpus(db, cluster, job_key, gpus)
         marks = ",".join("?" * len(node_ids))
         free = db.execute(
-            f"SELECT COUNT(*) FROM nodes WHERE cluster=? AND state='idle' AND job IS NULL AND id IN ({marks})",
+            f"SELECT COUNT(*) FROM nodes WHERE cluster=? AND state='idle' AND job IS NULL AND shares IS NULL AND id IN ({marks})",
             [ids.key(cluster), *node_ids],
         ).fetchone()[0]
         if free != len(node_ids):
@@ -324,14 +346,47 @@ class SqliteStore(SqliteDb):
         db.execute(f"UPDATE nodes SET state='running', job=? WHERE id IN ({marks})", [job_key, *node_ids])
         return True
 
-    def release_nodes(self, job: str) -> list[str]:
-        with self._tx() as db:
-            rows = db.execute("SELECT id FROM nodes WHERE job=?", (ids.key(job),)).fetchall()
+    def _claim_gpus(self, db: sqlite3.Connection, cluster: str, job_key: str, gpus: dict[str, list[str]]) -> bool:
+        """Each node's GPUs of `gpus`, shared with the jobs already there, or nothing."""
+        updates = []
+        for node_id, wanted in gpus.items():
+            row = db.execute("SELECT * FROM nodes WHERE id=? AND cluster=? AND job IS NULL", (node_id, ids.key(cluster))).fetchone()
+            node = self._node(row) if row else None
+            if node is None or node.state not in ("idle", "running") or (node.state == "running" and not node.shares):
+                return False
+            if not set(wanted) <= set(node.free_gpus()):
+                return False
+            updates.append((_dumps({**node.share_map(), job_key: wanted}), node_id))
+        db.executemany("UPDATE nodes SET state='running', shares=? WHERE id=?", updates)
+        return True
+
+    def _sharing(self, db: sqlite3.Connection, job_key: str) -> list[NodeRecord]:
+        """The nodes whose GPUs the job shares."""
+        rows = db.execute("SELECT * FROM nodes WHERE shares LIKE ? ESCAPE '\\'", (f'%"{_like(job_key)}"%',)).fetchall()
+        return [n for n in map(self._node, rows) if job_key in n.share_map()]
+
+    def _release(self, db: sqlite3.Connection, job_keys: list[str]) -> list[str]:
+        """The jobs' nodes, whole or shared, freed (now: auto scale counts idleness from here)."""
+        now, freed = time.time(), []
+        for key in job_keys:
+            freed += [r["id"] for r in db.execute("SELECT id FROM nodes WHERE job=?", (key,)).fetchall()]
             db.execute(
                 "UPDATE nodes SET job=NULL, idle_since=?, state=CASE WHEN state='running' THEN 'idle' ELSE state END WHERE job=?",
-                (time.time(), ids.key(job)),
+                (now, key),
             )
-        return [r["id"] for r in rows]
+            for node in self._sharing(db, key):
+                shares = {j: g for j, g in node.share_map().items() if j != key}
+                state = "idle" if not shares and node.state == "running" else node.state
+                db.execute(
+                    "UPDATE nodes SET shares=?, state=?, idle_since=? WHERE id=?",
+                    (_dumps(shares) if shares else None, state, now if not shares else node.idle_since, node.id),
+                )
+                freed.append(node.id)
+        return freed
+
+    def release_nodes(self, job: str) -> list[str]:
+        with self._tx() as db:
+            return self._release(db, [ids.key(job)])
 
     def delete_node(self, node_id: str) -> None:
         with self._tx() as db:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from batchai import ids
 from batchai.api.arm import accepted, new_operation_id
 from batchai.api.deps import require, services
 from batchai.lifecycle import utcnow
@@ -18,9 +17,8 @@ def begin_delete(request: Request, record: Record, location: str):
     svc.store.create_operation(op_id, "delete", record.id)
     svc.store.mutate(record.id, _deleting)
     svc.engine.schedule("resource_deletion", {"resourceId": record.id, "operationId": op_id}, f"delete-{op_id}")
-    parsed = ids.parse(record.id)
-    assert parsed is not None, record.id  # a stored resource's id is a Batch AI id
-    return accepted(request, parsed.subscription, location, op_id)
+    subscription = record.id.split("/")[2]  # /subscriptions/{sub}/...
+    return accepted(request, subscription, location, op_id)
 
 
 def workspace_location(svc: Services, workspace_id: str) -> str:

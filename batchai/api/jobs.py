@@ -5,19 +5,23 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from batchai import ids, jobs, metrics, render
+from batchai import arrays, ids, jobs, metrics, render
 from batchai.api.arm import JSONResponse, accepted, json_body, new_operation_id, page_records, paged
 from batchai.api.clusters import remote_login
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services
 from batchai.api.files import list_output_files
 from batchai.api.workspaces import experiment_path
+from batchai.errors import ApiError
 from batchai.model import JobCreateParameters, parse, validate_name
+from batchai.services import Services
 from batchai.submission import submit_job
 
 router = APIRouter()
 JOBS = WS + "/experiments/{exp}/jobs"
 JOB = JOBS + "/{job}"
+TASKS = JOB + "/tasks"  # an array job's tasks (an addition to 2018-05-01, README)
+TASK = TASKS + "/{index}"
 
 
 def job_path(sub, rg, ws, exp, job) -> str:
@@ -29,12 +33,21 @@ def job_path(sub, rg, ws, exp, job) -> str:
 async def create_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
     rid = job_path(sub, rg, ws, exp, job)
     params = parse(JobCreateParameters, await json_body(request))
-    return JSONResponse(await run_in_threadpool(submit_job, services(request), rid, params))
+    svc = services(request)
+    return JSONResponse(await run_in_threadpool(lambda: with_array_info(svc, submit_job(svc, rid, params))))
+
+
+def with_array_info(svc: Services, body: dict) -> dict:
+    """An array job's tasks per state, as `properties.arrayInfo`."""
+    if "arraySettings" in body["properties"]:
+        body["properties"]["arrayInfo"] = arrays.counts(svc.store, body["id"])
+    return body
 
 
 @router.get(JOB)
 def get_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
-    return render.job(require(services(request), job_path(sub, rg, ws, exp, job), "job"))
+    svc = services(request)
+    return with_array_info(svc, render.job(require(svc, job_path(sub, rg, ws, exp, job), "job")))
 
 
 @router.delete(JOB)
@@ -49,7 +62,35 @@ def list_jobs(request: Request, sub: str, rg: str, ws: str, exp: str):
     svc = services(request)
     rid = experiment_path(sub, rg, ws, exp)
     require(svc, rid, "experiment")
-    return page_records(request, lambda after, n: svc.store.children(rid, "jobs", after_seq=after, limit=n), render.job)
+    return page_records(
+        request, lambda after, n: svc.store.children(rid, "jobs", after_seq=after, limit=n), lambda r: with_array_info(svc, render.job(r))
+    )
+
+
+def task_path(sub, rg, ws, exp, job, index: str) -> str:
+    if not index.isdecimal() or len(index) > 6:
+        raise ApiError.not_found(f"The array job '{job}' has no task '{index}'.")
+    return arrays.task_id(job_path(sub, rg, ws, exp, job), int(index))
+
+
+@router.get(TASKS)
+def list_tasks(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
+    """An array job's tasks in index order; a job that is no array has none."""
+    svc = services(request)
+    rid = job_path(sub, rg, ws, exp, job)
+    require(svc, rid, "job")
+    return page_records(request, lambda after, n: svc.store.children(rid, "jobs", after_seq=after, limit=n), render.task)
+
+
+@router.get(TASK)
+def get_task(request: Request, sub: str, rg: str, ws: str, exp: str, job: str, index: str):
+    return render.task(require(services(request), task_path(sub, rg, ws, exp, job, index), "task"))
+
+
+@router.api_route(TASK + "/listOutputFiles", methods=["POST", "GET"])
+def task_output_files(request: Request, sub: str, rg: str, ws: str, exp: str, job: str, index: str):
+    """A task's own stdouterr and output directories, as listOutputFiles lists a job's."""
+    return list_output_files(request, require(services(request), task_path(sub, rg, ws, exp, job, index), "task"))
 
 
 @router.post(JOB + "/terminate")

@@ -3,6 +3,7 @@
 PUT  .../experiments/{e}/sweeps/{s}          create (body: {"properties": an Azure ML sweep job's fields})
 GET  .../experiments/{e}/sweeps[/{s}]        list / show: the trials, their state, parameters and result, the best
 POST .../experiments/{e}/sweeps/{s}/cancel   stop every trial; the sweep ends canceled
+DELETE .../experiments/{e}/sweeps/{s}        stop every trial, then delete the sweep and its trials' jobs (202, as ARM deletes)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from batchai import ids, sweep_runs
 from batchai.api.arm import JSONResponse, json_body, page_records
+from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services
 from batchai.api.workspaces import experiment_path
 from batchai.model import validate_name
@@ -49,6 +51,13 @@ def list_sweeps(request: Request, sub: str, rg: str, ws: str, exp: str):
     return page_records(
         request, lambda after, n: svc.store.children(rid, "sweeps", after_seq=after, limit=n), lambda r: sweep_runs.render(svc, r)
     )
+
+
+@router.delete(SWEEP)
+def delete_sweep(request: Request, sub: str, rg: str, ws: str, exp: str, sweep: str):
+    svc = services(request)
+    record = require(svc, sweep_path(sub, rg, ws, exp, sweep), "sweep")
+    return begin_delete(request, record, workspace_location(svc, ids.workspace_id(sub, rg, ws)))
 
 
 @router.post(SWEEP + "/cancel")

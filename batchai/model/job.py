@@ -26,6 +26,8 @@ from batchai.model.common import (
     JobNodeCount,
     KeyVaultSecretReference,
     NonEmptyStr,
+    NonNegativeInt,
+    PositiveInt,
     ProcessCount,
     ResourceId,
     ServerCount,
@@ -219,6 +221,20 @@ class OutputDirectory(WireModel):
 
 DEFAULT_MAX_WALL_CLOCK_TIME = timedelta(days=7)
 
+# Tasks of one array (Slurm's MaxArraySize is 1001 by default): each task is a stored record.
+MAX_ARRAY_TASKS = 10_000
+MAX_TASK_RETRIES = 100
+MAX_GPUS_PER_NODE = 64
+
+
+class ArraySettings(WireModel):
+    """An addition to 2018-05-01 (README): `count` tasks of the job's spec, each told its
+    AZ_BATCHAI_TASK_INDEX; at most `maxParallel` running at once; a failed task retried alone."""
+
+    count: Annotated[PositiveInt, Field(le=MAX_ARRAY_TASKS)]
+    max_parallel: PositiveInt | None = None
+    max_task_retries: Annotated[NonNegativeInt, Field(le=MAX_TASK_RETRIES)] = 0
+
 
 class JobBasePropertiesConstraints(WireModel):
     max_wall_clock_time: Duration = DEFAULT_MAX_WALL_CLOCK_TIME
@@ -252,6 +268,9 @@ class JobProperties(WireModel):
     environment_variables: list[EnvironmentVariable] | None = None
     secrets: list[EnvironmentVariableWithSecretValue] | None = None
     constraints: JobBasePropertiesConstraints = Field(default_factory=JobBasePropertiesConstraints)
+    array_settings: ArraySettings | None = None
+    # beyond Batch AI (README): share each node, taking this many of its GPUs, instead of taking it whole
+    gpus_per_node: Annotated[PositiveInt, Field(le=MAX_GPUS_PER_NODE)] | None = None
 
     @model_validator(mode="after")
     def _check_and_fill(self, info: ValidationInfo):

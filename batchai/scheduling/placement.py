@@ -11,13 +11,19 @@ Backfill (EASY): the first job that does not fit is the head; it gets a reservat
 earliest time enough nodes are free for it if every running job used its whole
 `maxWallClockTime`. A job behind it may start now only if it cannot delay that time: it ends
 (at the latest) before the reservation, or it uses only nodes the head will not need then.
+
+GPU sharing (`gpusPerNode`, beyond Batch AI): such a job takes that many GPUs of each of its
+nodes, and jobs like it share a node with disjoint GPUs. It goes on the nodes already shared
+first, the fullest first, so that whole nodes stay whole. A whole-node job waits until every job
+sharing its node ended; sharing jobs behind a waiting whole-node head wait too (they would keep
+its nodes shared forever), unless the head can never fit.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
@@ -34,6 +40,7 @@ class QueuedJob(NamedTuple):  # a tuple: a pass builds ten thousand of them
     seq: int = 0  # submission order
     experiment: str = ""
     max_seconds: float = DEFAULT_MAX_SECONDS  # maxWallClockTime: the longest it can hold its nodes
+    gpus: int = 0  # gpusPerNode: the GPUs it takes of each node, sharing it (0: whole nodes)
 
 
 def queue_order(jobs: Iterable[QueuedJob]) -> list[QueuedJob]:
@@ -126,13 +133,35 @@ def place(jobs: Iterable[QueuedJob], idle_nodes: list[str], busy_until: Sequence
     `busy_until` has, for every node that is not idle but will be, the seconds until it is free
     at the latest (a running job's remaining maxWallClockTime; 0 for a node still starting).
     """
+    return plan(jobs, idle_nodes, busy_until)[0]
+
+
+GpuShares = dict[str, dict[str, list[str]]]  # job id -> node id -> the GPU indices it takes there
+
+
+def plan(
+    jobs: Iterable[QueuedJob], idle_nodes: list[str], busy_until: Sequence[float] = (), shareable: Mapping[str, Sequence[str]] | None = None
+) -> tuple[list[tuple[str, list[str]]], GpuShares]:
+    """`place`, and the GPUs of the jobs that share nodes: `shareable` has, for each node whose GPUs jobs
+    may share (an idle one, also in `idle_nodes`, or one shared already), the indices of its free GPUs."""
     free = list(idle_nodes)
+    gpus_free = {node: list(indices) for node, indices in (shareable or {}).items() if indices}
     ends = sorted(busy_until)
     placed: list[tuple[str, list[str]]] = []
+    shares: GpuShares = {}
     head: tuple[float, float] | None = None  # (reserved start, spare nodes then)
     for job in queue_order(jobs):
-        if not free:
+        if not free and not gpus_free:
             break
+        if job.gpus:
+            if head is not None and head[0] != math.inf:
+                continue
+            chosen = _share(job, gpus_free, set(free))
+            if chosen is not None:
+                free = [n for n in free if n not in chosen]  # shared now: no whole-node job there
+                placed.append((job.id, list(chosen)))
+                shares[job.id] = chosen
+            continue
         if job.node_count > len(free):
             if head is None:
                 head = reservation(job.node_count, len(free), ends)
@@ -144,8 +173,24 @@ def place(jobs: Iterable[QueuedJob], idle_nodes: list[str], busy_until: Sequence
                     continue
                 head = (start, spare - job.node_count)
         placed.append((job.id, free[: job.node_count]))
+        for node in free[: job.node_count]:
+            gpus_free.pop(node, None)
         free = free[job.node_count :]
         if head is None:
             for _ in range(job.node_count):
                 bisect.insort(ends, job.max_seconds)
-    return placed
+    return placed, shares
+
+
+def _share(job: QueuedJob, gpus_free: dict[str, list[str]], idle: set[str]) -> dict[str, list[str]] | None:
+    """The job's GPUs on `node_count` nodes with enough free (taken out of `gpus_free`), or None: shared
+    nodes first, the fullest first, then idle ones."""
+    fits = sorted((n for n, indices in gpus_free.items() if len(indices) >= job.gpus), key=lambda n: (n in idle, len(gpus_free[n]), n))
+    if len(fits) < job.node_count:
+        return None
+    chosen = {}
+    for node in fits[: job.node_count]:
+        chosen[node], gpus_free[node] = gpus_free[node][: job.gpus], gpus_free[node][job.gpus :]
+        if not gpus_free[node]:
+            del gpus_free[node]
+    return chosen

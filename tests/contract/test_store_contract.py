@@ -6,6 +6,7 @@ order, the same compare-and-set and the same all-or-nothing gang claims.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -421,3 +422,57 @@ def test_audit_entries_come_back_in_order_paged_and_filtered(store):
     assert [e["ts"] for e in store.audit_log(resource=WS)] == [10.0, 11.0, 12.0]  # the workspace and under it, any case
     assert [e["ts"] for e in store.audit_log(resource=shouted(EXP))] == [12.0]
     assert [e["ts"] for e in store.audit_log(since=11.0, until=13.0)] == [11.0, 12.0]
+
+
+def test_create_many_creates_all_or_none(store):
+    first = store.create_many([job("a1"), job("a2")])
+    assert [r.seq for r in first] == sorted(r.seq for r in first) and first[0].seq < first[1].seq
+    with pytest.raises(Conflict):
+        store.create_many([job("a3"), job("a1")])  # a1 exists: a3 is not left behind
+    assert store.get(f"{EXP}/jobs/a3") is None
+    assert [r.name for r in store.children(EXP, "jobs")] == ["a1", "a2"]
+
+
+def test_job_counts_count_the_jobs_under_a_parent_by_state(store):
+    array = job("arr")
+    store.create(array)
+    tasks = [
+        Record(f"{array.id}/tasks/{i}", "jobs", str(i), array.id, job(str(i), state).body)
+        for i, state in enumerate(["queued", "queued", "running", "succeeded"])
+    ]
+    store.create_many(tasks)
+    assert store.job_counts(array.id) == {"queued": 2, "running": 1, "succeeded": 1}
+    assert store.job_counts(f"{EXP}/jobs/a-job-without-tasks") == {}
+
+
+def test_jobs_share_a_nodes_gpus_disjointly_and_a_whole_node_job_waits_for_all_of_them(store):
+    gpus = json.dumps([{"index": str(i), "name": "H200", "memoryMiB": 1, "uuid": f"GPU-{i}"} for i in range(4)])
+    store.put_node(NodeRecord("g0", CL, "node-g0", "idle", gpus=gpus))
+    a, b, c, whole = (f"{EXP}/jobs/{n}" for n in ("a", "b", "c", "whole"))
+    for j in (a, b, c, whole):
+        store.create(job(j.rsplit("/", 1)[-1]))
+
+    def start(r: Record) -> Record:
+        r.properties["executionState"] = "running"
+        return r
+
+    def share(job_id: str, indices: list[str]) -> Record | None:
+        return store.start_jobs(CL, [Launch(job_id, ["g0"], start, [], gpus={"g0": indices})])[0]
+
+    assert share(a, ["0", "1"]) is not None
+    assert share(b, ["1", "2"]) is None  # GPU 1 is a's
+    assert share(b, ["2", "3"]) is not None
+    node = store.get_node("g0")
+    assert (node.state, node.job, node.free_gpus()) == ("running", None, [])
+    assert node.share_map() == {a.lower(): ["0", "1"], b.lower(): ["2", "3"]}
+    assert not store.claim_nodes(CL, whole, ["g0"])  # shared: no whole-node job
+    assert share(c, ["9"]) is None  # no such GPU
+
+    assert store.release_nodes(shouted(a)) == ["g0"]
+    assert (store.get_node("g0").state, store.get_node("g0").free_gpus()) == ("running", ["0", "1"])
+    assert not store.claim_nodes(CL, whole, ["g0"])
+    started = time.time()
+    store.delete_tree(b)  # a deleted job gives its GPUs back too
+    node = store.get_node("g0")
+    assert (node.state, node.shares, node.free_gpus()) == ("idle", None, ["0", "1", "2", "3"]) and node.idle_since >= started
+    assert store.claim_nodes(CL, whole, ["g0"])

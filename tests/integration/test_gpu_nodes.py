@@ -86,3 +86,68 @@ def test_nodes_report_their_gpus_and_a_job_gets_all_of_them(gpu_server, tmp_path
     print("what each node's process saw:", seen)
     assert sorted(s["AZ_BATCHAI_NODE_NAME"] for s in seen) == ["node-0", "node-1"]
     assert {(s["AZ_BATCHAI_NUM_GPUS"], s["CUDA_VISIBLE_DEVICES"]) for s in seen} == {("4", "0,1,2,3")}
+
+
+GATE = """\
+import json, os, pathlib, sys, time
+here = pathlib.Path(sys.argv[1])
+keys = ("AZ_BATCHAI_NUM_GPUS", "CUDA_VISIBLE_DEVICES", "AZ_BATCHAI_NODE_NAME")
+(here / (os.environ["AZ_BATCHAI_JOB_NAME"] + ".json")).write_text(json.dumps({k: os.environ.get(k) for k in keys}))
+deadline = time.time() + 120
+while not (here / "release").exists() and time.time() < deadline:
+    time.sleep(0.05)
+"""
+
+
+def test_jobs_with_gpus_per_node_share_a_node_and_a_whole_node_job_waits_for_them(gpu_server, tmp_path):
+    """Two 2-GPU jobs on one 4-GPU node at once, with disjoint CUDA_VISIBLE_DEVICES; a job that takes whole
+    nodes starts only after both ended (the nodes are those of the test above: two, four GPUs each)."""
+    http = gpu_server.http()
+    until(lambda: http.get(f"{BASE}/clusters/c", params=V).json()["properties"]["nodeStateCounts"]["idleNodeCount"] == 2, 60, "idle nodes")
+    script = tmp_path / "gate.py"
+    script.write_text(GATE)
+
+    def submit(name: str, node_count: int, gpus: int | None) -> None:
+        job = {
+            "cluster": {"id": f"{BASE}/clusters/c"},
+            "nodeCount": node_count,
+            "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT",
+            "customToolkitSettings": {"commandLine": f"{sys.executable} {script} {tmp_path}"},
+            **({"gpusPerNode": gpus} if gpus else {}),
+        }
+        response = http.put(f"{BASE}/experiments/e/jobs/{name}", params=V, json={"properties": job})
+        assert response.status_code == 200, response.text
+
+    def props(name: str) -> dict:
+        return http.get(f"{BASE}/experiments/e/jobs/{name}", params=V).json()["properties"]
+
+    submit("share-a", 1, 2)
+    submit("share-b", 1, 2)
+    seen = until(
+        lambda: (
+            all((tmp_path / f"share-{x}.json").exists() for x in "ab")
+            and [json.loads((tmp_path / f"share-{x}.json").read_text()) for x in "ab"]
+        ),
+        60,
+        "both sharing jobs to run",
+    )
+    print("what the sharing jobs saw:", seen)
+    assert seen[0]["AZ_BATCHAI_NODE_NAME"] == seen[1]["AZ_BATCHAI_NODE_NAME"]  # packed onto one node
+    assert [s["AZ_BATCHAI_NUM_GPUS"] for s in seen] == ["2", "2"]
+    devices = [set(s["CUDA_VISIBLE_DEVICES"].split(",")) for s in seen]
+    assert len(devices[0]) == len(devices[1]) == 2 and not devices[0] & devices[1]
+
+    submit("whole-2", 2, None)
+    submit("share-c", 1, 1)  # behind the waiting whole-node job: it waits too
+    until(lambda: [e["event"] for e in props("whole-2")["events"]] == ["queued"], 10, "the whole-node job queued")
+    assert props("whole-2")["executionState"] == props("share-c")["executionState"] == "queued"
+
+    (tmp_path / "release").touch()
+    for name in ("share-a", "share-b", "whole-2", "share-c"):
+        until(lambda name=name: props(name)["executionState"] == "succeeded", 60, f"{name} to succeed")
+    ends = [props(f"share-{x}")["executionInfo"]["endTime"] for x in "ab"]
+    assert props("whole-2")["executionInfo"]["startTime"] >= max(ends)
+    # the sharing job behind it waited for it (it takes both nodes whole), not only for a free GPU
+    assert props("share-c")["executionInfo"]["startTime"] >= props("whole-2")["executionInfo"]["endTime"]
+    whole = json.loads((tmp_path / "whole-2.json").read_text())
+    assert (whole["AZ_BATCHAI_NUM_GPUS"], whole["CUDA_VISIBLE_DEVICES"]) == ("4", "0,1,2,3")

@@ -105,10 +105,10 @@ def test_a_job_whose_preparation_breaks_stays_queued_and_the_others_start(host, 
     submit(host, "second", node_count=1)
     real_prepare = scheduling.prepare
 
-    def prepare_or_break(svc, record, nodes, cluster):
+    def prepare_or_break(svc, record, nodes, cluster, gpus):
         if record.name == "second":
             raise RuntimeError("the store went away mid-pass")
-        return real_prepare(svc, record, nodes, cluster)
+        return real_prepare(svc, record, nodes, cluster, gpus)
 
     monkeypatch.setattr(scheduling, "prepare", prepare_or_break)
     assert scheduling.run_pass(host.services, host.store.get(cluster(host))) == [job_id(host, "first")]

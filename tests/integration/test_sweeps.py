@@ -202,6 +202,23 @@ def test_cancel_stops_every_trial(server):
     assert {t["state"] for t in props["trials"]} == {"canceled"} and len(props["trials"]) == 2
 
 
+def test_deleting_a_running_sweep_stops_and_deletes_its_trials(server):
+    http = server.http()
+    base = workspace(http, unique_name("delete"), 2)
+    url = f"{base}/experiments/e/sweeps/s"
+    body = sweep_body(base, trial=trial_body(base, "--slow-after 0"), limits={"max_total_trials": 6, "max_concurrent_trials": 2})
+    assert http.put(url, params=V, json=body).status_code == 200
+    until(lambda: http.get(url, params=V).json()["properties"]["trialStateCounts"]["running"] == 2, 60, "two running trials")
+    trials = [t["name"] for t in http.get(url, params=V).json()["properties"]["trials"]]
+    deleted = http.delete(url, params=V)
+    assert deleted.status_code == 202
+    until(lambda: http.get(deleted.headers["location"]).status_code == 204, 60, "the deletion to finish")
+    assert http.get(url, params=V).status_code == 404
+    assert all(http.get(f"{base}/experiments/e/jobs/{name}", params=V).status_code == 404 for name in trials)
+    assert http.get(f"{base}/experiments/e/jobs", params=V).json()["value"] == []
+    assert http.get(f"{base}/experiments/e/sweeps", params=V).json()["value"] == []
+
+
 def test_a_sweep_past_its_timeout_stops_its_trials(server):
     http = server.http()
     base = workspace(http, unique_name("timeout"), 2)

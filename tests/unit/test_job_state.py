@@ -110,3 +110,12 @@ def test_warnings_are_events_without_a_state_change():
     assert states(record) == "running"
     assert record.internal["events"][-1] == {"time": NOW, "event": "warning", "attempt": 1, "node": "node-0", "message": "no docker"}
     assert js.note_warnings(record, NOW, node="node-0", warnings=[]) is None
+
+
+def test_retry_queues_a_failed_task_again_as_its_next_attempt():
+    retried = js.retry(running(), NOW, outcome={"exitCode": 3, "error": "boom"})
+    assert states(retried) == "queued" and retried.internal["attempt"] == 2 and retried.internal["retries"] == 1
+    assert retried.internal["events"][-2] == {"time": NOW, "event": "failed, retrying", "attempt": 1, "exitCode": 3, "error": "boom"}
+    assert js.retry(retried, NOW, outcome={"exitCode": 3}) is None  # only a running attempt is retried
+    terminating = js.request_terminate(running(), NOW, reason="terminate", at=1.0)
+    assert js.retry(terminating, NOW, outcome={"exitCode": 137}) is None  # a stopped task is not retried

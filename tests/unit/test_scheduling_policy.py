@@ -7,7 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchai.scheduling import QueuedJob, head_limits, place, queue_order
+from batchai.scheduling import QueuedJob, head_limits, place, plan, queue_order
 
 HOUR = 3600.0
 
@@ -149,3 +149,24 @@ def test_the_head_limits_hold_the_first_jobs_of_the_queue_order(specs, depth):
     assert len(head) <= 2 * (depth + len("abcdef"))
     if not any(p is None for p, _ in specs) or not any(p == "normal" for p, _ in specs):
         assert len(head) <= depth + len("abcdef")
+
+
+def test_gpu_sharing_jobs_pack_onto_shared_nodes_first_with_disjoint_gpus():
+    four = ["0", "1", "2", "3"]
+    jobs = [QueuedJob("a", 1, seq=1, gpus=2), QueuedJob("b", 1, seq=2, gpus=2), QueuedJob("c", 1, seq=3, gpus=1)]
+    placements, shares = plan(jobs, ["n0", "n1"], (), {"n0": four, "n1": four})
+    assert placements == [("a", ["n0"]), ("b", ["n0"]), ("c", ["n1"])]
+    assert shares == {"a": {"n0": ["0", "1"]}, "b": {"n0": ["2", "3"]}, "c": {"n1": ["0"]}}
+    # a node shared already is filled before an idle one is broken into
+    placements, shares = plan([QueuedJob("d", 1, gpus=1)], ["n1"], (), {"n0": ["3"], "n1": four})
+    assert shares == {"d": {"n0": ["3"]}}
+
+
+def test_a_whole_node_job_does_not_take_a_shared_node_and_sharing_jobs_behind_it_wait():
+    jobs = [QueuedJob("whole", 2, seq=1), QueuedJob("share", 1, seq=2, gpus=1), QueuedJob("cpu", 1, seq=3, max_seconds=60)]
+    # n0 is shared (not idle), n1 idle: the whole job waits for n0 (its sharer ends within the hour)
+    placements, shares = plan(jobs, ["n1"], [HOUR], {"n0": ["2", "3"], "n1": ["0", "1"]})
+    assert placements == [("cpu", ["n1"])] and shares == {}  # the short job backfills; the sharing one waits its turn
+    # a head that can never fit protects nothing: sharing goes on
+    placements, shares = plan([QueuedJob("huge", 5, seq=1), QueuedJob("share", 1, seq=2, gpus=1)], ["n1"], [], {"n1": ["0"]})
+    assert placements == [("share", ["n1"])] and shares == {"share": {"n1": ["0"]}}

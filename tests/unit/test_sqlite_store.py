@@ -108,8 +108,8 @@ def test_job_summaries_follow_every_write_and_older_data_dirs_are_migrated(store
     assert store.job_summaries(CL, ["queued"]) == []
 
     db = store._db()  # a data dir from before the scheduling columns existed
-    db.execute("DROP INDEX resources_queue")
-    for column in ("node_count", "priority", "wall_clock", "start_time"):
+    db.execute("DROP INDEX resources_queue_head")
+    for column in ("node_count", "priority", "wall_clock", "start_time", "gpus_per_node"):
         db.execute(f"ALTER TABLE resources DROP COLUMN {column}")
     db.commit()
     assert SqliteStore(tmp_path / "store.db").job_summaries(CL, ["running"]) == [expected]

@@ -56,7 +56,7 @@ def process_drop(svc: Services, relative: str, content: bytes, params: dict | No
             **{k: params[k] for k in ("cluster", "placeholders", "resourceGroup", "subscription") if k in params},
         }
         key = "drop:" + hashlib.sha256(relative.encode() + b"\0" + content).hexdigest()
-        accepted = submit_message(svc, message, idempotency_key=key)
+        accepted = submit_message(svc, message, via="drop", idempotency_key=key)
         return {"status": "accepted", "jobId": accepted["id"]}
     except ApiError as exc:
         return {"status": "rejected", "error": exc.to_body()["error"]}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ log = logging.getLogger("batchai.outputs")
 STDOUTERR = "stdouterr"
 SYNCED_STATES = ("running", "terminating")
 
+CHUNK_BYTES = 4 << 20  # a log's new bytes go up in appends of at most this
 Signature = tuple[int, int]  # (size, mtime_ns) of an output file as uploaded
 
 
@@ -34,12 +36,32 @@ def blob_prefix(record: Record, directory_id: str) -> str:
 
 
 def files_under(root: Path) -> Iterator[tuple[str, Path]]:
-    """(path relative to root with `/`, path) of every regular file under root."""
-    for parent, _, names in os.walk(root):
+    """(path relative to root with `/`, path) of every regular file under root: never a symlink (a job's
+    link to a file it may read but the owner of the storage may not see), nor a name that is not UTF-8."""
+    if root.is_symlink():
+        return
+    for parent, _, names in os.walk(root):  # does not descend into linked directories
         for name in sorted(names):
             path = Path(parent, name)
-            if path.is_file():
+            if path.is_file() and not path.is_symlink() and _utf8(name):
                 yield path.relative_to(root).as_posix(), path
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # os gave undecodable bytes as surrogates
+        return False
+    return True
+
+
+def open_regular(path: Path):
+    """`path` opened for reading if it is a regular file and no symlink (OSError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 class OutputSync:
@@ -86,7 +108,7 @@ class OutputSync:
         uploaded = {blob.name: blob.size for blob in self.blobs.list(prefix)}
         for relative, path in files_under(root):
             name = prefix + relative
-            with path.open("rb") as f:
+            with open_regular(path) as f:
                 size = os.fstat(f.fileno()).st_size
                 start = uploaded.get(name)
                 if start == size:
@@ -95,17 +117,21 @@ class OutputSync:
                     self.blobs.delete(name)
                     start = None
                 f.seek(start or 0)
-                self.blobs.append(name, f.read(size - (start or 0)))
+                while True:  # at least once: an empty log shows as an empty blob
+                    self.blobs.append(name, f.read(min(CHUNK_BYTES, size - f.tell())))
+                    if f.tell() >= size:
+                        break
 
     def _sync_outputs(self, prefix: str, root: Path, uploaded: dict[str, Signature]) -> None:
         for relative, path in files_under(root):
             name = prefix + relative
             try:
-                stat = path.stat()  # before reading: a write during the upload shows as a change next time
-                signature = (stat.st_size, stat.st_mtime_ns)
-                if uploaded.get(name) != signature:
-                    self.blobs.put(name, path.read_bytes())
-                    uploaded[name] = signature
+                with open_regular(path) as f:
+                    info = os.fstat(f.fileno())  # before reading: a write during the upload shows as a change next time
+                    signature = (info.st_size, info.st_mtime_ns)
+                    if uploaded.get(name) != signature:
+                        self.blobs.put(name, f)  # streamed: an output file may be larger than memory
+                        uploaded[name] = signature
             except (OSError, ValueError) as exc:  # a file gone meanwhile, or a name the store refuses
                 log.warning("output file %s was not uploaded: %s", name, exc)
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 
 class Conflict(Exception):
@@ -174,6 +174,21 @@ class Store(Protocol):
 
     # settings that must survive restarts (signing key)
     def setting(self, name: str, default: Callable[[], str]) -> str: ...
+
+    # API tokens (`batchai.access`): JSON objects with at least "id" and "created" (a time); put replaces
+    # by id; tokens() in creation order; revoke sets "revoked": true and answers the token (None: no such id)
+    def put_token(self, token: dict) -> None: ...
+    def get_token(self, token_id: str) -> dict | None: ...
+    def tokens(self) -> list[dict]: ...
+    def revoke_token(self, token_id: str) -> dict | None: ...
+
+    # the audit log, append-only: an entry has "ts" (epoch seconds), "principal", "action", "resource" and
+    # "result" (an HTTP status) besides what else the caller puts in; each gets a "seq" that grows in the
+    # order entries were recorded. audit_log answers the entries after `after_seq`, in that order, at most
+    # `limit`, filtered by equal principal, action and result, `resource` (that resource and everything
+    # under it, in any case), and `since` <= ts < `until`.
+    def record_audit(self, entry: dict) -> None: ...
+    def audit_log(self, *, after_seq: int = 0, limit: int = 100, **filters) -> list[dict]: ...
 
 
 class Engine(Protocol):
@@ -340,7 +355,7 @@ class BlobStore(Protocol):
     Adapters: a directory on disk, and Azure Blob Storage (append blobs for logs).
     """
 
-    def put(self, name: str, data: bytes) -> None: ...  # create or replace
+    def put(self, name: str, data: bytes | BinaryIO) -> None: ...  # create or replace; a file is read in chunks, never whole
     def append(self, name: str, data: bytes) -> None: ...  # create on first use; logs grow by appends
     def get(self, name: str) -> bytes | None: ...
     def list(self, prefix: str) -> list[BlobInfo]: ...  # every blob under prefix, by name

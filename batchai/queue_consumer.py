@@ -70,7 +70,9 @@ def handle(svc: Services, queue: Settlement, message: QueueMessage) -> str:
         queue.dead_letter(message, "MalformedMessage", f"the message body is not JSON: {exc}")
         return "dead-lettered"
     try:
-        submit_message(svc, body, idempotency_key=(body.get("idempotencyKey") if isinstance(body, dict) else None) or message.id)
+        submit_message(
+            svc, body, via="queue", idempotency_key=(body.get("idempotencyKey") if isinstance(body, dict) else None) or message.id
+        )
     except ApiError as exc:
         description = exc.message + (f" (target: {exc.target})" if exc.target else "")
         queue.dead_letter(message, exc.code, description)

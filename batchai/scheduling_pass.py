@@ -320,7 +320,14 @@ def launch_context(
         python=python,
         mpirun=mpirun_command(python, loopback=not elsewhere),
         exec_secret=secrets.token_hex(16),
-        container_binds=(str(svc.settings.data_dir),),  # every local path of a job lives under it
+        # a container sees the job's own directories and the shared storage its mounts link to, never the
+        # rest of the data dir (the token, the databases, other jobs' directories)
+        container_binds=(
+            str(svc.settings.cluster_mount_root(cluster.internal["uuid"])),
+            str(svc.settings.job_dir(record.internal["uuid"])),
+            str(svc.settings.data_dir / "storage"),
+            str(svc.settings.data_dir / "fileservers"),
+        ),
         node_local=elsewhere,
         shared_volume=shared_volume(cluster) if elsewhere else None,
     )

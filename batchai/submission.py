@@ -6,8 +6,10 @@ import uuid
 from typing import TYPE_CHECKING
 
 from batchai import arrays, ids, job_state, render
+from batchai.audit import JOB_WRITE, audit
 from batchai.errors import ApiError
-from batchai.model import JobCreateParameters, load_job_file, validate_name
+from batchai.model import JobCreateParameters, load_job_file, validate_name, validate_resource_group
+from batchai.model.names import validate_subscription
 from batchai.ports import Conflict
 from batchai.records import new_record
 from batchai.scheduling_pass import attached
@@ -97,23 +99,36 @@ DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 DEFAULT_RESOURCE_GROUP = "default"
 
 
-def submit_message(svc: Services, message: dict, *, idempotency_key: str | None = None) -> dict:
+def submit_message(svc: Services, message: dict, *, via: str, idempotency_key: str | None = None) -> dict:
     """A submission message (queue body or blob drop) through the same create-job path.
 
     The message: `{"workspace", "experiment", "jobName", "job"}` where `job` is a job resource
     body as the REST API takes it or an original Batch AI job file; optional `"cluster"` (a
     name in the workspace, when the job names none), `"placeholders"` (`<NAME>` values),
     `"resourceGroup"`, `"subscription"` and `"idempotencyKey"`. Raises ApiError (400 naming
-    the field, 404 for a missing workspace or experiment).
+    the field, 404 for a missing workspace or experiment). The audit log records it as done by the
+    channel `via` (`queue`, `drop`), with its result.
     """
+    target = "/".join(str(message.get(k, "?")) for k in ("workspace", "experiment", "jobName")) if isinstance(message, dict) else "?"
+    try:
+        job = _submit_message(svc, message, idempotency_key)
+    except ApiError as exc:
+        audit(svc.store, via, via, JOB_WRITE, target[:300], exc.status, exc.code)
+        raise
+    audit(svc.store, via, via, JOB_WRITE, job["id"], 200)
+    return job
+
+
+def _submit_message(svc: Services, message: dict, idempotency_key: str | None) -> dict:
     if not isinstance(message, dict):
         raise ApiError.bad_request("A submission message must be a JSON object.")
     for field in ("workspace", "experiment", "jobName", "job"):
         if not message.get(field):
             raise ApiError.bad_request(f"The submission message needs '{field}'.", target=field)
-    subscription = message.get("subscription") or DEFAULT_SUBSCRIPTION
-    group = message.get("resourceGroup") or DEFAULT_RESOURCE_GROUP
-    workspace_id = ids.workspace_id(subscription, group, message["workspace"])
+    subscription = validate_subscription(message.get("subscription") or DEFAULT_SUBSCRIPTION)
+    group = validate_resource_group(message.get("resourceGroup") or DEFAULT_RESOURCE_GROUP)
+    workspace_id = ids.workspace_id(subscription, group, validate_name("workspace", message["workspace"], "workspace"))
+    validate_name("experiment", message["experiment"], "experiment")
     if svc.store.get(workspace_id) is None:
         raise ApiError.not_found(f"The workspace '{message['workspace']}' was not found.", target="workspace")
     cluster_id = ids.child_id(workspace_id, "clusters", message["cluster"]) if message.get("cluster") else None

@@ -65,6 +65,17 @@ def load_token(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def private_data_dir(data_dir: Path) -> None:
+    """The data dir holds the tokens, keys, databases and jobs' secrets: its owner's alone. Everything
+    this process creates from here on is too (umask 077); files of an older data dir are made so."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)
+    for path in data_dir.iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o600)
+
+
 def _exit_on_signal(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -81,11 +92,10 @@ class EmbeddedHost:
 
     def build(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_data_dir(self.data_dir)
         self.settings = self.settings or Settings.from_env(self.data_dir)
         self.store = resource_store(self.data_dir)
         self.token = load_token(self.data_dir)
-        signing_key = self.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
         self.control_plane_file = self.data_dir / "control-plane.json"
         node_waker = NodeWaker()  # agents long-poll their heartbeats on the API; activities end the polls early
         self.wakes = PeerWakes(self.data_dir / "run" / "wakes", node_waker)  # the polls any process holds
@@ -120,9 +130,7 @@ class EmbeddedHost:
                 self.engine.register_orchestration(name, fn)
             for name, fn in bind(self.services).items():
                 self.engine.register_activity(name, fn)
-        self.app = create_app(
-            self.services, token=self.token, node_key=node_key(self.store), signing_key=signing_key, node_waker=node_waker
-        )
+        self.app = create_app(self.services, token=self.token, node_key=node_key(self.store), node_waker=node_waker)
         if not self.engine_address:  # the primary alone consumes the queue and the drop box
             self.queue = submission_queue(self.data_dir)
             self.consumer = QueueConsumer(self.services, self.queue)

@@ -138,8 +138,7 @@ def asgi() -> func.AsgiMiddleware:
 
     svc = services()
     token = os.environ.get("BATCHAI_TOKEN") or svc.store.setting("api_token", lambda: secrets.token_urlsafe(32))
-    signing_key = svc.store.setting("signing_key", lambda: secrets.token_hex(32)).encode()
-    return func.AsgiMiddleware(create_app(svc, token=token, node_key=node_key(svc.store), signing_key=signing_key, node_waker=node_waker()))
+    return func.AsgiMiddleware(create_app(svc, token=token, node_key=node_key(svc.store), node_waker=node_waker()))
 
 
 @app.function_name("http_api")

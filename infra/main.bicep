@@ -44,6 +44,8 @@ var cosmosContainers = [
   { name: 'tasks', partitionKey: '/id' }
   { name: 'operations', partitionKey: '/id' }
   { name: 'settings', partitionKey: '/id' }
+  { name: 'tokens', partitionKey: '/id' }
+  { name: 'audit', partitionKey: '/id' }
 ]
 var outputsContainerName = 'job-outputs'
 var dropsContainerName = 'job-drops'

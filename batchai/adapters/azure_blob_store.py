@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import BinaryIO
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -57,8 +58,8 @@ class AzureBlobStore:
         self._delegation_lock = threading.Lock()
         self.container = service.get_container_client(container)
 
-    def put(self, name: str, data: bytes) -> None:
-        self.container.upload_blob(name, data, overwrite=True)
+    def put(self, name: str, data: bytes | BinaryIO) -> None:
+        self.container.upload_blob(name, data, overwrite=True)  # a stream goes up in blocks
 
     def append(self, name: str, data: bytes) -> None:
         blob = self.container.get_blob_client(name)

@@ -41,7 +41,15 @@ from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
 from batchai.ports import Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
 from batchai.scheduling import head_limits
 
-CONTAINERS = {"resources": "/pk", "nodes": "/id", "tasks": "/id", "operations": "/id", "settings": "/id"}  # name -> partition key
+CONTAINERS = {  # name -> partition key
+    "resources": "/pk",
+    "nodes": "/id",
+    "tasks": "/id",
+    "operations": "/id",
+    "settings": "/id",
+    "tokens": "/id",
+    "audit": "/id",
+}
 _NODE_FIELDS = [f.name for f in fields(NodeRecord)]
 _TASK_FIELDS = [f.name for f in fields(TaskRecord)]
 _WORKSPACE = re.compile(r"^/subscriptions/[^/]+/resourcegroups/[^/]+/providers/microsoft\.batchai/workspaces/[^/]+")
@@ -170,6 +178,7 @@ class CosmosStore:
             self._c = {name: db.get_container_client(name) for name in CONTAINERS}
         self._create_counter("resources")
         self._create_counter("tasks")
+        self._create_counter("audit")
 
     @classmethod
     def connect(cls, endpoint: str, key: str, database: str = "batchai", **options: Any) -> CosmosStore:
@@ -545,3 +554,47 @@ class CosmosStore:
 
     def clear_flag(self, name: str) -> None:
         self._delete("settings", item_id(f"flag:{name}"), item_id(f"flag:{name}"))
+
+    # -- tokens and the audit log -----------------------------------------------------------
+    def put_token(self, token: dict) -> None:
+        self._c["tokens"].upsert_item({**token, "id": token["id"]})
+
+    def get_token(self, token_id: str) -> dict | None:
+        doc = self._read("tokens", token_id, token_id)
+        return _plain(doc) if doc else None
+
+    def tokens(self) -> list[dict]:
+        return [_plain(d) for d in self._query("tokens", "SELECT * FROM c ORDER BY c.created", {})]
+
+    def revoke_token(self, token_id: str) -> dict | None:
+        doc = self._cas("tokens", token_id, token_id, lambda d: {**d, "revoked": True})
+        return _plain(doc) if doc else None
+
+    def record_audit(self, entry: dict) -> None:
+        seq = self._advance("audit")
+        self._c["audit"].create_item({**entry, "id": f"a{seq}", "seq": seq, "rkey": ids.key(entry["resource"])})
+
+    def audit_log(self, *, after_seq: int = 0, limit: int = 100, **filters: Any) -> list[dict]:
+        where = ["c.seq > @after"]
+        params: dict[str, Any] = {"@after": after_seq}
+        for name in ("principal", "action", "result"):
+            if filters.get(name) is not None:
+                where.append(f"c.{name} = @{name}")
+                params[f"@{name}"] = filters[name]
+        if filters.get("resource"):
+            where.append("(c.rkey = @rkey OR STARTSWITH(c.rkey, @rprefix))")
+            params["@rkey"] = ids.key(filters["resource"])
+            params["@rprefix"] = ids.key(filters["resource"]) + "/"
+        if filters.get("since") is not None:
+            where.append("c.ts >= @since")
+            params["@since"] = filters["since"]
+        if filters.get("until") is not None:
+            where.append("c.ts < @until")
+            params["@until"] = filters["until"]
+        sql = f"SELECT TOP {int(limit)} * FROM c WHERE {' AND '.join(where)} ORDER BY c.seq"
+        return [{k: v for k, v in _plain(d).items() if k not in ("rkey", "id")} for d in self._query("audit", sql, params)]
+
+
+def _plain(doc: Doc) -> dict:
+    """A document without Cosmos DB's system properties."""
+    return {k: v for k, v in doc.items() if not k.startswith("_")}

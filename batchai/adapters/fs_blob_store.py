@@ -10,9 +10,11 @@ reader's access to the root.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from batchai.ports import BlobInfo
 
@@ -32,11 +34,14 @@ class FsBlobStore:
             raise ValueError(f"a blob name has no segment starting with '.': {name!r}")
         return self.root.joinpath(*parts)
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes | BinaryIO) -> None:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.staging, delete=False) as temporary:
-            temporary.write(data)
+            if isinstance(data, bytes):
+                temporary.write(data)
+            else:
+                shutil.copyfileobj(data, temporary)
         os.replace(temporary.name, path)  # readers see the old blob or the new one, never half of it
 
     def append(self, name: str, data: bytes) -> None:

@@ -25,19 +25,12 @@ from pathlib import Path
 
 import batchai
 from batchai.adapters import local_storage
+from batchai.agent.environment import inherited
 from batchai.ports import start_each
 
 TOKEN_ENV = "BATCHAI_NODE_TOKEN"
 PIDS_FILE = "agent.pids"
 EVICTED_MARK = "evicted"
-# The control plane's own secrets in its environment: an agent (and so its jobs) never inherits them.
-CONTROL_PLANE_SECRETS = (
-    "BATCHAI_TOKEN",
-    "BATCHAI_BLOB_CONNECTION_STRING",
-    "BATCHAI_COSMOS_KEY",
-    "BATCHAI_SERVICEBUS",
-    "AZURE_CLIENT_SECRET",
-)
 _PACKAGE_PARENT = str(Path(batchai.__file__).resolve().parent.parent)
 
 
@@ -91,7 +84,7 @@ class LocalCompute:
     def start_node(self, *, node_id: str, cluster_id: str, cluster_key: str, name: str) -> dict:
         root = self.node_root(cluster_key, name)
         (root / EVICTED_MARK).unlink(missing_ok=True)  # a new machine under an evicted one's name
-        env = {k: v for k, v in os.environ.items() if k not in CONTROL_PLANE_SECRETS}
+        env = inherited(os.environ)  # never the control plane's secrets
         env[TOKEN_ENV] = self.credential(node_id)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"

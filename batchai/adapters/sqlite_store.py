@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS operations (
     error TEXT, created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, principal TEXT NOT NULL, action TEXT NOT NULL,
+    resource TEXT NOT NULL, result INTEGER NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
 """
 
 _NODE_FIELDS = [f.name for f in fields(NodeRecord)]
@@ -478,3 +484,51 @@ class SqliteStore(SqliteDb):
     def clear_flag(self, name: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM settings WHERE name=?", (f"flag:{name}",))
+
+    # -- tokens and the audit log -----------------------------------------------------------
+    def put_token(self, token: dict) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO tokens VALUES (?, ?)", (token["id"], _dumps(token)))
+
+    def get_token(self, token_id: str) -> dict | None:
+        row = self._db().execute("SELECT doc FROM tokens WHERE id=?", (token_id,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def tokens(self) -> list[dict]:
+        docs = [orjson.loads(r[0]) for r in self._db().execute("SELECT doc FROM tokens").fetchall()]
+        return sorted(docs, key=itemgetter("created"))
+
+    def revoke_token(self, token_id: str) -> dict | None:
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM tokens WHERE id=?", (token_id,)).fetchone()
+            if row is None:
+                return None
+            token = {**orjson.loads(row[0]), "revoked": True}
+            db.execute("UPDATE tokens SET doc=? WHERE id=?", (_dumps(token), token_id))
+            return token
+
+    def record_audit(self, entry: dict) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO audit (ts, principal, action, resource, result, doc) VALUES (?,?,?,?,?,?)",
+                (entry["ts"], entry["principal"], entry["action"], entry["resource"], entry["result"], _dumps(entry)),
+            )
+
+    def audit_log(self, *, after_seq: int = 0, limit: int = 100, **filters) -> list[dict]:
+        where, params = ["seq > ?"], [after_seq]
+        for name in ("principal", "action", "result"):
+            if filters.get(name) is not None:
+                where.append(f"{name} = ?")
+                params.append(filters[name])
+        if filters.get("resource"):
+            where.append("(lower(resource) = ? OR lower(resource) LIKE ? ESCAPE '\\')")
+            key = filters["resource"].rstrip("/").lower()
+            params += [key, key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"]
+        if filters.get("since") is not None:
+            where.append("ts >= ?")
+            params.append(filters["since"])
+        if filters.get("until") is not None:
+            where.append("ts < ?")
+            params.append(filters["until"])
+        rows = self._db().execute(f"SELECT seq, doc FROM audit WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", (*params, limit))
+        return [{**orjson.loads(doc), "seq": seq} for seq, doc in rows.fetchall()]

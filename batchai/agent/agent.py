@@ -30,6 +30,7 @@ from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
 from batchai.agent import gpus
+from batchai.agent.environment import inherited
 from batchai.agent.exec_server import ExecServer
 from batchai.agent.runner import KILL_GRACE_SECONDS, PYTHON_ENV, TERMINATED, TaskRunner, utc_now
 from batchai.agent.uploads import Uploads, sync_quietly
@@ -42,7 +43,6 @@ TOKEN_ENV = "BATCHAI_NODE_TOKEN"
 ENROLL_TOKEN_ENV = "BATCHAI_ENROLL_TOKEN"  # how `batchai node join` is best given its token (argv is readable by all)
 # never handed to a task: the node's credential, its cluster's enrollment token, and the control
 # plane's own token should a local agent inherit it
-HIDDEN_ENV = (TOKEN_ENV, ENROLL_TOKEN_ENV, "BATCHAI_TOKEN")
 REVOKED = "revoked"
 PR_SET_DUMPABLE = 4
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 2.0
@@ -250,7 +250,7 @@ class Agent:
         self.interval = heartbeat
         self.orphan_timeout = orphan_timeout
         self.boot_id = uuid.uuid4().hex
-        self.base_env = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
+        self.base_env = inherited(os.environ)
         self.base_env[PYTHON_ENV] = sys.executable
         self._paths = f"/internal/v1/nodes/{quote(node_id, safe='')}"
         self._lock = threading.Lock()

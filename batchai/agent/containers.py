@@ -7,10 +7,12 @@ built by the pure batchai.frameworks.container.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
 import time
+from dataclasses import replace
 
 from batchai.frameworks.container import PASSWORD_ENV, ContainerSpec, pull_argvs, remove_argv, run_argv
 
@@ -51,10 +53,11 @@ def _run(argv: list[str], env: dict[str, str], stdin: str | None = None, timeout
 def start(runtime: str, spec: ContainerSpec, cwd: str, env: dict[str, str]) -> None:
     """Pull the image unless it is here, then start the task's container."""
     try:
-        if subprocess.run([runtime, "image", "inspect", spec.image], capture_output=True, env=env, timeout=60).returncode != 0:
+        if subprocess.run([runtime, "image", "inspect", "--", spec.image], capture_output=True, env=env, timeout=60).returncode != 0:
             for argv in pull_argvs(runtime, spec):
                 _run(argv, env, stdin=env.get(PASSWORD_ENV, "") if "login" in argv else None)
-        _run(run_argv(runtime, spec, cwd), env)
+        present = [b for b in spec.binds if os.path.isdir(b)]  # podman refuses a missing one; docker would make it
+        _run(run_argv(runtime, replace(spec, binds=present), cwd), env)
     except subprocess.TimeoutExpired as e:
         raise ContainerError(f"{' '.join(e.cmd[:3])} timed out") from None
 

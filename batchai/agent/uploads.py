@@ -14,9 +14,10 @@ import base64
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from batchai.frameworks.plan import NodeTask
-from batchai.output_sync import STDOUTERR, files_under
+from batchai.output_sync import STDOUTERR, files_under, open_regular
 
 log = logging.getLogger("batchai.agent.uploads")
 
@@ -48,29 +49,33 @@ class Uploads:
                 if before == signature:
                     continue
                 grows = directory == STDOUTERR and before is not None and before[0] <= stat.st_size
-                self._send(task.task_id, directory, relative, path, before[0] if grows and before else 0, stat.st_size)
+                try:
+                    f = open_regular(path)
+                except OSError:  # gone, or a link put in its place (never followed): not sent
+                    continue
+                with f:
+                    self._send(task.task_id, directory, relative, f, before[0] if grows and before else 0, stat.st_size)
                 sent[key] = signature
 
     def forget(self, task_id: str) -> None:
         self._sent.pop(task_id, None)
 
-    def _send(self, task_id: str, directory: str, relative: str, path: Path, start: int, end: int) -> None:
-        with open(path, "rb") as f:
-            f.seek(start)
-            offset = start
-            while True:  # an empty file still goes once, so that it exists on the other side
-                data = f.read(min(CHUNK_BYTES, max(0, end - offset)))
-                body = {
-                    "taskId": task_id,
-                    "directory": directory,
-                    "path": relative,
-                    "offset": offset,
-                    "data": base64.b64encode(data).decode(),
-                }
-                self._post("files", body, UPLOAD_TIMEOUT)
-                offset += len(data)
-                if offset >= end or not data:
-                    return
+    def _send(self, task_id: str, directory: str, relative: str, f: BinaryIO, start: int, end: int) -> None:
+        f.seek(start)
+        offset = start
+        while True:  # an empty file still goes once, so that it exists on the other side
+            data = f.read(min(CHUNK_BYTES, max(0, end - offset)))
+            body = {
+                "taskId": task_id,
+                "directory": directory,
+                "path": relative,
+                "offset": offset,
+                "data": base64.b64encode(data).decode(),
+            }
+            self._post("files", body, UPLOAD_TIMEOUT)
+            offset += len(data)
+            if offset >= end or not data:
+                return
 
 
 def sync_quietly(uploads: Uploads, task: NodeTask) -> bool:

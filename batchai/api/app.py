@@ -7,7 +7,6 @@ trigger on Azure.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -16,49 +15,22 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from batchai.api import clusters, files, jobs, operations, sweeps, workspaces
-from batchai.api.arm import JSONResponse, require_api_version
-from batchai.api.nodes import PREFIX as NODE_PREFIX
+from batchai.api import clusters, files, jobs, operations, security, sweeps, workspaces
+from batchai.api.arm import JSONResponse
+from batchai.api.auth import ArmGate, Authenticator, Oidc
 from batchai.api.nodes import NodeDoor, NodeWaker
 from batchai.errors import ApiError
 from batchai.services import Services
+from batchai.signing import SigningKeys
 
 log = logging.getLogger("batchai.api")
-OPEN_PREFIXES = ("/_files/", "/internal/", "/healthz")
 
 
 def _error(status: int, code: str, message: str, target: str | None = None) -> JSONResponse:
     return JSONResponse(ApiError(status, code, message, target).to_body(), status_code=status)
 
 
-class ArmGate:
-    """Every ARM request carries the server's bearer token and the api-version; the node side door, signed
-    file URLs and the health check have their own rules. Plain ASGI: as a BaseHTTPMiddleware it cost
-    about a tenth of every request."""
-
-    def __init__(self, app, token: str, node_door: NodeDoor):
-        self.app = app
-        self.expected = f"Bearer {token}".encode()
-        self.node_door = node_door
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith(NODE_PREFIX):
-            return await self.node_door(scope, receive, send)
-        if scope["type"] != "http" or scope["path"].startswith(OPEN_PREFIXES):
-            return await self.app(scope, receive, send)
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if not hmac.compare_digest(header, self.expected):
-            response = _error(401, "AuthenticationFailed", "The request needs 'Authorization: Bearer <token>' with the server's token.")
-        else:
-            try:
-                require_api_version(Request(scope))
-                return await self.app(scope, receive, send)
-            except ApiError as exc:
-                response = JSONResponse(exc.to_body(), status_code=exc.status)
-        await response(scope, receive, send)
-
-
-def create_app(services: Services, *, token: str, node_key: bytes, signing_key: bytes, node_waker: NodeWaker | None = None) -> FastAPI:
+def create_app(services: Services, *, token: str, node_key: bytes, node_waker: NodeWaker | None = None) -> FastAPI:
     """`node_waker`: the one whose `wake` the services were given as `wake_nodes`, so that activities end
     agents' long-polling heartbeats early (without it, a new one nobody wakes: agents learn at their next poll)."""
     waker = node_waker or NodeWaker()
@@ -77,9 +49,10 @@ def create_app(services: Services, *, token: str, node_key: bytes, signing_key: 
         default_response_class=JSONResponse,
     )
     app.state.services = services
-    app.state.signing_key = signing_key
+    app.state.signing_keys = SigningKeys(services.store)
 
-    app.add_middleware(ArmGate, token=token, node_door=NodeDoor(services, node_key, waker))
+    authenticator = Authenticator(services.store, token, Oidc.from_env())
+    app.add_middleware(ArmGate, authenticator=authenticator, node_door=NodeDoor(services, node_key, waker))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -108,6 +81,6 @@ def create_app(services: Services, *, token: str, node_key: bytes, signing_key: 
     def healthz():
         return {"status": "ok", "pid": os.getpid()}  # which of the host's processes answered
 
-    for module in (workspaces, clusters, jobs, sweeps, operations, files):
+    for module in (workspaces, clusters, jobs, sweeps, operations, files, security):
         app.include_router(module.router)
     return app

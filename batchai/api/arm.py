@@ -45,6 +45,22 @@ def require_api_version(request: Request) -> None:
         )
 
 
+async def read_body(receive, limit: int, what: str) -> bytes:
+    """An ASGI request's whole body, refused with a 413 past `limit` bytes (`what`: "A request body")."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError.bad_request("The client went away before its request was read.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "RequestEntityTooLarge", f"{what} is limited to {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
 async def json_body(request: Request, *, required: bool = True) -> dict:
     return json_object(await request.body(), required=required)
 
@@ -59,9 +75,28 @@ def json_object(raw: bytes, *, required: bool = True) -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError.bad_request(f"The request body is not valid JSON: {exc}.") from exc
+    except RecursionError:  # nested past what the parser recurses into: far past MAX_JSON_DEPTH
+        raise ApiError.bad_request(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.") from None
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise ApiError.bad_request(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
     if not isinstance(body, dict):
         raise ApiError.bad_request("The request body must be a JSON object.")
     return body
+
+
+MAX_JSON_DEPTH = 32  # a job body nests about eight levels
+
+
+def _depth(value) -> int:
+    """How deep objects and arrays nest in `value` (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def page_size(request: Request) -> int:
@@ -77,11 +112,14 @@ def page_size(request: Request) -> int:
     return size
 
 
+MAX_SKIP_TOKEN = (1 << 63) - 1  # a store's sequence numbers are 64-bit
+
+
 def skip_token(request: Request) -> int:
-    try:
-        return max(0, int(request.query_params.get("$skiptoken", "0")))
-    except ValueError:
-        raise ApiError.bad_request("The $skiptoken is not valid.", target="$skiptoken") from None
+    text = request.query_params.get("$skiptoken", "0")
+    if len(text) > 19 or not text.isascii() or not text.isdigit() or int(text) > MAX_SKIP_TOKEN:
+        raise ApiError.bad_request("The $skiptoken is not valid.", target="$skiptoken")
+    return int(text)
 
 
 def next_link(request: Request, token: int) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from batchai import ids
+from batchai import access, ids
 from batchai.errors import ApiError
 from batchai.model import validate_name, validate_resource_group
+from batchai.model.names import validate_subscription
 from batchai.ports import Record
 from batchai.services import Services
 
@@ -19,6 +20,7 @@ def services(request: Request) -> Services:
 
 
 def workspace_path(sub: str, rg: str, ws: str) -> str:
+    validate_subscription(sub)
     validate_resource_group(rg)
     validate_name("workspace", ws, "workspaceName")
     return ids.workspace_id(sub, rg, ws)
@@ -29,3 +31,22 @@ def require(svc: Services, resource_id: str, what: str) -> Record:
     if record is None:
         raise ApiError.not_found(f"The {what} '{resource_id.rsplit('/', 1)[-1]}' was not found.")
     return record
+
+
+def visible_only(request: Request, fetch):
+    """A paged store listing (`fetch(after_seq, limit)`) without the records the caller may not read."""
+    who = request.state.principal
+    if access.allowed(who, "read", access.SERVICE):
+        return fetch
+
+    def filtered(after: int, limit: int) -> list[Record]:
+        found: list[Record] = []
+        while len(found) < limit:
+            batch = fetch(after, limit)
+            if not batch:
+                break
+            found += [r for r in batch if access.visible(who, r.id)]
+            after = batch[-1].seq
+        return found[:limit]
+
+    return filtered

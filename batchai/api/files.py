@@ -16,34 +16,40 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from batchai.api.arm import page_size, paged, skip_token
 from batchai.api.deps import services
 from batchai.errors import ApiError
-from batchai.output_sync import STDOUTERR, blob_prefix
+from batchai.output_sync import STDOUTERR, blob_prefix, open_regular
 from batchai.ports import BlobInfo, BlobStore, Record
+from batchai.signing import MAX_LINK_MINUTES, SigningKeys
 
 router = APIRouter()
 T = TypeVar("T")
 
 
-def _key(request: Request) -> bytes:
-    return request.app.state.signing_key
+def _keys(request: Request) -> SigningKeys:
+    return request.app.state.signing_keys
 
 
-def _sign(key: bytes, path: str, expiry: int) -> str:
-    return hmac.new(key, f"{path}\n{expiry}".encode(), hashlib.sha256).hexdigest()
+def _sign(key: bytes, job_uuid: str, path: str, expiry: int) -> str:
+    return hmac.new(key, f"{job_uuid}\n{path}\n{expiry}".encode(), hashlib.sha256).hexdigest()
 
 
-def download_url(request: Request, path: Path, expiry: int) -> str:
+def download_url(request: Request, record: Record, path: Path, expiry: int) -> str:
+    """Signed for the job too: its URLs die with it (a job of the same name later is another job)."""
     encoded = base64.urlsafe_b64encode(str(path).encode()).decode().rstrip("=")
-    query = urlencode({"p": encoded, "se": expiry, "sig": _sign(_key(request), str(path), expiry)})
+    period, key = _keys(request).current()
+    signature = _sign(key, record.internal["uuid"], str(path), expiry)
+    query = urlencode({"p": encoded, "j": record.id, "se": expiry, "kp": period, "sig": signature})
     return f"{str(request.base_url).rstrip('/')}/_files/{quote(path.name)}?{query}"
 
 
@@ -73,8 +79,8 @@ def _expiry_minutes(request: Request) -> int:
         minutes = int(request.query_params.get("linkexpiryinminutes", "60"))
     except ValueError:
         minutes = 0
-    if not 5 <= minutes <= 600:
-        raise ApiError.bad_request("linkexpiryinminutes must be an integer from 5 to 600.", target="linkexpiryinminutes")
+    if not 5 <= minutes <= MAX_LINK_MINUTES:
+        raise ApiError.bad_request(f"linkexpiryinminutes must be an integer from 5 to {MAX_LINK_MINUTES}.", target="linkexpiryinminutes")
     return minutes
 
 
@@ -90,11 +96,40 @@ def _file_entry(name: str, url: str, last_modified: datetime, size: int) -> dict
     }
 
 
-def _entry(request: Request, path: Path, expiry: int) -> dict:
-    if path.is_dir():
-        return {"name": path.name, "fileType": "directory"}
-    stat = path.stat()
-    return _file_entry(path.name, download_url(request, path, expiry), datetime.fromtimestamp(stat.st_mtime, UTC), stat.st_size)
+def _entry(request: Request, record: Record, entry: os.DirEntry, expiry: int) -> dict:
+    if entry.is_dir(follow_symlinks=False):
+        return {"name": entry.name, "fileType": "directory"}
+    try:
+        info = entry.stat(follow_symlinks=False)
+        modified, size = datetime.fromtimestamp(info.st_mtime, UTC), info.st_size
+    except OSError:  # removed since the directory was read
+        modified, size = datetime.now(UTC), 0
+    return _file_entry(entry.name, download_url(request, record, Path(entry.path), expiry), modified, size)
+
+
+MAX_LISTED = 100_000  # entries of one directory a listing reads
+
+
+def _listable(entry: os.DirEntry) -> bool:
+    """A regular file or a directory, not a symlink, with a UTF-8 name: nothing else is listed."""
+    try:
+        entry.name.encode()
+        return not entry.is_symlink() and (entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False))
+    except (UnicodeEncodeError, OSError):
+        return False
+
+
+def _inside(root: Path, relative: str) -> Path | None:
+    """root/relative when neither it nor a directory on the way is a symlink and it stays inside root."""
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return None
+    path = root
+    for part in ["", *parts]:
+        path = path / part if part else path
+        if path.is_symlink():
+            return None
+    return path
 
 
 def _page(request: Request, children: list[T], render: Callable[[T], dict]):
@@ -114,13 +149,14 @@ def _list_disk(request: Request, record: Record, directory_id: str, minutes: int
     expiry = int(time.time()) + 60 * minutes
     if root is None or not root.is_dir():
         return paged(request, [], None)
-    target = (root / _relative(request)).resolve()
-    if target != root.resolve() and root.resolve() not in target.parents:
-        raise ApiError.bad_request("directory must stay inside the output directory.", target="directory")
+    target = _inside(root, _relative(request))
+    if target is None:
+        raise ApiError.bad_request("directory must stay inside the output directory (no '..', no symlinks).", target="directory")
     if not target.is_dir():
         return paged(request, [], None)
-    children = sorted(target.iterdir(), key=lambda p: p.name)
-    return _page(request, children, lambda p: _entry(request, p, expiry))
+    with os.scandir(target) as entries:
+        children = sorted(islice((e for e in entries if _listable(e)), MAX_LISTED), key=lambda e: e.name)
+    return _page(request, children, lambda e: _entry(request, record, e, expiry))
 
 
 def _blob_children(blobs: list[BlobInfo], prefix: str) -> list[tuple[str, BlobInfo | None]]:
@@ -159,16 +195,25 @@ def list_output_files(request: Request, record: Record):
 
 
 @router.get("/_files/{name}")
-def download(request: Request, name: str, p: str, se: int, sig: str):
+def download(request: Request, name: str, p: str, j: str, se: int, kp: int, sig: str):
     """Unauthenticated by design: the signature is the authorization."""
     try:
         path = base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)).decode()
     except ValueError:
         raise ApiError(403, "AuthenticationFailed", "The download link is not valid.") from None
-    if not hmac.compare_digest(_sign(_key(request), path, se), sig):
-        raise ApiError(403, "AuthenticationFailed", "The download link signature does not match.")
+    key = _keys(request).key(kp)
+    job = services(request).store.get(j) if key is not None and len(j) < 1024 else None
+    expected = _sign(key, job.internal.get("uuid", ""), path, se) if job is not None and key is not None else ""
+    if not expected or not hmac.compare_digest(expected, sig.encode("ascii", "replace").decode()):
+        raise ApiError(403, "AuthenticationFailed", "The download link signature does not match (or its job or key is gone).")
     if se < time.time():
         raise ApiError(403, "AuthenticationFailed", "The download link has expired.")
-    if not os.path.isfile(path):
+    try:  # the path signed is the real one: a symlink put in its place since is not followed
+        f = open_regular(Path(path))
+    except (OSError, ValueError):
+        raise ApiError.not_found("The file no longer exists.") from None
+    if os.path.realpath(path) != os.path.normpath(path):  # a directory on the way was replaced by a link
+        f.close()
         raise ApiError.not_found("The file no longer exists.")
-    return FileResponse(path, media_type="application/octet-stream")
+    # served from the file opened here (its /proc link reopens that file, not the path), closed after
+    return FileResponse(f"/proc/self/fd/{f.fileno()}", media_type="application/octet-stream", background=BackgroundTask(f.close))

@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from batchai import node_identity
 from batchai import node_protocol as protocol
-from batchai.api.arm import json_object
+from batchai.api.arm import json_object, read_body
 from batchai.errors import ApiError
 
 log = logging.getLogger("batchai.api.nodes")
@@ -136,6 +136,9 @@ class NodeDoor:
             status = 200
         except ApiError as exc:
             answer, status = exc.to_body(), exc.status
+        except Exception:  # a fault of ours, not the node's: logged without the body (it may hold secrets)
+            log.exception("node call %s %s failed", scope["method"], scope["path"][:200])
+            answer, status = ApiError(500, "InternalServerError", "The server failed to process the node call.").to_body(), 500
         body = orjson.dumps(answer)
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -193,15 +196,4 @@ def _removed() -> ApiError:
 
 
 async def _json_object(receive) -> dict:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ApiError.bad_request("The node went away before its request was read.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "RequestTooLarge", f"A node request is limited to {MAX_BODY_BYTES} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return json_object(b"".join(chunks))
+    return json_object(await read_body(receive, MAX_BODY_BYTES, "A node request"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from batchai import access
 from batchai.api.arm import POLL_SECONDS, JSONResponse, operation_url, paged
 from batchai.api.deps import services
 from batchai.errors import ApiError
@@ -25,7 +26,7 @@ def _done(svc: Services, op: dict) -> bool:
 def operation_result(request: Request, sub: str, location: str, op_id: str):
     svc = services(request)
     op = svc.store.get_operation(op_id)
-    if op is None:
+    if op is None or not access.visible(request.state.principal, op["resource"]):
         raise ApiError.not_found(f"The operation '{op_id}' was not found.")
     if not _done(svc, op):
         return Response(status_code=202, headers={"Location": operation_url(request, sub, location, op_id), "Retry-After": POLL_SECONDS})

@@ -8,7 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from batchai import ids, render
 from batchai.api.arm import JSONResponse, json_body, page_records
 from batchai.api.deletion import begin_delete, workspace_location
-from batchai.api.deps import RG, WS, require, services, workspace_path
+from batchai.api.deps import RG, WS, require, services, visible_only, workspace_path
 from batchai.errors import ApiError
 from batchai.model import WorkspaceCreateParameters, WorkspaceUpdateParameters, parse, validate_name
 from batchai.ports import Conflict, Mutation, Record
@@ -79,13 +79,16 @@ def delete_workspace(request: Request, sub: str, rg: str, ws: str):
 def list_workspaces_by_group(request: Request, sub: str, rg: str):
     store = services(request).store
     prefix = ids.resource_group_id(sub, rg) + "/providers/Microsoft.BatchAI/workspaces"
-    return page_records(request, lambda after, n: store.workspaces(prefix, after_seq=after, limit=n), render.workspace)
+    return page_records(
+        request, visible_only(request, lambda after, n: store.workspaces(prefix, after_seq=after, limit=n)), render.workspace
+    )
 
 
 @router.get("/subscriptions/{sub}/providers/Microsoft.BatchAI/workspaces")
 def list_workspaces(request: Request, sub: str):
     store = services(request).store
-    return page_records(request, lambda after, n: store.workspaces(f"/subscriptions/{sub}", after_seq=after, limit=n), render.workspace)
+    fetch = visible_only(request, lambda after, n: store.workspaces(f"/subscriptions/{sub}", after_seq=after, limit=n))
+    return page_records(request, fetch, render.workspace)
 
 
 EXPERIMENT = WS + "/experiments/{exp}"

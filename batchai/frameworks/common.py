@@ -60,7 +60,7 @@ def node_task(props, ctx: LaunchContext, node: PlacedNode, processes_for, slots:
     task_id = f"{ctx.job_uuid}-{ctx.attempt}-{node.name}"
     container = None
     if props.container_settings is not None:
-        container = container_spec(props.container_settings, task_id, list(ctx.binds(node)), list(node.gpus))
+        container = container_spec(props.container_settings, task_id, [*ctx.binds(node), *node_dirs(env)], list(node.gpus))
         creds = props.container_settings.image_source_registry.credentials
         if creds is not None and creds.password:
             env[PASSWORD_ENV] = creds.password

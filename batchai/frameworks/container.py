@@ -47,8 +47,8 @@ def container_spec(settings, task_id: str, binds: list[str], gpus: list[str] | N
 
 def pull_argvs(runtime: str, spec: ContainerSpec) -> list[list[str]]:
     """Log in to a private registry (password read from stdin) and pull the image."""
-    login = [[runtime, "login", spec.server_url or "", "--username", spec.username, "--password-stdin"]] if spec.username else []
-    return login + [[runtime, "pull", spec.image]]
+    login = [[runtime, "login", "--username", spec.username, "--password-stdin", "--", spec.server_url or ""]] if spec.username else []
+    return login + [[runtime, "pull", "--", spec.image]]
 
 
 def run_argv(runtime: str, spec: ContainerSpec, cwd: str) -> list[str]:
@@ -61,14 +61,14 @@ def run_argv(runtime: str, spec: ContainerSpec, cwd: str) -> list[str]:
         argv += [arg for index in spec.gpus for arg in ("--device", f"nvidia.com/gpu={index}")]
     elif spec.gpus:
         argv += ["--gpus", f'"device={",".join(spec.gpus)}"']
-    return argv + ["--entrypoint", "", spec.image, *KEEP_ALIVE]
+    return argv + ["--entrypoint", "", "--", spec.image, *KEEP_ALIVE]  # `--`: an image named `--privileged` is no option
 
 
 def exec_argv(runtime: str, spec: ContainerSpec, cwd: str, env_names: list[str], command: str) -> list[str]:
     argv = [runtime, "exec", "--workdir", cwd]
     for name in sorted(set(env_names)):
         argv += ["--env", name]
-    return argv + [spec.name, "/bin/sh", "-c", command]
+    return argv + ["--", spec.name, "/bin/sh", "-c", command]
 
 
 def exec_command(runtime: str, spec: ContainerSpec, cwd: str, env_names: list[str], command: str) -> str:
@@ -77,4 +77,4 @@ def exec_command(runtime: str, spec: ContainerSpec, cwd: str, env_names: list[st
 
 
 def remove_argv(runtime: str, spec: ContainerSpec) -> list[str]:
-    return [runtime, "rm", "--force", spec.name]
+    return [runtime, "rm", "--force", "--", spec.name]

@@ -60,7 +60,7 @@ class LaunchContext:
         return f"{node.root}/job-dirs/{self.job_uuid}" if self.node_local else self.job_dir
 
     def binds(self, node: PlacedNode) -> tuple[str, ...]:
-        return (node.root,) if self.node_local else self.container_binds
+        return (node.root,) if self.node_local else (*self.container_binds, self.job_temp(node))
 
     def shared_job_temp_of(self, node: PlacedNode) -> str:
         """AZ_BATCHAI_SHARED_JOB_TEMP: one directory all the job's nodes see (on other machines, on the cluster's

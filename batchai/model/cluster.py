@@ -11,8 +11,8 @@ from batchai.model.common import (
     EnvironmentVariableWithSecretValue,
     FieldError,
     KeyVaultSecretReference,
+    NodeCount,
     NonEmptyStr,
-    NonNegativeInt,
     ResourceId,
     WireModel,
     _ci_enum,
@@ -27,14 +27,14 @@ VmPriority = Annotated[Literal["dedicated", "lowpriority"], _ci_enum("dedicated"
 
 
 class ManualScaleSettings(WireModel):
-    target_node_count: NonNegativeInt
+    target_node_count: NodeCount
     node_deallocation_option: DeallocationOption = "requeue"
 
 
 class AutoScaleSettings(WireModel):
-    minimum_node_count: NonNegativeInt
-    maximum_node_count: NonNegativeInt
-    initial_node_count: NonNegativeInt = 0
+    minimum_node_count: NodeCount
+    maximum_node_count: NodeCount
+    initial_node_count: NodeCount = 0
 
     @model_validator(mode="after")
     def _bounds(self):

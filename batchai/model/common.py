@@ -66,6 +66,14 @@ def _ci_enum(*values: str):
 Int = Annotated[int, BeforeValidator(_no_bool)]
 NonNegativeInt = Annotated[int, BeforeValidator(_no_bool), Field(ge=0)]
 PositiveInt = Annotated[int, BeforeValidator(_no_bool), Field(ge=1)]
+# Upper bounds (README "Limits"): one cluster or job of at most MAX_NODES nodes (a local node is an OS
+# process); at most MAX_PROCESSES processes of a job (each is planned and started).
+MAX_NODES = 1000
+MAX_PROCESSES = 10_000
+NodeCount = Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=MAX_NODES)]
+JobNodeCount = Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=MAX_NODES)]
+ProcessCount = Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=MAX_PROCESSES)]
+ServerCount = Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=MAX_PROCESSES)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 

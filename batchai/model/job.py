@@ -23,11 +23,14 @@ from batchai.model.common import (
     EnvironmentVariable,
     EnvironmentVariableWithSecretValue,
     FieldError,
+    JobNodeCount,
     KeyVaultSecretReference,
     NonEmptyStr,
     NonNegativeInt,
     PositiveInt,
+    ProcessCount,
     ResourceId,
+    ServerCount,
     WireModel,
     _ci_enum,
     check_unique_names,
@@ -50,7 +53,7 @@ class CNTKsettings(WireModel):
     python_script_file_path: str | None = None
     python_interpreter_path: str | None = None
     command_line_args: str | None = None
-    process_count: PositiveInt | None = None
+    process_count: ProcessCount | None = None
 
     @model_validator(mode="after")
     def _language(self):
@@ -88,7 +91,7 @@ class PyTorchSettings(WireModel):
     python_script_file_path: NonEmptyStr
     python_interpreter_path: str | None = None
     command_line_args: str | None = None
-    process_count: PositiveInt | None = None
+    process_count: ProcessCount | None = None
     communication_backend: str | None = None
 
 
@@ -98,8 +101,8 @@ class TensorFlowSettings(WireModel):
     master_command_line_args: str | None = None
     worker_command_line_args: str | None = None
     parameter_server_command_line_args: str | None = None
-    worker_count: PositiveInt | None = None
-    parameter_server_count: NonNegativeInt | None = None
+    worker_count: ProcessCount | None = None
+    parameter_server_count: ServerCount | None = None
 
 
 class CaffeSettings(WireModel):
@@ -107,7 +110,7 @@ class CaffeSettings(WireModel):
     python_script_file_path: str | None = None
     python_interpreter_path: str | None = None
     command_line_args: str | None = None
-    process_count: PositiveInt | None = None
+    process_count: ProcessCount | None = None
 
     @model_validator(mode="after")
     def _one_entry_point(self):
@@ -131,7 +134,7 @@ class ChainerSettings(WireModel):
     python_script_file_path: NonEmptyStr
     python_interpreter_path: str | None = None
     command_line_args: str | None = None
-    process_count: PositiveInt | None = None
+    process_count: ProcessCount | None = None
 
 
 class CustomToolkitSettings(WireModel):
@@ -140,14 +143,14 @@ class CustomToolkitSettings(WireModel):
 
 class CustomMpiSettings(WireModel):
     command_line: NonEmptyStr
-    process_count: PositiveInt | None = None
+    process_count: ProcessCount | None = None
 
 
 class HorovodSettings(WireModel):
     python_script_file_path: NonEmptyStr
     python_interpreter_path: str | None = None
     command_line_args: str | None = None
-    process_count: PositiveInt | None = None
+    process_count: ProcessCount | None = None
 
 
 # field name -> (wire name, toolType)
@@ -247,7 +250,7 @@ class JobProperties(WireModel):
     scheduling_priority: SchedulingPriority = "normal"
     cluster: ResourceId | None = None
     mount_volumes: MountVolumes | None = None
-    node_count: PositiveInt
+    node_count: JobNodeCount
     container_settings: ContainerSettings | None = None
     cntk_settings: CNTKsettings | None = None
     py_torch_settings: PyTorchSettings | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, field_validator, model_validator
 
@@ -51,9 +52,35 @@ class AzureStorageCredentialsInfo(WireModel):
 RelativePath = Annotated[str, AfterValidator(check_relative_path)]
 
 
+def check_segment(value: str) -> str:
+    """A name that becomes one directory of a path (local storage): never a way out of it."""
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0") or len(value) > 255:
+        raise ValueError(f"'{value}' must be a single name: no '/', '\\', '..' or '.'")
+    return value
+
+
+def check_share_url(value: str) -> str:
+    if not value or any(part in (".", "..") for part in re.split(r"[/\\]", urlsplit(value).path)) or "\0" in value:
+        raise ValueError(f"the share URL '{value}' must not contain '.' or '..' steps")
+    return value
+
+
+StorageName = Annotated[str, AfterValidator(check_segment)]
+ShareUrl = Annotated[str, AfterValidator(check_share_url)]
+
+
+def check_source_directory(value: str) -> str:
+    if ".." in re.split(r"[/\\]", value) or "\0" in value:
+        raise ValueError(f"'{value}' must not contain '..'")
+    return value
+
+
+SourceDirectory = Annotated[str, AfterValidator(check_source_directory)]
+
+
 class AzureFileShareReference(WireModel):
-    account_name: str | None = None
-    azure_file_url: NonEmptyStr
+    account_name: StorageName | None = None
+    azure_file_url: ShareUrl
     credentials: AzureStorageCredentialsInfo | None = None
     relative_mount_path: RelativePath
     file_mode: str = "0777"
@@ -74,8 +101,8 @@ class AzureFileShareReference(WireModel):
 
 
 class AzureBlobFileSystemReference(WireModel):
-    account_name: NonEmptyStr
-    container_name: NonEmptyStr
+    account_name: StorageName
+    container_name: StorageName
     credentials: AzureStorageCredentialsInfo | None = None
     relative_mount_path: RelativePath
     mount_options: str | None = None
@@ -83,7 +110,7 @@ class AzureBlobFileSystemReference(WireModel):
 
 class FileServerReference(WireModel):
     file_server: ResourceId
-    source_directory: str | None = None
+    source_directory: SourceDirectory | None = None
     relative_mount_path: RelativePath
     mount_options: str | None = None
 

@@ -383,6 +383,48 @@ def test_start_jobs_claims_changes_and_puts_tasks_of_each_launch_or_nothing_of_i
     assert store.get_node("n2").job == store.get_node("n3").job == third.lower()
 
 
+# -- tokens and the audit log ------------------------------------------------------------------
+def test_tokens_are_put_read_listed_in_creation_order_and_revoked(store):
+    first = {"id": "a1", "name": "one", "role": "Reader", "scope": "/", "hash": "h1", "created": 2.0, "revoked": False}
+    second = {**first, "id": "a0", "name": "two", "created": 3.0}
+    store.put_token(second)
+    store.put_token(first)
+    assert store.get_token("a1") == first and store.get_token("missing") is None
+    assert [t["id"] for t in store.tokens()] == ["a1", "a0"]
+    assert store.revoke_token("a1") == {**first, "revoked": True}
+    assert store.get_token("a1")["revoked"] is True and store.get_token("a0")["revoked"] is False
+    assert store.revoke_token("missing") is None
+
+
+def audit_entry(ts: float, principal: str, action: str, resource: str, result: int) -> dict:
+    return {"ts": ts, "time": "t", "principal": principal, "action": action, "resource": resource, "result": result}
+
+
+def test_audit_entries_come_back_in_order_paged_and_filtered(store):
+    entries = [
+        audit_entry(10.0, "token:a", "Microsoft.BatchAI/workspaces/write", WS, 200),
+        audit_entry(11.0, "anonymous", "authenticate", CL, 401),
+        audit_entry(
+            12.0, "token:a", "Microsoft.BatchAI/workspaces/experiments/write", EXP.upper().replace("SUBSCRIPTIONS", "subscriptions"), 200
+        ),
+        audit_entry(13.0, "token:b", "Microsoft.BatchAI/workspaces/write", WS + "x", 403),  # another workspace, not under WS
+    ]
+    for entry in entries:
+        store.record_audit(entry)
+    everything = store.audit_log()
+    assert [e["ts"] for e in everything] == [10.0, 11.0, 12.0, 13.0]
+    assert [e["seq"] for e in everything] == sorted({e["seq"] for e in everything})
+    assert {k: v for k, v in everything[1].items() if k != "seq"} == entries[1]
+    page = store.audit_log(limit=2)
+    assert [e["ts"] for e in page] == [10.0, 11.0] and [e["ts"] for e in store.audit_log(after_seq=page[-1]["seq"])] == [12.0, 13.0]
+    assert [e["ts"] for e in store.audit_log(principal="token:a")] == [10.0, 12.0]
+    assert [e["ts"] for e in store.audit_log(action="authenticate")] == [11.0]
+    assert [e["ts"] for e in store.audit_log(result=403)] == [13.0]
+    assert [e["ts"] for e in store.audit_log(resource=WS)] == [10.0, 11.0, 12.0]  # the workspace and under it, any case
+    assert [e["ts"] for e in store.audit_log(resource=shouted(EXP))] == [12.0]
+    assert [e["ts"] for e in store.audit_log(since=11.0, until=13.0)] == [11.0, 12.0]
+
+
 def test_create_many_creates_all_or_none(store):
     first = store.create_many([job("a1"), job("a2")])
     assert [r.seq for r in first] == sorted(r.seq for r in first) and first[0].seq < first[1].seq

@@ -107,7 +107,7 @@ def sdk(server):
     return make_sdk(server)
 
 
-def make_sdk(server: Server):
+def make_sdk(server: Server, token: str = TOKEN):
     """The official SDK client for `server`: a static bearer token, plain http allowed."""
     from azure.core.credentials import AccessToken
     from azure.core.pipeline.policies import SansIOHTTPPolicy
@@ -115,7 +115,7 @@ def make_sdk(server: Server):
 
     class StaticToken:
         def get_token(self, *scopes, **kwargs):
-            return AccessToken(TOKEN, int(time.time()) + 3600)
+            return AccessToken(token, int(time.time()) + 3600)
 
     class AllowHttp(SansIOHTTPPolicy):
         def on_request(self, request):

@@ -116,6 +116,7 @@ def test_a_two_node_job_and_its_preparation_run_in_the_image(docker_server, sdk_
     share.mkdir(parents=True)
     (share / "train.sh").write_text(
         "test -f /.dockerenv || exit 9\n"  # we are in a container, not on the host
+        f"test -e {docker_server.data_dir}/store.db && exit 7\n"  # the control plane's databases are not bound in
         'test "$(cat /tmp/prepared)" = ready || exit 8\n'  # preparation's files are in this container
         'echo "rank $RANK in $(hostname) sees $(cat $AZ_BATCHAI_JOB_MOUNT_ROOT/afs/input.txt)"\n'
         'echo "$RANK" > $AZ_BATCHAI_OUTPUT_MODEL/rank-$RANK.txt\n'

@@ -88,6 +88,20 @@ def test_the_http_api_creates_a_cluster_and_jobs_through_the_extension(host):
     assert host.module.node_waker().loop is host.loop.loop  # no lifespan here: the trigger gave the waker its loop
 
 
+def test_the_http_api_checks_roles_and_audits_as_batchai_serve_does(host):
+    create_workspace_and_cluster(host)
+    status, made = host.http("POST", "/providers/Microsoft.BatchAI/tokens", {"role": "Reader", "scope": BASE})
+    assert status == 201, made
+    assert host.http("GET", BASE, token=made["token"])[0] == 200
+    status, denied = host.http("PUT", f"{BASE}/experiments/other", token=made["token"])
+    assert status == 403 and denied["error"]["code"] == "AuthorizationFailed"
+    assert host.http("GET", BASE, token="wrong")[0] == 401
+    status, log = host.http("GET", "/providers/Microsoft.BatchAI/auditLog")
+    actions = [(e["action"], e["result"]) for e in log["value"]]
+    assert ("Microsoft.BatchAI/workspaces/clusters/write", 200) in actions and ("authenticate", 401) in actions
+    assert ("Microsoft.BatchAI/workspaces/experiments/write", 403) in actions
+
+
 def test_the_service_bus_and_blob_triggers_submit_through_their_durable_clients(host, tmp_path):
     create_workspace_and_cluster(host)
     svc = host.module.services()

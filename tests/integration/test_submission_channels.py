@@ -80,6 +80,8 @@ def test_bad_messages_are_dead_lettered_with_the_reason_and_create_nothing(host)
     assert reasons["no-workspace"][0] == "ResourceNotFound" and "nowhere" in reasons["no-workspace"][1]
     assert "properties.nodeCount" in reasons["invalid-job"][1]
     until(lambda: jobs(host) == ["good"], 120, "the good message's job")  # the consumer kept going
+    audited = {(e["principal"], e["resource"].rsplit("/", 1)[-1], e["result"]) for e in host.services.store.audit_log(principal="queue")}
+    assert ("queue", "good", 200) in audited and ("queue", "x1", 404) in audited and ("queue", "x2", 400) in audited
 
 
 def test_a_redelivered_message_creates_one_job(host):
@@ -87,7 +89,7 @@ def test_a_redelivered_message_creates_one_job(host):
     (first,) = host.queue.receive(lock_seconds=0.2)
     from batchai.submission import submit_message
 
-    submit_message(host.services, json.loads(first.body), idempotency_key=first.id)  # stored, then "crash" before complete
+    submit_message(host.services, json.loads(first.body), via="queue", idempotency_key=first.id)  # stored, then "crash" before complete
     (again,) = until(lambda: host.queue.receive(), 10, "the message to come back once its lock expired")
     assert again.id == "key-1" and again.delivery_count == 2
     with pytest.raises(LockLost):

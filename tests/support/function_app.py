@@ -74,11 +74,11 @@ class FunctionsHost:
     extension: DurableExtension
     loop: WorkerLoop
 
-    def http(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    def http(self, method: str, path: str, body: dict | None = None, token: str = "t") -> tuple[int, dict]:
         request = func.HttpRequest(
             method=method,
             url=f"https://app.example{path}?api-version=2018-05-01",
-            headers={"Authorization": "Bearer t", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             params={"api-version": "2018-05-01"},
             body=json.dumps(body).encode() if body is not None else b"",
         )

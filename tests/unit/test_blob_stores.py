@@ -34,6 +34,14 @@ def test_put_replaces_and_get_reads_back(blobs):
     assert blobs.get("a/b/missing") is None
 
 
+def test_put_streams_a_file(blobs, tmp_path):
+    source = tmp_path / "big.bin"
+    source.write_bytes(b"x" * (3 << 20) + b"end")
+    with source.open("rb") as f:
+        blobs.put("out/big.bin", f)
+    assert blobs.get("out/big.bin") == source.read_bytes()
+
+
 def test_append_creates_then_grows(blobs):
     blobs.append("job/stdouterr/stdout.txt", b"")
     assert blobs.get("job/stdouterr/stdout.txt") == b""

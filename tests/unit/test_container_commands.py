@@ -41,6 +41,7 @@ def test_run_keeps_the_container_alive_with_host_network_binds_and_shm():
         "/data:/data",
         "--entrypoint",
         "",
+        "--",
         "tensorflow/tensorflow:1.8.0-gpu",
         "sleep",
         "2147483647",
@@ -70,6 +71,7 @@ def test_exec_names_variables_without_their_values():
         "A",
         "--env",
         "SECRET",
+        "--",
         "batchai-u1-1-node-0",
         "/bin/sh",
         "-c",
@@ -79,10 +81,16 @@ def test_exec_names_variables_without_their_values():
 
 def test_private_registry_login_reads_the_password_from_stdin():
     assert pull_argvs("docker", SPEC) == [
-        ["docker", "login", "registry.example", "--username", "me", "--password-stdin"],
-        ["docker", "pull", "tensorflow/tensorflow:1.8.0-gpu"],
+        ["docker", "login", "--username", "me", "--password-stdin", "--", "registry.example"],
+        ["docker", "pull", "--", "tensorflow/tensorflow:1.8.0-gpu"],
     ]
-    assert remove_argv("docker", SPEC) == ["docker", "rm", "--force", "batchai-u1-1-node-0"]
+    assert remove_argv("docker", SPEC) == ["docker", "rm", "--force", "--", "batchai-u1-1-node-0"]
+
+
+def test_an_image_that_looks_like_an_option_stays_an_image():
+    argv = run_argv("docker", replace(SPEC, image="--privileged"), "/w")
+    assert argv[argv.index("--privileged") - 1] == "--"
+    assert pull_argvs("docker", replace(SPEC, image="--privileged"))[-1] == ["docker", "pull", "--", "--privileged"]
 
 
 def test_the_plan_gives_each_node_task_its_container_and_keeps_the_password_off_command_lines():
@@ -108,11 +116,14 @@ def test_the_plan_gives_each_node_task_its_container_and_keeps_the_password_off_
         job_dir="/d/jobs/u1",
         nodes=(PlacedNode("a", "node-0", "127.0.0.1", "/d/n0"), PlacedNode("b", "node-1", "127.0.0.1", "/d/n1")),
         master_port=1,
-        container_binds=("/d",),
+        container_binds=("/d/c", "/d/jobs/u1", "/d/storage"),
     )
     first, second = plan_job(props, ctx)
     assert (first.container.name, second.container.name) == ("batchai-u1-1-node-0", "batchai-u1-1-node-1")
-    assert first.container.binds == ["/d"] and first.container.shm_size == "1g" and first.container.username == "u"
+    # the job's own directories and the storage its mounts link to: not the data dir, nor another node's root
+    assert set(first.container.binds) >= {"/d/c", "/d/jobs/u1", "/d/storage", "/d/n0/jobs/u1"}
+    assert not any(b in ("/d", "/d/n0", "/d/n1") or b.startswith("/d/n1") for b in first.container.binds)
+    assert first.container.shm_size == "1g" and first.container.username == "u"
     assert first.env[PASSWORD_ENV] == "hush" and "hush" not in json.dumps(first.container.__dict__)
     assert NodeTask.from_json(json.loads(json.dumps(first.to_json()))) == first
 

@@ -240,7 +240,7 @@ def test_a_malformed_message_is_dead_lettered_with_the_reason_and_the_consumer_g
 def test_a_redelivered_message_creates_one_job(host, namespace, queue):
     queue.publish(job_message(host.workspace, "once"), message_id="key-1")
     (first,) = queue.receive()
-    submit_message(host.services, json.loads(first.body), idempotency_key=first.id)  # stored, then "crash"
+    submit_message(host.services, json.loads(first.body), via="queue", idempotency_key=first.id)  # stored, then "crash"
     namespace.expire_locks()
     (again,) = queue.receive()
     assert again.id == "key-1" and again.delivery_count == 2

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from batchai import ids, node_identity, node_protocol, render
+from batchai import exec_tickets, ids, node_identity, node_protocol, render
 from batchai.api.arm import JSONResponse, json_body, page_records, paged
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services, workspace_path
+from batchai.api.files import expiry_minutes, list_directory
 from batchai.errors import ApiError
+from batchai.frameworks.expand import expand
 from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
 from batchai.node_protocol import JOINED
@@ -206,11 +210,67 @@ def list_clusters(request: Request, sub: str, rg: str, ws: str):
 
 
 def remote_login(nodes) -> list[dict]:
-    """Local nodes run no SSH server: port 0 says so; the address is where the node's processes run.
-    Ours, beyond the 2018-05-01 contract: `gpus`, each node's GPUs as its agent found them."""
+    """Nodes run no SSH server: the address and port are the node agent's exec service, where
+    `batchai cluster node exec` logs in with a ticket from `.../nodes/{node}/execSession` (0 until the
+    agent has registered). Ours, beyond the 2018-05-01 contract: `gpus`, each node's GPUs as its agent found them."""
     return [
-        {"nodeId": n.name, "ipAddress": n.address or "127.0.0.1", "port": 0, **({"gpus": n.gpu_list()} if n.gpus else {})} for n in nodes
+        {"nodeId": n.name, "ipAddress": n.address or "127.0.0.1", "port": n.exec_port or 0, **({"gpus": n.gpu_list()} if n.gpus else {})}
+        for n in nodes
     ]
+
+
+def exec_grant(body: dict) -> dict:
+    """What an execSession body asks for: `{"command": str}` (none: a shell) or `{"forward": {"host", "port"}}`."""
+    forward = body.get("forward")
+    if forward is not None:
+        host = forward.get("host", "127.0.0.1") if isinstance(forward, dict) else None
+        port = forward.get("port") if isinstance(forward, dict) else None
+        if not isinstance(host, str) or not 0 < len(host) <= exec_tickets.MAX_HOST_CHARS:
+            raise ApiError.bad_request(
+                f"forward.host must be a host name of 1 to {exec_tickets.MAX_HOST_CHARS} characters.", "forward.host"
+            )
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ApiError.bad_request("forward.port must be a port number from 1 to 65535.", target="forward.port")
+        return {"kind": "forward", "host": host, "port": port}
+    command = body.get("command")
+    if command is not None and (not isinstance(command, str) or not 0 < len(command) <= exec_tickets.MAX_COMMAND_CHARS):
+        raise ApiError.bad_request(f"command must be a command line of 1 to {exec_tickets.MAX_COMMAND_CHARS} characters.", "command")
+    return {"kind": "exec", "command": command}
+
+
+def exec_session(svc: Services, nodes: list, node: str, grant: dict) -> JSONResponse:
+    """A ticket for `grant` on the node named `node` (of `nodes`), and where its agent listens."""
+    target = next((n for n in nodes if n.name == node), None)
+    if target is None:
+        raise ApiError.not_found(f"No node '{node}' here.", target="node")
+    if not target.exec_port:
+        raise ApiError.conflict(f"The node '{node}' has not registered its agent yet; retry in a moment.", target="node")
+    credential = node_identity.node_credential(node_identity.node_key(svc.store), target.id)
+    ticket, expires = exec_tickets.issue(credential, target.id, grant)
+    return JSONResponse(
+        {
+            "nodeId": target.name,
+            "ipAddress": target.address or "127.0.0.1",
+            "port": target.exec_port,
+            "ticket": ticket,
+            "expiresAt": datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z"),
+        }
+    )
+
+
+@router.post(CLUSTER + "/nodes/{node}/execSession")
+async def cluster_exec_session(request: Request, sub: str, rg: str, ws: str, cluster: str, node: str):
+    """Ours: a short-lived ticket that lets the caller run a command or a shell on the node, or forward
+    a port from it, through the node agent (`batchai cluster node exec`; batchai/exec_tickets.py)."""
+    rid = cluster_path(sub, rg, ws, cluster)
+    grant = exec_grant(await json_body(request, required=False))
+    svc = services(request)
+
+    def session():
+        require(svc, rid, "cluster")
+        return exec_session(svc, svc.store.nodes(rid), node, grant)
+
+    return await run_in_threadpool(session)
 
 
 @router.api_route(CLUSTER + "/listRemoteLoginInformation", methods=["POST", "GET"])
@@ -218,6 +278,22 @@ def cluster_remote_login(request: Request, sub: str, rg: str, ws: str, cluster: 
     svc = services(request)
     record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
     return paged(request, remote_login(svc.store.nodes(record.id)), None)
+
+
+@router.api_route(CLUSTER + "/listNodeSetupFiles", methods=["POST", "GET"])
+def node_setup_files(request: Request, sub: str, rg: str, ws: str, cluster: str):
+    """Ours: the node setup task's log files (`{prefix}/{stdOutErrPathSuffix}/<node>/stdout.txt`, ...), as
+    listOutputFiles lists a job's: `directory`, `linkexpiryinminutes`, paged, signed download URLs.
+    Files a joined machine wrote on its own disk are not here."""
+    svc = services(request)
+    record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
+    minutes = expiry_minutes(request)
+    setup = (record.properties.get("nodeSetup") or {}).get("setupTask")
+    if not setup:
+        return paged(request, [], None)
+    env = {"AZ_BATCHAI_MOUNT_ROOT": str(svc.settings.cluster_mount_root(record.internal["uuid"]))}
+    prefix = expand(setup["stdOutErrPathPrefix"], env).rstrip("/")
+    return list_directory(request, Path(f"{prefix}/{setup['stdOutErrPathSuffix']}"), minutes)
 
 
 def file_server_path(sub, rg, ws, fs) -> str:

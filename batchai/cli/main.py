@@ -1,6 +1,8 @@
 """`batchai`: run the embedded control plane, and drive any Batch AI endpoint from the shell.
 
-Human tables by default; `--json` prints the service's JSON for scripts.
+Human tables by default; `-o json|jsonc|tsv|yaml` and `--query` (JMESPath) for scripts, as `az batchai`.
+The groups live in modules beside this one (batchai/cli/common.py has what they share); this one
+has serve, workspaces, clusters, experiments, jobs, sweeps and the queue.
 """
 
 from __future__ import annotations
@@ -10,116 +12,43 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from batchai.cli import clusters, files, nodes, resources, storage  # noqa: F401 - clusters, files, nodes, resources register commands
 from batchai.cli.client import Client, CliError
+from batchai.cli.clusters import CLUSTER_COLUMNS
+from batchai.cli.files import FILE_COLUMNS, list_files
+from batchai.cli.common import (
+    DEFAULT_DATA_DIR,
+    TERMINAL,
+    ExperimentOpt,
+    NoWaitOpt,
+    WorkspaceOpt,
+    YesOpt,
+    app,
+    cluster_app,
+    cluster_node_app,
+    confirm,
+    console,
+    errors,
+    experiment_app,
+    field,
+    hoist_globals,
+    job_app,
+    node_app,
+    queue_app,
+    queue_client,
+    run,
+    show,
+    sweep_app,
+    workspace_app,
+)
 
-DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-DEFAULT_DATA_DIR = Path(os.environ.get("BATCHAI_DATA_DIR", Path.home() / ".batchai"))
-
-app = typer.Typer(help="Open, serverless Azure Batch AI.", no_args_is_help=True, pretty_exceptions_enable=False)
-workspace_app = typer.Typer(help="Workspaces: the top of the resource hierarchy.", no_args_is_help=True)
-cluster_app = typer.Typer(help="Clusters of nodes of one VM size.", no_args_is_help=True)
-experiment_app = typer.Typer(help="Experiments: groups of related jobs.", no_args_is_help=True)
-job_app = typer.Typer(help="Jobs: training, sweeps and batch scoring.", no_args_is_help=True)
-app.add_typer(workspace_app, name="workspace")
-app.add_typer(cluster_app, name="cluster")
-app.add_typer(experiment_app, name="experiment")
-app.add_typer(job_app, name="job")
-sweep_app = typer.Typer(help="Hyperparameter sweeps: trials sampled from a search space, with early termination.", no_args_is_help=True)
-app.add_typer(sweep_app, name="sweep")
-queue_app = typer.Typer(help="The submission queue of the local control plane.", no_args_is_help=True)
-app.add_typer(queue_app, name="queue")
-cluster_node_app = typer.Typer(help="The nodes of a cluster.", no_args_is_help=True)
-cluster_app.add_typer(cluster_node_app, name="node")
-node_app = typer.Typer(help="This machine as a node of an attached cluster.", no_args_is_help=True)
-app.add_typer(node_app, name="node")
-
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
-TERMINAL = ("succeeded", "failed")
 DEFAULT_NODE_ROOT = Path.home() / ".batchai-node"
-
-
-class Context:
-    def __init__(self, url: str, token: str | None, data_dir: Path, subscription: str, resource_group: str, as_json: bool):
-        self.url, self._token, self.data_dir = url, token, data_dir
-        self.subscription, self.resource_group, self.as_json = subscription, resource_group, as_json
-
-    @property
-    def client(self) -> Client:
-        token = self._token
-        if not token:
-            path = self.data_dir / "token"
-            if not path.exists():
-                raise CliError(f"no token: set BATCHAI_TOKEN or point --data-dir at the server's data dir ({path} is missing)")
-            token = path.read_text().strip()
-        return Client(self.url, token, self.subscription, self.resource_group)
-
-
-@app.callback()
-def main(
-    ctx: typer.Context,
-    url: str | None = typer.Option(None, envvar="BATCHAI_URL", help="Control plane URL (default: the one serving --data-dir, else :8080)."),
-    token: str | None = typer.Option(None, envvar="BATCHAI_TOKEN", help="Bearer token (default: <data-dir>/token)."),
-    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, envvar="BATCHAI_DATA_DIR", help="The embedded server's data directory."),
-    subscription: str = typer.Option(DEFAULT_SUBSCRIPTION, envvar="BATCHAI_SUBSCRIPTION"),
-    resource_group: str = typer.Option("default", "--resource-group", "-g", envvar="BATCHAI_RESOURCE_GROUP"),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-):
-    ctx.obj = Context(url or local_url(data_dir), token, data_dir, subscription, resource_group, as_json)
-
-
-def local_url(data_dir: Path) -> str:
-    """The URL a local `batchai serve` on this data dir announced, so `--port 0` needs no flags."""
-    try:
-        return json.loads((data_dir / "control-plane.json").read_text())["url"]
-    except (OSError, ValueError, KeyError):
-        return "http://127.0.0.1:8080"
-
-
-@contextmanager
-def queue_client(data_dir: Path):
-    """The submission queue the settings name, closed after use; its failures are CLI errors, not tracebacks."""
-    from azure.core.exceptions import AzureError
-
-    from batchai.adapters.from_env import submission_queue
-
-    queue = None
-    try:
-        queue = submission_queue(data_dir)
-        yield queue
-    except AzureError as exc:  # Service Bus: a bad connection string, no such topic, no network
-        raise CliError(f"the submission queue failed: {exc}") from None
-    finally:
-        if queue is not None:
-            queue.close()
-
-
-def run(fn):
-    try:
-        return fn()
-    except CliError as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
-        raise typer.Exit(1) from None
-
-
-def show(ctx: Context, data, columns: list[tuple[str, Callable[[Any], Any]]]) -> None:
-    if ctx.as_json:
-        print(json.dumps(data, indent=2))
-        return
-    rows = data if isinstance(data, list) else [data]
-    table = Table(*[c for c, _ in columns])
-    for row in rows:
-        table.add_row(*[str(get(row) if get(row) is not None else "") for _, get in columns])
-    console.print(table)
 
 
 # -- serve ------------------------------------------------------------------------------
@@ -172,53 +101,75 @@ def workspace_show(ctx: typer.Context, name: str):
 
 
 @workspace_app.command("delete")
-def workspace_delete(ctx: typer.Context, name: str):
+def workspace_delete(ctx: typer.Context, name: str, yes: bool = YesOpt, no_wait: bool = NoWaitOpt):
     """Delete a workspace with all its clusters, experiments and jobs."""
     c = ctx.obj
-    run(lambda: c.client.delete(c.client.workspace(name)))
+    confirm(yes, f"the workspace '{name}' with all its clusters, file servers, experiments and jobs")
+    run(lambda: c.client.delete(c.client.workspace(name), wait=not no_wait))
 
 
 # -- clusters ---------------------------------------------------------------------------
-def _counts(r):
-    n = r["properties"].get("nodeStateCounts", {})
-    return f"idle {n.get('idleNodeCount', 0)} / running {n.get('runningNodeCount', 0)} / preparing {n.get('preparingNodeCount', 0)} / unusable {n.get('unusableNodeCount', 0)}"
-
-
-CLUSTER_COLUMNS = [
-    ("name", lambda r: r["name"]),
-    ("vm size", lambda r: r["properties"].get("vmSize")),
-    ("allocation", lambda r: r["properties"].get("allocationState")),
-    ("nodes", lambda r: r["properties"].get("currentNodeCount")),
-    ("node states", _counts),
-    ("gpus", lambda r: r["properties"].get("gpuCount")),
-]
-
-
 @cluster_app.command("create")
 def cluster_create(
     ctx: typer.Context,
     name: str,
-    workspace: str = typer.Option(..., "--workspace", "-w"),
-    nodes: int = typer.Option(1, "--nodes", "-n", help="Target node count (manual scale)."),
-    vm_size: str = typer.Option("STANDARD_D1_V2", "--vm-size"),
-    low_priority: bool = typer.Option(False, "--low-priority"),
+    workspace: str = WorkspaceOpt,
+    config_file: Path | None = typer.Option(
+        None, "--config-file", "-f", help="ClusterCreateParameters as JSON (its properties); the flags override it."
+    ),
+    nodes: int | None = typer.Option(
+        None, "--nodes", "-n", "--target", "-t", help="Node count: the target (manual scale) or the initial count (auto scale). Default 1."
+    ),
+    min_nodes: int | None = typer.Option(None, "--min", help="Auto scale: the fewest nodes (with --max)."),
+    max_nodes: int | None = typer.Option(None, "--max", help="Auto scale: the most nodes (with --min)."),
+    vm_size: str | None = typer.Option(None, "--vm-size", "-s", help="VM size (default STANDARD_D1_V2)."),
+    vm_priority: str | None = typer.Option(None, "--vm-priority", help="dedicated or lowpriority."),
+    low_priority: bool = typer.Option(False, "--low-priority", help="The same as --vm-priority lowpriority."),
+    image: str | None = typer.Option(None, "--image", "-i", help="publisher:offer:sku:version, or UbuntuLTS / UbuntuDSVM."),
+    custom_image: str | None = typer.Option(None, "--custom-image", help="ARM id of a VM image made from --image."),
+    setup_task: str | None = typer.Option(None, "--setup-task", help="A command line every node runs as it joins."),
+    setup_task_output: str | None = typer.Option(None, "--setup-task-output", help="Where its logs go (e.g. $AZ_BATCHAI_MOUNT_ROOT/logs)."),
+    user_name: str | None = typer.Option(None, "--user-name", "-u", help="The nodes' admin user (default batchai)."),
+    password: str | None = typer.Option(None, "--password", "-p", help="Its password."),
+    ssh_key: str | None = typer.Option(None, "--ssh-key", "-k", help="Its SSH public key, or a file holding it."),
+    generate_ssh_keys: bool = typer.Option(False, "--generate-ssh-keys", help="Make ~/.ssh/id_rsa(.pub) if missing and use it."),
+    subnet: str | None = typer.Option(None, "--subnet", help="ARM id of the virtual network subnet for the nodes."),
+    account: str | None = storage.AccountOpt,
+    key: str | None = storage.KeyOpt,
+    nfs: str | None = storage.NfsOpt,
+    nfs_mount_path: str = storage.NfsPathOpt,
+    afs_name: str | None = storage.AfsOpt,
+    afs_mount_path: str = storage.AfsPathOpt,
+    bfs_name: str | None = storage.BfsOpt,
+    bfs_mount_path: str = storage.BfsPathOpt,
     attached: bool = typer.Option(False, "--attached", help="Nodes are machines that join (batchai node join); --nodes is unused."),
-    wait: bool = typer.Option(True, help="Wait until every node has joined."),
+    wait: bool = typer.Option(True, help="Wait until the cluster's allocation is steady (every node joined)."),
 ):
+    """Create a cluster, from flags as `az batchai cluster create` or from a config file."""
     c = ctx.obj
-    body = {
-        "properties": {
-            "vmSize": vm_size,
-            "vmPriority": "lowpriority" if low_priority else "dedicated",
-            "scaleSettings": {"manual": {"targetNodeCount": 0 if attached else nodes, "nodeDeallocationOption": "requeue"}},
-            "userAccountSettings": {"adminUserName": "batchai"},
-            **({"attached": True} if attached else {}),
-        }
-    }
+    mounts = storage.Storage(account, key, nfs, nfs_mount_path, afs_name, afs_mount_path, bfs_name, bfs_mount_path)
 
     def create():
+        props = clusters.read_config(config_file, mounts.placeholders()) if config_file else {}
+        clusters.apply_flags(
+            props,
+            vm_size=vm_size,
+            vm_priority="lowpriority" if low_priority else vm_priority,
+            scale=clusters.scale_settings(0 if attached else nodes, min_nodes, max_nodes),
+            image=clusters.image_reference(image, custom_image) if image or custom_image else None,
+            account=clusters.user_account(props.get("userAccountSettings"), user_name, password, ssh_key, generate_ssh_keys),
+            subnet=subnet,
+            setup=clusters.setup_task(setup_task, setup_task_output),
+        )
+        volumes = mounts.apply(
+            (props.get("nodeSetup") or {}).get("mountVolumes"), lambda fs: clusters.file_server_id(c.client, workspace, fs)
+        )
+        if volumes:
+            props.setdefault("nodeSetup", {})["mountVolumes"] = volumes
+        if attached:
+            props["attached"] = True
         path = c.client.cluster(workspace, name)
-        cluster = c.client.put(path, body)
+        cluster = c.client.put(path, {"properties": props})
         deadline = time.time() + 120
         while wait and cluster["properties"]["allocationState"] != "steady" and time.time() < deadline:
             time.sleep(0.3)
@@ -241,9 +192,11 @@ def cluster_show(ctx: typer.Context, name: str, workspace: str = typer.Option(..
 
 
 @cluster_app.command("delete")
-def cluster_delete(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
+def cluster_delete(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, yes: bool = YesOpt, no_wait: bool = NoWaitOpt):
+    """Delete a cluster: its nodes leave, its running jobs fail."""
     c = ctx.obj
-    run(lambda: c.client.delete(c.client.cluster(workspace, name)))
+    confirm(yes, f"the cluster '{name}' and its nodes")
+    run(lambda: c.client.delete(c.client.cluster(workspace, name), wait=not no_wait))
 
 
 @cluster_app.command("enroll-token")
@@ -323,9 +276,10 @@ def experiment_show(ctx: typer.Context, name: str, workspace: str = typer.Option
 
 
 @experiment_app.command("delete")
-def experiment_delete(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
+def experiment_delete(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, yes: bool = YesOpt, no_wait: bool = NoWaitOpt):
     c = ctx.obj
-    run(lambda: c.client.delete(c.client.experiment(workspace, name)))
+    confirm(yes, f"the experiment '{name}' and its jobs")
+    run(lambda: c.client.delete(c.client.experiment(workspace, name), wait=not no_wait))
 
 
 # -- jobs -------------------------------------------------------------------------------
@@ -339,9 +293,6 @@ JOB_COLUMNS = [
     ("ended", lambda r: r["properties"].get("executionInfo", {}).get("endTime")),
 ]
 
-WorkspaceOpt = typer.Option(..., "--workspace", "-w")
-ExperimentOpt = typer.Option(..., "--experiment", "-e")
-
 
 def job_body(
     client: Client,
@@ -351,13 +302,14 @@ def job_body(
     command: str | None,
     nodes: int | None,
     placeholders: list[str],
+    mounts: storage.Storage | None = None,
 ) -> dict:
     from batchai.errors import ApiError
     from batchai.model import load_job_file
 
-    cluster_id = client.cluster(workspace, cluster) if cluster else None
+    cluster_id = (cluster if cluster.startswith("/subscriptions/") else client.cluster(workspace, cluster)) if cluster else None
     if job_file is not None:
-        values = dict(p.split("=", 1) for p in placeholders)
+        values = {**(mounts.placeholders() if mounts else {}), **dict(p.split("=", 1) for p in placeholders)}
         try:
             raw = json.loads(job_file.read_text())
             params = load_job_file(raw, cluster_id=cluster_id, placeholders=values, node_count=nodes)
@@ -365,19 +317,23 @@ def job_body(
             raise CliError(f"cannot read {job_file}: {exc}") from None
         except ApiError as exc:
             raise CliError(f"{job_file}: {exc.message}" + (f" ({exc.target})" if exc.target else "")) from None
-        return {"properties": params.properties.to_wire()}
-    if command is None:
+        props = params.properties.to_wire()
+    elif command is None:
         raise CliError("give a job file (-f) or a command line (--command)")
-    if cluster_id is None:
+    elif cluster_id is None:
         raise CliError("--cluster is required")
-    return {
-        "properties": {
+    else:
+        props = {
             "cluster": {"id": cluster_id},
             "nodeCount": nodes or 1,
             "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT",
             "customToolkitSettings": {"commandLine": command},
         }
-    }
+    if mounts is not None:
+        volumes = mounts.apply(props.get("mountVolumes"), lambda fs: clusters.file_server_id(client, workspace, fs))
+        if volumes:
+            props["mountVolumes"] = volumes
+    return {"properties": props}
 
 
 @job_app.command("create")
@@ -386,17 +342,29 @@ def job_create(
     name: str,
     workspace: str = WorkspaceOpt,
     experiment: str = ExperimentOpt,
-    cluster: str | None = typer.Option(None, "--cluster", "-c", help="Cluster name in the workspace."),
-    job_file: Path | None = typer.Option(None, "--file", "-f", help="An original Batch AI job file (job.json)."),
+    cluster: str | None = typer.Option(None, "--cluster", "-c", help="Cluster name in the workspace, or its ARM id."),
+    job_file: Path | None = typer.Option(
+        None, "--config-file", "--file", "-f", help="An original Batch AI job file (job.json), or JobCreateParameters."
+    ),
     command: str | None = typer.Option(None, "--command", help="A custom-toolkit command line instead of a file."),
     nodes: int | None = typer.Option(None, "--nodes", "-n", help="Node count (overrides the file)."),
     placeholder: list[str] = typer.Option([], "--placeholder", "-p", help="NAME=VALUE for <NAME> in the job file."),
+    account: str | None = storage.AccountOpt,
+    key: str | None = storage.KeyOpt,
+    nfs: str | None = storage.NfsOpt,
+    nfs_mount_path: str = storage.NfsPathOpt,
+    afs_name: str | None = storage.AfsOpt,
+    afs_mount_path: str = storage.AfsPathOpt,
+    bfs_name: str | None = storage.BfsOpt,
+    bfs_mount_path: str = storage.BfsPathOpt,
 ):
-    """Submit a job: from an original job file, or a command line."""
+    """Submit a job: from an original job file, or a command line. Storage mounts go under
+    $AZ_BATCHAI_JOB_MOUNT_ROOT, on the job's nodes only."""
     c = ctx.obj
+    mounts = storage.Storage(account, key, nfs, nfs_mount_path, afs_name, afs_mount_path, bfs_name, bfs_mount_path)
 
     def create():
-        body = job_body(c.client, workspace, cluster, job_file, command, nodes, placeholder)
+        body = job_body(c.client, workspace, cluster, job_file, command, nodes, placeholder, mounts)
         show(c, c.client.put(c.client.job(workspace, experiment, name), body), JOB_COLUMNS)
 
     run(create)
@@ -476,16 +444,24 @@ def job_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, exper
 
 
 @job_app.command("delete")
-def job_delete(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+def job_delete(
+    ctx: typer.Context,
+    name: str,
+    workspace: str = WorkspaceOpt,
+    experiment: str = ExperimentOpt,
+    yes: bool = YesOpt,
+    no_wait: bool = NoWaitOpt,
+):
     c = ctx.obj
-    run(lambda: c.client.delete(c.client.job(workspace, experiment, name)))
+    confirm(yes, f"the job '{name}'")
+    run(lambda: c.client.delete(c.client.job(workspace, experiment, name), wait=not no_wait))
 
 
 @job_app.command("terminate")
-def job_terminate(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+def job_terminate(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt, no_wait: bool = NoWaitOpt):
     """Stop a job's processes on every node; it ends failed with a termination error."""
     c = ctx.obj
-    run(lambda: c.client.post(f"{c.client.job(workspace, experiment, name)}/terminate"))
+    run(lambda: c.client.post(f"{c.client.job(workspace, experiment, name)}/terminate", wait=not no_wait))
 
 
 @job_app.command("wait")
@@ -495,35 +471,25 @@ def job_wait(
     workspace: str = WorkspaceOpt,
     experiment: str = ExperimentOpt,
     timeout: float = typer.Option(3600, help="Seconds."),
+    interval: float = typer.Option(0.5, "--interval", help="Seconds between polls."),
 ):
-    """Wait until the job succeeds or fails; exit 1 when it failed."""
+    """Wait until the job succeeds or fails. A failed job makes it exit with the job's exit code (as
+    az's; 1 when the job has none, e.g. terminated, or its code is 0 or a multiple of 256)."""
     c = ctx.obj
 
     def wait():
         path, deadline = c.client.job(workspace, experiment, name), time.time() + timeout
         while (job := c.client.get(path))["properties"]["executionState"] not in TERMINAL:
             if time.time() > deadline:
-                raise CliError("timed out")
-            time.sleep(0.5)
+                raise CliError(f"timed out after {timeout:g} s; the job is {job['properties']['executionState']}")
+            time.sleep(max(0.1, interval))
         show(c, job, JOB_COLUMNS)
         return job
 
-    if run(wait)["properties"]["executionState"] != "succeeded":
-        raise typer.Exit(1)
-
-
-FILE_COLUMNS = [
-    ("name", lambda r: r["name"]),
-    ("type", lambda r: r["fileType"]),
-    ("size", lambda r: r.get("properties", {}).get("contentLength")),
-    ("modified", lambda r: r.get("properties", {}).get("lastModified")),
-]
-
-
-def list_files(client: Client, job_path: str, output_dir: str, directory: str = ".") -> list[dict]:
-    return client.list(
-        f"{job_path}/listOutputFiles", method="POST", outputdirectoryid=output_dir, directory=directory, linkexpiryinminutes=60
-    )
+    job = run(wait)
+    if job["properties"]["executionState"] != "succeeded":
+        code = (job["properties"].get("executionInfo") or {}).get("exitCode")
+        raise typer.Exit(code % 256 if isinstance(code, int) and code % 256 else 1)
 
 
 @job_app.command("files")
@@ -573,11 +539,6 @@ def job_logs(
     run(stream)
 
 
-def field(name: str, within: str | None = None) -> Callable[[dict], Any]:
-    """A table column: the row's `name` (in its `within` object), blank where it has none."""
-    return lambda row: (row.get(within) or {} if within else row).get(name)
-
-
 @job_app.command("metrics")
 def job_metrics(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     """What the job reported to $AZ_BATCHAI_METRICS_FILE, one row per line."""
@@ -586,7 +547,7 @@ def job_metrics(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, ex
     def metrics():
         data = c.client.get(f"{c.client.job(workspace, experiment, name)}/metrics")
         if c.as_json:
-            print(json.dumps(data, indent=2))
+            show(c, data)
             return
         names = list(dict.fromkeys(k for e in data["value"] for k in e))
         show(c, data["value"], [(k, field(k)) for k in names])
@@ -678,7 +639,7 @@ def sweep_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, exp
     def show_sweep():
         data = c.client.get(sweep_path(c.client, workspace, experiment, name))
         if c.as_json:
-            print(json.dumps(data, indent=2))
+            show(c, data)
             return
         show(c, data, SWEEP_COLUMNS)
         props = data["properties"]
@@ -731,7 +692,7 @@ def queue_show(ctx: typer.Context):
 
 
 def entrypoint():
-    app(prog_name="batchai")
+    app(args=hoist_globals(sys.argv[1:]), prog_name="batchai")
 
 
 if __name__ == "__main__":

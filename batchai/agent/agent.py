@@ -283,7 +283,12 @@ class Agent:
         os.makedirs(self.root, exist_ok=True)
         self._write_pids()
         sessions = RemoteLogin(
-            node_id=self.node_id, credential=self.cp.credential, root=self.root, base_env=self.base_env, runners=self._running_tasks
+            node_id=self.node_id,
+            node_name=self.name,
+            credential=self.cp.credential,
+            root=self.root,
+            base_env=self.base_env,
+            runners=self._running_tasks,
         )
         self._exec = ExecServer(self.address, self._running_tasks, remote_login=sessions)
         self._exec.start()

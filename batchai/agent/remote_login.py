@@ -44,8 +44,18 @@ Send = Callable[[bytes, bytes], bool]
 
 
 class RemoteLogin:
-    def __init__(self, *, node_id: str, credential: str, root: str, base_env: dict[str, str], runners: Callable[[], list[TaskRunner]]):
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        node_name: str,
+        credential: str,
+        root: str,
+        base_env: dict[str, str],
+        runners: Callable[[], list[TaskRunner]],
+    ):
         self.node_id = node_id
+        self.node_name = node_name
         self.credential = credential
         self.root = root
         self.base_env = base_env
@@ -87,7 +97,7 @@ class RemoteLogin:
     def _node_exec(self, sock: socket.socket, grant: dict, tty: bool, term: str, send: Send) -> None:
         command = grant.get("command")
         argv = ["/bin/bash", "-l"] if command is None else ["/bin/bash", "-c", command]
-        env = {**self.base_env, "HOME": self.base_env.get("HOME", self.root)}
+        env = {**self.base_env, "HOME": self.base_env.get("HOME", self.root), "AZ_BATCHAI_NODE_NAME": self.node_name}
         os.makedirs(self.root, exist_ok=True)
         if not tty:
             proc = subprocess.Popen(

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from batchai.api import clusters, files, jobs, operations, sweeps, workspaces
+from batchai.api import clusters, files, jobs, openapi, operations, sweeps, workspaces
 from batchai.api.arm import JSONResponse, require_api_version
 from batchai.api.nodes import PREFIX as NODE_PREFIX
 from batchai.api.nodes import NodeDoor, NodeWaker
@@ -24,7 +24,7 @@ from batchai.errors import ApiError
 from batchai.services import Services
 
 log = logging.getLogger("batchai.api")
-OPEN_PREFIXES = ("/_files/", "/internal/", "/healthz")
+OPEN_PREFIXES = ("/_files/", "/internal/", "/healthz", "/openapi")  # /openapi*: the API's descriptions (openapi.py)
 
 
 def _error(status: int, code: str, message: str, target: str | None = None) -> JSONResponse:
@@ -110,4 +110,5 @@ def create_app(services: Services, *, token: str, node_key: bytes, signing_key: 
 
     for module in (workspaces, clusters, jobs, sweeps, operations, files):
         app.include_router(module.router)
+    openapi.install(app)
     return app

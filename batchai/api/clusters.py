@@ -9,8 +9,10 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import Field, StrictBool
 
 from batchai import exec_tickets, ids, node_identity, node_protocol, render
+from batchai.api import openapi
 from batchai.api.arm import JSONResponse, json_body, page_records, paged
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services, workspace_path
@@ -19,6 +21,7 @@ from batchai.errors import ApiError
 from batchai.frameworks.expand import expand
 from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
+from batchai.model.common import WireModel
 from batchai.node_protocol import JOINED
 from batchai.ports import Conflict, Unsupported
 from batchai.records import new_record
@@ -30,6 +33,22 @@ log = logging.getLogger("batchai.api")
 router = APIRouter()
 CLUSTER = WS + "/clusters/{cluster}"
 FILE_SERVER = WS + "/fileServers/{fs}"
+
+
+class EnrollmentTokenParameters(WireModel):
+    rotate: StrictBool = False  # void every token given before
+
+
+class PortForward(WireModel):
+    host: str = Field("127.0.0.1", min_length=1, max_length=exec_tickets.MAX_HOST_CHARS)  # as the node resolves it
+    port: int = Field(ge=1, le=65535)
+
+
+class ExecSessionParameters(WireModel):
+    """What an execSession asks for: `command` (none: a login shell), or a `forward` from the node."""
+
+    command: str | None = Field(None, min_length=1, max_length=exec_tickets.MAX_COMMAND_CHARS)
+    forward: PortForward | None = None
 
 
 def cluster_path(sub, rg, ws, cluster) -> str:
@@ -48,7 +67,7 @@ def target_nodes(scale: dict) -> int:
     return scale["autoScale"].get("initialNodeCount", 0)
 
 
-@router.put(CLUSTER)
+@router.put(CLUSTER, openapi_extra=openapi.body(ClusterCreateParameters))
 async def create_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     rid = cluster_path(sub, rg, ws, cluster)
     params = parse(ClusterCreateParameters, await json_body(request))
@@ -79,7 +98,7 @@ def _create_cluster(request: Request, rid: str, sub: str, rg: str, ws: str, clus
     return JSONResponse(_render(request, record))
 
 
-@router.patch(CLUSTER)
+@router.patch(CLUSTER, openapi_extra=openapi.body(ClusterUpdateParameters))
 async def update_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     rid = cluster_path(sub, rg, ws, cluster)
     params = parse(ClusterUpdateParameters, await json_body(request))
@@ -125,15 +144,12 @@ def resume_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     return _set_paused(request, cluster_path(sub, rg, ws, cluster), False)
 
 
-@router.post(CLUSTER + "/enrollmentToken")
+@router.post(CLUSTER + "/enrollmentToken", openapi_extra=openapi.body(EnrollmentTokenParameters, required=False))
 async def enrollment_token(request: Request, sub: str, rg: str, ws: str, cluster: str):
     """Ours: the attached cluster's enrollment token, which machines exchange for a node of their own
     (`batchai node join`); `{"rotate": true}` voids every token given before (joined nodes stay)."""
     rid = cluster_path(sub, rg, ws, cluster)
-    body = await json_body(request, required=False)
-    rotate = body.get("rotate", False)
-    if not isinstance(rotate, bool):
-        raise ApiError.bad_request("rotate must be true or false.", target="rotate")
+    rotate = parse(EnrollmentTokenParameters, await json_body(request, required=False)).rotate
     return await run_in_threadpool(_enrollment_token, request, rid, rotate)
 
 
@@ -220,22 +236,11 @@ def remote_login(nodes) -> list[dict]:
 
 
 def exec_grant(body: dict) -> dict:
-    """What an execSession body asks for: `{"command": str}` (none: a shell) or `{"forward": {"host", "port"}}`."""
-    forward = body.get("forward")
-    if forward is not None:
-        host = forward.get("host", "127.0.0.1") if isinstance(forward, dict) else None
-        port = forward.get("port") if isinstance(forward, dict) else None
-        if not isinstance(host, str) or not 0 < len(host) <= exec_tickets.MAX_HOST_CHARS:
-            raise ApiError.bad_request(
-                f"forward.host must be a host name of 1 to {exec_tickets.MAX_HOST_CHARS} characters.", "forward.host"
-            )
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise ApiError.bad_request("forward.port must be a port number from 1 to 65535.", target="forward.port")
-        return {"kind": "forward", "host": host, "port": port}
-    command = body.get("command")
-    if command is not None and (not isinstance(command, str) or not 0 < len(command) <= exec_tickets.MAX_COMMAND_CHARS):
-        raise ApiError.bad_request(f"command must be a command line of 1 to {exec_tickets.MAX_COMMAND_CHARS} characters.", "command")
-    return {"kind": "exec", "command": command}
+    """The grant of an exec ticket for an execSession body (ExecSessionParameters)."""
+    params = parse(ExecSessionParameters, body)
+    if params.forward is not None:
+        return {"kind": "forward", "host": params.forward.host, "port": params.forward.port}
+    return {"kind": "exec", "command": params.command}
 
 
 def exec_session(svc: Services, nodes: list, node: str, grant: dict) -> JSONResponse:
@@ -258,7 +263,7 @@ def exec_session(svc: Services, nodes: list, node: str, grant: dict) -> JSONResp
     )
 
 
-@router.post(CLUSTER + "/nodes/{node}/execSession")
+@router.post(CLUSTER + "/nodes/{node}/execSession", openapi_extra=openapi.body(ExecSessionParameters, required=False))
 async def cluster_exec_session(request: Request, sub: str, rg: str, ws: str, cluster: str, node: str):
     """Ours: a short-lived ticket that lets the caller run a command or a shell on the node, or forward
     a port from it, through the node agent (`batchai cluster node exec`; batchai/exec_tickets.py)."""
@@ -273,14 +278,16 @@ async def cluster_exec_session(request: Request, sub: str, rg: str, ws: str, clu
     return await run_in_threadpool(session)
 
 
-@router.api_route(CLUSTER + "/listRemoteLoginInformation", methods=["POST", "GET"])
+@router.post(CLUSTER + "/listRemoteLoginInformation")
+@router.get(CLUSTER + "/listRemoteLoginInformation")
 def cluster_remote_login(request: Request, sub: str, rg: str, ws: str, cluster: str):
     svc = services(request)
     record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
     return paged(request, remote_login(svc.store.nodes(record.id)), None)
 
 
-@router.api_route(CLUSTER + "/listNodeSetupFiles", methods=["POST", "GET"])
+@router.post(CLUSTER + "/listNodeSetupFiles")
+@router.get(CLUSTER + "/listNodeSetupFiles")
 def node_setup_files(request: Request, sub: str, rg: str, ws: str, cluster: str):
     """Ours: the node setup task's log files (`{prefix}/{stdOutErrPathSuffix}/<node>/stdout.txt`, ...), as
     listOutputFiles lists a job's: `directory`, `linkexpiryinminutes`, paged, signed download URLs.
@@ -301,7 +308,7 @@ def file_server_path(sub, rg, ws, fs) -> str:
     return ids.child_id(workspace_path(sub, rg, ws), "fileServers", fs)
 
 
-@router.put(FILE_SERVER)
+@router.put(FILE_SERVER, openapi_extra=openapi.body(FileServerCreateParameters))
 async def create_file_server(request: Request, sub: str, rg: str, ws: str, fs: str):
     rid = file_server_path(sub, rg, ws, fs)
     params = parse(FileServerCreateParameters, await json_body(request))

@@ -6,13 +6,14 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from batchai import ids, jobs, metrics, render
+from batchai.api import openapi
 from batchai.api.arm import JSONResponse, accepted, json_body, new_operation_id, page_records, paged
-from batchai.errors import ApiError
-from batchai.api.clusters import exec_grant, exec_session, remote_login
+from batchai.api.clusters import ExecSessionParameters, exec_grant, exec_session, remote_login
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services
 from batchai.api.files import list_output_files
 from batchai.api.workspaces import experiment_path
+from batchai.errors import ApiError
 from batchai.model import JobCreateParameters, parse, validate_name
 from batchai.submission import submit_job
 
@@ -26,7 +27,7 @@ def job_path(sub, rg, ws, exp, job) -> str:
     return ids.child_id(experiment_path(sub, rg, ws, exp), "jobs", job)
 
 
-@router.put(JOB)
+@router.put(JOB, openapi_extra=openapi.body(JobCreateParameters))
 async def create_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
     rid = job_path(sub, rg, ws, exp, job)
     params = parse(JobCreateParameters, await json_body(request))
@@ -70,13 +71,15 @@ def job_metrics(request: Request, sub: str, rg: str, ws: str, exp: str, job: str
     return metrics.of(require(services(request), job_path(sub, rg, ws, exp, job), "job"))
 
 
-@router.api_route(JOB + "/listOutputFiles", methods=["POST", "GET"])
+@router.post(JOB + "/listOutputFiles")
+@router.get(JOB + "/listOutputFiles")
 def output_files(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
     record = require(services(request), job_path(sub, rg, ws, exp, job), "job")
     return list_output_files(request, record)
 
 
-@router.api_route(JOB + "/listRemoteLoginInformation", methods=["POST", "GET"])
+@router.post(JOB + "/listRemoteLoginInformation")
+@router.get(JOB + "/listRemoteLoginInformation")
 def job_remote_login(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
     svc = services(request)
     return paged(request, remote_login(_job_nodes(svc, require(svc, job_path(sub, rg, ws, exp, job), "job"))), None)
@@ -87,7 +90,7 @@ def _job_nodes(svc, record) -> list:
     return [n for n in (svc.store.get_node(i) for i in node_ids) if n is not None]
 
 
-@router.post(JOB + "/nodes/{node}/execSession")
+@router.post(JOB + "/nodes/{node}/execSession", openapi_extra=openapi.body(ExecSessionParameters, required=False))
 async def job_exec_session(request: Request, sub: str, rg: str, ws: str, exp: str, job: str, node: str):
     """Ours: as the cluster's execSession, for a node the job runs on; a command runs inside the job's
     task there (its environment, directory and container), a forward reaches what the job serves."""

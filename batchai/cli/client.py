@@ -10,7 +10,6 @@ import httpx
 
 from batchai import API_VERSION
 
-
 NOT_FOUND = 3  # the exit code when the resource does not exist (az's)
 
 

@@ -93,7 +93,7 @@ def main(
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, envvar="BATCHAI_DATA_DIR", help="The embedded server's data directory."),
     subscription: str = typer.Option(DEFAULT_SUBSCRIPTION, envvar="BATCHAI_SUBSCRIPTION"),
     resource_group: str = typer.Option("default", "--resource-group", "-g", envvar="BATCHAI_RESOURCE_GROUP"),
-    fmt: str = typer.Option("table", "--output", "-o", envvar="BATCHAI_OUTPUT", help="table, json, jsonc, tsv or yaml."),
+    fmt: str = typer.Option("table", "--output", "-o", envvar="BATCHAI_OUTPUT", help="table, json, jsonc, tsv, yaml or none."),
     query: str | None = typer.Option(None, "--query", help="A JMESPath query applied to the result (as az's)."),
     as_json: bool = typer.Option(False, "--json", help="The same as -o json."),
 ):

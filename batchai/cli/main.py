@@ -18,10 +18,11 @@ from typing import Any
 
 import typer
 
-from batchai.cli import clusters, files, nodes, resources, storage  # noqa: F401 - clusters, files, nodes, resources register commands
+import batchai.cli.nodes  # noqa: F401 - registers its commands
+import batchai.cli.resources  # noqa: F401 - registers its commands
+from batchai.cli import clusters, files, storage  # noqa: F401 - files registers its commands
 from batchai.cli.client import Client, CliError
 from batchai.cli.clusters import CLUSTER_COLUMNS
-from batchai.cli.files import FILE_COLUMNS, list_files
 from batchai.cli.common import (
     DEFAULT_DATA_DIR,
     TERMINAL,
@@ -47,6 +48,7 @@ from batchai.cli.common import (
     sweep_app,
     workspace_app,
 )
+from batchai.cli.files import FILE_COLUMNS, list_files
 
 DEFAULT_NODE_ROOT = Path.home() / ".batchai-node"
 

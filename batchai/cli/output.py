@@ -3,7 +3,7 @@
 `table` is for people (each command's own columns; with `--query`, the columns of what the query
 made); the others are for scripts: `json` (indented), `jsonc` (coloured on a terminal), `tsv`
 (one line per item, its scalar values tab-separated: `-o tsv --query name` prints bare names),
-`yaml`.
+`yaml`; `none` prints nothing (the exit code says it all).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-FORMATS = ("table", "json", "jsonc", "tsv", "yaml")
+FORMATS = ("table", "json", "jsonc", "tsv", "yaml", "none")
 Columns = list[tuple[str, Callable[[Any], Any]]]
 
 
@@ -35,6 +35,8 @@ def query(expression: str | None, data: Any) -> Any:
 
 def render(data: Any, fmt: str, columns: Columns | None, *, color: bool = False) -> str:
     """`data` as `fmt`; a table uses `columns` when given (the command's own view), else the data's keys."""
+    if fmt == "none":
+        return ""
     if fmt in ("json", "jsonc"):
         text = json.dumps(data, indent=2)
         return _colour_json(text) if fmt == "jsonc" and color else text

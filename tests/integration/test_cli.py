@@ -137,10 +137,10 @@ def test_node_count_flag_overrides_the_file_and_its_defaults(cli, cluster, tmp_p
     cli("job", "wait", "one", "-w", WS, "-e", EXP)
 
 
-def test_failed_job_makes_wait_exit_nonzero(cli, cluster):
+def test_failed_job_makes_wait_exit_with_its_exit_code(cli, cluster):
     cli("job", "create", "exit3", "-w", WS, "-e", EXP, "-c", cluster, "--command", "exit 3")
     waited = cli("--json", "job", "wait", "exit3", "-w", WS, "-e", EXP, check=False)
-    assert waited.returncode == 1
+    assert waited.returncode == 3  # as az batchai job wait: scripts see why
     assert as_json(waited)["properties"]["executionInfo"]["exitCode"] == 3
 
 
@@ -155,7 +155,7 @@ def test_terminate_ends_a_running_job(cli, cluster):
 
 def test_errors_are_clear_and_exit_nonzero(cli, cluster, tmp_path):
     missing = cli("job", "show", "nope", "-w", WS, "-e", EXP, check=False)
-    assert missing.returncode == 1 and "ResourceNotFound" in missing.stderr
+    assert missing.returncode == 3 and "ResourceNotFound" in missing.stderr  # 3: no such resource (az's)
 
     bad_file = tmp_path / "bad.json"
     bad_file.write_text(

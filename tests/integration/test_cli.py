@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.integration.conftest import ROOT, TOKEN
+from tests.integration.conftest import as_json
 from tests.support.naming import unique_name
 from tests.support.waiting import until
 
@@ -31,31 +28,6 @@ print(sys.argv[2], "from rank", os.environ["RANK"], "of", os.environ["WORLD_SIZE
 with open(os.path.join(os.environ["AZ_BATCHAI_OUTPUT_MODEL"], f"part-{os.environ['RANK']}.txt"), "w") as f:
     f.write("weights")
 """
-
-
-@pytest.fixture(scope="module")
-def cli(server):
-    env = {
-        **os.environ,
-        "BATCHAI_URL": server.url,
-        "BATCHAI_TOKEN": TOKEN,
-        "PYTHONPATH": str(ROOT),
-        "BATCHAI_DATA_DIR": str(server.data_dir),
-    }
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [sys.executable, "-m", "batchai.cli.main", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-        )
-        if check:
-            assert done.returncode == 0, done.stdout + done.stderr
-        return done
-
-    return run
-
-
-def as_json(done: subprocess.CompletedProcess):
-    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")

@@ -669,15 +669,43 @@ def sweep_cancel(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, e
     run(lambda: show(c, c.client.post(f"{sweep_path(c.client, workspace, experiment, name)}/cancel", wait=False).json(), SWEEP_COLUMNS))
 
 
+QUEUE_COLUMNS = [
+    ("#", lambda r: r["position"]),
+    ("job", lambda r: r["name"]),
+    ("experiment", lambda r: r["experiment"]),
+    ("priority", lambda r: r["priority"]),
+    ("nodes", lambda r: r["nodeCount"]),
+    ("waits because", lambda r: r["reason"]["code"]),
+    ("", lambda r: r["reason"]["message"]),
+]
+
+
 @queue_app.command("show")
-def queue_show(ctx: typer.Context):
-    """Messages waiting per priority, and dead letters with their reasons (Service Bus with BATCHAI_SERVICEBUS)."""
+def queue_show(
+    ctx: typer.Context,
+    cluster: str | None = typer.Option(None, "--cluster", "-c", help="A cluster's job queue instead (with -w)."),
+    workspace: str | None = typer.Option(None, "--workspace", "-w", help="The cluster's workspace."),
+):
+    """Messages waiting per priority, and dead letters with their reasons (Service Bus with BATCHAI_SERVICEBUS);
+    with -c, the cluster's queued jobs in the order they will start, and why each one waits."""
     c = ctx.obj
+
+    def cluster_queue():
+        if not workspace:
+            raise CliError("--cluster needs --workspace")
+        data = c.client.get(f"{c.client.cluster(workspace, cluster)}/queue")
+        if c.as_json:
+            return show(c, data)
+        show(c, data["value"], QUEUE_COLUMNS)
+        state = "paused" if data["paused"] else f"{data['idleNodes']} idle of {data['usableNodes']} usable nodes"
+        console.print(f"{cluster}: {state}" + (" (more jobs wait behind these)" if data.get("more") else ""))
 
     def report():
         with queue_client(c.data_dir) as queue:
             depth = [{"priority": p, "messages": n} for p, n in queue.depth().items()]
             dead = queue.dead_letters()
+        if c.as_json:
+            return show(c, {"depth": depth, "deadLetters": dead})
         show(c, depth, [("priority", lambda r: r["priority"]), ("messages", lambda r: r["messages"])])
         show(
             c,
@@ -690,7 +718,7 @@ def queue_show(ctx: typer.Context):
             ],
         )
 
-    run(report)
+    run(cluster_queue if cluster else report)
 
 
 def entrypoint():

@@ -8,6 +8,7 @@ a server a job started, file servers, list-usages, pause/resume.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import socket
@@ -287,3 +288,20 @@ def test_exec_sessions_need_the_users_token_and_a_valid_body(cli, server, ws):
         assert answer["nodeId"] == "node-0" and answer["port"] > 0 and answer["ticket"] and answer["expiresAt"].endswith("Z")
         idle = http.post(f"{base}/experiments/{EXP}/jobs/ended/nodes/node-0/execSession", params=v, json={"command": "id"})
         assert idle.status_code == 409  # an ended job has no nodes to log in to
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("batchai.queue_view") is None,
+    reason="the cluster queue route comes with the dashboard (batchai/queue_view.py)",
+)
+def test_queue_show_lists_a_clusters_queue_in_order_with_reasons(cli, ws):
+    cli("cluster", "create", "q", "-w", WS, "-t", "1")
+    cli("cluster", "pause", "q", "-w", WS)
+    for name in ("first", "second"):
+        cli("job", "create", name, "-w", WS, "-e", EXP, "-c", "q", "--command", "true")
+    rows = cli("queue", "show", "-w", WS, "-c", "q", "-o", "tsv", "--query", "value[].[position, name, reason.code]").stdout
+    assert rows == "1\tfirst\tClusterPaused\n2\tsecond\tClusterPaused\n"
+    assert "ClusterPaused" in cli("queue", "show", "-w", WS, "-c", "q").stdout
+    cli("cluster", "resume", "q", "-w", WS)
+    cli("job", "wait", "second", "-w", WS, "-e", EXP, "-o", "none")
+    assert as_json(cli("queue", "show", "-w", WS, "-c", "q", "-o", "json"))["value"] == []

@@ -48,7 +48,7 @@ def issue(credential: str, node_id: str, grant: dict, *, now: float | None = Non
     return f"{payload}.{_signature(credential, payload)}", expires
 
 
-def verify(credential: str, node_id: str, ticket: str, *, now: float | None = None) -> dict:
+def verify(credential: str, node_id: str, ticket: object, *, now: float | None = None) -> dict:
     """The grant of a ticket signed for this node and not expired; InvalidTicket otherwise."""
     if not isinstance(ticket, str) or len(ticket) > MAX_TICKET_CHARS:
         raise InvalidTicket("the ticket is malformed")

@@ -8,6 +8,7 @@ made); the others are for scripts: `json` (indented), `jsonc` (coloured on a ter
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections.abc import Callable
@@ -90,23 +91,15 @@ def _table(data: Any, columns: Columns | None) -> str:
                 else str(value)
             )
         table.add_row(*values)
-    console = Console(width=200 if not sys.stdout.isatty() else None, record=True, file=_Null())
+    console = Console(width=200 if not sys.stdout.isatty() else None, record=True, file=io.StringIO())
     console.print(table)
     return console.export_text().rstrip("\n")
-
-
-class _Null:
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
 
 
 def _colour_json(text: str) -> str:
     from rich.console import Console
     from rich.json import JSON
 
-    console = Console(force_terminal=True, record=True, file=_Null())
+    console = Console(force_terminal=True, record=True, file=io.StringIO())
     console.print(JSON(text))
     return console.export_text(styles=True).rstrip("\n")

@@ -4,12 +4,13 @@ commands beyond create/show/list/delete: resize, auto-scale, pause, resume."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from batchai.cli.client import Client, CliError
-from batchai.cli.common import WorkspaceOpt, cluster_app, run, show
+from batchai.cli.common import WorkspaceOpt, adds_options, cluster_app, run, show
 
 DEFAULT_VM_SIZE = "STANDARD_D1_V2"
 DEFAULT_ADMIN = "batchai"
@@ -66,21 +67,40 @@ def image_reference(image: str | None, custom_image: str | None) -> dict:
     return {"imageReference": ref}
 
 
-def user_account(given: dict | None, user: str | None, password: str | None, ssh_key: str | None, generate: bool) -> dict:
-    """The admin account: flags over the config file's, a key given by value or by path."""
-    account = dict(given or {})
-    if generate and not ssh_key:
-        ssh_key = str(ensure_ssh_key())
-    if ssh_key:
-        path = Path(ssh_key).expanduser()
-        key = path.read_text().strip() if path.is_file() else ssh_key
-        if not key.startswith(("ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-")):
-            raise CliError("--ssh-key is neither an SSH public key nor a file holding one")
-        account["adminUserSshPublicKey"] = key
-    if password:
-        account["adminUserPassword"] = password
-    account["adminUserName"] = user or account.get("adminUserName") or DEFAULT_ADMIN
-    return account
+@dataclass
+class AdminFlags:
+    user_name: str | None
+    password: str | None
+    ssh_key: str | None
+    generate_ssh_keys: bool
+
+    def account(self, given: dict | None) -> dict:
+        """The admin account: the flags over the config file's, a key given by value or by path."""
+        account = dict(given or {})
+        ssh_key = self.ssh_key or (str(ensure_ssh_key()) if self.generate_ssh_keys else None)
+        if ssh_key:
+            path = Path(ssh_key).expanduser()
+            key = path.read_text().strip() if path.is_file() else ssh_key
+            if not key.startswith(("ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-")):
+                raise CliError("--ssh-key is neither an SSH public key nor a file holding one")
+            account["adminUserSshPublicKey"] = key
+        if self.password:
+            account["adminUserPassword"] = self.password
+        account["adminUserName"] = self.user_name or account.get("adminUserName") or DEFAULT_ADMIN
+        return account
+
+
+with_admin_flags = adds_options(
+    "admin",
+    [
+        ("user_name", str | None, typer.Option(None, "--user-name", "-u", help="The admin user (default batchai).")),
+        ("password", str | None, typer.Option(None, "--password", "-p", help="Its password.")),
+        ("ssh_key", str | None, typer.Option(None, "--ssh-key", "-k", help="Its SSH public key, or a file holding it.")),
+        ("generate_ssh_keys", bool, typer.Option(False, "--generate-ssh-keys", help="Make ~/.ssh/id_rsa(.pub) if missing and use it.")),
+    ],
+    lambda **flags: AdminFlags(**flags),
+)
+"""A decorator: the command gets the admin account flags, and its parameter `admin` from them."""
 
 
 def ensure_ssh_key() -> Path:

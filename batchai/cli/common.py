@@ -7,6 +7,8 @@ timeout), with one `error: CODE: message (target)` line on stderr; 2 a usage err
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sys
@@ -150,6 +152,47 @@ def show(ctx: Context, data, columns: list[tuple[str, Callable[[Any], Any]]] | N
 def field(name: str, within: str | None = None) -> Callable[[dict], Any]:
     """A table column: the row's `name` (in its `within` object), blank where it has none."""
     return lambda row: (row.get(within) or {} if within else row).get(name)
+
+
+def adds_options(name: str, options: list[tuple[str, Any, Any]], build: Callable[..., Any]):
+    """A decorator: the command gets `options` (name, type, typer default) as parameters of its own and
+    receives `build(**their values)` as its parameter `name` instead (flags several commands share)."""
+
+    def decorate(fn):
+        signature = inspect.signature(fn, eval_str=True)
+        kept = [p for p in signature.parameters.values() if p.name != name]
+        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind) for n, kind, default in options]
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            values = {n: kwargs.pop(n) for n, _, _ in options}
+            return fn(*args, **kwargs, **{name: build(**values)})
+
+        command.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
+def pick(positional: str | None, option: str | None, flag: str) -> str:
+    """A name given as the argument or as `flag` (az's spelling)."""
+    if positional and option and positional != option:
+        raise typer.BadParameter(f"two names given: {positional} and {flag} {option}")
+    if not (positional or option):
+        raise typer.BadParameter(f"give it as an argument or with {flag}")
+    return str(positional or option)
+
+
+def named(what: str, flag: str, short: str):
+    """A decorator: the command's parameter `what` is the resource's name, as the argument or as `flag`/`short`."""
+    return adds_options(
+        what,
+        [
+            (f"{what}_arg", str | None, typer.Argument(None, metavar=what.upper(), show_default=False, help=f"The {what} (or {flag}).")),
+            (f"{what}_opt", str | None, typer.Option(None, flag, short, help=f"The {what}.")),
+        ],
+        lambda **v: pick(v[f"{what}_arg"], v[f"{what}_opt"], flag),
+    )
 
 
 def confirm(yes: bool, what: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from batchai.cli.client import Client, CliError
-from batchai.cli.common import TERMINAL, ExperimentOpt, WorkspaceOpt, cluster_file_app, job_file_app, run, show
+from batchai.cli.common import TERMINAL, ExperimentOpt, WorkspaceOpt, cluster_file_app, job_file_app, named, run, show
 
 FILE_COLUMNS = [
     ("name", lambda r: r["name"]),
@@ -25,15 +25,6 @@ MAX_DEPTH = 32
 STREAM_POLL_SECONDS = 1.0
 
 
-def pick(positional: str | None, option: str | None, flag: str) -> str:
-    """A name given as the argument or as `flag` (az's spelling)."""
-    if positional and option and positional != option:
-        raise CliError(f"two names given: {positional} and {flag} {option}")
-    if not (positional or option):
-        raise typer.BadParameter(f"give it as an argument or with {flag}")
-    return str(positional or option)
-
-
 def list_files(client: Client, job_path: str, output_dir: str, directory: str = ".", expiry: int = 60) -> list[dict]:
     return client.list(
         f"{job_path}/listOutputFiles", method="POST", outputdirectoryid=output_dir, directory=directory, linkexpiryinminutes=expiry
@@ -41,38 +32,23 @@ def list_files(client: Client, job_path: str, output_dir: str, directory: str = 
 
 
 @cluster_file_app.command("list")
-def cluster_file_list(
-    ctx: typer.Context,
-    cluster: str | None = typer.Argument(None, show_default=False, help="The cluster (or --cluster)."),
-    cluster_opt: str | None = typer.Option(None, "--cluster", "-c", help="The cluster."),
-    workspace: str = WorkspaceOpt,
-    path: str = PathOpt,
-    expiry: int = ExpiryOpt,
-):
+@named("cluster", "--cluster", "-c")
+def cluster_file_list(ctx: typer.Context, cluster: str, workspace: str = WorkspaceOpt, path: str = PathOpt, expiry: int = ExpiryOpt):
     """The node setup task's log files: one directory per node (`-p NODE` lists its stdout.txt, stderr.txt)."""
     c = ctx.obj
 
     def listing():
-        name = pick(cluster, cluster_opt, "--cluster")
-        rid = c.client.cluster(workspace, name)
+        rid = c.client.cluster(workspace, cluster)
         show(c, c.client.list(f"{rid}/listNodeSetupFiles", method="POST", directory=path, linkexpiryinminutes=expiry), FILE_COLUMNS)
 
     run(listing)
 
 
-def _job(c, workspace: str, experiment: str, positional: str | None, option: str | None) -> str:
-    return c.client.job(workspace, experiment, pick(positional, option, "--job"))
-
-
-JobArg = typer.Argument(None, show_default=False, help="The job (or --job).")
-JobOpt = typer.Option(None, "--job", "-j", help="The job.")
-
-
 @job_file_app.command("list")
+@named("job", "--job", "-j")
 def job_file_list(
     ctx: typer.Context,
-    job: str | None = JobArg,
-    job_opt: str | None = JobOpt,
+    job: str,
     workspace: str = WorkspaceOpt,
     experiment: str = ExperimentOpt,
     output_dir: str = OutputDirOpt,
@@ -81,14 +57,14 @@ def job_file_list(
 ):
     """A job's log files (stdouterr) or the files of one of its output directories."""
     c = ctx.obj
-    run(lambda: show(c, list_files(c.client, _job(c, workspace, experiment, job, job_opt), output_dir, path, expiry), FILE_COLUMNS))
+    run(lambda: show(c, list_files(c.client, c.client.job(workspace, experiment, job), output_dir, path, expiry), FILE_COLUMNS))
 
 
 @job_file_app.command("stream")
+@named("job", "--job", "-j")
 def job_file_stream(
     ctx: typer.Context,
-    job: str | None = JobArg,
-    job_opt: str | None = JobOpt,
+    job: str,
     workspace: str = WorkspaceOpt,
     experiment: str = ExperimentOpt,
     file_name: str = typer.Option(..., "--file-name", "-f", help="The file to stream, e.g. stdout.txt."),
@@ -100,7 +76,7 @@ def job_file_stream(
 
     def stream():
         client = c.client
-        job_path = _job(c, workspace, experiment, job, job_opt)
+        job_path = c.client.job(workspace, experiment, job)
         offset, told = 0, False
         while True:
             ended = client.get(job_path)["properties"]["executionState"] in TERMINAL
@@ -125,10 +101,10 @@ def job_file_stream(
 
 
 @job_file_app.command("download")
+@named("job", "--job", "-j")
 def job_file_download(
     ctx: typer.Context,
-    job: str | None = JobArg,
-    job_opt: str | None = JobOpt,
+    job: str,
     workspace: str = WorkspaceOpt,
     experiment: str = ExperimentOpt,
     output_dir: str = OutputDirOpt,
@@ -141,7 +117,7 @@ def job_file_download(
 
     def download():
         client = c.client
-        job_path = _job(c, workspace, experiment, job, job_opt)
+        job_path = c.client.job(workspace, experiment, job)
         done: list[dict] = []
 
         def walk(directory: str, local: Path, depth: int) -> None:

@@ -112,9 +112,13 @@ def workspace_delete(ctx: typer.Context, name: str, yes: bool = YesOpt, no_wait:
 
 # -- clusters ---------------------------------------------------------------------------
 @cluster_app.command("create")
+@storage.with_storage_flags
+@clusters.with_admin_flags
 def cluster_create(
     ctx: typer.Context,
     name: str,
+    mounts: storage.Storage,  # from with_storage_flags
+    admin: clusters.AdminFlags,  # from with_admin_flags
     workspace: str = WorkspaceOpt,
     config_file: Path | None = typer.Option(
         None, "--config-file", "-f", help="ClusterCreateParameters as JSON (its properties); the flags override it."
@@ -131,25 +135,12 @@ def cluster_create(
     custom_image: str | None = typer.Option(None, "--custom-image", help="ARM id of a VM image made from --image."),
     setup_task: str | None = typer.Option(None, "--setup-task", help="A command line every node runs as it joins."),
     setup_task_output: str | None = typer.Option(None, "--setup-task-output", help="Where its logs go (e.g. $AZ_BATCHAI_MOUNT_ROOT/logs)."),
-    user_name: str | None = typer.Option(None, "--user-name", "-u", help="The nodes' admin user (default batchai)."),
-    password: str | None = typer.Option(None, "--password", "-p", help="Its password."),
-    ssh_key: str | None = typer.Option(None, "--ssh-key", "-k", help="Its SSH public key, or a file holding it."),
-    generate_ssh_keys: bool = typer.Option(False, "--generate-ssh-keys", help="Make ~/.ssh/id_rsa(.pub) if missing and use it."),
     subnet: str | None = typer.Option(None, "--subnet", help="ARM id of the virtual network subnet for the nodes."),
-    account: str | None = storage.AccountOpt,
-    key: str | None = storage.KeyOpt,
-    nfs: str | None = storage.NfsOpt,
-    nfs_mount_path: str = storage.NfsPathOpt,
-    afs_name: str | None = storage.AfsOpt,
-    afs_mount_path: str = storage.AfsPathOpt,
-    bfs_name: str | None = storage.BfsOpt,
-    bfs_mount_path: str = storage.BfsPathOpt,
     attached: bool = typer.Option(False, "--attached", help="Nodes are machines that join (batchai node join); --nodes is unused."),
     wait: bool = typer.Option(True, help="Wait until the cluster's allocation is steady (every node joined)."),
 ):
     """Create a cluster, from flags as `az batchai cluster create` or from a config file."""
     c = ctx.obj
-    mounts = storage.Storage(account, key, nfs, nfs_mount_path, afs_name, afs_mount_path, bfs_name, bfs_mount_path)
 
     def create():
         props = clusters.read_config(config_file, mounts.placeholders()) if config_file else {}
@@ -159,7 +150,7 @@ def cluster_create(
             vm_priority="lowpriority" if low_priority else vm_priority,
             scale=clusters.scale_settings(0 if attached else nodes, min_nodes, max_nodes),
             image=clusters.image_reference(image, custom_image) if image or custom_image else None,
-            account=clusters.user_account(props.get("userAccountSettings"), user_name, password, ssh_key, generate_ssh_keys),
+            account=admin.account(props.get("userAccountSettings")),
             subnet=subnet,
             setup=clusters.setup_task(setup_task, setup_task_output),
         )
@@ -339,9 +330,11 @@ def job_body(
 
 
 @job_app.command("create")
+@storage.with_storage_flags
 def job_create(
     ctx: typer.Context,
     name: str,
+    mounts: storage.Storage,  # from with_storage_flags
     workspace: str = WorkspaceOpt,
     experiment: str = ExperimentOpt,
     cluster: str | None = typer.Option(None, "--cluster", "-c", help="Cluster name in the workspace, or its ARM id."),
@@ -351,19 +344,10 @@ def job_create(
     command: str | None = typer.Option(None, "--command", help="A custom-toolkit command line instead of a file."),
     nodes: int | None = typer.Option(None, "--nodes", "-n", help="Node count (overrides the file)."),
     placeholder: list[str] = typer.Option([], "--placeholder", "-p", help="NAME=VALUE for <NAME> in the job file."),
-    account: str | None = storage.AccountOpt,
-    key: str | None = storage.KeyOpt,
-    nfs: str | None = storage.NfsOpt,
-    nfs_mount_path: str = storage.NfsPathOpt,
-    afs_name: str | None = storage.AfsOpt,
-    afs_mount_path: str = storage.AfsPathOpt,
-    bfs_name: str | None = storage.BfsOpt,
-    bfs_mount_path: str = storage.BfsPathOpt,
 ):
     """Submit a job: from an original job file, or a command line. Storage mounts go under
     $AZ_BATCHAI_JOB_MOUNT_ROOT, on the job's nodes only."""
     c = ctx.obj
-    mounts = storage.Storage(account, key, nfs, nfs_mount_path, afs_name, afs_mount_path, bfs_name, bfs_mount_path)
 
     def create():
         body = job_body(c.client, workspace, cluster, job_file, command, nodes, placeholder, mounts)

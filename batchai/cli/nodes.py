@@ -16,8 +16,7 @@ import threading
 import typer
 
 from batchai.cli.client import Client, CliError
-from batchai.cli.common import ExperimentOpt, WorkspaceOpt, cluster_node_app, job_node_app, run, show
-from batchai.cli.files import JobArg, JobOpt, pick
+from batchai.cli.common import ExperimentOpt, WorkspaceOpt, cluster_node_app, job_node_app, named, run, show
 from batchai.cli.remote import Forward, Forwarder, Session, execute
 
 NODE_COLUMNS = [
@@ -26,8 +25,6 @@ NODE_COLUMNS = [
     ("port", lambda r: r["port"]),
     ("gpus", lambda r: len(r.get("gpus") or [])),
 ]
-ClusterArg = typer.Argument(None, show_default=False, help="The cluster (or --cluster).")
-ClusterOpt = typer.Option(None, "--cluster", "-c", help="The cluster.")
 NodeOpt = typer.Option(None, "--node-id", "-n", help="The node (default: the first one).")
 ExecOpt = typer.Option(None, "--exec", help="The command line to run (default: a login shell, unless -L is given).")
 AddressOpt = typer.Option([], "--address", "-L", help="LOCAL_PORT:HOST:PORT, forwarded from this machine through the node.")
@@ -38,25 +35,19 @@ def _nodes(client: Client, resource: str) -> list[dict]:
 
 
 @cluster_node_app.command("list")
-def cluster_node_list(
-    ctx: typer.Context, cluster: str | None = ClusterArg, cluster_opt: str | None = ClusterOpt, workspace: str = WorkspaceOpt
-):
+@named("cluster", "--cluster", "-c")
+def cluster_node_list(ctx: typer.Context, cluster: str, workspace: str = WorkspaceOpt):
     """The cluster's nodes, with the address and port of their agents (listRemoteLoginInformation)."""
     c = ctx.obj
-    run(lambda: show(c, _nodes(c.client, c.client.cluster(workspace, pick(cluster, cluster_opt, "--cluster"))), NODE_COLUMNS))
+    run(lambda: show(c, _nodes(c.client, c.client.cluster(workspace, cluster)), NODE_COLUMNS))
 
 
 @job_node_app.command("list")
-def job_node_list(
-    ctx: typer.Context,
-    job: str | None = JobArg,
-    job_opt: str | None = JobOpt,
-    workspace: str = WorkspaceOpt,
-    experiment: str = ExperimentOpt,
-):
+@named("job", "--job", "-j")
+def job_node_list(ctx: typer.Context, job: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     """The nodes the job runs on (none once it has ended)."""
     c = ctx.obj
-    run(lambda: show(c, _nodes(c.client, c.client.job(workspace, experiment, pick(job, job_opt, "--job"))), NODE_COLUMNS))
+    run(lambda: show(c, _nodes(c.client, c.client.job(workspace, experiment, job)), NODE_COLUMNS))
 
 
 @cluster_node_app.command("evict")
@@ -103,10 +94,10 @@ def _exec(c, resource: str, node: str | None, command: str | None, addresses: li
 
 
 @cluster_node_app.command("exec")
+@named("cluster", "--cluster", "-c")
 def cluster_node_exec(
     ctx: typer.Context,
-    cluster: str | None = ClusterArg,
-    cluster_opt: str | None = ClusterOpt,
+    cluster: str,
     workspace: str = WorkspaceOpt,
     node: str | None = NodeOpt,
     command: str | None = ExecOpt,
@@ -114,14 +105,14 @@ def cluster_node_exec(
 ):
     """Run a command or a shell on a node, or forward ports through it (as `az batchai cluster node exec`)."""
     c = ctx.obj
-    run(lambda: _exec(c, c.client.cluster(workspace, pick(cluster, cluster_opt, "--cluster")), node, command, address))
+    run(lambda: _exec(c, c.client.cluster(workspace, cluster), node, command, address))
 
 
 @job_node_app.command("exec")
+@named("job", "--job", "-j")
 def job_node_exec(
     ctx: typer.Context,
-    job: str | None = JobArg,
-    job_opt: str | None = JobOpt,
+    job: str,
     workspace: str = WorkspaceOpt,
     experiment: str = ExperimentOpt,
     node: str | None = NodeOpt,
@@ -135,6 +126,6 @@ def job_node_exec(
     def go():
         if command is None and not address:
             raise CliError("give --exec COMMAND or -L LOCAL:HOST:PORT (a shell is the cluster's: cluster node exec)")
-        _exec(c, c.client.job(workspace, experiment, pick(job, job_opt, "--job")), node, command, address)
+        _exec(c, c.client.job(workspace, experiment, job), node, command, address)
 
     run(go)

@@ -29,9 +29,11 @@ def _path(c, workspace: str, name: str) -> str:
 
 
 @file_server_app.command("create")
+@clusters.with_admin_flags
 def file_server_create(
     ctx: typer.Context,
     name: str,
+    admin: clusters.AdminFlags,  # from with_admin_flags
     workspace: str = WorkspaceOpt,
     config_file: Path | None = typer.Option(None, "--config-file", "-f", help="FileServerCreateParameters as JSON; the flags override it."),
     vm_size: str | None = typer.Option(None, "--vm-size", "-s", help="VM size (default STANDARD_D1_V2)."),
@@ -39,10 +41,6 @@ def file_server_create(
     disk_size: int | None = typer.Option(None, "--disk-size", help="Each disk's size in GB (default 10)."),
     caching_type: str | None = typer.Option(None, "--caching-type", help="none, readonly or readwrite."),
     storage_sku: str | None = typer.Option(None, "--storage-sku", help="Premium_LRS or Standard_LRS (default)."),
-    user_name: str | None = typer.Option(None, "--user-name", "-u", help="The admin user (default batchai)."),
-    password: str | None = typer.Option(None, "--password", "-p", help="Its password."),
-    ssh_key: str | None = typer.Option(None, "--ssh-key", "-k", help="Its SSH public key, or a file holding it."),
-    generate_ssh_keys: bool = typer.Option(False, "--generate-ssh-keys", help="Make ~/.ssh/id_rsa(.pub) if missing and use it."),
     subnet: str | None = typer.Option(None, "--subnet", help="ARM id of the virtual network subnet."),
     no_wait: bool = NoWaitOpt,
 ):
@@ -53,7 +51,7 @@ def file_server_create(
         props = clusters.read_config(config_file, {}) if config_file else {}
         props["vmSize"] = vm_size or props.get("vmSize") or clusters.DEFAULT_VM_SIZE
         ssh = dict(props.get("sshConfiguration") or {})
-        ssh["userAccountSettings"] = clusters.user_account(ssh.get("userAccountSettings"), user_name, password, ssh_key, generate_ssh_keys)
+        ssh["userAccountSettings"] = admin.account(ssh.get("userAccountSettings"))
         props["sshConfiguration"] = ssh
         disks = dict(props.get("dataDisks") or {})
         disks["diskCount"] = disk_count or disks.get("diskCount") or 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import typer
 
 from batchai.cli.client import CliError
+from batchai.cli.common import adds_options
 
 ACCOUNT_ENV, KEY_ENV = "AZURE_BATCHAI_STORAGE_ACCOUNT", "AZURE_BATCHAI_STORAGE_KEY"
 FILES_SUFFIX = "file.core.windows.net"
@@ -88,11 +89,22 @@ def _account_of(url: str) -> str:
     return host.split(".", 1)[0]
 
 
-AccountOpt = typer.Option(None, "--storage-account-name", envvar=ACCOUNT_ENV, help="Storage account of the shares and containers.")
-KeyOpt = typer.Option(None, "--storage-account-key", envvar=KEY_ENV, help="The storage account's key.")
-NfsOpt = typer.Option(None, "--nfs", help="Name or ARM id of a file server to mount.")
-NfsPathOpt = typer.Option("nfs", "--nfs-mount-path", help="Where the file server goes, under the mount root.")
-AfsOpt = typer.Option(None, "--afs-name", help="An Azure Files share of the storage account to mount.")
-AfsPathOpt = typer.Option("afs", "--afs-mount-path", help="Where the share goes, under the mount root.")
-BfsOpt = typer.Option(None, "--bfs-name", help="A blob container of the storage account to mount.")
-BfsPathOpt = typer.Option("bfs", "--bfs-mount-path", help="Where the container goes, under the mount root.")
+with_storage_flags = adds_options(
+    "mounts",
+    [
+        (
+            "account",
+            str | None,
+            typer.Option(None, "--storage-account-name", envvar=ACCOUNT_ENV, help="Storage account of the shares and containers."),
+        ),
+        ("key", str | None, typer.Option(None, "--storage-account-key", envvar=KEY_ENV, help="The storage account's key.")),
+        ("nfs", str | None, typer.Option(None, "--nfs", help="Name or ARM id of a file server to mount.")),
+        ("nfs_mount_path", str, typer.Option("nfs", "--nfs-mount-path", help="Where the file server goes, under the mount root.")),
+        ("afs_name", str | None, typer.Option(None, "--afs-name", help="An Azure Files share of the storage account to mount.")),
+        ("afs_mount_path", str, typer.Option("afs", "--afs-mount-path", help="Where the share goes, under the mount root.")),
+        ("bfs_name", str | None, typer.Option(None, "--bfs-name", help="A blob container of the storage account to mount.")),
+        ("bfs_mount_path", str, typer.Option("bfs", "--bfs-mount-path", help="Where the container goes, under the mount root.")),
+    ],
+    lambda **flags: Storage(**flags),
+)
+"""A decorator: the command gets the storage flags, and its parameter `mounts` (a Storage) from them."""

@@ -34,6 +34,7 @@ from batchai.agent.runner import TaskRunner, exit_code_of, kill_tree
 log = logging.getLogger("batchai.agent.exec")
 
 MAX_FRAME = 64 * 1024  # stdin frames from a client; bigger ones end the session
+MAX_SESSIONS = 128  # users' sessions and forwarded connections at once: the rest of the exec service's slots stay for MPI
 MAX_NONCES = 4096  # exec tickets remembered until they expire; past that, new sessions wait their turn
 FORWARD_CONNECT_TIMEOUT = 10.0
 JOB_READY_WAIT = 10.0
@@ -62,8 +63,18 @@ class RemoteLogin:
         self._runners = runners
         self._nonces: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(MAX_SESSIONS)
 
     def serve(self, sock: socket.socket, request: dict, send: Send) -> None:
+        if not self._slots.acquire(blocking=False):
+            _end(send, REFUSED, f"the node has {MAX_SESSIONS} user sessions open already")
+            return
+        try:
+            self._serve(sock, request, send)
+        finally:
+            self._slots.release()
+
+    def _serve(self, sock: socket.socket, request: dict, send: Send) -> None:
         try:
             grant = exec_tickets.verify(self.credential, self.node_id, request.get("ticket"))
         except exec_tickets.InvalidTicket as exc:

@@ -39,7 +39,7 @@ def cluster_file_list(ctx: typer.Context, cluster: str, workspace: str = Workspa
 
     def listing():
         rid = c.client.cluster(workspace, cluster)
-        show(c, c.client.list(f"{rid}/listNodeSetupFiles", method="POST", directory=path, linkexpiryinminutes=expiry), FILE_COLUMNS)
+        show(c, c.client.list(f"{rid}/listNodeSetupFiles", directory=path, linkexpiryinminutes=expiry), FILE_COLUMNS)
 
     run(listing)
 

@@ -84,8 +84,9 @@ class RemoteLogin:
         if grant["kind"] == "forward":
             self._forward(sock, grant, send)
             return
-        if not self._first_use(grant):
-            _end(send, REFUSED, "the ticket was used already: ask the control plane for a new one")
+        refused = self._first_use(grant)
+        if refused:
+            _end(send, REFUSED, refused)
             return
         log.info("user session: %s", "a shell" if grant.get("command") is None else "a command")
         if grant.get("job"):
@@ -93,16 +94,19 @@ class RemoteLogin:
         else:
             self._node_exec(sock, grant, bool(request.get("tty")), str(request.get("term") or "xterm"), send)
 
-    def _first_use(self, grant: dict) -> bool:
+    def _first_use(self, grant: dict) -> str | None:
+        """Why an exec ticket is refused (it was used), or None: it is taken now."""
         now = time.time()
         with self._lock:
             for nonce in [n for n, exp in self._nonces.items() if exp + exec_tickets.CLOCK_SLACK_SECONDS < now]:
                 del self._nonces[nonce]
             nonce = str(grant.get("nonce"))
-            if nonce in self._nonces or len(self._nonces) >= MAX_NONCES:
-                return False
+            if nonce in self._nonces:
+                return "the ticket was used already: ask the control plane for a new one"
+            if len(self._nonces) >= MAX_NONCES:
+                return f"the node took {MAX_NONCES} sessions within {exec_tickets.TTL_SECONDS} s: try again shortly"
             self._nonces[nonce] = float(grant["exp"])
-            return True
+            return None
 
     # -- a command or a shell on the node ----------------------------------------------------
     def _node_exec(self, sock: socket.socket, grant: dict, tty: bool, term: str, send: Send) -> None:

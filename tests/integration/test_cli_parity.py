@@ -305,3 +305,15 @@ def test_queue_show_lists_a_clusters_queue_in_order_with_reasons(cli, ws):
     cli("cluster", "resume", "q", "-w", WS)
     cli("job", "wait", "second", "-w", WS, "-e", EXP, "-o", "none")
     assert as_json(cli("queue", "show", "-w", WS, "-c", "q", "-o", "json"))["value"] == []
+
+
+def test_generate_ssh_keys_makes_a_key_pair_once_and_uses_it(cli, ws, tmp_path):
+    home = {"HOME": str(tmp_path)}
+    made = cli("file-server", "create", "keyed", "-w", WS, "--generate-ssh-keys", "-o", "none", env=home)
+    private, public = tmp_path / ".ssh" / "id_rsa", tmp_path / ".ssh" / "id_rsa.pub"
+    assert "made an SSH key pair" in made.stderr and private.stat().st_mode & 0o777 == 0o600
+    assert public.read_text().startswith("ssh-rsa ")
+    again = cli("file-server", "create", "keyed2", "-w", WS, "--generate-ssh-keys", "-k", str(public), "-o", "none", env=home)
+    assert "made" not in again.stderr  # the pair exists: kept
+    bad = cli("cluster", "create", "badkey", "-w", WS, "-k", "not a key", check=False)
+    assert bad.returncode == 1 and "--ssh-key" in bad.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from batchai.cli.client import Client, CliError
-from batchai.cli.common import WorkspaceOpt, adds_options, cluster_app, run, show
+from batchai.cli.common import WorkspaceOpt, adds_options, cluster_app, named, run, show
 
 DEFAULT_VM_SIZE = "STANDARD_D1_V2"
 DEFAULT_ADMIN = "batchai"
@@ -173,6 +173,7 @@ def _update(client: Client, workspace: str, name: str, scale: dict) -> dict:
 
 
 @cluster_app.command("resize")
+@named("name", "--name", "-n")
 def cluster_resize(
     ctx: typer.Context,
     name: str,
@@ -185,6 +186,7 @@ def cluster_resize(
 
 
 @cluster_app.command("auto-scale")
+@named("name", "--name", "-n")
 def cluster_auto_scale(
     ctx: typer.Context,
     name: str,
@@ -198,6 +200,7 @@ def cluster_auto_scale(
 
 
 @cluster_app.command("pause")
+@named("name", "--name", "-n")
 def cluster_pause(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt):
     """Ours: queued jobs stay queued (running ones go on) until `cluster resume`."""
     c = ctx.obj
@@ -205,6 +208,7 @@ def cluster_pause(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt):
 
 
 @cluster_app.command("resume")
+@named("name", "--name", "-n")
 def cluster_resume(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt):
     """Ours: the cluster starts queued jobs again."""
     c = ctx.obj

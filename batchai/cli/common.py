@@ -183,13 +183,13 @@ def pick(positional: str | None, option: str | None, flag: str) -> str:
     return str(positional or option)
 
 
-def named(what: str, flag: str, short: str):
+def named(what: str, flag: str, short: str | None = None):
     """A decorator: the command's parameter `what` is the resource's name, as the argument or as `flag`/`short`."""
     return adds_options(
         what,
         [
             (f"{what}_arg", str | None, typer.Argument(None, metavar=what.upper(), show_default=False, help=f"The {what} (or {flag}).")),
-            (f"{what}_opt", str | None, typer.Option(None, flag, short, help=f"The {what}.")),
+            (f"{what}_opt", str | None, typer.Option(None, flag, *([short] if short else []), help=f"The {what}.")),
         ],
         lambda **v: pick(v[f"{what}_arg"], v[f"{what}_opt"], flag),
     )

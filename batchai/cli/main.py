@@ -40,6 +40,7 @@ from batchai.cli.common import (
     field,
     hoist_globals,
     job_app,
+    named,
     node_app,
     queue_app,
     queue_client,
@@ -84,6 +85,7 @@ WS_COLUMNS = [
 
 
 @workspace_app.command("create")
+@named("name", "--name", "-n")
 def workspace_create(ctx: typer.Context, name: str, location: str = typer.Option("local", "--location", "-l")):
     c = ctx.obj
     run(lambda: show(c, c.client.put(c.client.workspace(name), {"location": location}), WS_COLUMNS))
@@ -97,12 +99,14 @@ def workspace_list(ctx: typer.Context):
 
 
 @workspace_app.command("show")
+@named("name", "--name", "-n")
 def workspace_show(ctx: typer.Context, name: str):
     c = ctx.obj
     run(lambda: show(c, c.client.get(c.client.workspace(name)), WS_COLUMNS))
 
 
 @workspace_app.command("delete")
+@named("name", "--name", "-n")
 def workspace_delete(ctx: typer.Context, name: str, yes: bool = YesOpt, no_wait: bool = NoWaitOpt):
     """Delete a workspace with all its clusters, experiments and jobs."""
     c = ctx.obj
@@ -112,6 +116,7 @@ def workspace_delete(ctx: typer.Context, name: str, yes: bool = YesOpt, no_wait:
 
 # -- clusters ---------------------------------------------------------------------------
 @cluster_app.command("create")
+@named("name", "--name")
 @storage.with_storage_flags
 @clusters.with_admin_flags
 def cluster_create(
@@ -179,12 +184,14 @@ def cluster_list(ctx: typer.Context, workspace: str = typer.Option(..., "--works
 
 
 @cluster_app.command("show")
+@named("name", "--name", "-n")
 def cluster_show(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
     c = ctx.obj
     run(lambda: show(c, c.client.get(c.client.cluster(workspace, name)), CLUSTER_COLUMNS))
 
 
 @cluster_app.command("delete")
+@named("name", "--name", "-n")
 def cluster_delete(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, yes: bool = YesOpt, no_wait: bool = NoWaitOpt):
     """Delete a cluster: its nodes leave, its running jobs fail."""
     c = ctx.obj
@@ -193,6 +200,7 @@ def cluster_delete(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt,
 
 
 @cluster_app.command("enroll-token")
+@named("name", "--name", "-n")
 def cluster_enroll_token(
     ctx: typer.Context,
     name: str,
@@ -251,6 +259,7 @@ EXP_COLUMNS = [
 
 
 @experiment_app.command("create")
+@named("name", "--name", "-n")
 def experiment_create(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
     c = ctx.obj
     run(lambda: show(c, c.client.put(c.client.experiment(workspace, name)), EXP_COLUMNS))
@@ -263,12 +272,14 @@ def experiment_list(ctx: typer.Context, workspace: str = typer.Option(..., "--wo
 
 
 @experiment_app.command("show")
+@named("name", "--name", "-n")
 def experiment_show(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
     c = ctx.obj
     run(lambda: show(c, c.client.get(c.client.experiment(workspace, name)), EXP_COLUMNS))
 
 
 @experiment_app.command("delete")
+@named("name", "--name", "-n")
 def experiment_delete(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, yes: bool = YesOpt, no_wait: bool = NoWaitOpt):
     c = ctx.obj
     confirm(yes, f"the experiment '{name}' and its jobs")
@@ -330,6 +341,7 @@ def job_body(
 
 
 @job_app.command("create")
+@named("name", "--name")
 @storage.with_storage_flags
 def job_create(
     ctx: typer.Context,
@@ -357,6 +369,7 @@ def job_create(
 
 
 @job_app.command("submit")
+@named("name", "--name", "-n")
 def job_submit(
     ctx: typer.Context,
     name: str,
@@ -424,12 +437,14 @@ def job_list(ctx: typer.Context, workspace: str = WorkspaceOpt, experiment: str 
 
 
 @job_app.command("show")
+@named("name", "--name", "-n")
 def job_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     c = ctx.obj
     run(lambda: show(c, c.client.get(c.client.job(workspace, experiment, name)), JOB_COLUMNS))
 
 
 @job_app.command("delete")
+@named("name", "--name", "-n")
 def job_delete(
     ctx: typer.Context,
     name: str,
@@ -444,6 +459,7 @@ def job_delete(
 
 
 @job_app.command("terminate")
+@named("name", "--name", "-n")
 def job_terminate(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt, no_wait: bool = NoWaitOpt):
     """Stop a job's processes on every node; it ends failed with a termination error."""
     c = ctx.obj
@@ -451,6 +467,7 @@ def job_terminate(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, 
 
 
 @job_app.command("wait")
+@named("name", "--name", "-n")
 def job_wait(
     ctx: typer.Context,
     name: str,
@@ -479,6 +496,7 @@ def job_wait(
 
 
 @job_app.command("files")
+@named("name", "--name", "-n")
 def job_files(
     ctx: typer.Context,
     name: str,
@@ -493,6 +511,7 @@ def job_files(
 
 
 @job_app.command("logs")
+@named("name", "--name", "-n")
 def job_logs(
     ctx: typer.Context,
     name: str,
@@ -526,6 +545,7 @@ def job_logs(
 
 
 @job_app.command("metrics")
+@named("name", "--name", "-n")
 def job_metrics(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     """What the job reported to $AZ_BATCHAI_METRICS_FILE, one row per line."""
     c = ctx.obj
@@ -595,6 +615,7 @@ def read_sweep_file(path: Path) -> dict:
 
 
 @sweep_app.command("create")
+@named("name", "--name", "-n")
 def sweep_create(
     ctx: typer.Context,
     name: str,
@@ -618,6 +639,7 @@ def sweep_list(ctx: typer.Context, workspace: str = WorkspaceOpt, experiment: st
 
 
 @sweep_app.command("show")
+@named("name", "--name", "-n")
 def sweep_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     """The sweep, its trials sorted by the objective (best first) with their parameters and state, and the best trial."""
     c = ctx.obj
@@ -647,6 +669,7 @@ def sweep_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, exp
 
 
 @sweep_app.command("cancel")
+@named("name", "--name", "-n")
 def sweep_cancel(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     """Stop every trial of the sweep; it ends canceled."""
     c = ctx.obj

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from batchai.cli import clusters
-from batchai.cli.common import DEFAULT_SUBSCRIPTION, NoWaitOpt, WorkspaceOpt, YesOpt, app, confirm, file_server_app, run, show
+from batchai.cli.common import DEFAULT_SUBSCRIPTION, NoWaitOpt, WorkspaceOpt, YesOpt, app, confirm, file_server_app, named, run, show
 
 FILE_SERVER_COLUMNS = [
     ("name", lambda r: r["name"]),
@@ -29,6 +29,7 @@ def _path(c, workspace: str, name: str) -> str:
 
 
 @file_server_app.command("create")
+@named("name", "--name", "-n")
 @clusters.with_admin_flags
 def file_server_create(
     ctx: typer.Context,
@@ -70,6 +71,7 @@ def file_server_create(
 
 
 @file_server_app.command("show")
+@named("name", "--name", "-n")
 def file_server_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt):
     c = ctx.obj
     run(lambda: show(c, c.client.get(_path(c, workspace, name)), FILE_SERVER_COLUMNS))
@@ -82,6 +84,7 @@ def file_server_list(ctx: typer.Context, workspace: str = WorkspaceOpt):
 
 
 @file_server_app.command("delete")
+@named("name", "--name", "-n")
 def file_server_delete(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, yes: bool = YesOpt, no_wait: bool = NoWaitOpt):
     """Delete a file server (what the nodes wrote to its export goes with it)."""
     c = ctx.obj

@@ -59,6 +59,17 @@ def test_output_formats_query_and_options_after_the_command(cli, ws):
     assert cli("cluster", "list", "-w", WS, "-o", "xml", check=False).returncode == 2
 
 
+def test_names_go_as_the_argument_or_as_azs_name_flag(cli, ws):
+    assert cli("cluster", "show", "-n", "c1", "-w", WS, "-o", "tsv", "--query", "name").stdout == "c1\n"
+    assert cli("workspace", "show", "--name", WS, "-o", "tsv", "--query", "name").stdout == f"{WS}\n"
+    cli("experiment", "create", "-n", "named", "-w", WS)
+    cli("job", "create", "--name", "byflag", "-w", WS, "-e", "named", "-c", "c1", "--command", "true", "-n", "1")  # -n: nodes here
+    assert cli("job", "wait", "-n", "byflag", "-w", WS, "-e", "named", "-o", "tsv", "--query", "properties.nodeCount").stdout == "1\n"
+    both = cli("cluster", "show", "c1", "-n", "other", "-w", WS, check=False)
+    assert both.returncode == 2 and "two names" in both.stderr
+    assert cli("cluster", "show", "-w", WS, check=False).returncode == 2
+
+
 def test_exit_codes_scripts_can_use(cli, ws):
     missing = cli("cluster", "show", "nope", "-w", WS, check=False)
     assert missing.returncode == 3 and missing.stderr.startswith("error: ResourceNotFound")

@@ -32,6 +32,7 @@ from urllib.parse import quote, urlsplit
 from batchai.agent import gpus
 from batchai.agent.environment import inherited
 from batchai.agent.exec_server import ExecServer
+from batchai.agent.remote_login import RemoteLogin
 from batchai.agent.runner import KILL_GRACE_SECONDS, PYTHON_ENV, TERMINATED, TaskRunner, utc_now
 from batchai.agent.uploads import Uploads, sync_quietly
 from batchai.frameworks.plan import NodeTask
@@ -86,6 +87,11 @@ class ControlPlane:
         self._idle: list[tuple[str, http.client.HTTPConnection]] = []
         if self._file:
             self.reload()
+
+    @property
+    def credential(self) -> str:
+        """The node's credential: what the control plane's exec tickets for this node are signed with."""
+        return self._token
 
     def reload(self) -> bool:
         """Re-reads the control-plane file; true if the URL changed."""
@@ -278,7 +284,15 @@ class Agent:
         _not_dumpable()
         os.makedirs(self.root, exist_ok=True)
         self._write_pids()
-        self._exec = ExecServer(self.address, self._running_tasks)
+        sessions = RemoteLogin(
+            node_id=self.node_id,
+            node_name=self.name,
+            credential=self.cp.credential,
+            root=self.root,
+            base_env=self.base_env,
+            runners=self._running_tasks,
+        )
+        self._exec = ExecServer(self.address, self._running_tasks, remote_login=sessions)
         self._exec.start()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)

@@ -11,7 +11,7 @@ until the task is prepared: the service ran every node's jobPreparation before t
 service listens only on the node's own address and serves at most MAX_CONNECTIONS at a time.
 
 Wire format, one TCP connection per command: the client sends one JSON line
-`{"secret", "command"}`; the server answers with frames `kind (1 byte) + length (4 bytes, big
+`{"secret", "command"}` (or `{"ticket", ...}`: a user's session, see remote_login.py); the server answers with frames `kind (1 byte) + length (4 bytes, big
 endian) + payload`: `o` stdout bytes, `e` stderr bytes, `x` a JSON object `{"exitCode"}` or
 `{"exitCode": 255, "error"}` that ends the stream. A client that hangs up kills the command.
 """
@@ -26,8 +26,12 @@ import socketserver
 import struct
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from batchai.agent.runner import TaskRunner, kill_tree
+
+if TYPE_CHECKING:
+    from batchai.agent.remote_login import RemoteLogin
 
 log = logging.getLogger("batchai.agent.exec")
 
@@ -44,12 +48,14 @@ def frame(kind: bytes, payload: bytes) -> bytes:
     return kind + struct.pack(">I", len(payload)) + payload
 
 
-def read_frame(sock: socket.socket) -> tuple[bytes, bytes] | None:
-    """The next frame, or None when the connection ended."""
+def read_frame(sock: socket.socket, limit: int | None = None) -> tuple[bytes, bytes] | None:
+    """The next frame, or None when the connection ended; ValueError if its payload is over `limit` bytes."""
     head = _read_exactly(sock, 5)
     if head is None:
         return None
     (length,) = struct.unpack(">I", head[1:])
+    if limit is not None and length > limit:
+        raise ValueError(f"a frame of {length} bytes is over the limit of {limit}")
     payload = _read_exactly(sock, length)
     return None if payload is None else (head[:1], payload)
 
@@ -65,19 +71,23 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
 
 
 def _read_header(sock: socket.socket) -> dict:
+    """The request line, and not a byte more: a user's session sends frames right after it."""
     sock.settimeout(HEADER_TIMEOUT)
-    data = b""
-    while b"\n" not in data:
-        chunk = sock.recv(65536)
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = sock.recv(65536, socket.MSG_PEEK)
         if not chunk:
             raise ValueError("the connection closed before the request")
-        data += chunk
-        if len(data) > HEADER_LIMIT:
+        end = chunk.find(b"\n")
+        line += _read_exactly(sock, end + 1 if end >= 0 else len(chunk)) or b""
+        if len(line) > HEADER_LIMIT:
             raise ValueError("the request is too large")
     sock.settimeout(None)
-    request = json.loads(data.split(b"\n", 1)[0])
+    request = json.loads(line)
+    if isinstance(request, dict) and isinstance(request.get("ticket"), str):
+        return request  # a user's session (remote_login.py)
     if not isinstance(request, dict) or not isinstance(request.get("secret"), str) or not isinstance(request.get("command"), str):
-        raise ValueError("the request needs a secret and a command")
+        raise ValueError("the request needs a secret and a command, or a ticket")
     return request
 
 
@@ -92,9 +102,16 @@ class ExecServer:
     """Serves exec requests for the tasks `runners()` returns (the agent's running tasks)."""
 
     def __init__(
-        self, host: str, runners: Callable[[], list[TaskRunner]], *, ready_wait: float = READY_WAIT, max_connections: int = MAX_CONNECTIONS
+        self,
+        host: str,
+        runners: Callable[[], list[TaskRunner]],
+        *,
+        ready_wait: float = READY_WAIT,
+        max_connections: int = MAX_CONNECTIONS,
+        remote_login: RemoteLogin | None = None,
     ):
         self._runners = runners
+        self._remote_login = remote_login
         self.ready_wait = ready_wait
         self._slots = threading.BoundedSemaphore(max_connections)
         outer = self
@@ -147,6 +164,13 @@ class ExecServer:
         except (OSError, ValueError) as e:
             send(b"x", json.dumps({"exitCode": REFUSED, "error": f"bad request: {e}"}).encode())
             return
+        if "ticket" in request:
+            if self._remote_login is None:
+                send(b"x", json.dumps({"exitCode": REFUSED, "error": "this node takes no user sessions"}).encode())
+            else:
+                self._remote_login.serve(sock, request, send)
+            _hang_up(sock)
+            return
         runner = self._runner_for(request["secret"])
         if runner is None:
             log.warning("refused a remote launch: no running task of this node holds its secret")
@@ -183,7 +207,11 @@ class ExecServer:
         for t in pumps:
             t.join()
         send(b"x", json.dumps({"exitCode": code}).encode())
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        _hang_up(sock)
+
+
+def _hang_up(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from batchai.api import clusters, files, jobs, operations, security, sweeps, workspaces
+from batchai.api import clusters, files, jobs, openapi, operations, security, sweeps, workspaces
 from batchai.api.arm import JSONResponse
 from batchai.api.auth import ArmGate, Authenticator, Oidc
 from batchai.api.nodes import NodeDoor, NodeWaker
@@ -83,4 +83,5 @@ def create_app(services: Services, *, token: str, node_key: bytes, node_waker: N
 
     for module in (workspaces, clusters, jobs, sweeps, operations, files, security):
         app.include_router(module.router)
+    openapi.install(app)
     return app

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import Field, StrictBool
 
-from batchai import ids, node_identity, node_protocol, render
+from batchai import exec_tickets, ids, node_identity, node_protocol, render
+from batchai.api import openapi
 from batchai.api.arm import JSONResponse, json_body, page_records, paged
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services, workspace_path
+from batchai.api.files import expiry_minutes, list_directory
 from batchai.errors import ApiError
+from batchai.frameworks.expand import expand
 from batchai.lifecycle import controller_instance, utcnow
 from batchai.model import ClusterCreateParameters, ClusterUpdateParameters, FileServerCreateParameters, parse, validate_name
+from batchai.model.common import WireModel
 from batchai.node_protocol import JOINED
 from batchai.ports import Conflict, Unsupported
 from batchai.records import new_record
@@ -26,6 +33,22 @@ log = logging.getLogger("batchai.api")
 router = APIRouter()
 CLUSTER = WS + "/clusters/{cluster}"
 FILE_SERVER = WS + "/fileServers/{fs}"
+
+
+class EnrollmentTokenParameters(WireModel):
+    rotate: StrictBool = False  # void every token given before
+
+
+class PortForward(WireModel):
+    host: str = Field("127.0.0.1", min_length=1, max_length=exec_tickets.MAX_HOST_CHARS)  # as the node resolves it
+    port: int = Field(ge=1, le=65535)
+
+
+class ExecSessionParameters(WireModel):
+    """What an execSession asks for: `command` (none: a login shell), or a `forward` from the node."""
+
+    command: str | None = Field(None, min_length=1, max_length=exec_tickets.MAX_COMMAND_CHARS)
+    forward: PortForward | None = None
 
 
 def cluster_path(sub, rg, ws, cluster) -> str:
@@ -44,7 +67,7 @@ def target_nodes(scale: dict) -> int:
     return scale["autoScale"].get("initialNodeCount", 0)
 
 
-@router.put(CLUSTER)
+@router.put(CLUSTER, openapi_extra=openapi.body(ClusterCreateParameters))
 async def create_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     rid = cluster_path(sub, rg, ws, cluster)
     params = parse(ClusterCreateParameters, await json_body(request))
@@ -75,7 +98,7 @@ def _create_cluster(request: Request, rid: str, sub: str, rg: str, ws: str, clus
     return JSONResponse(_render(request, record))
 
 
-@router.patch(CLUSTER)
+@router.patch(CLUSTER, openapi_extra=openapi.body(ClusterUpdateParameters))
 async def update_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     rid = cluster_path(sub, rg, ws, cluster)
     params = parse(ClusterUpdateParameters, await json_body(request))
@@ -121,15 +144,12 @@ def resume_cluster(request: Request, sub: str, rg: str, ws: str, cluster: str):
     return _set_paused(request, cluster_path(sub, rg, ws, cluster), False)
 
 
-@router.post(CLUSTER + "/enrollmentToken")
+@router.post(CLUSTER + "/enrollmentToken", openapi_extra=openapi.body(EnrollmentTokenParameters, required=False))
 async def enrollment_token(request: Request, sub: str, rg: str, ws: str, cluster: str):
     """Ours: the attached cluster's enrollment token, which machines exchange for a node of their own
     (`batchai node join`); `{"rotate": true}` voids every token given before (joined nodes stay)."""
     rid = cluster_path(sub, rg, ws, cluster)
-    body = await json_body(request, required=False)
-    rotate = body.get("rotate", False)
-    if not isinstance(rotate, bool):
-        raise ApiError.bad_request("rotate must be true or false.", target="rotate")
+    rotate = parse(EnrollmentTokenParameters, await json_body(request, required=False)).rotate
     return await run_in_threadpool(_enrollment_token, request, rid, rotate)
 
 
@@ -206,18 +226,81 @@ def list_clusters(request: Request, sub: str, rg: str, ws: str):
 
 
 def remote_login(nodes) -> list[dict]:
-    """Local nodes run no SSH server: port 0 says so; the address is where the node's processes run.
-    Ours, beyond the 2018-05-01 contract: `gpus`, each node's GPUs as its agent found them."""
+    """Nodes run no SSH server: the address and port are the node agent's exec service, where
+    `batchai cluster node exec` logs in with a ticket from `.../nodes/{node}/execSession` (0 until the
+    agent has registered). Ours, beyond the 2018-05-01 contract: `gpus`, each node's GPUs as its agent found them."""
     return [
-        {"nodeId": n.name, "ipAddress": n.address or "127.0.0.1", "port": 0, **({"gpus": n.gpu_list()} if n.gpus else {})} for n in nodes
+        {"nodeId": n.name, "ipAddress": n.address or "127.0.0.1", "port": n.exec_port or 0, **({"gpus": n.gpu_list()} if n.gpus else {})}
+        for n in nodes
     ]
 
 
-@router.api_route(CLUSTER + "/listRemoteLoginInformation", methods=["POST", "GET"])
+def exec_grant(body: dict) -> dict:
+    """The grant of an exec ticket for an execSession body (ExecSessionParameters)."""
+    params = parse(ExecSessionParameters, body)
+    if params.forward is not None:
+        return {"kind": "forward", "host": params.forward.host, "port": params.forward.port}
+    return {"kind": "exec", "command": params.command}
+
+
+def exec_session(svc: Services, nodes: list, node: str, grant: dict) -> JSONResponse:
+    """A ticket for `grant` on the node named `node` (of `nodes`), and where its agent listens."""
+    target = next((n for n in nodes if n.name == node), None)
+    if target is None:
+        raise ApiError.not_found(f"No node '{node}' here.", target="node")
+    if not target.exec_port:
+        raise ApiError.conflict(f"The node '{node}' has not registered its agent yet; retry in a moment.", target="node")
+    credential = node_identity.node_credential(node_identity.node_key(svc.store), target.id)
+    ticket, expires = exec_tickets.issue(credential, target.id, grant)
+    return JSONResponse(
+        {
+            "nodeId": target.name,
+            "ipAddress": target.address or "127.0.0.1",
+            "port": target.exec_port,
+            "ticket": ticket,
+            "expiresAt": datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z"),
+        }
+    )
+
+
+@router.post(CLUSTER + "/nodes/{node}/execSession", openapi_extra=openapi.body(ExecSessionParameters, required=False))
+async def cluster_exec_session(request: Request, sub: str, rg: str, ws: str, cluster: str, node: str):
+    """Ours: a short-lived ticket that lets the caller run a command or a shell on the node, or forward
+    a port from it, through the node agent (`batchai cluster node exec`; batchai/exec_tickets.py)."""
+    rid = cluster_path(sub, rg, ws, cluster)
+    grant = exec_grant(await json_body(request, required=False))
+    svc = services(request)
+
+    def session():
+        require(svc, rid, "cluster")
+        return exec_session(svc, svc.store.nodes(rid), node, grant)
+
+    return await run_in_threadpool(session)
+
+
+@router.post(CLUSTER + "/listRemoteLoginInformation")
+@router.get(CLUSTER + "/listRemoteLoginInformation")
 def cluster_remote_login(request: Request, sub: str, rg: str, ws: str, cluster: str):
     svc = services(request)
     record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
     return paged(request, remote_login(svc.store.nodes(record.id)), None)
+
+
+@router.post(CLUSTER + "/listNodeSetupFiles")
+@router.get(CLUSTER + "/listNodeSetupFiles")
+def node_setup_files(request: Request, sub: str, rg: str, ws: str, cluster: str):
+    """Ours: the node setup task's log files (`{prefix}/{stdOutErrPathSuffix}/<node>/stdout.txt`, ...), as
+    listOutputFiles lists a job's: `directory`, `linkexpiryinminutes`, paged, signed download URLs.
+    Files a joined machine wrote on its own disk are not here."""
+    svc = services(request)
+    record = require(svc, cluster_path(sub, rg, ws, cluster), "cluster")
+    minutes = expiry_minutes(request)
+    setup = (record.properties.get("nodeSetup") or {}).get("setupTask")
+    if not setup:
+        return paged(request, [], None)
+    env = {"AZ_BATCHAI_MOUNT_ROOT": str(svc.settings.cluster_mount_root(record.internal["uuid"]))}
+    prefix = expand(setup["stdOutErrPathPrefix"], env).rstrip("/")
+    return list_directory(request, record, Path(f"{prefix}/{setup['stdOutErrPathSuffix']}"), minutes)
 
 
 def file_server_path(sub, rg, ws, fs) -> str:
@@ -225,7 +308,7 @@ def file_server_path(sub, rg, ws, fs) -> str:
     return ids.child_id(workspace_path(sub, rg, ws), "fileServers", fs)
 
 
-@router.put(FILE_SERVER)
+@router.put(FILE_SERVER, openapi_extra=openapi.body(FileServerCreateParameters))
 async def create_file_server(request: Request, sub: str, rg: str, ws: str, fs: str):
     rid = file_server_path(sub, rg, ws, fs)
     params = parse(FileServerCreateParameters, await json_body(request))

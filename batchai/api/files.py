@@ -74,7 +74,7 @@ def _directory(record: Record, directory_id: str) -> Path | None:
     return Path(next(v for k, v in paths["outputs"].items() if k.lower() == directory_id.lower()))
 
 
-def _expiry_minutes(request: Request) -> int:
+def expiry_minutes(request: Request) -> int:
     try:
         minutes = int(request.query_params.get("linkexpiryinminutes", "60"))
     except ValueError:
@@ -145,7 +145,12 @@ def _relative(request: Request) -> str:
 
 
 def _list_disk(request: Request, record: Record, directory_id: str, minutes: int):
-    root = _directory(record, directory_id)
+    return list_directory(request, record, _directory(record, directory_id), minutes)
+
+
+def list_directory(request: Request, record: Record, root: Path | None, minutes: int):
+    """One page of the `directory` query parameter's entries under `root`, files with download URLs signed for
+    `record` (a job, or a cluster for its setup logs): they die with it."""
     expiry = int(time.time()) + 60 * minutes
     if root is None or not root.is_dir():
         return paged(request, [], None)
@@ -187,7 +192,7 @@ def _list_blobs(request: Request, blobs: BlobStore, record: Record, directory_id
 
 def list_output_files(request: Request, record: Record):
     directory_id = _directory_id(request, record)
-    minutes = _expiry_minutes(request)
+    minutes = expiry_minutes(request)
     blobs = services(request).blobs
     if blobs is None:
         return _list_disk(request, record, directory_id, minutes)

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from batchai import arrays, ids, jobs, metrics, render
+from batchai.api import openapi
 from batchai.api.arm import JSONResponse, accepted, json_body, new_operation_id, page_records, paged
-from batchai.api.clusters import remote_login
+from batchai.api.clusters import ExecSessionParameters, exec_grant, exec_session, remote_login
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services
 from batchai.api.files import list_output_files
@@ -29,7 +30,7 @@ def job_path(sub, rg, ws, exp, job) -> str:
     return ids.child_id(experiment_path(sub, rg, ws, exp), "jobs", job)
 
 
-@router.put(JOB)
+@router.put(JOB, openapi_extra=openapi.body(JobCreateParameters))
 async def create_job(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
     rid = job_path(sub, rg, ws, exp, job)
     params = parse(JobCreateParameters, await json_body(request))
@@ -110,16 +111,42 @@ def job_metrics(request: Request, sub: str, rg: str, ws: str, exp: str, job: str
     return metrics.of(require(services(request), job_path(sub, rg, ws, exp, job), "job"))
 
 
-@router.api_route(JOB + "/listOutputFiles", methods=["POST", "GET"])
+@router.post(JOB + "/listOutputFiles")
+@router.get(JOB + "/listOutputFiles")
 def output_files(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
     record = require(services(request), job_path(sub, rg, ws, exp, job), "job")
     return list_output_files(request, record)
 
 
-@router.api_route(JOB + "/listRemoteLoginInformation", methods=["POST", "GET"])
+@router.post(JOB + "/listRemoteLoginInformation")
+@router.get(JOB + "/listRemoteLoginInformation")
 def job_remote_login(request: Request, sub: str, rg: str, ws: str, exp: str, job: str):
     svc = services(request)
-    record = require(svc, job_path(sub, rg, ws, exp, job), "job")
+    return paged(request, remote_login(_job_nodes(svc, require(svc, job_path(sub, rg, ws, exp, job), "job"))), None)
+
+
+def _job_nodes(svc, record) -> list:
     node_ids = record.internal.get("nodes", []) if record.properties["executionState"] in ("running", "terminating") else []
-    nodes = [n for n in (svc.store.get_node(i) for i in node_ids) if n is not None]
-    return paged(request, remote_login(nodes), None)
+    return [n for n in (svc.store.get_node(i) for i in node_ids) if n is not None]
+
+
+@router.post(JOB + "/nodes/{node}/execSession", openapi_extra=openapi.body(ExecSessionParameters, required=False))
+async def job_exec_session(request: Request, sub: str, rg: str, ws: str, exp: str, job: str, node: str):
+    """Ours: as the cluster's execSession, for a node the job runs on; a command runs inside the job's
+    task there (its environment, directory and container), a forward reaches what the job serves."""
+    rid = job_path(sub, rg, ws, exp, job)
+    grant = exec_grant(await json_body(request, required=False))
+    svc = services(request)
+
+    def session():
+        record = require(svc, rid, "job")
+        nodes = _job_nodes(svc, record)
+        if not nodes:
+            raise ApiError.conflict("The job is not running: it has no nodes to log in to.", target="executionState")
+        if grant["kind"] == "exec":
+            if grant["command"] is None:
+                raise ApiError.bad_request("A job's node runs a command (a shell is the cluster's: cluster node exec).", "command")
+            grant["job"] = rid
+        return exec_session(svc, nodes, node, grant)
+
+    return await run_in_threadpool(session)

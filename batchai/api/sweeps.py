@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from batchai import ids, sweep_runs
+from batchai.api import openapi
 from batchai.api.arm import JSONResponse, json_body, page_records
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import WS, require, services
@@ -28,7 +29,46 @@ def sweep_path(sub, rg, ws, exp, sweep) -> str:
     return ids.child_id(experiment_path(sub, rg, ws, exp), "sweeps", sweep)
 
 
-@router.put(SWEEP)
+SWEEP_BODY = {
+    "type": "object",
+    "required": ["properties"],
+    "properties": {
+        "properties": {
+            "type": "object",
+            "description": "An Azure ML sweep job's fields (README, Sweeps); checked by batchai.sweep_runs.",
+            "required": ["search_space", "objective", "trial"],
+            "properties": {
+                "search_space": {"type": "object", "additionalProperties": {"type": "object"}},
+                "objective": {
+                    "type": "object",
+                    "properties": {"goal": {"enum": ["minimize", "maximize"]}, "primary_metric": {"type": "string"}},
+                },
+                "sampling_algorithm": {
+                    "oneOf": [
+                        {"enum": ["grid", "random", "sobol", "bayesian"]},
+                        {
+                            "type": "object",
+                            "properties": {"type": {"enum": ["grid", "random", "sobol", "bayesian"]}, "seed": {"type": "integer"}},
+                        },
+                    ],
+                    "default": "random",
+                },
+                "early_termination": {"type": "object", "description": "bandit, median_stopping, truncation_selection or asha."},
+                "limits": {
+                    "type": "object",
+                    "properties": {
+                        k: {"type": "integer", "minimum": 0}
+                        for k in ("max_total_trials", "max_concurrent_trials", "max_failed_trials", "timeout", "trial_timeout")
+                    },
+                },
+                "trial": {"type": "object", "description": "A Batch AI job body or an original job file."},
+            },
+        }
+    },
+}
+
+
+@router.put(SWEEP, openapi_extra=openapi.body_schema("SweepCreateParameters", SWEEP_BODY))
 async def create_sweep(request: Request, sub: str, rg: str, ws: str, exp: str, sweep: str):
     rid = sweep_path(sub, rg, ws, exp, sweep)
     body = await json_body(request)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from batchai import ids, render
+from batchai.api import openapi
 from batchai.api.arm import JSONResponse, json_body, page_records
 from batchai.api.deletion import begin_delete, workspace_location
 from batchai.api.deps import RG, WS, require, services, visible_only, workspace_path
@@ -18,7 +19,7 @@ from batchai.services import Services
 router = APIRouter()
 
 
-@router.put(WS)
+@router.put(WS, openapi_extra=openapi.body(WorkspaceCreateParameters))
 async def create_workspace(request: Request, sub: str, rg: str, ws: str):
     rid = workspace_path(sub, rg, ws)
     params = parse(WorkspaceCreateParameters, await json_body(request))
@@ -39,7 +40,7 @@ def _create_workspace(svc: Services, rid: str, sub: str, rg: str, ws: str, param
     return JSONResponse(render.workspace(record))
 
 
-@router.patch(WS)
+@router.patch(WS, openapi_extra=openapi.body(WorkspaceUpdateParameters))
 async def update_workspace(request: Request, sub: str, rg: str, ws: str):
     rid = workspace_path(sub, rg, ws)
     params = parse(WorkspaceUpdateParameters, await json_body(request))

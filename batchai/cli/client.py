@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
 from batchai import API_VERSION
 
+NOT_FOUND = 3  # the exit code when the resource does not exist (az's)
+
 
 class CliError(Exception):
-    """An error the CLI prints as one line and exits non-zero for."""
+    """An error the CLI prints as one line and exits with `exit_code` for (1; NOT_FOUND for a 404)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -50,12 +57,13 @@ class Client:
     @staticmethod
     def _check(response: httpx.Response) -> httpx.Response:
         if response.status_code >= 400:
+            code = NOT_FOUND if response.status_code == 404 else 1
             try:
                 error = response.json()["error"]
                 where = f" ({error['target']})" if error.get("target") else ""
-                raise CliError(f"{error['code']}: {error['message']}{where}")
+                raise CliError(f"{error['code']}: {error['message']}{where}", code)
             except (ValueError, KeyError, TypeError):
-                raise CliError(f"HTTP {response.status_code}: {response.text[:200]}") from None
+                raise CliError(f"HTTP {response.status_code}: {response.text[:200]}", code) from None
         return response
 
     def get(self, path: str, **params) -> dict:
@@ -91,6 +99,26 @@ class Client:
         if wait:
             self.wait_operation(response)
         return response
+
+    def download_to(self, url: str, target: Path) -> int:
+        """Stream a file to `target` (written whole or not at all); its size."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.part")
+        size = 0
+        try:
+            with httpx.stream("GET", url, timeout=self.timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                with open(partial, "wb") as f:
+                    for chunk in response.iter_bytes():
+                        f.write(chunk)
+                        size += len(chunk)
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise CliError(f"downloading {target.name} failed: {exc}") from None
+        partial.replace(target)
+        return size
 
     def download(self, url: str, offset: int = 0) -> bytes:
         headers = {"Range": f"bytes={offset}-"} if offset else {}

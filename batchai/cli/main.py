@@ -1,6 +1,8 @@
 """`batchai`: run the embedded control plane, and drive any Batch AI endpoint from the shell.
 
-Human tables by default; `--json` prints the service's JSON for scripts.
+Human tables by default; `-o json|jsonc|tsv|yaml` and `--query` (JMESPath) for scripts, as `az batchai`.
+The groups live in modules beside this one (batchai/cli/common.py has what they share); this one
+has serve, workspaces, clusters, experiments, jobs, sweeps and the queue.
 """
 
 from __future__ import annotations
@@ -10,117 +12,46 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from batchai.cli import security
+import batchai.cli.nodes  # noqa: F401 - registers its commands
+import batchai.cli.resources  # noqa: F401 - registers its commands
+from batchai.cli import clusters, files, security, storage  # noqa: F401 - files registers its commands
 from batchai.cli.client import Client, CliError
+from batchai.cli.clusters import CLUSTER_COLUMNS
+from batchai.cli.common import (
+    DEFAULT_DATA_DIR,
+    TERMINAL,
+    ExperimentOpt,
+    NoWaitOpt,
+    WorkspaceOpt,
+    YesOpt,
+    app,
+    cluster_app,
+    cluster_node_app,
+    confirm,
+    console,
+    errors,
+    experiment_app,
+    field,
+    hoist_globals,
+    job_app,
+    named,
+    node_app,
+    queue_app,
+    queue_client,
+    run,
+    show,
+    sweep_app,
+    workspace_app,
+)
+from batchai.cli.files import FILE_COLUMNS, list_files
 
-DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
-DEFAULT_DATA_DIR = Path(os.environ.get("BATCHAI_DATA_DIR", Path.home() / ".batchai"))
-
-app = typer.Typer(help="Open, serverless Azure Batch AI.", no_args_is_help=True, pretty_exceptions_enable=False)
-workspace_app = typer.Typer(help="Workspaces: the top of the resource hierarchy.", no_args_is_help=True)
-cluster_app = typer.Typer(help="Clusters of nodes of one VM size.", no_args_is_help=True)
-experiment_app = typer.Typer(help="Experiments: groups of related jobs.", no_args_is_help=True)
-job_app = typer.Typer(help="Jobs: training, sweeps and batch scoring.", no_args_is_help=True)
-app.add_typer(workspace_app, name="workspace")
-app.add_typer(cluster_app, name="cluster")
-app.add_typer(experiment_app, name="experiment")
-app.add_typer(job_app, name="job")
-sweep_app = typer.Typer(help="Hyperparameter sweeps: trials sampled from a search space, with early termination.", no_args_is_help=True)
-app.add_typer(sweep_app, name="sweep")
-queue_app = typer.Typer(help="The submission queue of the local control plane.", no_args_is_help=True)
-app.add_typer(queue_app, name="queue")
-cluster_node_app = typer.Typer(help="The nodes of a cluster.", no_args_is_help=True)
-cluster_app.add_typer(cluster_node_app, name="node")
-node_app = typer.Typer(help="This machine as a node of an attached cluster.", no_args_is_help=True)
-app.add_typer(node_app, name="node")
-
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
-TERMINAL = ("succeeded", "failed")
 DEFAULT_NODE_ROOT = Path.home() / ".batchai-node"
-
-
-class Context:
-    def __init__(self, url: str, token: str | None, data_dir: Path, subscription: str, resource_group: str, as_json: bool):
-        self.url, self._token, self.data_dir = url, token, data_dir
-        self.subscription, self.resource_group, self.as_json = subscription, resource_group, as_json
-
-    @property
-    def client(self) -> Client:
-        token = self._token
-        if not token:
-            path = self.data_dir / "token"
-            if not path.exists():
-                raise CliError(f"no token: set BATCHAI_TOKEN or point --data-dir at the server's data dir ({path} is missing)")
-            token = path.read_text().strip()
-        return Client(self.url, token, self.subscription, self.resource_group)
-
-
-@app.callback()
-def main(
-    ctx: typer.Context,
-    url: str | None = typer.Option(None, envvar="BATCHAI_URL", help="Control plane URL (default: the one serving --data-dir, else :8080)."),
-    token: str | None = typer.Option(None, envvar="BATCHAI_TOKEN", help="Bearer token (default: <data-dir>/token)."),
-    data_dir: Path = typer.Option(DEFAULT_DATA_DIR, envvar="BATCHAI_DATA_DIR", help="The embedded server's data directory."),
-    subscription: str = typer.Option(DEFAULT_SUBSCRIPTION, envvar="BATCHAI_SUBSCRIPTION"),
-    resource_group: str = typer.Option("default", "--resource-group", "-g", envvar="BATCHAI_RESOURCE_GROUP"),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-):
-    ctx.obj = Context(url or local_url(data_dir), token, data_dir, subscription, resource_group, as_json)
-
-
-def local_url(data_dir: Path) -> str:
-    """The URL a local `batchai serve` on this data dir announced, so `--port 0` needs no flags."""
-    try:
-        return json.loads((data_dir / "control-plane.json").read_text())["url"]
-    except (OSError, ValueError, KeyError):
-        return "http://127.0.0.1:8080"
-
-
-@contextmanager
-def queue_client(data_dir: Path):
-    """The submission queue the settings name, closed after use; its failures are CLI errors, not tracebacks."""
-    from azure.core.exceptions import AzureError
-
-    from batchai.adapters.from_env import submission_queue
-
-    queue = None
-    try:
-        queue = submission_queue(data_dir)
-        yield queue
-    except AzureError as exc:  # Service Bus: a bad connection string, no such topic, no network
-        raise CliError(f"the submission queue failed: {exc}") from None
-    finally:
-        if queue is not None:
-            queue.close()
-
-
-def run(fn):
-    try:
-        return fn()
-    except CliError as exc:
-        errors.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
-        raise typer.Exit(1) from None
-
-
-def show(ctx: Context, data, columns: list[tuple[str, Callable[[Any], Any]]]) -> None:
-    if ctx.as_json:
-        print(json.dumps(data, indent=2))
-        return
-    rows = data if isinstance(data, list) else [data]
-    table = Table(*[c for c, _ in columns])
-    for row in rows:
-        table.add_row(*[str(get(row) if get(row) is not None else "") for _, get in columns])
-    console.print(table)
 
 
 # -- serve ------------------------------------------------------------------------------
@@ -154,6 +85,7 @@ WS_COLUMNS = [
 
 
 @workspace_app.command("create")
+@named("name", "--name", "-n")
 def workspace_create(ctx: typer.Context, name: str, location: str = typer.Option("local", "--location", "-l")):
     c = ctx.obj
     run(lambda: show(c, c.client.put(c.client.workspace(name), {"location": location}), WS_COLUMNS))
@@ -167,59 +99,75 @@ def workspace_list(ctx: typer.Context):
 
 
 @workspace_app.command("show")
+@named("name", "--name", "-n")
 def workspace_show(ctx: typer.Context, name: str):
     c = ctx.obj
     run(lambda: show(c, c.client.get(c.client.workspace(name)), WS_COLUMNS))
 
 
 @workspace_app.command("delete")
-def workspace_delete(ctx: typer.Context, name: str):
+@named("name", "--name", "-n")
+def workspace_delete(ctx: typer.Context, name: str, yes: bool = YesOpt, no_wait: bool = NoWaitOpt):
     """Delete a workspace with all its clusters, experiments and jobs."""
     c = ctx.obj
-    run(lambda: c.client.delete(c.client.workspace(name)))
+    confirm(yes, f"the workspace '{name}' with all its clusters, file servers, experiments and jobs")
+    run(lambda: c.client.delete(c.client.workspace(name), wait=not no_wait))
 
 
 # -- clusters ---------------------------------------------------------------------------
-def _counts(r):
-    n = r["properties"].get("nodeStateCounts", {})
-    return f"idle {n.get('idleNodeCount', 0)} / running {n.get('runningNodeCount', 0)} / preparing {n.get('preparingNodeCount', 0)} / unusable {n.get('unusableNodeCount', 0)}"
-
-
-CLUSTER_COLUMNS = [
-    ("name", lambda r: r["name"]),
-    ("vm size", lambda r: r["properties"].get("vmSize")),
-    ("allocation", lambda r: r["properties"].get("allocationState")),
-    ("nodes", lambda r: r["properties"].get("currentNodeCount")),
-    ("node states", _counts),
-    ("gpus", lambda r: r["properties"].get("gpuCount")),
-]
-
-
 @cluster_app.command("create")
+@named("name", "--name")
+@storage.with_storage_flags
+@clusters.with_admin_flags
 def cluster_create(
     ctx: typer.Context,
     name: str,
-    workspace: str = typer.Option(..., "--workspace", "-w"),
-    nodes: int = typer.Option(1, "--nodes", "-n", help="Target node count (manual scale)."),
-    vm_size: str = typer.Option("STANDARD_D1_V2", "--vm-size"),
-    low_priority: bool = typer.Option(False, "--low-priority"),
+    mounts: storage.Storage,  # from with_storage_flags
+    admin: clusters.AdminFlags,  # from with_admin_flags
+    workspace: str = WorkspaceOpt,
+    config_file: Path | None = typer.Option(
+        None, "--config-file", "-f", help="ClusterCreateParameters as JSON (its properties); the flags override it."
+    ),
+    nodes: int | None = typer.Option(
+        None, "--nodes", "-n", "--target", "-t", help="Node count: the target (manual scale) or the initial count (auto scale). Default 1."
+    ),
+    min_nodes: int | None = typer.Option(None, "--min", help="Auto scale: the fewest nodes (with --max)."),
+    max_nodes: int | None = typer.Option(None, "--max", help="Auto scale: the most nodes (with --min)."),
+    vm_size: str | None = typer.Option(None, "--vm-size", "-s", help="VM size (default STANDARD_D1_V2)."),
+    vm_priority: str | None = typer.Option(None, "--vm-priority", help="dedicated or lowpriority."),
+    low_priority: bool = typer.Option(False, "--low-priority", help="The same as --vm-priority lowpriority."),
+    image: str | None = typer.Option(None, "--image", "-i", help="publisher:offer:sku:version, or UbuntuLTS / UbuntuDSVM."),
+    custom_image: str | None = typer.Option(None, "--custom-image", help="ARM id of a VM image made from --image."),
+    setup_task: str | None = typer.Option(None, "--setup-task", help="A command line every node runs as it joins."),
+    setup_task_output: str | None = typer.Option(None, "--setup-task-output", help="Where its logs go (e.g. $AZ_BATCHAI_MOUNT_ROOT/logs)."),
+    subnet: str | None = typer.Option(None, "--subnet", help="ARM id of the virtual network subnet for the nodes."),
     attached: bool = typer.Option(False, "--attached", help="Nodes are machines that join (batchai node join); --nodes is unused."),
-    wait: bool = typer.Option(True, help="Wait until every node has joined."),
+    wait: bool = typer.Option(True, help="Wait until the cluster's allocation is steady (every node joined)."),
 ):
+    """Create a cluster, from flags as `az batchai cluster create` or from a config file."""
     c = ctx.obj
-    body = {
-        "properties": {
-            "vmSize": vm_size,
-            "vmPriority": "lowpriority" if low_priority else "dedicated",
-            "scaleSettings": {"manual": {"targetNodeCount": 0 if attached else nodes, "nodeDeallocationOption": "requeue"}},
-            "userAccountSettings": {"adminUserName": "batchai"},
-            **({"attached": True} if attached else {}),
-        }
-    }
 
     def create():
+        props = clusters.read_config(config_file, mounts.placeholders()) if config_file else {}
+        clusters.apply_flags(
+            props,
+            vm_size=vm_size,
+            vm_priority="lowpriority" if low_priority else vm_priority,
+            scale=clusters.scale_settings(0 if attached else nodes, min_nodes, max_nodes),
+            image=clusters.image_reference(image, custom_image) if image or custom_image else None,
+            account=admin.account(props.get("userAccountSettings")),
+            subnet=subnet,
+            setup=clusters.setup_task(setup_task, setup_task_output),
+        )
+        volumes = mounts.apply(
+            (props.get("nodeSetup") or {}).get("mountVolumes"), lambda fs: clusters.file_server_id(c.client, workspace, fs)
+        )
+        if volumes:
+            props.setdefault("nodeSetup", {})["mountVolumes"] = volumes
+        if attached:
+            props["attached"] = True
         path = c.client.cluster(workspace, name)
-        cluster = c.client.put(path, body)
+        cluster = c.client.put(path, {"properties": props})
         deadline = time.time() + 120
         while wait and cluster["properties"]["allocationState"] != "steady" and time.time() < deadline:
             time.sleep(0.3)
@@ -236,18 +184,23 @@ def cluster_list(ctx: typer.Context, workspace: str = typer.Option(..., "--works
 
 
 @cluster_app.command("show")
+@named("name", "--name", "-n")
 def cluster_show(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
     c = ctx.obj
     run(lambda: show(c, c.client.get(c.client.cluster(workspace, name)), CLUSTER_COLUMNS))
 
 
 @cluster_app.command("delete")
-def cluster_delete(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
+@named("name", "--name", "-n")
+def cluster_delete(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, yes: bool = YesOpt, no_wait: bool = NoWaitOpt):
+    """Delete a cluster: its nodes leave, its running jobs fail."""
     c = ctx.obj
-    run(lambda: c.client.delete(c.client.cluster(workspace, name)))
+    confirm(yes, f"the cluster '{name}' and its nodes")
+    run(lambda: c.client.delete(c.client.cluster(workspace, name), wait=not no_wait))
 
 
 @cluster_app.command("enroll-token")
+@named("name", "--name", "-n")
 def cluster_enroll_token(
     ctx: typer.Context,
     name: str,
@@ -306,6 +259,7 @@ EXP_COLUMNS = [
 
 
 @experiment_app.command("create")
+@named("name", "--name", "-n")
 def experiment_create(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
     c = ctx.obj
     run(lambda: show(c, c.client.put(c.client.experiment(workspace, name)), EXP_COLUMNS))
@@ -318,15 +272,18 @@ def experiment_list(ctx: typer.Context, workspace: str = typer.Option(..., "--wo
 
 
 @experiment_app.command("show")
+@named("name", "--name", "-n")
 def experiment_show(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
     c = ctx.obj
     run(lambda: show(c, c.client.get(c.client.experiment(workspace, name)), EXP_COLUMNS))
 
 
 @experiment_app.command("delete")
-def experiment_delete(ctx: typer.Context, name: str, workspace: str = typer.Option(..., "--workspace", "-w")):
+@named("name", "--name", "-n")
+def experiment_delete(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, yes: bool = YesOpt, no_wait: bool = NoWaitOpt):
     c = ctx.obj
-    run(lambda: c.client.delete(c.client.experiment(workspace, name)))
+    confirm(yes, f"the experiment '{name}' and its jobs")
+    run(lambda: c.client.delete(c.client.experiment(workspace, name), wait=not no_wait))
 
 
 # -- jobs -------------------------------------------------------------------------------
@@ -338,10 +295,26 @@ JOB_COLUMNS = [
     ("exit code", lambda r: r["properties"].get("executionInfo", {}).get("exitCode")),
     ("started", lambda r: r["properties"].get("executionInfo", {}).get("startTime")),
     ("ended", lambda r: r["properties"].get("executionInfo", {}).get("endTime")),
+    ("tasks", lambda r: _task_counts(r["properties"].get("arrayInfo"))),
 ]
 
-WorkspaceOpt = typer.Option(..., "--workspace", "-w")
-ExperimentOpt = typer.Option(..., "--experiment", "-e")
+TASK_COLUMNS = [
+    ("index", lambda r: r["properties"]["index"]),
+    ("state", lambda r: r["properties"]["executionState"]),
+    ("attempts", lambda r: r["properties"]["attempts"]),
+    ("nodes", lambda r: ",".join(r["properties"]["nodes"])),
+    ("exit code", lambda r: r["properties"].get("executionInfo", {}).get("exitCode")),
+    ("started", lambda r: r["properties"].get("executionInfo", {}).get("startTime")),
+    ("ended", lambda r: r["properties"].get("executionInfo", {}).get("endTime")),
+]
+
+
+def _task_counts(info: dict | None) -> str | None:
+    """An array job's tasks per state, e.g. `3 running, 197 succeeded of 200`."""
+    if not info:
+        return None
+    states = [f"{info[k]} {k.removesuffix('TaskCount')}" for k in info if k != "taskCount" and info[k]]
+    return f"{', '.join(states)} of {info['taskCount']}"
 
 
 def job_body(
@@ -352,13 +325,14 @@ def job_body(
     command: str | None,
     nodes: int | None,
     placeholders: list[str],
+    mounts: storage.Storage | None = None,
 ) -> dict:
     from batchai.errors import ApiError
     from batchai.model import load_job_file
 
-    cluster_id = client.cluster(workspace, cluster) if cluster else None
+    cluster_id = (cluster if cluster.startswith("/subscriptions/") else client.cluster(workspace, cluster)) if cluster else None
     if job_file is not None:
-        values = dict(p.split("=", 1) for p in placeholders)
+        values = {**(mounts.placeholders() if mounts else {}), **dict(p.split("=", 1) for p in placeholders)}
         try:
             raw = json.loads(job_file.read_text())
             params = load_job_file(raw, cluster_id=cluster_id, placeholders=values, node_count=nodes)
@@ -366,44 +340,63 @@ def job_body(
             raise CliError(f"cannot read {job_file}: {exc}") from None
         except ApiError as exc:
             raise CliError(f"{job_file}: {exc.message}" + (f" ({exc.target})" if exc.target else "")) from None
-        return {"properties": params.properties.to_wire()}
-    if command is None:
+        props = params.properties.to_wire()
+    elif command is None:
         raise CliError("give a job file (-f) or a command line (--command)")
-    if cluster_id is None:
+    elif cluster_id is None:
         raise CliError("--cluster is required")
-    return {
-        "properties": {
+    else:
+        props = {
             "cluster": {"id": cluster_id},
             "nodeCount": nodes or 1,
             "stdOutErrPathPrefix": "$AZ_BATCHAI_JOB_MOUNT_ROOT",
             "customToolkitSettings": {"commandLine": command},
         }
-    }
+    if mounts is not None:
+        volumes = mounts.apply(props.get("mountVolumes"), lambda fs: clusters.file_server_id(client, workspace, fs))
+        if volumes:
+            props["mountVolumes"] = volumes
+    return {"properties": props}
 
 
 @job_app.command("create")
+@named("name", "--name")
+@storage.with_storage_flags
 def job_create(
     ctx: typer.Context,
     name: str,
+    mounts: storage.Storage,  # from with_storage_flags
     workspace: str = WorkspaceOpt,
     experiment: str = ExperimentOpt,
-    cluster: str | None = typer.Option(None, "--cluster", "-c", help="Cluster name in the workspace."),
-    job_file: Path | None = typer.Option(None, "--file", "-f", help="An original Batch AI job file (job.json)."),
+    cluster: str | None = typer.Option(None, "--cluster", "-c", help="Cluster name in the workspace, or its ARM id."),
+    job_file: Path | None = typer.Option(
+        None, "--config-file", "--file", "-f", help="An original Batch AI job file (job.json), or JobCreateParameters."
+    ),
     command: str | None = typer.Option(None, "--command", help="A custom-toolkit command line instead of a file."),
     nodes: int | None = typer.Option(None, "--nodes", "-n", help="Node count (overrides the file)."),
     placeholder: list[str] = typer.Option([], "--placeholder", "-p", help="NAME=VALUE for <NAME> in the job file."),
+    array: int | None = typer.Option(None, "--array", help="An array job of this many tasks (AZ_BATCHAI_TASK_INDEX tells each)."),
+    max_parallel: int | None = typer.Option(None, "--max-parallel", help="Array: at most this many tasks running at once."),
+    max_task_retries: int | None = typer.Option(None, "--max-task-retries", help="Array: retries of a failed task (default 0)."),
 ):
-    """Submit a job: from an original job file, or a command line."""
+    """Submit a job: from an original job file, or a command line. Storage mounts go under
+    $AZ_BATCHAI_JOB_MOUNT_ROOT, on the job's nodes only. With --array, `count` tasks of it."""
     c = ctx.obj
 
     def create():
-        body = job_body(c.client, workspace, cluster, job_file, command, nodes, placeholder)
+        body = job_body(c.client, workspace, cluster, job_file, command, nodes, placeholder, mounts)
+        if array is not None:
+            settings = {"count": array, "maxParallel": max_parallel, "maxTaskRetries": max_task_retries}
+            body["properties"]["arraySettings"] = {k: v for k, v in settings.items() if v is not None}
+        elif max_parallel is not None or max_task_retries is not None:
+            raise CliError("--max-parallel and --max-task-retries need --array")
         show(c, c.client.put(c.client.job(workspace, experiment, name), body), JOB_COLUMNS)
 
     run(create)
 
 
 @job_app.command("submit")
+@named("name", "--name", "-n")
 def job_submit(
     ctx: typer.Context,
     name: str,
@@ -470,64 +463,75 @@ def job_list(ctx: typer.Context, workspace: str = WorkspaceOpt, experiment: str 
     run(lambda: show(c, c.client.list(f"{c.client.experiment(workspace, experiment)}/jobs"), JOB_COLUMNS))
 
 
+@job_app.command("tasks")
+@named("name", "--name", "-n")
+def job_tasks(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+    """An array job's tasks: index, state, attempts, nodes."""
+    c = ctx.obj
+    run(lambda: show(c, c.client.list(f"{c.client.job(workspace, experiment, name)}/tasks"), TASK_COLUMNS))
+
+
 @job_app.command("show")
+@named("name", "--name", "-n")
 def job_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     c = ctx.obj
     run(lambda: show(c, c.client.get(c.client.job(workspace, experiment, name)), JOB_COLUMNS))
 
 
 @job_app.command("delete")
-def job_delete(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+@named("name", "--name", "-n")
+def job_delete(
+    ctx: typer.Context,
+    name: str,
+    workspace: str = WorkspaceOpt,
+    experiment: str = ExperimentOpt,
+    yes: bool = YesOpt,
+    no_wait: bool = NoWaitOpt,
+):
     c = ctx.obj
-    run(lambda: c.client.delete(c.client.job(workspace, experiment, name)))
+    confirm(yes, f"the job '{name}'")
+    run(lambda: c.client.delete(c.client.job(workspace, experiment, name), wait=not no_wait))
 
 
 @job_app.command("terminate")
-def job_terminate(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
+@named("name", "--name", "-n")
+def job_terminate(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt, no_wait: bool = NoWaitOpt):
     """Stop a job's processes on every node; it ends failed with a termination error."""
     c = ctx.obj
-    run(lambda: c.client.post(f"{c.client.job(workspace, experiment, name)}/terminate"))
+    run(lambda: c.client.post(f"{c.client.job(workspace, experiment, name)}/terminate", wait=not no_wait))
 
 
 @job_app.command("wait")
+@named("name", "--name", "-n")
 def job_wait(
     ctx: typer.Context,
     name: str,
     workspace: str = WorkspaceOpt,
     experiment: str = ExperimentOpt,
     timeout: float = typer.Option(3600, help="Seconds."),
+    interval: float = typer.Option(0.5, "--interval", help="Seconds between polls."),
 ):
-    """Wait until the job succeeds or fails; exit 1 when it failed."""
+    """Wait until the job succeeds or fails. A failed job makes it exit with the job's exit code (as
+    az's; 1 when the job has none, e.g. terminated, or its code is 0 or a multiple of 256)."""
     c = ctx.obj
 
     def wait():
         path, deadline = c.client.job(workspace, experiment, name), time.time() + timeout
         while (job := c.client.get(path))["properties"]["executionState"] not in TERMINAL:
             if time.time() > deadline:
-                raise CliError("timed out")
-            time.sleep(0.5)
+                raise CliError(f"timed out after {timeout:g} s; the job is {job['properties']['executionState']}")
+            time.sleep(max(0.1, interval))
         show(c, job, JOB_COLUMNS)
         return job
 
-    if run(wait)["properties"]["executionState"] != "succeeded":
-        raise typer.Exit(1)
-
-
-FILE_COLUMNS = [
-    ("name", lambda r: r["name"]),
-    ("type", lambda r: r["fileType"]),
-    ("size", lambda r: r.get("properties", {}).get("contentLength")),
-    ("modified", lambda r: r.get("properties", {}).get("lastModified")),
-]
-
-
-def list_files(client: Client, job_path: str, output_dir: str, directory: str = ".") -> list[dict]:
-    return client.list(
-        f"{job_path}/listOutputFiles", method="POST", outputdirectoryid=output_dir, directory=directory, linkexpiryinminutes=60
-    )
+    job = run(wait)
+    if job["properties"]["executionState"] != "succeeded":
+        code = (job["properties"].get("executionInfo") or {}).get("exitCode")
+        raise typer.Exit(code % 256 if isinstance(code, int) and code % 256 else 1)
 
 
 @job_app.command("files")
+@named("name", "--name", "-n")
 def job_files(
     ctx: typer.Context,
     name: str,
@@ -542,6 +546,7 @@ def job_files(
 
 
 @job_app.command("logs")
+@named("name", "--name", "-n")
 def job_logs(
     ctx: typer.Context,
     name: str,
@@ -574,12 +579,8 @@ def job_logs(
     run(stream)
 
 
-def field(name: str, within: str | None = None) -> Callable[[dict], Any]:
-    """A table column: the row's `name` (in its `within` object), blank where it has none."""
-    return lambda row: (row.get(within) or {} if within else row).get(name)
-
-
 @job_app.command("metrics")
+@named("name", "--name", "-n")
 def job_metrics(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     """What the job reported to $AZ_BATCHAI_METRICS_FILE, one row per line."""
     c = ctx.obj
@@ -587,7 +588,7 @@ def job_metrics(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, ex
     def metrics():
         data = c.client.get(f"{c.client.job(workspace, experiment, name)}/metrics")
         if c.as_json:
-            print(json.dumps(data, indent=2))
+            show(c, data)
             return
         names = list(dict.fromkeys(k for e in data["value"] for k in e))
         show(c, data["value"], [(k, field(k)) for k in names])
@@ -649,6 +650,7 @@ def read_sweep_file(path: Path) -> dict:
 
 
 @sweep_app.command("create")
+@named("name", "--name", "-n")
 def sweep_create(
     ctx: typer.Context,
     name: str,
@@ -672,6 +674,7 @@ def sweep_list(ctx: typer.Context, workspace: str = WorkspaceOpt, experiment: st
 
 
 @sweep_app.command("show")
+@named("name", "--name", "-n")
 def sweep_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     """The sweep, its trials sorted by the objective (best first) with their parameters and state, and the best trial."""
     c = ctx.obj
@@ -679,7 +682,7 @@ def sweep_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, exp
     def show_sweep():
         data = c.client.get(sweep_path(c.client, workspace, experiment, name))
         if c.as_json:
-            print(json.dumps(data, indent=2))
+            show(c, data)
             return
         show(c, data, SWEEP_COLUMNS)
         props = data["properties"]
@@ -701,21 +704,50 @@ def sweep_show(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, exp
 
 
 @sweep_app.command("cancel")
+@named("name", "--name", "-n")
 def sweep_cancel(ctx: typer.Context, name: str, workspace: str = WorkspaceOpt, experiment: str = ExperimentOpt):
     """Stop every trial of the sweep; it ends canceled."""
     c = ctx.obj
     run(lambda: show(c, c.client.post(f"{sweep_path(c.client, workspace, experiment, name)}/cancel", wait=False).json(), SWEEP_COLUMNS))
 
 
+QUEUE_COLUMNS = [
+    ("#", lambda r: r["position"]),
+    ("job", lambda r: r["name"]),
+    ("experiment", lambda r: r["experiment"]),
+    ("priority", lambda r: r["priority"]),
+    ("nodes", lambda r: r["nodeCount"]),
+    ("waits because", lambda r: r["reason"]["code"]),
+    ("", lambda r: r["reason"]["message"]),
+]
+
+
 @queue_app.command("show")
-def queue_show(ctx: typer.Context):
-    """Messages waiting per priority, and dead letters with their reasons (Service Bus with BATCHAI_SERVICEBUS)."""
+def queue_show(
+    ctx: typer.Context,
+    cluster: str | None = typer.Option(None, "--cluster", "-c", help="A cluster's job queue instead (with -w)."),
+    workspace: str | None = typer.Option(None, "--workspace", "-w", help="The cluster's workspace."),
+):
+    """Messages waiting per priority, and dead letters with their reasons (Service Bus with BATCHAI_SERVICEBUS);
+    with -c, the cluster's queued jobs in the order they will start, and why each one waits."""
     c = ctx.obj
+
+    def cluster_queue():
+        if not workspace:
+            raise CliError("--cluster needs --workspace")
+        data = c.client.get(f"{c.client.cluster(workspace, cluster)}/queue")
+        if c.as_json:
+            return show(c, data)
+        show(c, data["value"], QUEUE_COLUMNS)
+        state = "paused" if data["paused"] else f"{data['idleNodes']} idle of {data['usableNodes']} usable nodes"
+        console.print(f"{cluster}: {state}" + (" (more jobs wait behind these)" if data.get("more") else ""))
 
     def report():
         with queue_client(c.data_dir) as queue:
             depth = [{"priority": p, "messages": n} for p, n in queue.depth().items()]
             dead = queue.dead_letters()
+        if c.as_json:
+            return show(c, {"depth": depth, "deadLetters": dead})
         show(c, depth, [("priority", lambda r: r["priority"]), ("messages", lambda r: r["messages"])])
         show(
             c,
@@ -728,14 +760,14 @@ def queue_show(ctx: typer.Context):
             ],
         )
 
-    run(report)
+    run(cluster_queue if cluster else report)
 
 
 security.register(app, run, show)
 
 
 def entrypoint():
-    app(prog_name="batchai")
+    app(args=hoist_globals(sys.argv[1:]), prog_name="batchai")
 
 
 if __name__ == "__main__":

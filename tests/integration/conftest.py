@@ -102,6 +102,40 @@ def server(tmp_path_factory):
     kill_agents(data_dir)
 
 
+def cli_env(server: Server, **extra: str) -> dict[str, str]:
+    """The environment a user's shell has for the `batchai` CLI against `server`."""
+    return {
+        **os.environ,
+        "BATCHAI_URL": server.url,
+        "BATCHAI_TOKEN": TOKEN,
+        "PYTHONPATH": str(ROOT),
+        "BATCHAI_DATA_DIR": str(server.data_dir),
+        **extra,
+    }
+
+
+CLI = [sys.executable, "-m", "batchai.cli.main"]
+
+
+@pytest.fixture(scope="module")
+def cli(server):
+    """cli(*args, check=True, env=None, input=None): run `batchai ARGS` against the module's server."""
+
+    def run(*args: str, check: bool = True, env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [*CLI, *args], env=cli_env(server, **(env or {})), cwd=ROOT, capture_output=True, text=True, timeout=120, input=input
+        )
+        if check:
+            assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    return run
+
+
+def as_json(done: subprocess.CompletedProcess):
+    return json.loads(done.stdout)
+
+
 @pytest.fixture(scope="module")
 def sdk(server):
     return make_sdk(server)

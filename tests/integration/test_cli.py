@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.integration.conftest import ROOT, TOKEN
+from tests.integration.conftest import as_json
 from tests.support.naming import unique_name
 from tests.support.waiting import until
 
@@ -31,31 +28,6 @@ print(sys.argv[2], "from rank", os.environ["RANK"], "of", os.environ["WORLD_SIZE
 with open(os.path.join(os.environ["AZ_BATCHAI_OUTPUT_MODEL"], f"part-{os.environ['RANK']}.txt"), "w") as f:
     f.write("weights")
 """
-
-
-@pytest.fixture(scope="module")
-def cli(server):
-    env = {
-        **os.environ,
-        "BATCHAI_URL": server.url,
-        "BATCHAI_TOKEN": TOKEN,
-        "PYTHONPATH": str(ROOT),
-        "BATCHAI_DATA_DIR": str(server.data_dir),
-    }
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [sys.executable, "-m", "batchai.cli.main", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-        )
-        if check:
-            assert done.returncode == 0, done.stdout + done.stderr
-        return done
-
-    return run
-
-
-def as_json(done: subprocess.CompletedProcess):
-    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +109,10 @@ def test_node_count_flag_overrides_the_file_and_its_defaults(cli, cluster, tmp_p
     cli("job", "wait", "one", "-w", WS, "-e", EXP)
 
 
-def test_failed_job_makes_wait_exit_nonzero(cli, cluster):
+def test_failed_job_makes_wait_exit_with_its_exit_code(cli, cluster):
     cli("job", "create", "exit3", "-w", WS, "-e", EXP, "-c", cluster, "--command", "exit 3")
     waited = cli("--json", "job", "wait", "exit3", "-w", WS, "-e", EXP, check=False)
-    assert waited.returncode == 1
+    assert waited.returncode == 3  # as az batchai job wait: scripts see why
     assert as_json(waited)["properties"]["executionInfo"]["exitCode"] == 3
 
 
@@ -155,7 +127,7 @@ def test_terminate_ends_a_running_job(cli, cluster):
 
 def test_errors_are_clear_and_exit_nonzero(cli, cluster, tmp_path):
     missing = cli("job", "show", "nope", "-w", WS, "-e", EXP, check=False)
-    assert missing.returncode == 1 and "ResourceNotFound" in missing.stderr
+    assert missing.returncode == 3 and "ResourceNotFound" in missing.stderr  # 3: no such resource (az's)
 
     bad_file = tmp_path / "bad.json"
     bad_file.write_text(

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from azure.mgmt.batchai import models
 
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import ROOT, as_json
 from tests.support.naming import unique_name
 from tests.support.waiting import until
 
@@ -173,3 +173,18 @@ def test_the_batch_scoring_example_splits_its_inputs_across_the_tasks(http, clus
         scored += [row.split(",")[0] for row in httpx.get(url).text.splitlines()[1:]]
     inputs = [line.split(",")[0] for line in (example / "inputs.txt").read_text().splitlines()]
     assert sorted(scored) == sorted(inputs)  # every item scored once, by one task
+
+
+def test_the_cli_creates_an_array_waits_for_it_and_lists_its_tasks(cli, http, cluster):
+    cli("-g", RG, "job", "create", "cli-array", "-w", WS, "-e", EXP, "-c", "c", "--command", "echo $AZ_BATCHAI_TASK_INDEX", "--array", "3")
+    assert ended(http, "cli-array")["properties"]["executionState"] == "succeeded"
+    tasks = as_json(cli("-g", RG, "job", "tasks", "cli-array", "-w", WS, "-e", EXP, "-o", "json"))
+    assert [(t["properties"]["index"], t["properties"]["executionState"]) for t in tasks] == [(i, "succeeded") for i in range(3)]
+    shown = cli(
+        "-g", RG, "job", "show", "cli-array", "-w", WS, "-e", EXP, "-o", "tsv", "--query", "properties.arrayInfo.succeededTaskCount"
+    )
+    assert shown.stdout.strip() == "3"
+    refused = cli(
+        "-g", RG, "job", "create", "cli-bad", "-w", WS, "-e", EXP, "-c", "c", "--command", "true", "--max-parallel", "2", check=False
+    )
+    assert refused.returncode != 0 and "--array" in refused.stderr

@@ -337,6 +337,13 @@ def test_an_mpi_job_spans_both_machines_and_its_logs_follow_while_it_runs(world)
         assert not secrets & set(record["env"].values()), "a credential reached a job"
 
 
+def test_remote_login_reaches_each_machine_at_the_address_it_joined_with(world):
+    listed = world["cli"]("cluster", "node", "list", "c", "-w", "ws", "-o", "tsv", "--query", "[].[nodeId, ipAddress]")
+    assert sorted(line.split("\t") for line in listed.splitlines()) == [[n, a] for n, a in sorted(NODE_ADDRESSES.items())]
+    for name, address in NODE_ADDRESSES.items():  # from the control plane's machine, through that machine's agent
+        assert address in world["cli"]("cluster", "node", "exec", "c", "-w", "ws", "-n", name, "--exec", "hostname -I").split()
+
+
 def test_a_pytorch_job_gets_the_first_machine_as_master(world):
     submit(world, "torch", {"pyTorchSettings": {"pythonScriptFilePath": str(world["base"] / "rank.py"), "commandLineArgs": "torch"}})
     props = ended(world, "torch")

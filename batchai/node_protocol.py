@@ -22,6 +22,7 @@ import os
 import re
 import time
 import uuid
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,8 @@ from batchai.errors import ApiError
 from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
 from batchai.lifecycle import NODE_LOST, utcnow
+from batchai.model import MountVolumes
+from batchai.mounting import file_server_address, plan_mounts, render
 from batchai.ports import NodeRecord, TaskRecord
 from batchai.wake import wake_cluster, wake_trial_sweep
 
@@ -86,23 +89,46 @@ def _gpus(reported) -> str | None:
     return json.dumps(gpus)
 
 
+# What a joined machine runs when its cluster has volumes to mount but no setup task of its own.
+MOUNT_ONLY_SETUP = {"commandLine": "true", "stdOutErrPathPrefix": "$AZ_BATCHAI_MOUNT_ROOT", "stdOutErrPathSuffix": ".batchai/setup"}
+
+
 def _join(svc: Services, node, boot_id: str) -> None:
-    """A new node (or a new boot of one still preparing) runs the cluster's setup task first."""
+    """A new node (or a new boot of one still preparing) runs the cluster's setup task first. A machine that
+    joined mounts the cluster's volumes under its own root first (the agent runs the mount script before the
+    setup task; a VM's boot script mounts them on a scale set)."""
     cluster = svc.store.get(node.cluster)
     setup = ((cluster.properties.get("nodeSetup") or {}).get("setupTask")) if cluster else None
-    if cluster is None or not setup:
+    joined = cluster is not None and scheduling_pass.attached(cluster)
+    mount_root = f"{node.root}/mounts" if joined else (str(svc.settings.cluster_mount_root(cluster.internal["uuid"])) if cluster else "")
+    try:
+        mounts = cluster_mounts(svc, cluster, mount_root) if joined else ""
+    except ValueError as exc:  # no credentials, a file server without an address yet
+        svc.store.update_node(node.id, state="unusable", error=f"The cluster's volumes cannot be mounted: {exc}")
+        return
+    if cluster is None or not (setup or mounts):
         svc.store.update_node(node.id, state="idle", error=None, idle_since=time.time())
         _wake_controller(svc, node.cluster)
         return
     task = plan_node_setup(
-        setup,
+        setup or MOUNT_ONLY_SETUP,
         cluster_id=cluster.id,
         node=PlacedNode(node.id, node.name, node.address or "127.0.0.1", node.root or ""),
-        cluster_mount_root=str(svc.settings.cluster_mount_root(cluster.internal["uuid"])),
+        cluster_mount_root=mount_root,
         boot_id=boot_id,
     )
+    task = replace(task, mounts=mounts)
     svc.store.put_tasks([TaskRecord(id=task.task_id, job=cluster.id, node=node.id, attempt=0, spec=task.to_json())])
     svc.store.update_node(node.id, state="preparing", error=None)
+
+
+def cluster_mounts(svc: Services, cluster, mount_root: str) -> str:
+    """The script that mounts the cluster's `nodeSetup.mountVolumes` under `mount_root` ("" for none)."""
+    volumes = (cluster.properties.get("nodeSetup") or {}).get("mountVolumes")
+    if not volumes:
+        return ""
+    steps = plan_mounts(MountVolumes.model_validate(volumes), mount_root, file_server_address=file_server_address(svc.store))
+    return render(steps, redact=False)
 
 
 def _setup_finished(svc: Services, node_id: str, result: dict) -> None:

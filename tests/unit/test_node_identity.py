@@ -176,3 +176,32 @@ def test_a_node_sends_its_tasks_files_inside_the_jobs_directories_only(world, tm
         assert answer.status_code == 400 and answer.json()["error"]["target"] == target, (fields, answer.text)
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and files in p.parents) == ["stdout.txt", "w.bin"]
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_joined_machine_mounts_the_clusters_volumes_under_its_own_root_before_its_setup(world):
+    host, http, user = world
+    share = {
+        "accountName": "acct",
+        "azureFileUrl": "https://acct.file.core.windows.net/data",
+        "credentials": {"accountKey": "c2VjcmV0LWtleQ=="},
+        "relativeMountPath": "data",
+    }
+    cluster = {
+        "properties": {
+            "vmSize": "STANDARD_D1_V2",
+            "userAccountSettings": {"adminUserName": "u"},
+            "attached": True,
+            "nodeSetup": {"mountVolumes": {"azureFileShares": [share]}},
+        }
+    }
+    assert http.put(f"{WS}/clusters/m", params=API, headers=user, json=cluster).status_code in (200, 201)
+    enrollment = http.post(f"{WS}/clusters/m/enrollmentToken", params=API, headers=user, json={}).json()["token"]
+    node = http.post(f"{DOOR}/_enroll", headers={"Authorization": f"Bearer {enrollment}"}, json={"name": "gpu-box"}).json()
+    registered = http.post(
+        f"{DOOR}/{node['nodeId']}/register", headers=auth(node), json={"bootId": "b1", "address": "10.0.0.7", "root": "/srv/node"}
+    )
+    assert registered.status_code == 200, registered.text
+    assert host.store.get_node(node["nodeId"]).state == "preparing"
+    (setup,) = host.store.tasks(node=node["nodeId"])
+    assert "mount -t cifs" in setup.spec["mounts"] and "/srv/node/mounts/data" in setup.spec["mounts"]
+    assert setup.spec["env"]["AZ_BATCHAI_MOUNT_ROOT"] == "/srv/node/mounts"  # its own disk, not the control plane's

@@ -16,7 +16,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from batchai.api import clusters, files, jobs, operations, sweeps, workspaces
+from batchai import dashboard
+from batchai.api import clusters, files, jobs, live, operations, sweeps, workspaces
 from batchai.api.arm import JSONResponse, require_api_version
 from batchai.api.nodes import PREFIX as NODE_PREFIX
 from batchai.api.nodes import NodeDoor, NodeWaker
@@ -24,7 +25,7 @@ from batchai.errors import ApiError
 from batchai.services import Services
 
 log = logging.getLogger("batchai.api")
-OPEN_PREFIXES = ("/_files/", "/internal/", "/healthz")
+OPEN_PREFIXES = ("/_files/", "/internal/", "/healthz", dashboard.PREFIX)  # the dashboard's pages and sign-in exchange
 
 
 def _error(status: int, code: str, message: str, target: str | None = None) -> JSONResponse:
@@ -108,6 +109,7 @@ def create_app(services: Services, *, token: str, node_key: bytes, signing_key: 
     def healthz():
         return {"status": "ok", "pid": os.getpid()}  # which of the host's processes answered
 
-    for module in (workspaces, clusters, jobs, sweeps, operations, files):
+    for module in (workspaces, clusters, jobs, sweeps, operations, files, live, dashboard):
         app.include_router(module.router)
+    app.include_router(dashboard.api_router)
     return app

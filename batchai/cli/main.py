@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from batchai.cli import dashboard
 from batchai.cli.client import Client, CliError
 
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
@@ -728,6 +729,9 @@ def queue_show(ctx: typer.Context):
         )
 
     run(report)
+
+
+dashboard.register(app)
 
 
 def entrypoint():

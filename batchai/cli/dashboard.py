@@ -1,0 +1,45 @@
+"""`batchai dashboard`: the web dashboard's address, with a one-time sign-in link, opened in a browser
+when there is one (the link signs in as the CLI's own principal: see batchai/dashboard)."""
+
+from __future__ import annotations
+
+import sys
+import webbrowser
+from urllib.parse import quote
+
+import typer
+
+from batchai.cli.client import CliError
+
+DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"  # the CLI's default (batchai.cli.main)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dashboard")(dashboard)
+
+
+def dashboard(
+    ctx: typer.Context,
+    open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the link in a web browser when one is available."),
+):
+    """Print the dashboard's URL and a one-time sign-in link (valid two minutes, once), and open it."""
+    c = ctx.obj
+    try:
+        answer = c.client.request("POST", "/providers/Microsoft.BatchAI/dashboardSignIn").json()
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    base = c.url.rstrip("/")
+    path = answer["path"]
+    if c.subscription != DEFAULT_SUBSCRIPTION:  # the pages list that subscription's workspaces
+        path = path.replace("/#", f"/?subscription={quote(c.subscription)}#", 1)
+    link = base + path
+    print(f"Dashboard: {base}/dashboard/")
+    print(f"Sign in (once, within {answer['expiresInSeconds']} s): {link}")
+    if open_browser:
+        try:
+            opened = webbrowser.open(link)
+        except webbrowser.Error:
+            opened = False
+        if not opened:
+            print("No web browser here: open the sign-in link on a machine that reaches this URL.", file=sys.stderr)

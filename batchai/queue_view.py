@@ -98,8 +98,10 @@ def explain(svc: Services, cluster: Record) -> dict:
             )
         elif higher:
             code, message = "Priority", f"No idle node for it: {len(ahead)} job(s) ahead of it, {higher} of a higher priority."
-        else:
+        elif ahead:
             code, message = "NoIdleNode", f"No idle node for it: {len(ahead)} job(s) ahead of it in the queue."
+        else:
+            code, message = "NoIdleNode", "Next in line: every usable node is busy, it starts on the first one to free up."
         row["reason"] = {"code": code, "message": message}
         rows.append(row)
     return {"paused": paused, "idleNodes": len(free), "usableNodes": live, "value": rows, "more": len(summaries) >= depth}

@@ -4,7 +4,7 @@ GET .../clusters/{c}/nodes               each node: state, job, GPUs, address
 GET .../clusters/{c}/queue               each queued job's position and why it waits (batchai.queue_view)
 GET .../clusters/{c}/stream              server-sent events: `cluster` {cluster, nodes, queue} on change
 GET .../experiments/{e}/stream           `jobs` (the experiment's first jobs, with their state) on change
-GET .../experiments/{e}/jobs/{j}/stream  `job` on change, `files` (its log files), `log` {file, offset, text}, `end`
+GET .../experiments/{e}/jobs/{j}/stream  `job` on change, `files` (its log files' names), `log` {file, offset, next, text}, `end`
 GET .../experiments/{e}/sweeps/{s}/stream  `sweep` on change, `end` once it has ended
 
 They pass the ARM gate like every read. A stream polls the store off the event loop every second,
@@ -257,9 +257,8 @@ def job_stream(request: Request, sub: str, rg: str, ws: str, exp: str, job: str,
         body = render.job(record)
         events: list[tuple[str, object]] = [("job", body)] if latest_job.changed(body) else []
         files = tail.files(record)
-        listing = [{"name": n, "size": s} for n, s in sorted(files.items())]
-        if latest_files.changed(listing):
-            events.append(("files", listing))
+        if latest_files.changed(sorted(files)):  # new files, not every write
+            events.append(("files", sorted(files)))
         chunk = tail.read(record, files[file], ended) if file in files else None
         if chunk is not None:
             events.append(("log", chunk))

@@ -11,8 +11,6 @@ import typer
 
 from batchai.cli.client import CliError
 
-DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"  # the CLI's default (batchai.cli.main)
-
 
 def register(app: typer.Typer) -> None:
     app.command("dashboard")(dashboard)
@@ -30,10 +28,7 @@ def dashboard(
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
     base = c.url.rstrip("/")
-    path = answer["path"]
-    if c.subscription != DEFAULT_SUBSCRIPTION:  # the pages list that subscription's workspaces
-        path = path.replace("/#", f"/?subscription={quote(c.subscription)}#", 1)
-    link = base + path
+    link = base + answer["path"].replace("/#", f"/?subscription={quote(c.subscription)}#", 1)  # the pages list its workspaces
     print(f"Dashboard: {base}/dashboard/")
     print(f"Sign in (once, within {answer['expiresInSeconds']} s): {link}")
     if open_browser:

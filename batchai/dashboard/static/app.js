@@ -415,10 +415,10 @@ function jobPage(rg, ws, exp, name) {
         },
         files: (list) => {
           tabs.replaceChildren(
-            ...list.map((f) => {
-              const tab = h("button", { type: "button", class: f.name === file ? "tab active" : "tab" }, `${f.name} (${f.size} B)`);
+            ...list.map((name) => {
+              const tab = h("button", { type: "button", class: name === file ? "tab active" : "tab" }, name);
               tab.addEventListener("click", () => {
-                file = f.name;
+                file = name;
                 next = -1;
                 log.textContent = "";
                 open();
@@ -521,10 +521,11 @@ async function route() {
   cleanup();
   cleanup = () => {};
   flash("");
-  const hash = location.hash || "#/";
+  let hash = location.hash || "#/";
   if (hash.startsWith("#signin=")) {
     const code = hash.slice("#signin=".length);
-    history.replaceState(null, "", location.pathname + location.search); // the code leaves the address bar and history at once
+    hash = "#/";
+    history.replaceState(null, "", location.pathname + location.search + hash); // the code leaves the address bar and history at once
     try {
       const token = await exchange(code);
       session.signIn(token, new URLSearchParams(location.search).get("subscription"));

@@ -24,7 +24,7 @@ function label(value) {
 export function objectivePlot(trials, goal, metric) {
   const W = 640;
   const H = 300;
-  const m = { left: 64, right: 16, top: 16, bottom: 44 };
+  const m = { left: 64, right: 16, top: 30, bottom: 44 };
   const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "plot", role: "img", "aria-label": `${metric} per trial` });
   const done = trials.filter((t) => typeof t.objective === "number").sort((a, b) => a.number - b.number);
   if (!done.length) {
@@ -68,7 +68,7 @@ export function objectivePlot(trials, goal, metric) {
     dot.append(el("title", {}, `trial ${t.number}: ${label(t.objective)} (${t.state})`));
     svg.append(dot);
   }
-  const legend = el("g", { class: "legend", transform: `translate(${W - m.right - 190},${m.top})` });
+  const legend = el("g", { class: "legend", transform: `translate(${W - m.right - 190},4)` });
   legend.append(el("circle", { cx: 6, cy: 6, r: 4, class: "trial" }));
   legend.append(el("text", { x: 16, y: 10 }, "objective of a trial"));
   legend.append(el("line", { x1: 100, y1: 6, x2: 118, y2: 6, class: "best" }));

@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -65,7 +64,9 @@ def site(server):
     assert http.put(f"{base}/experiments/e", params=V).status_code == 200
     for cluster, nodes in (("c", 1), ("q", 2)):
         until(
-            lambda c=cluster, n=nodes: http.get(f"{base}/clusters/{c}", params=V).json()["properties"]["nodeStateCounts"]["idleNodeCount"] == n,
+            lambda c=cluster, n=nodes: (
+                http.get(f"{base}/clusters/{c}", params=V).json()["properties"]["nodeStateCounts"]["idleNodeCount"] == n
+            ),
             60,
             f"cluster {cluster}'s nodes to be idle",
         )
@@ -129,9 +130,7 @@ def photograph(driver, page: str) -> None:
         driver.execute_cdp_cmd(
             "Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}
         )
-        overflow = until(
-            lambda: driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]"), 5, "the layout"
-        )
+        overflow = until(lambda: driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]"), 5, "the layout")
         assert overflow[0] <= overflow[1] + 1, f"{page} scrolls sideways at {size} width: {overflow}"
         driver.save_screenshot(str(SHOTS / f"{page}-{size}.png"))
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
@@ -186,7 +185,11 @@ def test_a_queued_jobs_position_and_why_it_waits(browser, site):
     http, base = site["http"], site["base"]
     blocker = unique_name("blocker", "queue")
     job(http, base, blocker, "sleep 120", cluster="q", constraints={"maxWallClockTime": "PT1H"})
-    until(lambda: http.get(f"{base}/experiments/e/jobs/{blocker}", params=V).json()["properties"]["executionState"] == "running", 60, "the blocker")
+    until(
+        lambda: http.get(f"{base}/experiments/e/jobs/{blocker}", params=V).json()["properties"]["executionState"] == "running",
+        60,
+        "the blocker",
+    )
     gang = unique_name("gang", "queue")
     job(http, base, gang, "true", cluster="q", nodes=2)
     behind = unique_name("behind", "queue")
@@ -222,7 +225,9 @@ def test_a_sweeps_plot_shows_each_trials_objective_and_the_best_so_far(browser, 
     assert http.put(f"{base}/experiments/e/sweeps/{name}", params=V, json=body).status_code == 200
     sign_in(browser, site["url"])
     browser.get(f"{site['url']}/dashboard/#/s/rg/{site['ws']}/e/{name}")
-    until(lambda: len(browser.find_elements("css selector", "#sweep-plot circle.trial")) >= 3 + 1, 180, "3 trials on the plot")  # +1: legend
+    until(
+        lambda: len(browser.find_elements("css selector", "#sweep-plot circle.trial")) >= 3 + 1, 180, "3 trials on the plot"
+    )  # +1: legend
     best = browser.find_element("css selector", "#sweep-plot path.best").get_attribute("d")
     assert best.startswith("M") and best.count("V") == 2, best  # a step for each later trial
     until(lambda: len(browser.find_elements("css selector", "main table tbody tr")) == 3, 30, "a row per trial")
@@ -283,3 +288,29 @@ def test_pages_and_sign_in_need_no_token_but_every_api_call_does(site):
     code = site["http"].post(f"{PROVIDER}/dashboardSignIn", params=V).json()["code"]
     assert httpx.post(f"{site['url']}/dashboard/signin", json={"code": code}).json() == {"token": TOKEN}
     assert httpx.post(f"{site['url']}/dashboard/signin", json={"code": code}).status_code == 403
+
+
+def test_the_queue_route_says_priority_next_in_line_and_paused(site):
+    http, base = site["http"], site["base"]
+    blocker, normal, high = (unique_name(p, "priority") for p in ("blocker", "normal", "high"))
+    job(http, base, blocker, "sleep 120")
+    until(
+        lambda: http.get(f"{base}/experiments/e/jobs/{blocker}", params=V).json()["properties"]["executionState"] == "running",
+        60,
+        "the blocker",
+    )
+    job(http, base, normal, "true")
+    job(http, base, high, "true", schedulingPriority="high")
+    try:
+        queue = http.get(f"{base}/clusters/c/queue", params=V).json()
+        rows = [(r["position"], r["name"], r["reason"]["code"]) for r in queue["value"]]
+        assert rows == [(1, high, "NoIdleNode"), (2, normal, "Priority")], queue
+        assert (
+            "Next in line" in queue["value"][0]["reason"]["message"] and "1 of a higher priority" in queue["value"][1]["reason"]["message"]
+        )
+        assert http.post(f"{base}/clusters/c/pause", params=V).status_code == 200
+        assert {r["reason"]["code"] for r in http.get(f"{base}/clusters/c/queue", params=V).json()["value"]} == {"ClusterPaused"}
+    finally:
+        http.post(f"{base}/clusters/c/resume", params=V)
+        for name in (blocker, normal, high):
+            http.post(f"{base}/experiments/e/jobs/{name}/terminate", params=V)

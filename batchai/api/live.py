@@ -37,6 +37,7 @@ from batchai.errors import ApiError
 from batchai.job_state import TERMINAL, state_of
 from batchai.lifecycle import node_state
 from batchai.output_sync import STDOUTERR, blob_prefix
+from batchai.ports import Record
 from batchai.services import Services
 
 router = APIRouter()
@@ -155,22 +156,35 @@ def cluster_queue(request: Request, sub: str, rg: str, ws: str, cluster: str):
     return queue_view.explain(svc, require(svc, cluster_path(sub, rg, ws, cluster), "cluster"))
 
 
-@router.get(CLUSTER + "/stream")
-def cluster_stream(request: Request, sub: str, rg: str, ws: str, cluster: str):
-    svc = services(request)
-    rid = require(svc, cluster_path(sub, rg, ws, cluster), "cluster").id
-
+def watch(svc: Services, rid: str, name: str, snapshot: Callable[[Record], dict], ended: Callable[[dict], str | None] = lambda _: None):
+    """A stream of the resource's `snapshot` as event `name` whenever it changes; `gone` once the
+    resource is deleted, `end` once `ended(snapshot)` names a final state."""
     latest = _Latest()
 
     def tick():
         record = svc.store.get(rid)
         if record is None:
             return [("gone", {"id": rid})], True
-        body = render.cluster(record, svc.store, svc.settings.node_timeout_seconds)
-        snapshot = {"cluster": body, "nodes": nodes_view(svc, rid), "queue": queue_view.explain(svc, record)}
-        return ([("cluster", snapshot)] if latest.changed(snapshot) else []), False
+        body = snapshot(record)
+        events: list[tuple[str, object]] = [(name, body)] if latest.changed(body) else []
+        final = ended(body)
+        if final:
+            events.append(("end", {"executionState": final}))
+        return events, bool(final)
 
     return stream(tick)
+
+
+@router.get(CLUSTER + "/stream")
+def cluster_stream(request: Request, sub: str, rg: str, ws: str, cluster: str):
+    svc = services(request)
+    rid = require(svc, cluster_path(sub, rg, ws, cluster), "cluster").id
+
+    def snapshot(record: Record) -> dict:
+        body = render.cluster(record, svc.store, svc.settings.node_timeout_seconds)
+        return {"cluster": body, "nodes": nodes_view(svc, rid), "queue": queue_view.explain(svc, record)}
+
+    return watch(svc, rid, "cluster", snapshot)
 
 
 @router.get(WS + "/experiments/{exp}/stream")
@@ -178,14 +192,11 @@ def experiment_stream(request: Request, sub: str, rg: str, ws: str, exp: str):
     svc = services(request)
     rid = require(svc, experiment_path(sub, rg, ws, exp), "experiment").id
 
-    latest = _Latest()
-
-    def tick():
+    def snapshot(record: Record) -> dict:
         jobs = svc.store.children(rid, "jobs", limit=EXPERIMENT_JOBS)
-        snapshot = {"value": [_job_row(j) for j in jobs], "more": len(jobs) >= EXPERIMENT_JOBS}
-        return ([("jobs", snapshot)] if latest.changed(snapshot) else []), False
+        return {"value": [_job_row(j) for j in jobs], "more": len(jobs) >= EXPERIMENT_JOBS}
 
-    return stream(tick)
+    return watch(svc, rid, "jobs", snapshot)
 
 
 def _job_row(record) -> dict:
@@ -275,17 +286,8 @@ def sweep_stream(request: Request, sub: str, rg: str, ws: str, exp: str, sweep: 
     svc = services(request)
     rid = require(svc, sweep_path(sub, rg, ws, exp, sweep), "sweep").id
 
-    latest = _Latest()
+    def ended(body: dict) -> str | None:
+        state = body["properties"].get("executionState")
+        return state if state not in (None, "running") else None
 
-    def tick():
-        record = svc.store.get(rid)
-        if record is None:
-            return [("gone", {"id": rid})], True
-        body = sweep_runs.render(svc, record)
-        events: list[tuple[str, object]] = [("sweep", body)] if latest.changed(body) else []
-        done = body["properties"].get("executionState") not in (None, "running")
-        if done:
-            events.append(("end", {"executionState": body["properties"].get("executionState")}))
-        return events, done
-
-    return stream(tick)
+    return watch(svc, rid, "sweep", lambda record: sweep_runs.render(svc, record), ended)

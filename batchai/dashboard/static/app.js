@@ -1,5 +1,5 @@
 // The dashboard: a hash router over pages that read the ARM API with the signed-in principal's token.
-import { api, canWrite, listAll, parseId, paths, session, subscribe, whenUnauthorized, whoami } from "./api.js";
+import { api, canWrite, isOwnerAnywhere, listAll, parseId, paths, session, subscribe, whenUnauthorized, whoami } from "./api.js";
 import { auditPage } from "./audit.js";
 import { objectivePlot } from "./plot.js";
 import { action, badge, facts, flash, h, link, table, time, when } from "./ui.js";
@@ -547,7 +547,8 @@ async function route() {
     }
   }
   header();
-  document.getElementById("nav-audit").hidden = false;
+  document.getElementById("nav-audit").hidden = !isOwnerAnywhere(who.current); // the audit log is the Owners'
+
   for (const [pattern, page] of ROUTES) {
     const match = hash.match(pattern);
     if (match) {

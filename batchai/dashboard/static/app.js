@@ -548,7 +548,6 @@ async function route() {
   }
   header();
   document.getElementById("nav-audit").hidden = !isOwnerAnywhere(who.current); // the audit log is the Owners'
-
   for (const [pattern, page] of ROUTES) {
     const match = hash.match(pattern);
     if (match) {

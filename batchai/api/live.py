@@ -1,6 +1,6 @@
 """Read-only additions for people watching a cluster (the dashboard, scripts): ours, beyond 2018-05-01.
 
-GET .../clusters/{c}/nodes               each node: state, job, GPUs, address
+GET .../clusters/{c}/nodes               each node: state, job (or the jobs sharing its GPUs), GPUs, address
 GET .../clusters/{c}/queue               each queued job's position and why it waits (batchai.queue_view)
 GET .../clusters/{c}/stream              server-sent events: `cluster` {cluster, nodes, queue} on change
 GET .../experiments/{e}/stream           `jobs` (the experiment's first jobs, with their state) on change
@@ -134,6 +134,7 @@ def nodes_view(svc: Services, cluster_id: str) -> list[dict]:
             "name": n.name,
             "state": node_state(n, now, timeout),
             "job": n.job,
+            **({"sharedBy": n.share_map()} if n.shares else {}),  # job -> the GPU indices it holds (gpusPerNode)
             "address": n.address or "127.0.0.1",
             "gpus": n.gpu_list(),
             "lastSeenSecondsAgo": round(now - n.last_seen, 1) if n.last_seen else None,

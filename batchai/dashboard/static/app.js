@@ -238,7 +238,7 @@ function clusterPage(rg, ws, name) {
         [
           ["Node", (n) => n.name],
           ["State", (n) => badge(n.state)],
-          ["Job", (n) => (n.job ? jobLink(n.job) : "")],
+          ["Job", (n) => (n.job ? jobLink(n.job) : Object.entries(n.sharedBy || {}).map(([id, gpus]) => h("span", {}, jobLink(id), ` (GPU ${gpus.join(", ")}) `)))],
           ["GPUs", (n) => (n.gpus.length ? n.gpus.map((g) => `${g.index}: ${g.name}`).join(", ") : "none")],
           ["Address", (n) => n.address],
           ["Last seen", (n) => (n.lastSeenSecondsAgo === null ? "" : `${n.lastSeenSecondsAgo} s ago`)],

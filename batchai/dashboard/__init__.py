@@ -12,8 +12,8 @@ text keep out.
 
 Sign-in: paste a token, or follow a one-time link that `batchai dashboard` prints:
 `POST /providers/Microsoft.BatchAI/dashboardSignIn` (authenticated like any ARM call) answers a
-code that carries the caller's own token, encrypted (AES-GCM, key derived from the server's
-signing key) with an expiry of two minutes; the link has it after `#` (never sent to a server or in
+code that carries the caller's own token, encrypted (AES-GCM, under a random key kept in the
+store) with an expiry of two minutes; the link has it after `#` (never sent to a server or in
 a Referer). The page trades it at `POST /dashboard/signin` for the token, once: the code's nonce is
 raised as a store flag, which only its first use can do, in every process of the host. A flag is
 a few bytes per link made, kept.
@@ -22,10 +22,9 @@ a few bytes per link made, kept.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -58,21 +57,22 @@ HEADERS = {
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 
-def _key(signing_key: bytes) -> bytes:
-    return hmac.new(signing_key, _AAD, hashlib.sha256).digest()
+def code_key(store) -> bytes:
+    """The key of sign-in codes, the same in every process of the control plane (kept in the store)."""
+    return bytes.fromhex(store.setting("dashboard_signin_key", lambda: secrets.token_hex(32)))
 
 
-def make_code(signing_key: bytes, token: str, now: float) -> str:
+def make_code(key: bytes, token: str, now: float) -> str:
     nonce = os.urandom(12)
-    sealed = AESGCM(_key(signing_key)).encrypt(nonce, json.dumps({"t": token, "exp": now + CODE_SECONDS}).encode(), _AAD)
+    sealed = AESGCM(key).encrypt(nonce, json.dumps({"t": token, "exp": now + CODE_SECONDS}).encode(), _AAD)
     return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
 
 
-def open_code(signing_key: bytes, code: str, now: float) -> tuple[str, str]:
+def open_code(key: bytes, code: str, now: float) -> tuple[str, str]:
     """(nonce, token) of a code this server made that has not expired; ApiError 403 otherwise."""
     try:
         raw = base64.urlsafe_b64decode(code + "=" * (-len(code) % 4))
-        payload = json.loads(AESGCM(_key(signing_key)).decrypt(raw[:12], raw[12:], _AAD))
+        payload = json.loads(AESGCM(key).decrypt(raw[:12], raw[12:], _AAD))
     except (ValueError, InvalidTag):
         raise ApiError(403, "AuthenticationFailed", "The sign-in link is not valid.") from None
     if payload["exp"] < now:
@@ -84,7 +84,7 @@ def open_code(signing_key: bytes, code: str, now: float) -> tuple[str, str]:
 def create_sign_in(request: Request):
     """Ours: a one-time code for the dashboard that signs in as the caller (see the module's docstring)."""
     token = request.headers.get("authorization", "").removeprefix("Bearer ")
-    code = make_code(request.app.state.signing_key, token, time.time())
+    code = make_code(code_key(services(request).store), token, time.time())
     return JSONResponse({"code": code, "expiresInSeconds": CODE_SECONDS, "path": f"{PREFIX}/#signin={code}"})
 
 
@@ -104,8 +104,9 @@ async def exchange(request: Request):
     code = body.get("code")
     if not isinstance(code, str) or not 0 < len(code) <= MAX_CODE_CHARS:
         raise ApiError.bad_request("code must be the sign-in link's code.", target="code")
-    nonce, token = open_code(request.app.state.signing_key, code, time.time())
-    first = await run_in_threadpool(services(request).store.set_flag, f"dashboard-signin:{nonce}")
+    store = services(request).store
+    nonce, token = open_code(await run_in_threadpool(code_key, store), code, time.time())
+    first = await run_in_threadpool(store.set_flag, f"dashboard-signin:{nonce}")
     if not first:
         raise ApiError(403, "AuthenticationFailed", "The sign-in link was used already; make a new one (batchai dashboard).")
     return JSONResponse({"token": token}, headers={"Cache-Control": "no-store"})

@@ -12,6 +12,13 @@ const COLUMNS = [
   ["message", "Detail"],
 ];
 
+// A resource id without what every id here starts with (the full id is its title).
+function cell(key, value) {
+  const text = value === undefined || value === null ? "" : String(value);
+  if (key !== "resource") return text;
+  return h("span", { title: text }, text.replace(/^\/subscriptions\/[^/]+\/resourceGroups\/([^/]+)\/providers\/Microsoft\.BatchAI\//i, "$1/"));
+}
+
 export function auditPage(view) {
   const status = h("p", { class: "muted" }, "Loading…");
   const rows = h("div");
@@ -33,7 +40,7 @@ export function auditPage(view) {
       next = page.nextLink || null;
       more.hidden = !next;
       status.textContent = shown.length ? `${shown.length} entries, oldest first.` : "No entries.";
-      rows.replaceChildren(table(COLUMNS.map(([key, title]) => [title, (e) => (e[key] ?? "") + ""]), shown));
+      rows.replaceChildren(table(COLUMNS.map(([key, title]) => [title, (e) => cell(key, e[key])]), shown));
     } catch (e) {
       form.hidden = true;
       status.textContent =

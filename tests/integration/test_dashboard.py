@@ -177,6 +177,10 @@ def test_a_running_jobs_log_lines_arrive_without_a_reload(browser, site):
     assert browser.execute_script("return window.stillThisPage") is True
     wait_text(browser, "main", "running")
     assert browser.find_elements("css selector", "#events li")  # the timeline: queued, started
+    wait_text(browser, "#files", "stdout.txt")  # its output files (stdouterr first), with download links
+    assert (
+        browser.find_element("css selector", "#files a[download='stdout.txt']").get_attribute("href").startswith(site["url"] + "/_files/")
+    )
     photograph(browser, "job")
     site["http"].post(f"{site['base']}/experiments/e/jobs/{name}/terminate", params=V)
 

@@ -22,8 +22,8 @@ function label(value) {
 
 // trials: [{number, objective, state}]; goal: "minimize" | "maximize"
 export function objectivePlot(trials, goal, metric) {
-  const W = 640;
-  const H = 300;
+  const W = Math.min(640, Math.max(320, document.documentElement.clientWidth - 40)); // its own width: legible text on a phone
+  const H = W < 500 ? 260 : 300;
   const m = { left: 64, right: 16, top: 30, bottom: 44 };
   const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "plot", role: "img", "aria-label": `${metric} per trial` });
   const done = trials.filter((t) => typeof t.objective === "number").sort((a, b) => a.number - b.number);
@@ -68,11 +68,11 @@ export function objectivePlot(trials, goal, metric) {
     dot.append(el("title", {}, `trial ${t.number}: ${label(t.objective)} (${t.state})`));
     svg.append(dot);
   }
-  const legend = el("g", { class: "legend", transform: `translate(${W - m.right - 190},4)` });
-  legend.append(el("circle", { cx: 6, cy: 6, r: 4, class: "trial" }));
-  legend.append(el("text", { x: 16, y: 10 }, "objective of a trial"));
-  legend.append(el("line", { x1: 100, y1: 6, x2: 118, y2: 6, class: "best" }));
-  legend.append(el("text", { x: 122, y: 10 }, "best so far"));
+  const legend = el("g", { class: "legend", transform: `translate(${m.left},4)` });
+  legend.append(el("circle", { cx: 6, cy: 8, r: 4, class: "trial" }));
+  legend.append(el("text", { x: 16, y: 12 }, "a trial's objective"));
+  legend.append(el("line", { x1: 140, y1: 8, x2: 160, y2: 8, class: "best" }));
+  legend.append(el("text", { x: 166, y: 12 }, "best so far"));
   svg.append(legend);
   return svg;
 }

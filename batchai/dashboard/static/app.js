@@ -414,6 +414,7 @@ function jobPage(rg, ws, exp, name) {
           last = job;
         },
         files: (list) => {
+          if (refreshFiles) refreshFiles(); // a new log file: the listing below has it too
           tabs.replaceChildren(
             ...list.map((name) => {
               const tab = h("button", { type: "button", class: name === file ? "tab active" : "tab" }, name);

@@ -133,17 +133,17 @@ def node_is_lost(node: NodeRecord | None, task: TaskRecord, now: float, timeout:
     return node.last_seen > 0 and now - node.last_seen > timeout
 
 
+def node_state(node: NodeRecord, now: float, timeout: float) -> str:
+    """A node's state as the API reports it (a Batch AI node state): one gone silent is unusable."""
+    if node.state == "unusable" or (node.state in ("idle", "running") and node.last_seen and now - node.last_seen > timeout):
+        return "unusable"
+    return "preparing" if node.state == "starting" else node.state
+
+
 def node_state_counts(nodes: list[NodeRecord], now: float, timeout: float) -> dict[str, int]:
     counts = {"idleNodeCount": 0, "runningNodeCount": 0, "preparingNodeCount": 0, "unusableNodeCount": 0, "leavingNodeCount": 0}
     for n in nodes:
-        if n.state == "unusable" or (n.state in ("idle", "running") and n.last_seen and now - n.last_seen > timeout):
-            counts["unusableNodeCount"] += 1
-        elif n.state == "starting":
-            counts["preparingNodeCount"] += 1
-        elif n.state == "leaving":
-            counts["leavingNodeCount"] += 1
-        else:
-            counts[f"{n.state}NodeCount"] += 1
+        counts[f"{node_state(n, now, timeout)}NodeCount"] += 1
     return counts
 
 

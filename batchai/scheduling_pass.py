@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from batchai import arrays, ids, job_state
 from batchai.agent.runner import PYTHON_ENV
@@ -217,6 +217,30 @@ def _start_lifecycle(svc: Services, launched: Record, view: dict) -> None:
         log.exception("starting the lifecycle of %s failed", launched.id)
 
 
+class PlanInputs(NamedTuple):
+    queued: list[QueuedJob]  # the head of the queue a pass reads, less array tasks past their maxParallel
+    free: list[str]  # idle nodes
+    busy_until: list[float]
+    gpus: dict[str, list[str]]  # the free GPUs of the nodes that jobs may share
+    held: list[JobSummary]  # array tasks held back by their array's maxParallel
+
+
+def plan_inputs(
+    store: Store, cluster_id: str, nodes: list[NodeRecord], active: dict[str, JobSummary], now: float, timeout: float, *, busy: bool = False
+) -> PlanInputs | None:
+    """What a pass hands `plan`; None when no node or GPU is free, where a pass has nothing to place and
+    reads no queue (unless `busy`: the queue view wants the queue all the same)."""
+    free = [n.id for n in nodes if usable(n, now, timeout)]
+    gpus = {n.id: n.free_gpus() for n in nodes if shareable(n, now, timeout)}
+    if not free and not any(gpus.values()) and not busy:
+        return None
+    head = store.queue_head(cluster_id, QUEUE_DEPTH + len(free))
+    queued = arrays.within_parallel_limits(store, head, active.values()) if head else []
+    kept = {q.id for q in queued}
+    held = [q for q in head if q.id not in kept]
+    return PlanInputs([queued_job(q) for q in queued], free, busy_until(nodes, active, now, timeout), gpus, held)
+
+
 def decide(store: Store, cluster_id: str, now: float, timeout: float) -> list[tuple[str, list[NodeRecord], dict[str, list[str]] | None]]:
     """What a pass starts, `(job id, its nodes, the GPUs it shares of each or None)` in start order; stale
     claims are freed first."""
@@ -225,15 +249,10 @@ def decide(store: Store, cluster_id: str, now: float, timeout: float) -> list[tu
     active = {ids.key(j.id): j for j in store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
     if release_stale_claims(store, nodes, active):
         nodes = store.nodes(cluster_id)
-    # Nodes before the queue: on a busy cluster there is nothing to place, and reading the queue costs.
-    free = [n.id for n in nodes if usable(n, now, timeout)]
-    gpus = {n.id: n.free_gpus() for n in nodes if shareable(n, now, timeout)}
-    if not free and not any(gpus.values()):
+    inputs = plan_inputs(store, cluster_id, nodes, active, now, timeout)
+    if inputs is None or not inputs.queued:
         return []
-    queued = arrays.within_parallel_limits(store, store.queue_head(cluster_id, QUEUE_DEPTH + len(free)), active.values())
-    if not queued:
-        return []
-    placements, shares = plan([queued_job(q) for q in queued], free, busy_until(nodes, active, now, timeout), gpus)
+    placements, shares = plan(inputs.queued, inputs.free, inputs.busy_until, inputs.gpus)
     by_id = {n.id: n for n in nodes}
     return [(job_id, [by_id[n] for n in node_ids], shares.get(job_id)) for job_id, node_ids in placements]
 

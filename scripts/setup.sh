@@ -14,12 +14,15 @@ if [ -z "$PY" ]; then
 fi
 [ -n "$PY" ] || { echo "setup: Python 3.11 or newer is needed" >&2; exit 1; }
 
-# System packages the local nodes use: OpenMPI for the MPI toolkits (mpirun, mpicc); a container
+# System packages the local nodes and the tests use: OpenMPI for the MPI toolkits (mpirun, mpicc); a container
 # runtime for containerSettings, and busybox-static, from which the container tests build an image.
 need=()
 command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin libopenmpi-dev)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /bin/busybox ] || need+=(busybox-static)
+# a headless browser and its WebDriver for the dashboard's tests (tests/integration/test_dashboard.py)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need[*]} (apt, once) ..." >&2

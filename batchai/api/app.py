@@ -15,7 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from batchai.api import clusters, files, jobs, openapi, operations, security, sweeps, workspaces
+from batchai import dashboard
+from batchai.api import clusters, files, jobs, live, openapi, operations, security, sweeps, workspaces
 from batchai.api.arm import JSONResponse
 from batchai.api.auth import ArmGate, Authenticator, Oidc
 from batchai.api.nodes import NodeDoor, NodeWaker
@@ -81,7 +82,8 @@ def create_app(services: Services, *, token: str, node_key: bytes, node_waker: N
     def healthz():
         return {"status": "ok", "pid": os.getpid()}  # which of the host's processes answered
 
-    for module in (workspaces, clusters, jobs, sweeps, operations, files, security):
+    for module in (workspaces, clusters, jobs, sweeps, operations, files, security, live, dashboard):
         app.include_router(module.router)
+    app.include_router(dashboard.api_router)
     openapi.install(app)
     return app

@@ -30,7 +30,13 @@ from batchai.errors import ApiError
 
 log = logging.getLogger("batchai.api.auth")
 
-OPEN_PREFIXES = ("/_files/", "/internal/", "/healthz", "/openapi")  # /openapi*: the API's descriptions (openapi.py)
+OPEN_PREFIXES = (
+    "/_files/",
+    "/internal/",
+    "/healthz",
+    "/openapi",
+    "/dashboard",
+)  # API descriptions (openapi.py); the dashboard's pages and sign-in exchange
 SECURITY_PREFIX = "/providers/Microsoft.BatchAI/"  # whoami, tokens, auditLog, operations: the routes decide
 MAX_BODY_BYTES = 4 << 20  # an ARM request body: a job with its whole command line is far below this
 MAX_AUTHORIZATION = 16 << 10  # an Entra JWT with many groups stays far below this

@@ -20,7 +20,7 @@ import typer
 
 import batchai.cli.nodes  # noqa: F401 - registers its commands
 import batchai.cli.resources  # noqa: F401 - registers its commands
-from batchai.cli import clusters, files, security, storage  # noqa: F401 - files registers its commands
+from batchai.cli import clusters, dashboard, files, security, storage  # noqa: F401 - files registers its commands
 from batchai.cli.client import Client, CliError
 from batchai.cli.clusters import CLUSTER_COLUMNS
 from batchai.cli.common import (
@@ -764,6 +764,9 @@ def queue_show(
 
 
 security.register(app, run, show)
+
+
+dashboard.register(app)
 
 
 def entrypoint():

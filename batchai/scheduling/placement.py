@@ -140,10 +140,20 @@ GpuShares = dict[str, dict[str, list[str]]]  # job id -> node id -> the GPU indi
 
 
 def plan(
-    jobs: Iterable[QueuedJob], idle_nodes: list[str], busy_until: Sequence[float] = (), shareable: Mapping[str, Sequence[str]] | None = None
+    jobs: Iterable[QueuedJob],
+    idle_nodes: list[str],
+    busy_until: Sequence[float] = (),
+    shareable: Mapping[str, Sequence[str]] | None = None,
+    why: dict[str, tuple[str, float]] | None = None,
 ) -> tuple[list[tuple[str, list[str]]], GpuShares]:
     """`place`, and the GPUs of the jobs that share nodes: `shareable` has, for each node whose GPUs jobs
-    may share (an idle one, also in `idle_nodes`, or one shared already), the indices of its free GPUs."""
+    may share (an idle one, also in `idle_nodes`, or one shared already), the indices of its free GPUs.
+
+    `why`, when given, gets why each job it passes over waits (what the queue view shows): `("reserved",
+    seconds until its reservation, inf if never)` for the head, `("gang", idle nodes then)` for a later
+    job too big for them, `("backfill", the head's start)` for one that would delay the head (a GPU
+    sharer behind a head included), `("gpus", GPUs it needs per node)` for a sharer that finds too few.
+    Jobs reached after the idle nodes and free GPUs ran out get nothing."""
     free = list(idle_nodes)
     gpus_free = {node: list(indices) for node, indices in (shareable or {}).items() if indices}
     ends = sorted(busy_until)
@@ -155,21 +165,28 @@ def plan(
             break
         if job.gpus:
             if head is not None and head[0] != math.inf:
+                _note(why, job.id, "backfill", head[0])
                 continue
             chosen = _share(job, gpus_free, set(free))
             if chosen is not None:
                 free = [n for n in free if n not in chosen]  # shared now: no whole-node job there
                 placed.append((job.id, list(chosen)))
                 shares[job.id] = chosen
+            else:
+                _note(why, job.id, "gpus", job.gpus)
             continue
         if job.node_count > len(free):
             if head is None:
                 head = reservation(job.node_count, len(free), ends)
+                _note(why, job.id, "reserved", head[0])
+            else:
+                _note(why, job.id, "gang", len(free))
             continue
         if head is not None:
             start, spare = head
             if job.max_seconds > start:
                 if job.node_count > spare:
+                    _note(why, job.id, "backfill", start)
                     continue
                 head = (start, spare - job.node_count)
         placed.append((job.id, free[: job.node_count]))
@@ -194,3 +211,8 @@ def _share(job: QueuedJob, gpus_free: dict[str, list[str]], idle: set[str]) -> d
         if not gpus_free[node]:
             del gpus_free[node]
     return chosen
+
+
+def _note(why: dict[str, tuple[str, float]] | None, job_id: str, reason: str, detail: float) -> None:
+    if why is not None:
+        why[job_id] = (reason, detail)

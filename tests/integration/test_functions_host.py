@@ -102,6 +102,19 @@ def test_the_http_api_checks_roles_and_audits_as_batchai_serve_does(host):
     assert ("Microsoft.BatchAI/workspaces/experiments/write", 403) in actions
 
 
+def test_the_http_trigger_serves_the_dashboard_and_a_stream_answers_one_snapshot(host, monkeypatch):
+    """The trigger buffers whole responses: behind it a stream ends after its first events (the page reconnects)."""
+    monkeypatch.setenv("FUNCTIONS_WORKER_RUNTIME", "python")
+    page = host.request("GET", "/dashboard/")
+    assert page.status_code == 200 and b'src="/dashboard/app.js"' in page.get_body()
+    assert host.request("GET", "/dashboard/app.js").status_code == 200
+    create_workspace_and_cluster(host)
+    stream = host.request("GET", f"{BASE}/clusters/c/stream")
+    assert stream.status_code == 200 and stream.mimetype.startswith("text/event-stream")
+    events = [line for line in stream.get_body().decode().splitlines() if line.startswith("event:")]
+    assert events == ["event: cluster"]
+
+
 def test_the_service_bus_and_blob_triggers_submit_through_their_durable_clients(host, tmp_path):
     create_workspace_and_cluster(host)
     svc = host.module.services()

@@ -75,6 +75,10 @@ class FunctionsHost:
     loop: WorkerLoop
 
     def http(self, method: str, path: str, body: dict | None = None, token: str = "t") -> tuple[int, dict]:
+        response = self.request(method, path, body, token)
+        return response.status_code, json.loads(response.get_body() or b"{}")
+
+    def request(self, method: str, path: str, body: dict | None = None, token: str = "t") -> func.HttpResponse:
         request = func.HttpRequest(
             method=method,
             url=f"https://app.example{path}?api-version=2018-05-01",
@@ -83,8 +87,7 @@ class FunctionsHost:
             body=json.dumps(body).encode() if body is not None else b"",
         )
         handler = registered_functions()["http_api"].get_user_function()
-        response = self.loop.run(handler(request, context=None, client=self.extension.binding()))
-        return response.status_code, json.loads(response.get_body() or b"{}")
+        return self.loop.run(handler(request, context=None, client=self.extension.binding()))
 
     def trigger(self, name: str, argument) -> None:
         self.loop.run(registered_functions()[name].get_user_function()(argument, client=self.extension.binding()))

@@ -156,3 +156,27 @@ def make_sdk(server: Server, token: str = TOKEN):
             request.context["enforce_https"] = False
 
     return BatchAI(StaticToken(), SUB, base_url=server.url, per_call_policies=[AllowHttp()], polling_interval=0.2)
+
+
+def sdk_cluster(
+    sdk, rg: str, ws: str, name: str, *, nodes: int = 2, vm_size: str = "STANDARD_D1", experiment: str = "exp", idle: bool = True
+):
+    """Through the SDK: a workspace, a cluster of `nodes` local nodes (waited for until all are idle, with
+    `idle`) and an experiment. Returns the cluster."""
+    from azure.mgmt.batchai import models
+
+    sdk.workspaces.begin_create(rg, ws, models.WorkspaceCreateParameters(location="eastus")).result()
+    cluster = sdk.clusters.begin_create(
+        rg,
+        ws,
+        name,
+        models.ClusterCreateParameters(
+            vm_size=vm_size,
+            user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
+            scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=nodes)),
+        ),
+    ).result()
+    if idle:
+        until(lambda: sdk.clusters.get(rg, ws, name).node_state_counts.idle_node_count == nodes, 60, f"{nodes} idle nodes", interval=0.2)
+    sdk.experiments.begin_create(rg, ws, experiment).result()
+    return cluster

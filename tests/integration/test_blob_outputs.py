@@ -10,7 +10,7 @@ import pytest
 from azure.mgmt.batchai import models
 
 from batchai.adapters.azure_blob_store import AzureBlobStore
-from tests.integration.conftest import Server, kill_agents, make_sdk
+from tests.integration.conftest import Server, kill_agents, make_sdk, sdk_cluster
 from tests.support.naming import unique_name
 from tests.support.waiting import until
 
@@ -38,18 +38,7 @@ def sdk(azurite_connection, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(sdk):
-    sdk.workspaces.begin_create(RG, WS, models.WorkspaceCreateParameters(location="eastus")).result()
-    cluster = sdk.clusters.begin_create(
-        RG,
-        WS,
-        "c1",
-        models.ClusterCreateParameters(
-            vm_size="STANDARD_NC6",
-            user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
-            scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=1)),
-        ),
-    ).result()
-    sdk.experiments.begin_create(RG, WS, EXP).result()
+    cluster = sdk_cluster(sdk, RG, WS, "c1", nodes=1, vm_size="STANDARD_NC6", experiment=EXP, idle=False)
     return cluster
 
 

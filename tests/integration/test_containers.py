@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from azure.mgmt.batchai import models
 
-from tests.integration.conftest import Server, kill_agents, make_sdk
+from tests.integration.conftest import Server, kill_agents, make_sdk, sdk_cluster
 from tests.support.naming import unique_name
 from tests.support.waiting import WaitTimedOut, until
 
@@ -99,19 +99,7 @@ def sdk_c(docker_server):
 
 def test_a_two_node_job_and_its_preparation_run_in_the_image(docker_server, sdk_c, docker_env):
     sdk = sdk_c
-    sdk.workspaces.begin_create(RG, WS, models.WorkspaceCreateParameters(location="eastus")).result()
-    cluster = sdk.clusters.begin_create(
-        RG,
-        WS,
-        "c",
-        models.ClusterCreateParameters(
-            vm_size="STANDARD_D1",
-            user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
-            scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)),
-        ),
-    ).result()
-    until(lambda: sdk.clusters.get(RG, WS, "c").node_state_counts.idle_node_count == 2, 60, "2 idle nodes", interval=0.2)
-    sdk.experiments.begin_create(RG, WS, EXP).result()
+    cluster = sdk_cluster(sdk, RG, WS, "c", nodes=2, experiment=EXP)
     share = Path(docker_server.data_dir, "storage", "files", "acct", "share")
     share.mkdir(parents=True)
     (share / "train.sh").write_text(

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from azure.mgmt.batchai import models
 
-from tests.integration.conftest import ROOT, TOKEN
+from tests.integration.conftest import ROOT, TOKEN, sdk_cluster
 from tests.support.naming import unique_name
 from tests.support.waiting import until
 
@@ -23,19 +23,7 @@ SECRET = "s3cr3t-value-" + os.urandom(4).hex()
 
 @pytest.fixture(scope="module")
 def cluster(sdk):
-    sdk.workspaces.begin_create(RG, WS, models.WorkspaceCreateParameters(location="eastus")).result()
-    cluster = sdk.clusters.begin_create(
-        RG,
-        WS,
-        "c",
-        models.ClusterCreateParameters(
-            vm_size="STANDARD_D1",
-            user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
-            scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)),
-        ),
-    ).result()
-    until(lambda: sdk.clusters.get(RG, WS, "c").node_state_counts.idle_node_count == 2, 60, "2 idle nodes", interval=0.2)
-    sdk.experiments.begin_create(RG, WS, EXP).result()
+    cluster = sdk_cluster(sdk, RG, WS, "c", nodes=2, experiment=EXP)
     yield cluster
     sdk.workspaces.begin_delete(RG, WS).result()
 

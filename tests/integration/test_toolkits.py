@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from azure.mgmt.batchai import models
 
-from tests.integration.conftest import agent_pids
+from tests.integration.conftest import agent_pids, sdk_cluster
 from tests.support.naming import unique_name
 from tests.support.waiting import until
 
@@ -26,19 +26,7 @@ PY = sys.executable
 
 @pytest.fixture(scope="module")
 def cluster(sdk):
-    sdk.workspaces.begin_create(RG, WS, models.WorkspaceCreateParameters(location="eastus")).result()
-    cluster = sdk.clusters.begin_create(
-        RG,
-        WS,
-        "two",
-        models.ClusterCreateParameters(
-            vm_size="STANDARD_NC6",
-            user_account_settings=models.UserAccountSettings(admin_user_name="u", admin_user_password="pw"),
-            scale_settings=models.ScaleSettings(manual=models.ManualScaleSettings(target_node_count=2)),
-        ),
-    ).result()
-    until(lambda: sdk.clusters.get(RG, WS, "two").node_state_counts.idle_node_count == 2, 60, "2 idle nodes", interval=0.2)
-    sdk.experiments.begin_create(RG, WS, EXP).result()
+    cluster = sdk_cluster(sdk, RG, WS, "two", nodes=2, vm_size="STANDARD_NC6", experiment=EXP)
     yield cluster
     sdk.workspaces.begin_delete(RG, WS).result()
 

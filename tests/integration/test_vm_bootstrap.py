@@ -62,10 +62,11 @@ def _stubs(bin_dir: Path, log: Path) -> None:
 def test_hostile_volume_names_run_nothing_and_reach_the_config_files_literally(tmp_path):
     pwned = tmp_path / "pwned"
     pwned.mkdir()
-    hostile_account = f"$(touch {pwned}/account)"
-    hostile_container = f"c\nEOF\n$(touch {pwned}/container)\nBATCHAI_MOUNTS\n`touch {pwned}/backtick`"
+    # names may hold no '/' or '.' (the API refuses them): these reach $PWNED (the test's environment) by cd
+    hostile_account = "$(cd $PWNED; touch account)"
+    hostile_container = "c\nEOF\n$(cd $PWNED; touch container)\nBATCHAI_MOUNTS\n`cd $PWNED; touch backtick`"
     hostile_key = f"k'ey\"$(touch {pwned}/key)"
-    share_user = f"`touch {pwned}/share`"
+    share_user = "`cd $PWNED; touch share`"
     volumes = {
         "azureBlobFileSystems": [
             {

@@ -692,6 +692,7 @@ def test_runner_failure_to_start_a_process_stops_the_others(tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="running a job as another user needs root, as the agent on a VM is")
 def test_a_job_run_as_another_user_owns_its_dirs_and_cannot_read_the_agents_files(tmp_path):
     base = Path(tempfile.mkdtemp(prefix="batchai-run-as-", dir="/tmp"))  # pytest's own tmp is private to root
+    umask = os.umask(0o022)  # a VM's agent runs with the system's; an embedded host built in this process set 077
     try:
         base.chmod(0o755)
         credential = tmp_path / "node.env"  # as /etc/batchai/node.env on a VM: root's alone
@@ -705,4 +706,5 @@ def test_a_job_run_as_another_user_owns_its_dirs_and_cannot_read_the_agents_file
         assert (outputs / "who").read_text() == "nobody\n" and (outputs / "credential").read_text() == "denied\n"
         assert outputs.stat().st_uid == pwd.getpwnam("nobody").pw_uid and Path(task.cwd).stat().st_uid == pwd.getpwnam("nobody").pw_uid
     finally:
+        os.umask(umask)
         shutil.rmtree(base, ignore_errors=True)

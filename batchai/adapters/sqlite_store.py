@@ -72,6 +72,7 @@ CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
 
 _NODE_FIELDS = [f.name for f in fields(NodeRecord)]
 _TASK_FIELDS = [f.name for f in fields(TaskRecord)]
+_NODE_COLUMNS = ", ".join(_NODE_FIELDS)
 
 
 # What a scheduling pass reads of every queued job, kept in columns: reading them out of ten
@@ -310,11 +311,14 @@ class SqliteStore(SqliteDb):
         return self._node(row) if row else None
 
     def nodes(self, cluster: str | None = None) -> list[NodeRecord]:
+        # plain tuples in the fields' order: a pass reads a thousand nodes, and a Row read by name per field cost most of it
+        cursor = self._db().cursor()
+        cursor.row_factory = None
         if cluster is None:
-            rows = self._db().execute("SELECT * FROM nodes ORDER BY cluster, name").fetchall()
+            rows = cursor.execute(f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY cluster, name").fetchall()
         else:
-            rows = self._db().execute("SELECT * FROM nodes WHERE cluster=? ORDER BY name", (ids.key(cluster),)).fetchall()
-        return [self._node(r) for r in rows]
+            rows = cursor.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE cluster=? ORDER BY name", (ids.key(cluster),)).fetchall()
+        return [NodeRecord(*row) for row in rows]
 
     def update_node(self, node_id: str, **changes) -> NodeRecord | None:
         unknown = set(changes) - set(_NODE_FIELDS)

@@ -16,7 +16,8 @@ def delete_resource(svc: Services, inp: dict) -> dict:
     resource_id, op_id = inp["resourceId"], inp["operationId"]
     root = svc.store.get(resource_id)
     if root is not None:
-        doomed = [root] + [r for r in _descendants(svc, root)]
+        # by id: an experiment's sweeps yield their trials, which are among its jobs too
+        doomed = list({ids.key(r.id): r for r in [root, *_descendants(svc, root)]}.values())
         for r in doomed:
             if r.type == "jobs" and r.properties.get("executionState") in LAUNCHED:
                 stop_tasks(svc, r)

@@ -119,7 +119,9 @@ def terminate(svc: Services, job_id: str, reason: str = "terminate") -> Record |
     if arrays.is_array(updated):
         _terminate_tasks(svc, updated, reason)
         if state_of(updated) is JobState.TERMINATING:
-            updated = arrays.end_if_done(svc, updated.id) or updated
+            ended = arrays.end_if_done(svc, updated.id)
+            if ended is not None and state_of(ended).is_terminal():
+                return ended  # no task was running: it ended now, and its end told its lifecycle
     if state_of(updated).is_terminal():
         arrays.tell_ended(svc, updated)  # a requeued job may have a lifecycle waiting
         wake_trial_sweep(svc, updated)

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from batchai.model import MountVolumes
+
 MASK = "***"
 BLOBFUSE_TMP = "/mnt/resource/blobfusetmp"
 
@@ -71,6 +73,13 @@ def _key(credentials, variable: str) -> tuple[list[Step], str | Var]:
     if credentials is not None and credentials.account_key:
         return [], credentials.account_key
     raise ValueError("a storage volume needs credentials (an account key or a Key Vault reference) on a VM")
+
+
+def mount_plan(mount_volumes: dict | None, mount_root: str, file_server_address=lambda file_server_id: None) -> list[Step]:
+    """`plan_mounts` for a stored (wire) `mountVolumes`; no steps when there is nothing to mount."""
+    if not mount_volumes:
+        return []
+    return plan_mounts(MountVolumes.model_validate(mount_volumes), mount_root, file_server_address=file_server_address)
 
 
 def plan_mounts(volumes, root: str, *, file_server_address=lambda file_server_id: None) -> list[Step]:

@@ -33,8 +33,7 @@ from batchai.errors import ApiError
 from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
 from batchai.lifecycle import NODE_LOST, utcnow
-from batchai.model import MountVolumes
-from batchai.mounting import file_server_address, plan_mounts, render
+from batchai.mounting import file_server_address, mount_plan, render
 from batchai.ports import NodeRecord, TaskRecord
 from batchai.wake import wake_cluster, wake_trial_sweep
 
@@ -98,17 +97,20 @@ def _join(svc: Services, node, boot_id: str) -> None:
     joined mounts the cluster's volumes under its own root first (the agent runs the mount script before the
     setup task; a VM's boot script mounts them on a scale set)."""
     cluster = svc.store.get(node.cluster)
-    setup = ((cluster.properties.get("nodeSetup") or {}).get("setupTask")) if cluster else None
-    joined = cluster is not None and scheduling_pass.attached(cluster)
-    mount_root = f"{node.root}/mounts" if joined else (str(svc.settings.cluster_mount_root(cluster.internal["uuid"])) if cluster else "")
+    if cluster is None:
+        _ready(svc, node.id)
+        return
+    setup = (cluster.properties.get("nodeSetup") or {}).get("setupTask")
+    joined = scheduling_pass.attached(cluster)
+    mount_root = f"{node.root}/mounts" if joined else str(svc.settings.cluster_mount_root(cluster.internal["uuid"]))
+    volumes = (cluster.properties.get("nodeSetup") or {}).get("mountVolumes") if joined else None
     try:
-        mounts = cluster_mounts(svc, cluster, mount_root) if joined else ""
+        mounts = render(mount_plan(volumes, mount_root, file_server_address(svc.store)), redact=False) if volumes else ""
     except ValueError as exc:  # no credentials, a file server without an address yet
         svc.store.update_node(node.id, state="unusable", error=f"The cluster's volumes cannot be mounted: {exc}")
         return
-    if cluster is None or not (setup or mounts):
-        svc.store.update_node(node.id, state="idle", error=None, idle_since=time.time())
-        _wake_controller(svc, node.cluster)
+    if not (setup or mounts):
+        _ready(svc, node.id)
         return
     task = plan_node_setup(
         setup or MOUNT_ONLY_SETUP,
@@ -122,22 +124,18 @@ def _join(svc: Services, node, boot_id: str) -> None:
     svc.store.update_node(node.id, state="preparing", error=None)
 
 
-def cluster_mounts(svc: Services, cluster, mount_root: str) -> str:
-    """The script that mounts the cluster's `nodeSetup.mountVolumes` under `mount_root` ("" for none)."""
-    volumes = (cluster.properties.get("nodeSetup") or {}).get("mountVolumes")
-    if not volumes:
-        return ""
-    steps = plan_mounts(MountVolumes.model_validate(volumes), mount_root, file_server_address=file_server_address(svc.store))
-    return render(steps, redact=False)
+def _ready(svc: Services, node_id: str) -> None:
+    """The node joins the cluster's pool of idle nodes: its controller may start something there."""
+    node = svc.store.update_node(node_id, state="idle", error=None, idle_since=time.time())
+    if node is not None:
+        _wake_controller(svc, node.cluster)
 
 
 def _setup_finished(svc: Services, node_id: str, result: dict) -> None:
     """The node joins the cluster's pool, or is unusable with the setup task's error."""
     code = result.get("exitCode")
     if code == 0:
-        node = svc.store.update_node(node_id, state="idle", error=None, idle_since=time.time())
-        if node is not None:
-            _wake_controller(svc, node.cluster)
+        _ready(svc, node_id)
         return
     reason = result.get("error") or f"exit code {code}"
     svc.store.update_node(

@@ -129,6 +129,9 @@ class SqliteStore(SqliteDb):
                         "CREATE INDEX IF NOT EXISTS resources_queue_head ON resources"
                         "(cluster, state, type, priority, parent, seq, id, node_count, wall_clock, start_time, gpus_per_node)"
                     )
+                if table == "nodes":
+                    # the few shared nodes: every launch and every end asks which nodes a job shares
+                    db.execute("CREATE INDEX IF NOT EXISTS nodes_shared ON nodes(id) WHERE shares IS NOT NULL")
                 if table == "resources" and missing:
                     for row in db.execute("SELECT * FROM resources WHERE type='jobs'").fetchall():
                         record = self._record(row)
@@ -366,7 +369,9 @@ class SqliteStore(SqliteDb):
 
     def _sharing(self, db: sqlite3.Connection, job_key: str) -> list[NodeRecord]:
         """The nodes whose GPUs the job shares."""
-        rows = db.execute("SELECT * FROM nodes WHERE shares LIKE ? ESCAPE '\\'", (f'%"{_like(job_key)}"%',)).fetchall()
+        rows = db.execute(
+            "SELECT * FROM nodes WHERE shares IS NOT NULL AND shares LIKE ? ESCAPE '\\'", (f'%"{_like(job_key)}"%',)
+        ).fetchall()
         return [n for n in map(self._node, rows) if job_key in n.share_map()]
 
     def _release(self, db: sqlite3.Connection, job_keys: list[str]) -> list[str]:

@@ -57,7 +57,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute import models as m
 
-from batchai.mounting import SecretFetch, plan_mounts, render
+from batchai.mounting import SecretFetch, mount_plan, render
 
 TOKEN_ENV = "BATCHAI_NODE_TOKEN"
 # Generation 2, with the NVIDIA driver, CUDA, InfiniBand (MOFED) and MPI (HPC-X, OpenMPI) installed: what ND/NC sizes need
@@ -274,15 +274,6 @@ def node_env_script(*, node_id: str, name: str, root: str, credential: str) -> l
         *(f"echo {shlex.quote(f'{k}={shlex.quote(v)}')} >> {NODE_ENV}.tmp" for k, v in values),
         f"mv {NODE_ENV}.tmp {NODE_ENV}",
     ]
-
-
-def mount_plan(mount_volumes: dict | None, mount_root: str, file_server_address=lambda file_server_id: None):
-    """The steps of `batchai.mounting` for a wire `mountVolumes` (None when there is nothing to mount)."""
-    if not mount_volumes:
-        return []
-    from batchai.model import MountVolumes
-
-    return plan_mounts(MountVolumes.model_validate(mount_volumes), mount_root, file_server_address=file_server_address)
 
 
 def _mount_paths(root: str, mount_volumes: dict | None) -> list[str]:

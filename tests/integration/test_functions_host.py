@@ -16,7 +16,7 @@ import pytest
 from azure.functions.servicebus import ServiceBusMessage
 
 from batchai.adapters.durable_functions_flow import DurableFunctionsEngine
-from batchai.lifecycle import controller_instance
+from batchai.lifecycle import controller_instance, job_instance
 from batchai.wake import wake_flag
 from tests.support.durable_extension import durable_extension
 from tests.support.function_app import FunctionsHost
@@ -39,6 +39,15 @@ JOB = {
         "customToolkitSettings": {"commandLine": "true"},
     }
 }
+ATTACHED = {
+    "properties": {
+        "vmSize": "STANDARD_D1",
+        "userAccountSettings": {"adminUserName": "u", "adminUserPassword": "p"},
+        "scaleSettings": {"manual": {"targetNodeCount": 0}},
+        "attached": True,
+    }
+}
+NODES = "/internal/v1/nodes"
 APP_SETTINGS = (
     "BATCHAI_COSMOS_ENDPOINT",
     "BATCHAI_COSMOS_KEY",
@@ -86,6 +95,54 @@ def test_the_http_api_creates_a_cluster_and_jobs_through_the_extension(host):
     status, answer = host.http("GET", f"{BASE}/experiments/{EXP}/jobs")
     assert status == 200 and [j["name"] for j in answer["value"]] == ["j1", "j2", "j3"]
     assert host.module.node_waker().loop is host.loop.loop  # no lifespan here: the trigger gave the waker its loop
+
+
+def test_jobs_submitted_through_the_http_api_get_their_lifecycles_from_the_controllers_pass(host):
+    """Issue 12's acceptance end to end: a job's lifecycle starts when the controller's pass launches it, not at
+    submission; machines join an attached cluster through the node door (no compute adapter here)."""
+    for method, path, body in (("PUT", BASE, {"location": "westeurope"}), ("PUT", f"{BASE}/experiments/{EXP}", None)):
+        status, answer = host.http(method, path, body)
+        assert 200 <= status < 300, answer
+    status, answer = host.http("PUT", f"{BASE}/clusters/c", ATTACHED)
+    assert status == 200, answer
+    for name in ("j1", "j2", "j3"):
+        status, answer = host.http("PUT", f"{BASE}/experiments/{EXP}/jobs/{name}", JOB)
+        assert status == 200 and answer["properties"]["executionState"] == "queued", answer
+    status, answer = host.http("POST", f"{BASE}/clusters/c/enrollmentToken")
+    assert status == 200, answer
+    enroll_token, nodes = answer["token"], {}
+    for name in ("m1", "m2", "m3"):  # what `batchai node join` sends: enroll, then register with the node's credential
+        status, joined = host.http("POST", f"{NODES}/_enroll", {"name": name}, token=enroll_token)
+        assert status == 200, joined
+        node, credential = joined["nodeId"], joined["credential"]
+        status, answer = host.http(
+            "POST", f"{NODES}/{node}/register", {"bootId": f"boot-{name}", "root": f"/nodes/{name}"}, token=credential
+        )
+        assert status == 200, answer
+        nodes[node] = credential
+    status, answer = host.http("GET", f"{BASE}/clusters/c")
+    assert status == 200 and answer["properties"]["nodeStateCounts"]["idleNodeCount"] == 3, answer
+    svc = host.module.services()
+    cluster = svc.store.get(f"{BASE}/clusters/c")
+    assert host.extension.started("job_lifecycle") == []  # queued: the controller owns them
+
+    result = host.trigger("control_cluster", {"clusterId": cluster.id})  # the payload cluster_controller passes
+
+    assert result["state"] == "ok" and result["started"] == 3, result
+    jobs = {name: svc.store.get(f"{BASE}/experiments/{EXP}/jobs/{name}") for name in ("j1", "j2", "j3")}
+    assert sorted(host.extension.started("job_lifecycle")) == sorted(job_instance(job) for job in jobs.values())
+    assert host.extension.started("cluster_controller") == [controller_instance(cluster)]
+    assert len(host.extension.starts) == 4
+    for name in jobs:
+        status, answer = host.http("GET", f"{BASE}/experiments/{EXP}/jobs/{name}")
+        assert status == 200 and answer["properties"]["executionState"] == "running", answer
+    placed = {}
+    for node, credential in nodes.items():  # each machine's next heartbeat carries its job's task
+        beat = {"bootId": f"boot-{svc.store.get_node(node).name}", "running": [], "finished": [], "waitSeconds": 0}
+        status, answer = host.http("POST", f"{NODES}/{node}/heartbeat", beat, token=credential)
+        assert status == 200 and [task["node_id"] for task in answer["start"]] == [node], answer
+        placed[node] = answer["start"][0]["job_id"]
+    assert sorted(placed.values()) == sorted(job.id for job in jobs.values())  # one job per machine
 
 
 def test_the_http_api_checks_roles_and_audits_as_batchai_serve_does(host):

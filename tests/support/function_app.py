@@ -89,8 +89,9 @@ class FunctionsHost:
         handler = registered_functions()["http_api"].get_user_function()
         return self.loop.run(handler(request, context=None, client=self.extension.binding()))
 
-    def trigger(self, name: str, argument) -> None:
-        self.loop.run(registered_functions()[name].get_user_function()(argument, client=self.extension.binding()))
+    def trigger(self, name: str, argument):
+        """What the function returns (an activity's output, as the host hands it to its orchestration)."""
+        return self.loop.run(registered_functions()[name].get_user_function()(argument, client=self.extension.binding()))
 
     def clear_caches(self) -> None:
         for built in (self.module.services, self.module.drop_box, self.module.asgi, self.module.node_waker):

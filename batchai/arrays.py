@@ -143,18 +143,21 @@ def tell_ended(svc: Services, job: Record) -> None:
         wake_job(svc, job, settled_view(job))
 
 
-def within_parallel_limits(store: Store, queued: list[JobSummary], active: Iterable[JobSummary]) -> list[JobSummary]:
+def within_parallel_limits(store: Store, queued: list[JobSummary]) -> list[JobSummary]:
     """The queued jobs without the tasks that would take their arrays past `maxParallel` running."""
     parents = {q.parent for q in queued if is_task_parent(q.parent)}
-    limits = {}
+    limits: dict[str, int] = {}
+    running: Counter[str] = Counter()
     for parent in parents:
         array = store.get(parent)
         limit = (array.properties.get("arraySettings") or {}).get("maxParallel") if array is not None else None
         if limit:
             limits[parent] = limit
+            counts = store.job_counts(parent)
+            running[parent] = counts.get("running", 0) + counts.get("terminating", 0)
     if not limits:
         return queued
-    return hold_back(queued, limits, Counter(a.parent for a in active if a.parent in limits))
+    return hold_back(queued, limits, running)
 
 
 def hold_back(queued: list[JobSummary], limits: dict[str, int], running: Counter) -> list[JobSummary]:

@@ -203,7 +203,7 @@ def nodes_freed(svc: Services, job: Record) -> None:
     must come from the controller alone (several control-plane instances), wake it."""
     cluster_id = job.properties["cluster"]["id"]
     if svc.settings.inline_scheduling:
-        scheduling_pass.schedule(svc, cluster_id)
+        scheduling_pass.schedule(svc, cluster_id, thorough=False)
     else:
         wake_cluster(svc, svc.store.get(cluster_id))
 

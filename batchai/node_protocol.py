@@ -44,7 +44,9 @@ JOINED = "joined"  # NodeRecord.machine of a node that enrolled from another mac
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 MAX_FILE_BYTES = 1 << 40  # an offset past this is refused: no file of a job grows that large
 SETUP_ATTEMPT = 0  # the attempt number of node setup tasks (jobs count from 1)
-LAST_SEEN_RESOLUTION = 1.0  # seconds; a node is silent only after node_timeout_seconds (15 by default)
+# how stale a node's stored last_seen may be, as a part of the node timeout (a second of 15 by default): a
+# write per beat was most of the store's writes, and each report of a task's start or end is a beat
+LAST_SEEN_RESOLUTION = 1 / 15
 
 
 def register(svc: Services, node_id: str, body: dict) -> dict:
@@ -201,20 +203,23 @@ def _record_warnings(svc: Services, job_id: str, node_id: str, warnings: list[st
 
 
 def _orders(svc: Services, node_id: str, body: dict) -> tuple[list[dict], list[str]]:
-    """Tasks to start (new ones, and ones the agent never confirmed) and tasks to kill."""
+    """Tasks to start (new ones, and ones the agent never confirmed) and tasks to kill: its own that are
+    to stop, and what it runs that is not its own (a task that ended meanwhile is killed on its next beat)."""
     boot = body["bootId"]
     reported = set(body.get("running", [])) | {f["taskId"] for f in body.get("finished", [])}
-    start, kill = [], []
+    start, kill, own = [], [], set()
     for t in svc.store.tasks(node=node_id, states=["pending", "running", "killing"]):
         if t.state == "pending":
             if svc.store.update_task(t.id, only_if_state=["pending"], state="running", boot_id=boot):
                 start.append(t.spec)
-        elif t.state == "running" and t.boot_id == boot and t.id not in reported:
+                own.add(t.id)
+            continue
+        own.add(t.id)
+        if t.state == "running" and t.boot_id == boot and t.id not in reported:
             start.append(t.spec)
         elif t.state == "killing":
             kill.append(t.id)
-    stray = set(body.get("running", [])) - {t.id for t in svc.store.tasks(node=node_id, states=["running", "killing"])}
-    return start, kill + sorted(stray)
+    return start, kill + sorted(set(body.get("running", [])) - own)
 
 
 def beat(svc: Services, node_id: str, body: dict) -> dict:
@@ -224,7 +229,7 @@ def beat(svc: Services, node_id: str, body: dict) -> dict:
     if node.boot_id != body.get("bootId"):
         return {"start": [], "kill": [], "ack": [], "action": "register"}
     now = time.time()
-    if now - node.last_seen >= LAST_SEEN_RESOLUTION:  # a write per beat was most of the store's writes
+    if now - node.last_seen >= LAST_SEEN_RESOLUTION * svc.settings.node_timeout_seconds:
         svc.store.update_node(node_id, last_seen=now)
     _record_metrics(svc, node_id, body.get("metrics") or [])  # first: a job that ends below has all it reported
     with scheduling_pass.answering(node_id):  # the orders below answer for what it starts here

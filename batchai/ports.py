@@ -57,6 +57,11 @@ class NodeRecord:
     # running, held by no one job, while any do
     shares: str | None = None
 
+    def may_take_jobs(self) -> bool:
+        """Holds no job and is idle, or runs GPU sharers beside which others may fit (whether it is alive and
+        has GPUs free is the pass's to judge: `batchai.scheduling_pass.usable`, `shareable`)."""
+        return self.job is None and (self.state == "idle" or (self.state == "running" and self.gpus is not None))
+
     def gpu_list(self) -> list[dict]:
         return json.loads(self.gpus) if self.gpus else []
 
@@ -134,6 +139,9 @@ class Store(Protocol):
     def put_node(self, node: NodeRecord) -> None: ...
     def get_node(self, node_id: str) -> NodeRecord | None: ...
     def nodes(self, cluster: str | None = None) -> list[NodeRecord]: ...
+    # the cluster's nodes a pass may place jobs on (`NodeRecord.may_take_jobs`), in nodes()' order: a node
+    # report's pass reads these, not the whole cluster
+    def placeable_nodes(self, cluster: str) -> list[NodeRecord]: ...
     def update_node(self, node_id: str, **fields) -> NodeRecord | None: ...
     def claim_nodes(self, cluster: str, job: str, node_ids: list[str]) -> bool: ...
     # a pass's launches, in order: each claims its nodes, applies its change (the start) and puts its tasks,

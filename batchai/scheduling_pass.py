@@ -71,22 +71,22 @@ class _Gate:
     def __init__(self) -> None:
         self.mutex = threading.Lock()
         self.running = False
-        self.again = False
+        self.again: bool | None = None  # a pass asked for meanwhile: None none, else whether a thorough one
 
 
 _gates: dict[str, _Gate] = defaultdict(_Gate)
 _gates_mutex = threading.Lock()
 
 
-def schedule(svc: Services, cluster_id: str) -> int:
+def schedule(svc: Services, cluster_id: str, *, thorough: bool = True) -> int:
     """Run the cluster's scheduling pass now, unless it is paused, or one is running in this process:
-    that one then runs once more when it ends (a burst of requests is a few passes, not one each).
-    Returns how many jobs this call started."""
+    that one then runs once more when it ends (a burst of requests is a few passes, not one each), a
+    thorough one if any request was (see `decide`). Returns how many jobs this call started."""
     with _gates_mutex:
         gate = _gates[ids.key(cluster_id)]
     with gate.mutex:
         if gate.running:
-            gate.again = True
+            gate.again = bool(gate.again) or thorough
             return 0
         gate.running = True
     started = 0
@@ -94,15 +94,15 @@ def schedule(svc: Services, cluster_id: str) -> int:
         while True:
             cluster = svc.store.get(cluster_id)
             if cluster is not None and not cluster.internal.get("paused"):
-                started += len(run_pass(svc, cluster))
+                started += len(run_pass(svc, cluster, thorough=thorough))
             with gate.mutex:  # the check and the release in one step: a request now is never lost
-                if not gate.again:
+                if gate.again is None:
                     gate.running = False
                     return started
-                gate.again = False
+                thorough, gate.again = gate.again, None
     except BaseException:
         with gate.mutex:  # what was asked for meanwhile waits for the controller's next pass
-            gate.running = gate.again = False
+            gate.running, gate.again = False, None
         raise
 
 
@@ -173,14 +173,14 @@ def release_stale_claims(store: Store, nodes: list[NodeRecord], active: dict[str
     return bool(stale)
 
 
-def run_pass(svc: Services, cluster: Record) -> list[str]:
+def run_pass(svc: Services, cluster: Record, *, thorough: bool = True) -> list[str]:
     """Start what fits now, in one store operation; returns the ids of the jobs started.
 
     A job that cannot be prepared (its toolkit unknown, its volumes not mounted) fails alone; one
     whose preparation breaks unexpectedly stays queued for the next pass, and the others start.
     Each launched job's lifecycle is due a moment later (`lifecycle_start_delay_seconds`)."""
     launches: list[tuple[Launch, list[NodeRecord]]] = []
-    for job_id, nodes, gpus in decide(svc.store, cluster.id, time.time(), svc.settings.node_timeout_seconds):
+    for job_id, nodes, gpus in decide(svc.store, cluster.id, time.time(), svc.settings.node_timeout_seconds, thorough=thorough):
         record = svc.store.get(job_id)
         try:
             prepared = prepare(svc, record, nodes, cluster, gpus) if record is not None else None
@@ -235,15 +235,31 @@ def plan_inputs(
     if not free and not any(gpus.values()) and not busy:
         return None
     head = store.queue_head(cluster_id, QUEUE_DEPTH + len(free))
-    queued = arrays.within_parallel_limits(store, head, active.values()) if head else []
+    queued = arrays.within_parallel_limits(store, head) if head else []
     kept = {q.id for q in queued}
     held = [q for q in head if q.id not in kept]
     return PlanInputs([queued_job(q) for q in queued], free, busy_until(nodes, active, now, timeout), gpus, held)
 
 
-def decide(store: Store, cluster_id: str, now: float, timeout: float) -> list[tuple[str, list[NodeRecord], dict[str, list[str]] | None]]:
-    """What a pass starts, `(job id, its nodes, the GPUs it shares of each or None)` in start order; stale
-    claims are freed first."""
+Decision = list[tuple[str, list[NodeRecord], dict[str, list[str]] | None]]
+
+
+def decide(store: Store, cluster_id: str, now: float, timeout: float, *, thorough: bool = True) -> Decision:
+    """What a pass starts, `(job id, its nodes, the GPUs it shares of each or None)` in start order.
+
+    A thorough pass (the controller's) reads every node and the running jobs: it frees stale claims
+    first, and knows when busy nodes free up, for the reservation of a head that does not fit yet.
+    A quick one (a node report's: one per few job ends) reads only the nodes it may place on; where
+    the head of the queue needs a reservation, it is thorough after all."""
+    if not thorough:
+        nodes = store.placeable_nodes(cluster_id)
+        inputs = plan_inputs(store, cluster_id, nodes, {}, now, timeout)
+        if inputs is None or not inputs.queued:
+            return []
+        why: dict[str, tuple[str, float]] = {}
+        placements, shares = plan(inputs.queued, inputs.free, (), inputs.gpus, why)
+        if not any(reason == "reserved" for reason, _ in why.values()):
+            return _decision(nodes, placements, shares)
     nodes = store.nodes(cluster_id)
     held = any(n.job or n.shares for n in nodes)
     active = {ids.key(j.id): j for j in store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
@@ -253,6 +269,10 @@ def decide(store: Store, cluster_id: str, now: float, timeout: float) -> list[tu
     if inputs is None or not inputs.queued:
         return []
     placements, shares = plan(inputs.queued, inputs.free, inputs.busy_until, inputs.gpus)
+    return _decision(nodes, placements, shares)
+
+
+def _decision(nodes: list[NodeRecord], placements: list[tuple[str, list[str]]], shares: dict) -> Decision:
     by_id = {n.id: n for n in nodes}
     return [(job_id, [by_id[n] for n in node_ids], shares.get(job_id)) for job_id, node_ids in placements]
 

@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--node-threads",
         type=int,
-        default=16,
-        help="threads the simulated nodes act on (default 16: a thousand real nodes are a thousand clients)",
+        default=40,
+        help="threads the simulated nodes act on (default 40: what the API gives a thousand real nodes' requests, its thread pool's size)",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)

@@ -378,6 +378,10 @@ class CosmosStore:
             docs = self._query("nodes", "SELECT * FROM c WHERE c.cluster = @cluster", {"@cluster": ids.key(cluster)})
         return sorted((_node(d) for d in docs), key=lambda n: (n.cluster, n.name))
 
+    def placeable_nodes(self, cluster: str) -> list[NodeRecord]:
+        # filtered here: the Functions app, which runs on Cosmos, schedules in its controller's passes, which read all nodes
+        return [n for n in self.nodes(cluster) if n.may_take_jobs()]
+
     def update_node(self, node_id: str, **changes: Any) -> NodeRecord | None:
         unknown = set(changes) - set(_NODE_FIELDS)
         assert not unknown, unknown

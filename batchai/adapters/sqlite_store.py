@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 CREATE INDEX IF NOT EXISTS nodes_cluster ON nodes(cluster, name);
 CREATE INDEX IF NOT EXISTS nodes_job ON nodes(job);
+CREATE INDEX IF NOT EXISTS nodes_free ON nodes(cluster, name) WHERE job IS NULL;
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, job TEXT NOT NULL, node TEXT NOT NULL, attempt INTEGER NOT NULL,
     spec TEXT NOT NULL, state TEXT NOT NULL, boot_id TEXT, exit_code INTEGER, error TEXT,
@@ -323,6 +324,16 @@ class SqliteStore(SqliteDb):
             rows = cursor.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE cluster=? ORDER BY name", (ids.key(cluster),)).fetchall()
         return [NodeRecord(*row) for row in rows]
 
+    def placeable_nodes(self, cluster: str) -> list[NodeRecord]:
+        cursor = self._db().cursor()
+        cursor.row_factory = None
+        rows = cursor.execute(
+            f"SELECT {_NODE_COLUMNS} FROM nodes WHERE cluster=? AND job IS NULL"
+            " AND (state='idle' OR (state='running' AND gpus IS NOT NULL)) ORDER BY name",
+            (ids.key(cluster),),
+        ).fetchall()
+        return [NodeRecord(*row) for row in rows]
+
     def update_node(self, node_id: str, **changes) -> NodeRecord | None:
         unknown = set(changes) - set(_NODE_FIELDS)
         assert not unknown, unknown
@@ -394,8 +405,20 @@ class SqliteStore(SqliteDb):
         return freed
 
     def release_nodes(self, job: str) -> list[str]:
+        key = ids.key(job)
+        # most calls find nothing to free (each node's report of a job that ended asks): no write lock for them
+        holds = (
+            self._db()
+            .execute(
+                "SELECT 1 FROM nodes WHERE job=? UNION ALL SELECT 1 FROM nodes WHERE shares IS NOT NULL AND shares LIKE ? ESCAPE '\\' LIMIT 1",
+                (key, f'%"{_like(key)}"%'),
+            )
+            .fetchone()
+        )
+        if holds is None:
+            return []
         with self._tx() as db:
-            return self._release(db, [ids.key(job)])
+            return self._release(db, [key])
 
     def delete_node(self, node_id: str) -> None:
         with self._tx() as db:

@@ -290,6 +290,23 @@ def test_release_frees_a_jobs_nodes(store):
     assert store.release_nodes(f"{EXP}/jobs/a") == []
 
 
+def test_placeable_nodes_are_the_free_ones_and_gpu_sharers_of_the_cluster(store):
+    gpus = '[{"index": "0"}]'
+    store.put_node(NodeRecord("f", CL, "node-f", "idle"))
+    store.put_node(NodeRecord("a", CL, "node-a", "idle"))
+    store.put_node(NodeRecord("held", CL, "node-h", "idle"))
+    store.put_node(NodeRecord("shared", CL, "node-s", "running", gpus=gpus, shares='{"j": ["0"]}'))
+    store.put_node(NodeRecord("busy", CL, "node-b", "running"))
+    store.put_node(NodeRecord("booting", CL, "node-c", "starting"))
+    store.put_node(NodeRecord("lost", CL, "node-l", "unusable"))
+    store.put_node(NodeRecord("elsewhere", WS + "/clusters/c2", "node-e", "idle"))
+    assert store.claim_nodes(CL, f"{EXP}/jobs/a", ["held"])
+    assert [n.id for n in store.placeable_nodes(shouted(CL))] == ["a", "f", "shared"]  # by name
+    assert all(n.may_take_jobs() for n in store.placeable_nodes(CL))
+    store.release_nodes(f"{EXP}/jobs/a")
+    assert [n.id for n in store.placeable_nodes(CL)] == ["a", "f", "held", "shared"]
+
+
 # -- tasks -------------------------------------------------------------------------------------
 def test_tasks_query_and_conditional_updates(store):
     a, b = f"{EXP}/jobs/a", f"{EXP}/jobs/b"

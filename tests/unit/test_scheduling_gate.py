@@ -24,10 +24,11 @@ class Store:
 @pytest.fixture
 def passes(monkeypatch):
     """run_pass replaced by one that blocks until released, counting the passes that ran."""
-    state = SimpleNamespace(count=0, running=threading.Event(), release=threading.Semaphore(0))
+    state = SimpleNamespace(count=0, running=threading.Event(), release=threading.Semaphore(0), kinds=[])
 
-    def run_pass(svc, cluster):
+    def run_pass(svc, cluster, *, thorough):
         state.count += 1
+        state.kinds.append("thorough" if thorough else "quick")
         state.running.set()
         state.release.acquire()
         return ["job"]
@@ -52,13 +53,29 @@ def test_a_request_during_a_pass_is_folded_into_one_more_pass(passes):
     assert scheduling_pass.schedule(svc, "/gate-a") == 1  # the gate is open again
 
 
+def test_a_thorough_pass_asked_for_during_a_quick_one_is_thorough(passes):
+    """Quick passes (node reports') skip the stale-claim sweep: a controller's request folded into one must not."""
+    svc = SimpleNamespace(store=Store())
+    first = threading.Thread(target=lambda: scheduling_pass.schedule(svc, "/gate-d", thorough=False))
+    first.start()
+    until(passes.running.is_set, 10, "the first pass to run")
+    assert scheduling_pass.schedule(svc, "/gate-d", thorough=False) == 0
+    assert scheduling_pass.schedule(svc, "/gate-d") == 0
+    assert scheduling_pass.schedule(svc, "/gate-d", thorough=False) == 0  # does not make it quick again
+    passes.release.release()
+    until(lambda: passes.count == 2, 10, "the folded pass")
+    passes.release.release()
+    first.join(10)
+    assert passes.kinds == ["quick", "thorough"]
+
+
 def test_a_paused_cluster_runs_no_pass(passes):
     assert scheduling_pass.schedule(SimpleNamespace(store=Store(paused=True)), "/gate-b") == 0
     assert passes.count == 0
 
 
 def test_a_failing_pass_opens_the_gate(monkeypatch):
-    def broken(svc, cluster):
+    def broken(svc, cluster, *, thorough):
         raise RuntimeError("store down")
 
     monkeypatch.setattr(scheduling_pass, "run_pass", broken)

@@ -68,21 +68,17 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
     elif outcome is None and not force and not all(t.state == "finished" for t in tasks):
         return record
     svc.sync_job_files(record)  # before the job shows as ended: then all it wrote is in storage
-    ended = svc.store.mutate(record.id, job_state.change(job_state.finish, now=utcnow(), outcome=outcome or {}))
+    ended, freed = svc.store.end_job(record.id, job_state.change(job_state.finish, now=utcnow(), outcome=outcome or {}))
     if ended is None:  # someone else ended it first
         return svc.store.get(record.id)
-    _ended(svc, ended, tasks)
+    stop_tasks(svc, ended, tasks)  # its processes still running are killed (its nodes take new tasks beside them meanwhile)
+    unmount_job_volumes(svc, ended)
+    svc.defer(partial(wake_ended_job, svc, ended))
+    svc.defer(partial(wake_trial_sweep, svc, ended))
+    if freed:
+        nodes_freed(svc, ended)
+    arrays.task_ended(svc, ended)
     return ended
-
-
-def _ended(svc: Services, record: Record, tasks: list[TaskRecord]) -> None:
-    stop_tasks(svc, record, tasks)
-    unmount_job_volumes(svc, record)
-    svc.defer(partial(wake_ended_job, svc, record))
-    svc.defer(partial(wake_trial_sweep, svc, record))
-    if svc.store.release_nodes(record.id):
-        nodes_freed(svc, record)
-    arrays.task_ended(svc, record)
 
 
 def _retry(svc: Services, record: Record, tasks: list[TaskRecord], outcome: dict) -> Record | None:

@@ -462,6 +462,10 @@ class CosmosStore:
             self._cas("nodes", node["id"], node["id"], _freed_of(job_key, time.time()))
         return [n["ref"] for n in held]
 
+    def end_job(self, job: str, change: Mutation) -> tuple[Record | None, list[str]]:
+        ended = self.mutate(job, change)
+        return ended, self.release_nodes(job) if ended is not None else []
+
     def delete_node(self, node_id: str) -> None:
         self._delete("nodes", item_id(node_id), item_id(node_id))
 

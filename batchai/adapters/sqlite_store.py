@@ -420,6 +420,11 @@ class SqliteStore(SqliteDb):
         with self._tx() as db:
             return self._release(db, [key])
 
+    def end_job(self, job: str, change: Mutation) -> tuple[Record | None, list[str]]:
+        with self._tx() as db:
+            ended = self._mutate(db, job, change)
+            return ended, self._release(db, [ids.key(job)]) if ended is not None else []
+
     def delete_node(self, node_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM nodes WHERE id=?", (node_id,))

@@ -307,6 +307,25 @@ def test_placeable_nodes_are_the_free_ones_and_gpu_sharers_of_the_cluster(store)
     assert [n.id for n in store.placeable_nodes(CL)] == ["a", "f", "held", "shared"]
 
 
+def test_end_job_applies_its_change_and_frees_its_nodes_or_neither(store):
+    job = f"{EXP}/jobs/a"
+    store.create(Record(id=job, type="jobs", name="a", parent=EXP, body={"properties": {"executionState": "running"}}))
+    for i in range(2):
+        store.put_node(NodeRecord(f"n{i}", CL, f"node-{i}", "idle"))
+    assert store.claim_nodes(CL, job, ["n0", "n1"])
+    assert store.end_job(shouted(job), lambda r: None) == (None, [])  # refused: the nodes stay its own
+    assert [n.job for n in store.nodes(CL)] == [job.lower()] * 2
+
+    def finish(record):
+        record.properties["executionState"] = "succeeded"
+        return record
+
+    ended, freed = store.end_job(job, finish)
+    assert ended.properties["executionState"] == "succeeded" and sorted(freed) == ["n0", "n1"]
+    assert [n.job for n in store.nodes(CL)] == [None, None]
+    assert store.end_job(f"{EXP}/jobs/absent", finish) == (None, [])
+
+
 # -- tasks -------------------------------------------------------------------------------------
 def test_tasks_query_and_conditional_updates(store):
     a, b = f"{EXP}/jobs/a", f"{EXP}/jobs/b"

@@ -97,18 +97,21 @@ def main(argv=None) -> int:
     print(f"[sim] {args.nodes} simulated nodes idle after {ready:.1f} s; submitting {args.jobs} jobs", file=sys.stderr, flush=True)
     http.post(f"{cluster_id}/pause", params=V).raise_for_status()
     submitted: dict[str, float] = {}
+    node_seconds = 0.0  # the work the jobs hold nodes for: the cluster cannot end them faster than nodes / this per job
     t_submit = time.time()
     for i in range(args.jobs):
         name = f"j{i:06d}"
         job_id = ids.child_id(ids.child_id(ids.workspace_id(SUB, RG, WS), "experiments", EXP), "jobs", name)
+        node_count, seconds = rng.choice([1, 1, 1, 2, 2, 4]), rng.randint(1, args.max_seconds) if args.max_seconds else 0
+        node_seconds += node_count * seconds
         params = JobCreateParameters.model_validate(
             {
                 "properties": {
                     "cluster": {"id": cluster_id},
-                    "nodeCount": rng.choice([1, 1, 1, 2, 2, 4]),
+                    "nodeCount": node_count,
                     "schedulingPriority": rng.choice(["low", "normal", "normal", "high"]),
                     "stdOutErrPathPrefix": "/sim",
-                    "customToolkitSettings": {"commandLine": f"sleep {rng.randint(1, args.max_seconds) if args.max_seconds else 0}"},
+                    "customToolkitSettings": {"commandLine": f"sleep {seconds}"},
                 }
             }
         )
@@ -147,6 +150,7 @@ def main(argv=None) -> int:
         "submitSeconds": t_submitted - t_submit,
         "resumeToLastCompletionSeconds": window,
         "jobsPerSecond": len(ends) / window if ends else None,
+        "capacityJobsPerSecond": args.nodes * args.jobs / node_seconds if node_seconds else None,
         "schedulingDelaySeconds": {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "mean": statistics.fmean(delays)}
         if delays
         else None,
@@ -161,6 +165,8 @@ def main(argv=None) -> int:
     print(f"  submitted (create-job path):        {result['submitSeconds']:.1f} s")
     print(f"  succeeded:                          {succeeded} / {args.jobs}")
     print(f"  jobs/s (resume -> last end):        {result['jobsPerSecond']:.1f}" if ends else "  jobs/s: n/a")
+    if node_seconds:
+        print(f"  the mix's bound (nodes / node-s):   {result['capacityJobsPerSecond']:.1f} jobs/s, were every node busy throughout")
     if delays:
         d = result["schedulingDelaySeconds"]
         print(f"  scheduling delay (resume -> start): p50 {d['p50']:.2f} s  p99 {d['p99']:.2f} s  mean {d['mean']:.2f} s")

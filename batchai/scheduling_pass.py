@@ -250,22 +250,26 @@ def decide(store: Store, cluster_id: str, now: float, timeout: float, *, thoroug
     A thorough pass (the controller's) reads every node and the running jobs: it frees stale claims
     first, and knows when busy nodes free up, for the reservation of a head that does not fit yet.
     A quick one (a node report's: one per few job ends) reads only the nodes it may place on; where
-    the head of the queue needs a reservation, it is thorough after all."""
+    the head of the queue needs a reservation, it is thorough after all, reusing what it read."""
+    quick = None
     if not thorough:
         nodes = store.placeable_nodes(cluster_id)
-        inputs = plan_inputs(store, cluster_id, nodes, {}, now, timeout)
-        if inputs is None or not inputs.queued:
+        quick = plan_inputs(store, cluster_id, nodes, {}, now, timeout)
+        if quick is None or not quick.queued:
             return []
         why: dict[str, tuple[str, float]] = {}
-        placements, shares = plan(inputs.queued, inputs.free, (), inputs.gpus, why)
+        placements, shares = plan(quick.queued, quick.free, (), quick.gpus, why)
         if not any(reason == "reserved" for reason, _ in why.values()):
             return _decision(nodes, placements, shares)
     nodes = store.nodes(cluster_id)
     held = any(n.job or n.shares for n in nodes)
     active = {ids.key(j.id): j for j in store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
     if release_stale_claims(store, nodes, active):
-        nodes = store.nodes(cluster_id)
-    inputs = plan_inputs(store, cluster_id, nodes, active, now, timeout)
+        nodes, quick = store.nodes(cluster_id), None  # more nodes are free than the quick read saw
+    if quick is not None:  # its free nodes and queue head stand: what it lacked is when the busy nodes free up
+        inputs: PlanInputs | None = quick._replace(busy_until=busy_until(nodes, active, now, timeout))
+    else:
+        inputs = plan_inputs(store, cluster_id, nodes, active, now, timeout)
     if inputs is None or not inputs.queued:
         return []
     placements, shares = plan(inputs.queued, inputs.free, inputs.busy_until, inputs.gpus)

@@ -94,6 +94,14 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+# nodes whose shares may name a job (`_shared_by` its pattern; the JSON decides: `_sharing`)
+_SHARED_BY = "shares IS NOT NULL AND shares LIKE ? ESCAPE '\\'"
+
+
+def _shared_by(job_key: str) -> str:
+    return f'%"{_like(job_key)}"%'
+
+
 def _dumps(value) -> str:
     """JSON text for a column (orjson: a pass reads and writes many records)."""
     return orjson.dumps(value).decode()
@@ -380,9 +388,7 @@ class SqliteStore(SqliteDb):
 
     def _sharing(self, db: sqlite3.Connection, job_key: str) -> list[NodeRecord]:
         """The nodes whose GPUs the job shares."""
-        rows = db.execute(
-            "SELECT * FROM nodes WHERE shares IS NOT NULL AND shares LIKE ? ESCAPE '\\'", (f'%"{_like(job_key)}"%',)
-        ).fetchall()
+        rows = db.execute(f"SELECT * FROM nodes WHERE {_SHARED_BY}", (_shared_by(job_key),)).fetchall()
         return [n for n in map(self._node, rows) if job_key in n.share_map()]
 
     def _release(self, db: sqlite3.Connection, job_keys: list[str]) -> list[str]:
@@ -410,8 +416,8 @@ class SqliteStore(SqliteDb):
         holds = (
             self._db()
             .execute(
-                "SELECT 1 FROM nodes WHERE job=? UNION ALL SELECT 1 FROM nodes WHERE shares IS NOT NULL AND shares LIKE ? ESCAPE '\\' LIMIT 1",
-                (key, f'%"{_like(key)}"%'),
+                f"SELECT 1 FROM nodes WHERE job=? UNION ALL SELECT 1 FROM nodes WHERE {_SHARED_BY} LIMIT 1",
+                (key, _shared_by(key)),
             )
             .fetchone()
         )

@@ -72,11 +72,11 @@ def host(tmp_path, monkeypatch, worker_loop):
         h.clear_caches()
 
 
-def create_workspace_and_cluster(host: FunctionsHost) -> None:
+def create_workspace_and_cluster(host: FunctionsHost, cluster: dict = CLUSTER) -> None:
     for method, path, body in (("PUT", BASE, {"location": "westeurope"}), ("PUT", f"{BASE}/experiments/{EXP}", None)):
         status, answer = host.http(method, path, body)
         assert 200 <= status < 300, answer
-    status, answer = host.http("PUT", f"{BASE}/clusters/c", CLUSTER)
+    status, answer = host.http("PUT", f"{BASE}/clusters/c", cluster)
     assert status == 200, answer
 
 
@@ -100,11 +100,7 @@ def test_the_http_api_creates_a_cluster_and_jobs_through_the_extension(host):
 def test_jobs_submitted_through_the_http_api_get_their_lifecycles_from_the_controllers_pass(host):
     """Issue 12's acceptance end to end: a job's lifecycle starts when the controller's pass launches it, not at
     submission; machines join an attached cluster through the node door (no compute adapter here)."""
-    for method, path, body in (("PUT", BASE, {"location": "westeurope"}), ("PUT", f"{BASE}/experiments/{EXP}", None)):
-        status, answer = host.http(method, path, body)
-        assert 200 <= status < 300, answer
-    status, answer = host.http("PUT", f"{BASE}/clusters/c", ATTACHED)
-    assert status == 200, answer
+    create_workspace_and_cluster(host, ATTACHED)
     for name in ("j1", "j2", "j3"):
         status, answer = host.http("PUT", f"{BASE}/experiments/{EXP}/jobs/{name}", JOB)
         assert status == 200 and answer["properties"]["executionState"] == "queued", answer

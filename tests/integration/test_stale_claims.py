@@ -9,6 +9,8 @@ simulated nodes, real controller, lifecycles, engine and SQLite store.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -65,7 +67,7 @@ def paused_cluster(host) -> TestClient:
     return http
 
 
-def submit(host, name: str, node_count: int = 2, command: str = "sleep 0.1") -> None:
+def submit(host, name: str, node_count: int = 2, command: str = "sleep 0.1", **properties) -> None:
     submit_job(
         host.services,
         job_id(host, name),
@@ -76,10 +78,31 @@ def submit(host, name: str, node_count: int = 2, command: str = "sleep 0.1") -> 
                     "nodeCount": node_count,
                     "stdOutErrPathPrefix": "/sim",
                     "customToolkitSettings": {"commandLine": command},
+                    **properties,
                 }
             }
         ),
     )
+
+
+def test_a_node_reports_quick_pass_decides_as_a_thorough_one_when_the_head_needs_a_reservation(host):
+    """The quick pass sees only free nodes; behind a head that cannot start yet it must still protect the head's
+    reservation (only a job short enough is backfilled), as the controller's pass does."""
+    http = paused_cluster(host)
+    cluster_id = cluster(host)
+    submit(host, "running", node_count=1, command="sleep 600")
+    http.post(f"{cluster_id}/resume", params=V).raise_for_status()
+    until(lambda: host.store.get(job_id(host, "running")).properties["executionState"] == "running", 60, "a job on one node")
+    http.post(f"{cluster_id}/pause", params=V).raise_for_status()
+    submit(host, "head", node_count=2, schedulingPriority="high")  # one node is free: it waits for the running job
+    submit(host, "long", node_count=1)  # would delay the head: waits
+    submit(host, "short", node_count=1, constraints={"maxWallClockTime": "00:01:00"})  # ends before the head can start
+    free = [n.id for n in host.store.nodes(cluster_id) if n.job is None]
+    timeout = host.services.settings.node_timeout_seconds
+    quick = scheduling.decide(host.store, cluster_id, time.time(), timeout, thorough=False)
+    thorough = scheduling.decide(host.store, cluster_id, time.time(), timeout)
+    assert [(j, [n.id for n in nodes]) for j, nodes, _ in quick] == [(job_id(host, "short"), free)]
+    assert [(j, [n.id for n in nodes]) for j, nodes, _ in thorough] == [(job_id(host, "short"), free)]
 
 
 def test_a_queued_job_holding_a_node_is_freed_and_runs(host):

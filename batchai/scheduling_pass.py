@@ -36,7 +36,7 @@ from batchai.agent.runner import PYTHON_ENV
 from batchai.frameworks import LaunchContext, PlacedNode, UnsupportedToolkit, job_paths, plan_job
 from batchai.frameworks.plan import NodeTask
 from batchai.job_state import JobState, attempt_of, state_of
-from batchai.lifecycle import launch_view, parse_time, utcnow, wall_clock_seconds
+from batchai.lifecycle import launch_view, parse_time, seconds_left, utcnow, wall_clock_seconds
 from batchai.model import JobCreateParameters, MountVolumes
 from batchai.mounting import file_server_address, plan_mounts, plan_unmounts, render
 from batchai.ports import JobSummary, Launch, NodeRecord, Record, Store, TaskRecord
@@ -178,7 +178,7 @@ def run_pass(svc: Services, cluster: Record, *, thorough: bool = True) -> list[s
 
     A job that cannot be prepared (its toolkit unknown, its volumes not mounted) fails alone; one
     whose preparation breaks unexpectedly stays queued for the next pass, and the others start.
-    Each launched job's lifecycle is due a moment later (`lifecycle_start_delay_seconds`)."""
+    Each launched job's lifecycle is due later (`lifecycle_start_delay_seconds`, or its deadline if sooner)."""
     launches: list[tuple[Launch, list[NodeRecord]]] = []
     for job_id, nodes, gpus in decide(svc.store, cluster.id, time.time(), svc.settings.node_timeout_seconds, thorough=thorough):
         record = svc.store.get(job_id)
@@ -201,18 +201,20 @@ def run_pass(svc: Services, cluster: Record, *, thorough: bool = True) -> list[s
             if array := arrays.array_of(record):
                 started_arrays.add(array)
             else:
-                svc.defer(partial(_start_lifecycle, svc, record, launch_view(record, now)), svc.settings.lifecycle_start_delay_seconds)
+                due = min(svc.settings.lifecycle_start_delay_seconds, max(0.0, seconds_left(record, now)))
+                svc.defer(partial(_start_lifecycle, svc, record), due)
     arrays.tasks_started(svc, started_arrays)
     return [r.id for r in started if r is not None]
 
 
-def _start_lifecycle(svc: Services, launched: Record, view: dict) -> None:
-    """Start the lifecycle of a job launched a moment ago, if it still runs that attempt: one that ended,
-    was requeued or is terminating (which starts its lifecycle itself) needs no watching from here."""
+def _start_lifecycle(svc: Services, launched: Record) -> None:
+    """Start the lifecycle of a job launched a while ago, if it still runs that attempt: one that ended,
+    was requeued or is terminating (which starts its lifecycle itself) needs no watching from here, and
+    until now nothing needed it (a lost node or a terminate starts it at once, its deadline is not due)."""
     try:
         record = svc.store.get(launched.id)
         if record is not None and state_of(record) is JobState.RUNNING and attempt_of(record) == attempt_of(launched):
-            start_lifecycle(svc, record, view)
+            start_lifecycle(svc, record, launch_view(record, time.time()))
     except Exception:  # noqa: BLE001 - the host's reconciliation starts it after a restart
         log.exception("starting the lifecycle of %s failed", launched.id)
 

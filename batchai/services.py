@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from batchai.lifecycle import RUNNING_RECHECK_SECONDS
 from batchai.ports import BlobStore, Compute, Engine, FileServers, Record, Store
 
 
@@ -28,10 +29,12 @@ class Settings:
     # off where several instances serve requests: their passes could overlap, so the controller alone runs them
     inline_scheduling: bool = True
     blob_sync_seconds: float = 1.0  # with blob storage: how often running jobs' new output is uploaded
-    # A launched job's lifecycle (its watchdog: deadline, lost nodes, terminate grace) starts this long after
-    # the launch, if the job still runs then: node reports end jobs by themselves, so a job that ends sooner
-    # costs the engine nothing (where `Services.defer` can wait: the embedded host)
-    lifecycle_start_delay_seconds: float = 1.0
+    # A launched job's lifecycle (its watchdog: deadline, terminate grace, a recheck every 30 s) starts this
+    # long after the launch, or at the job's deadline if sooner, if the job still runs then (where
+    # `Services.defer` can wait: the embedded host). Node reports end jobs by themselves, and a lost node or
+    # a terminate starts the lifecycle at once, so until then it would only wait: a job that ends sooner
+    # costs the engine nothing, as Slurm checks time limits in its main loop, not with a watcher per job.
+    lifecycle_start_delay_seconds: float = RUNNING_RECHECK_SECONDS
     # embedded host: processes beside the primary serving the API (one per core beyond the first, at most 3)
     api_workers: int = field(default_factory=lambda: max(0, min(os.cpu_count() or 1, 4) - 1))
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from batchai import arrays, job_state, scheduling_pass
 from batchai.job_state import JobState, state_of
-from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, task_outcome, utcnow
+from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, holds_only, task_outcome, utcnow
 from batchai.ports import Record, TaskRecord
 from batchai.wake import start_lifecycle, wake_cluster, wake_ended_job, wake_trial_sweep
 
@@ -68,10 +68,20 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
     elif outcome is None and not force and not all(t.state == "finished" for t in tasks):
         return record
     svc.sync_job_files(record)  # before the job shows as ended: then all it wrote is in storage
-    ended, freed = svc.store.end_job(record.id, job_state.change(job_state.finish, now=utcnow(), outcome=outcome or {}))
+    # its tasks stop with it: what never started and what only held its node end now; processes still running
+    # are killed by their nodes (which take new tasks beside them meanwhile), as any task no longer theirs is
+    ending = [t for t in tasks if t.state == "pending" or (t.state == "running" and holds_only(t))]
+    killing = [t for t in tasks if t.state == "running" and not holds_only(t)]
+    ended, freed = svc.store.end_job(
+        record.id,
+        job_state.change(job_state.finish, now=utcnow(), outcome=outcome or {}),
+        ending=[t.id for t in ending],
+        killing=[t.id for t in killing],
+    )
     if ended is None:  # someone else ended it first
         return svc.store.get(record.id)
-    stop_tasks(svc, ended, tasks)  # its processes still running are killed (its nodes take new tasks beside them meanwhile)
+    if woken := sorted({t.node for t in ending if t.state == "running"} | {t.node for t in killing}):
+        svc.wake_nodes(woken)
     unmount_job_volumes(svc, ended)
     svc.defer(partial(wake_ended_job, svc, ended))
     svc.defer(partial(wake_trial_sweep, svc, ended))

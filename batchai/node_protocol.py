@@ -167,8 +167,8 @@ def _record_results(svc: Services, node_id: str, body: dict) -> list[str]:
     acked = []
     for result in body.get("finished", []):
         task_id = result["taskId"]
-        _own_task(svc, node_id, task_id)
-        if svc.store.update_task(
+        known = _own_task(svc, node_id, task_id)
+        if known is not None and known.state != "finished" and svc.store.update_task(  # finished: its job's end stopped it
             task_id,
             only_if_state=["pending", "running", "killing"],
             state="finished",
@@ -177,12 +177,11 @@ def _record_results(svc: Services, node_id: str, body: dict) -> list[str]:
             start_time=result.get("startTime"),
             end_time=result.get("endTime"),
         ):
-            task = svc.store.get_task(task_id)
-            if task is not None and task.attempt == SETUP_ATTEMPT:
+            if known.attempt == SETUP_ATTEMPT:
                 _setup_finished(svc, node_id, result)
-            elif task is not None:
-                _record_warnings(svc, task.job, node_id, result.get("warnings") or [])
-                jobs.settle(svc, task.job)  # the job ends now if this decided it
+            else:
+                _record_warnings(svc, known.job, node_id, result.get("warnings") or [])
+                jobs.settle(svc, known.job)  # the job ends now if this decided it
         acked.append(task_id)
     return acked
 
@@ -232,7 +231,7 @@ def beat(svc: Services, node_id: str, body: dict) -> dict:
     if now - node.last_seen >= LAST_SEEN_RESOLUTION * svc.settings.node_timeout_seconds:
         svc.store.update_node(node_id, last_seen=now)
     _record_metrics(svc, node_id, body.get("metrics") or [])  # first: a job that ends below has all it reported
-    with scheduling_pass.answering(node_id):  # the orders below answer for what it starts here
+    with scheduling_pass.answering(node_id, body["bootId"]):  # the orders below answer for what it starts here
         acked = _record_results(svc, node_id, body)
     start, kill = _orders(svc, node_id, body)
     return {"start": start, "kill": kill, "ack": acked, "action": "ok"}

@@ -38,6 +38,7 @@ from azure.cosmos.exceptions import (
 
 from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
+from batchai.lifecycle import utcnow
 from batchai.ports import Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
 from batchai.scheduling import head_limits
 
@@ -462,9 +463,18 @@ class CosmosStore:
             self._cas("nodes", node["id"], node["id"], _freed_of(job_key, time.time()))
         return [n["ref"] for n in held]
 
-    def end_job(self, job: str, change: Mutation) -> tuple[Record | None, list[str]]:
+    def end_job(
+        self, job: str, change: Mutation, *, ending: Sequence[str] = (), killing: Sequence[str] = ()
+    ) -> tuple[Record | None, list[str]]:
         ended = self.mutate(job, change)
-        return ended, self.release_nodes(job) if ended is not None else []
+        if ended is None:
+            return None, []
+        now = utcnow()
+        for task_id in ending:
+            self.update_task(task_id, only_if_state=["pending", "running"], state="finished", error="terminated", end_time=now)
+        for task_id in killing:
+            self.update_task(task_id, only_if_state=["running"], state="killing")
+        return ended, self.release_nodes(job)
 
     def delete_node(self, node_id: str) -> None:
         self._delete("nodes", item_id(node_id), item_id(node_id))

@@ -21,6 +21,7 @@ import orjson
 from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
 from batchai.adapters.sqlite_db import SqliteDb
+from batchai.lifecycle import utcnow
 from batchai.ports import Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
 from batchai.scheduling import head_limits
 
@@ -345,11 +346,10 @@ class SqliteStore(SqliteDb):
     def update_node(self, node_id: str, **changes) -> NodeRecord | None:
         unknown = set(changes) - set(_NODE_FIELDS)
         assert not unknown, unknown
-        with self._tx() as db:
-            if changes:
-                db.execute(f"UPDATE nodes SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?", [*changes.values(), node_id])
-            row = db.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
-        return self._node(row) if row else None
+        if not changes:
+            return self.get_node(node_id)
+        _, rows = self._write(f"UPDATE nodes SET {', '.join(f'{k}=?' for k in changes)} WHERE id=? RETURNING *", [*changes.values(), node_id])
+        return self._node(rows[0]) if rows else None
 
     def claim_nodes(self, cluster: str, job: str, node_ids: list[str]) -> bool:
         """Reserve all of `node_ids` for `job`, or none: gang placement is all-or-nothing."""
@@ -391,16 +391,17 @@ class SqliteStore(SqliteDb):
         rows = db.execute(f"SELECT * FROM nodes WHERE {_SHARED_BY}", (_shared_by(job_key),)).fetchall()
         return [n for n in map(self._node, rows) if job_key in n.share_map()]
 
-    def _release(self, db: sqlite3.Connection, job_keys: list[str]) -> list[str]:
-        """The jobs' nodes, whole or shared, freed (now: auto scale counts idleness from here)."""
+    def _release(self, db: sqlite3.Connection, job_keys: list[str], *, shared: bool = True) -> list[str]:
+        """The jobs' nodes, whole or shared (unless not `shared`: the jobs took whole nodes), freed (now: auto
+        scale counts idleness from here)."""
         now, freed = time.time(), []
         for key in job_keys:
-            freed += [r["id"] for r in db.execute("SELECT id FROM nodes WHERE job=?", (key,)).fetchall()]
-            db.execute(
-                "UPDATE nodes SET job=NULL, idle_since=?, state=CASE WHEN state='running' THEN 'idle' ELSE state END WHERE job=?",
+            rows = db.execute(
+                "UPDATE nodes SET job=NULL, idle_since=?, state=CASE WHEN state='running' THEN 'idle' ELSE state END WHERE job=? RETURNING id",
                 (now, key),
-            )
-            for node in self._sharing(db, key):
+            ).fetchall()
+            freed += [r["id"] for r in rows]
+            for node in self._sharing(db, key) if shared else ():
                 shares = {j: g for j, g in node.share_map().items() if j != key}
                 state = "idle" if not shares and node.state == "running" else node.state
                 db.execute(
@@ -426,10 +427,22 @@ class SqliteStore(SqliteDb):
         with self._tx() as db:
             return self._release(db, [key])
 
-    def end_job(self, job: str, change: Mutation) -> tuple[Record | None, list[str]]:
+    def end_job(
+        self, job: str, change: Mutation, *, ending: Sequence[str] = (), killing: Sequence[str] = ()
+    ) -> tuple[Record | None, list[str]]:
         with self._tx() as db:
             ended = self._mutate(db, job, change)
-            return ended, self._release(db, [ids.key(job)]) if ended is not None else []
+            if ended is None:
+                return None, []
+            if ending:
+                db.execute(
+                    f"UPDATE tasks SET state='finished', error='terminated', end_time=?"
+                    f" WHERE id IN ({','.join('?' * len(ending))}) AND state IN ('pending', 'running')",
+                    [utcnow(), *ending],
+                )
+            if killing:
+                db.execute(f"UPDATE tasks SET state='killing' WHERE id IN ({','.join('?' * len(killing))}) AND state='running'", list(killing))
+            return ended, self._release(db, [ids.key(job)], shared=bool(ended.properties.get("gpusPerNode")))
 
     def delete_node(self, node_id: str) -> None:
         with self._tx() as db:
@@ -490,8 +503,7 @@ class SqliteStore(SqliteDb):
             allowed = list(only_if_state)
             sql += f" AND state IN ({','.join('?' * len(allowed))})"
             args += allowed
-        with self._tx() as db:
-            return db.execute(sql, args).rowcount == 1
+        return self._write(sql, args)[0] == 1
 
     # -- operations ---------------------------------------------------------------------
     def create_operation(self, op_id: str, kind: str, resource_id: str) -> None:
@@ -521,12 +533,10 @@ class SqliteStore(SqliteDb):
 
     def set_flag(self, name: str) -> bool:
         """Raise a flag; true if it was down (so the caller is the one to act on it)."""
-        with self._tx() as db:
-            return db.execute("INSERT OR IGNORE INTO settings VALUES (?, '1')", (f"flag:{name}",)).rowcount == 1
+        return self._write("INSERT OR IGNORE INTO settings VALUES (?, '1')", (f"flag:{name}",))[0] == 1
 
     def clear_flag(self, name: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM settings WHERE name=?", (f"flag:{name}",))
+        self._write("DELETE FROM settings WHERE name=?", (f"flag:{name}",))
 
     # -- tokens and the audit log -----------------------------------------------------------
     def put_token(self, token: dict) -> None:

@@ -326,6 +326,34 @@ def test_end_job_applies_its_change_and_frees_its_nodes_or_neither(store):
     assert store.end_job(f"{EXP}/jobs/absent", finish) == (None, [])
 
 
+def test_end_job_stops_the_tasks_it_is_given_only_when_its_change_applies(store):
+    job = f"{EXP}/jobs/a"
+    store.create(Record(id=job, type="jobs", name="a", parent=EXP, body={"properties": {"executionState": "running"}}))
+    states = {"pending": "pending", "holder": "running", "worker": "running", "done": "finished", "idle-worker": "pending"}
+    store.put_tasks([TaskRecord(t, job, "n0", 1, {}, state=state) for t, state in states.items()])
+    stops = {"ending": ["pending", "holder", "done"], "killing": ["worker", "idle-worker"]}
+    assert store.end_job(job, lambda r: None, **stops) == (None, [])  # refused: the tasks are untouched
+    assert {t.id: t.state for t in store.tasks(job=job)} == states
+
+    def finish(record):
+        record.properties["executionState"] = "succeeded"
+        return record
+
+    ended, _ = store.end_job(job, finish, **stops)
+    assert ended is not None
+    after = {t.id: t for t in store.tasks(job=job)}
+    # pending and running ones it ends now; a finished one keeps its result; only running ones are to be killed
+    assert {t: after[t].state for t in states} == {
+        "pending": "finished",
+        "holder": "finished",
+        "worker": "killing",
+        "done": "finished",
+        "idle-worker": "pending",
+    }
+    assert after["pending"].error == after["holder"].error == "terminated" and after["holder"].end_time
+    assert after["done"].error is None and after["done"].end_time is None
+
+
 # -- tasks -------------------------------------------------------------------------------------
 def test_tasks_query_and_conditional_updates(store):
     a, b = f"{EXP}/jobs/a", f"{EXP}/jobs/b"

@@ -168,14 +168,18 @@ def _record_results(svc: Services, node_id: str, body: dict) -> list[str]:
     for result in body.get("finished", []):
         task_id = result["taskId"]
         known = _own_task(svc, node_id, task_id)
-        if known is not None and known.state != "finished" and svc.store.update_task(  # finished: its job's end stopped it
-            task_id,
-            only_if_state=["pending", "running", "killing"],
-            state="finished",
-            exit_code=result.get("exitCode"),
-            error=result.get("error"),
-            start_time=result.get("startTime"),
-            end_time=result.get("endTime"),
+        if (
+            known is not None
+            and known.state != "finished"
+            and svc.store.update_task(  # finished: its job's end stopped it
+                task_id,
+                only_if_state=["pending", "running", "killing"],
+                state="finished",
+                exit_code=result.get("exitCode"),
+                error=result.get("error"),
+                start_time=result.get("startTime"),
+                end_time=result.get("endTime"),
+            )
         ):
             if known.attempt == SETUP_ATTEMPT:
                 _setup_finished(svc, node_id, result)
@@ -229,7 +233,10 @@ def beat(svc: Services, node_id: str, body: dict) -> dict:
         return {"start": [], "kill": [], "ack": [], "action": "register"}
     now = time.time()
     if now - node.last_seen >= LAST_SEEN_RESOLUTION * svc.settings.node_timeout_seconds:
-        svc.store.update_node(node_id, last_seen=now)
+        if svc.note_seen is not None:
+            svc.note_seen(node_id, now)
+        else:
+            svc.store.update_node(node_id, last_seen=now)
     _record_metrics(svc, node_id, body.get("metrics") or [])  # first: a job that ends below has all it reported
     with scheduling_pass.answering(node_id, body["bootId"]):  # the orders below answer for what it starts here
         acked = _record_results(svc, node_id, body)

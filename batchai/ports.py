@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import BinaryIO, NamedTuple, Protocol
@@ -143,6 +143,8 @@ class Store(Protocol):
     # report's pass reads these, not the whole cluster
     def placeable_nodes(self, cluster: str) -> list[NodeRecord]: ...
     def update_node(self, node_id: str, **fields) -> NodeRecord | None: ...
+    # each node's last_seen raised to its time in `seen` (never lowered; nodes no longer stored are skipped)
+    def touch_nodes(self, seen: Mapping[str, float]) -> None: ...
     def claim_nodes(self, cluster: str, job: str, node_ids: list[str]) -> bool: ...
     # a pass's launches, in order: each claims its nodes, applies its change (the start) and puts its tasks,
     # or, when a node is taken or the change refuses, changes nothing (its answer: None). SQLite: one

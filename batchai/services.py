@@ -70,6 +70,9 @@ class Services:
     settings: Settings
     # nodes whose orders changed heartbeat now: agents' long polls (the API's NodeWaker), or simulated nodes
     wake_nodes: Callable[[list[str]], None] = field(default=lambda node_ids: None)
+    # a node was heard from at a time (`batchai.last_seen.LastSeenWriter.note`: written in batches); None: the
+    # node report writes it itself
+    note_seen: Callable[[str, float], None] | None = None
     blobs: BlobStore | None = None  # where job logs and outputs are listed from; None: the local disk
     file_servers: FileServers | None = None  # NFS server VMs; None: a file server is a directory of the data dir
     sync_job_files: Callable[[Record], None] = field(default=lambda record: None)  # an ending job's last upload

@@ -40,9 +40,10 @@ from batchai.api.nodes import NodeWaker, PeerWakes
 from batchai.background import Serial
 from batchai.blob_drop import DropBox
 from batchai.job_state import LAUNCHED
+from batchai.last_seen import LastSeenWriter
 from batchai.lifecycle import controller_instance, restart_grace, sweep_instance
 from batchai.node_identity import node_credentials, node_key
-from batchai.node_protocol import JOINED
+from batchai.node_protocol import JOINED, LAST_SEEN_RESOLUTION
 from batchai.output_sync import OutputSync
 from batchai.ports import Compute
 from batchai.queue_consumer import QueueConsumer
@@ -113,6 +114,7 @@ class EmbeddedHost:
             )
         self.engine = DurableTaskClient(self.engine_address) if self.engine_address else durable_engine()
         self.deferred = Serial("engine-calls", log)  # made after the answers that caused them
+        self.last_seen = LastSeenWriter(self.store, LAST_SEEN_RESOLUTION * self.settings.node_timeout_seconds)
         blobs = blob_store()
         self.output_sync = OutputSync(self.store, blobs, interval=self.settings.blob_sync_seconds) if blobs else None
         self.services = Services(
@@ -122,6 +124,7 @@ class EmbeddedHost:
             settings=self.settings,
             wake_nodes=wake_nodes,
             defer=self.deferred,
+            note_seen=self.last_seen.note,
             blobs=blobs,
             sync_job_files=self.output_sync.final_sync if self.output_sync else lambda record: None,
         )
@@ -189,6 +192,7 @@ class EmbeddedHost:
                 self.output_sync.stop()
             self.stop_local_nodes()
             self.deferred.stop()
+            self.last_seen.close()
             self.wakes.close()
             self.engine.stop()
             self.services.compute.close()  # after the engine: its activities use it to the end
@@ -203,6 +207,7 @@ class EmbeddedHost:
             self._run_server(sock)
         finally:
             self.deferred.stop()
+            self.last_seen.close()
             self.wakes.close()
             self.engine.stop()
 

@@ -24,7 +24,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -390,6 +390,14 @@ class CosmosStore:
             return self.get_node(node_id)
         doc = self._cas("nodes", item_id(node_id), item_id(node_id), lambda d: {**d, **changes})
         return _node(doc) if doc else None
+
+    def touch_nodes(self, seen: Mapping[str, float]) -> None:
+        for node_id, when in seen.items():
+
+            def later(doc: Doc, when: float = when) -> Doc | None:
+                return {**doc, "last_seen": when} if when > (doc.get("last_seen") or 0.0) else None
+
+            self._cas("nodes", item_id(node_id), item_id(node_id), later)
 
     def claim_nodes(self, cluster: str, job: str, node_ids: list[str]) -> bool:
         """Reserve all of `node_ids` for `job`, or none: each node is taken by a conditional replace,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
 from operator import itemgetter
 from pathlib import Path
@@ -348,8 +348,14 @@ class SqliteStore(SqliteDb):
         assert not unknown, unknown
         if not changes:
             return self.get_node(node_id)
-        _, rows = self._write(f"UPDATE nodes SET {', '.join(f'{k}=?' for k in changes)} WHERE id=? RETURNING *", [*changes.values(), node_id])
+        _, rows = self._write(
+            f"UPDATE nodes SET {', '.join(f'{k}=?' for k in changes)} WHERE id=? RETURNING *", [*changes.values(), node_id]
+        )
         return self._node(rows[0]) if rows else None
+
+    def touch_nodes(self, seen: Mapping[str, float]) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE nodes SET last_seen=? WHERE id=? AND last_seen<?", [(t, n, t) for n, t in seen.items()])
 
     def claim_nodes(self, cluster: str, job: str, node_ids: list[str]) -> bool:
         """Reserve all of `node_ids` for `job`, or none: gang placement is all-or-nothing."""
@@ -441,7 +447,9 @@ class SqliteStore(SqliteDb):
                     [utcnow(), *ending],
                 )
             if killing:
-                db.execute(f"UPDATE tasks SET state='killing' WHERE id IN ({','.join('?' * len(killing))}) AND state='running'", list(killing))
+                db.execute(
+                    f"UPDATE tasks SET state='killing' WHERE id IN ({','.join('?' * len(killing))}) AND state='running'", list(killing)
+                )
             return ended, self._release(db, [ids.key(job)], shared=bool(ended.properties.get("gpusPerNode")))
 
     def delete_node(self, node_id: str) -> None:

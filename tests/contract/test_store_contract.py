@@ -249,6 +249,15 @@ def test_nodes_put_get_update_list_delete(store):
     assert [n.id for n in store.nodes()] == ["n1"]
 
 
+def test_touch_nodes_raises_last_seen_never_lowers_it_and_skips_nodes_that_are_gone(store):
+    store.put_node(NodeRecord("n0", CL, "node-a", "idle", last_seen=10.0))
+    store.put_node(NodeRecord("n1", CL, "node-b", "running", job=f"{EXP}/jobs/a", last_seen=50.0))
+    store.touch_nodes({"n0": 20.0, "n1": 40.0, "gone": 30.0})
+    assert {n.id: n.last_seen for n in store.nodes(CL)} == {"n0": 20.0, "n1": 50.0}
+    assert store.get_node("gone") is None
+    assert (store.get_node("n1").state, store.get_node("n1").job) == ("running", f"{EXP}/jobs/a")  # nothing else changes
+
+
 def test_claim_nodes_is_all_or_nothing_and_one_gang_per_job(store):
     for i in range(4):
         store.put_node(NodeRecord(f"n{i}", CL, f"node-{i}", "idle"))

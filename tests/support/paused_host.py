@@ -35,6 +35,7 @@ def simulated_host(data_dir: Path, heartbeat_seconds: float = 0.5, **settings) -
         host.consumer.stop()
         host.inbox.stop()
         host.deferred.stop()
+        host.last_seen.close()
         host.engine.stop()
         host.compute.close()
 

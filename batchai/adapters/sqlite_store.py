@@ -12,7 +12,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from operator import itemgetter
 from pathlib import Path
 
@@ -316,7 +316,7 @@ class SqliteStore(SqliteDb):
         with self._tx() as db:
             db.execute(
                 f"INSERT OR REPLACE INTO nodes ({','.join(_NODE_FIELDS)}) VALUES ({','.join('?' * len(_NODE_FIELDS))})",
-                [asdict(node)[f] for f in _NODE_FIELDS],
+                [getattr(node, f) for f in _NODE_FIELDS],
             )
 
     def get_node(self, node_id: str) -> NodeRecord | None:
@@ -476,7 +476,7 @@ class SqliteStore(SqliteDb):
     @staticmethod
     def _put_tasks(db: sqlite3.Connection, tasks: list[TaskRecord]) -> None:
         for t in tasks:
-            row = asdict(t)
+            row = {f: getattr(t, f) for f in _TASK_FIELDS}  # not asdict: it deep-copies the spec
             row["job"] = ids.key(t.job)
             row["spec"] = _dumps(t.spec)
             db.execute(

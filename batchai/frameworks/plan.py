@@ -6,9 +6,21 @@ node's task, and the node agent executes it literally: it never interprets job p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from batchai.frameworks.container import ContainerSpec
+
+
+def _plain(value):
+    """A dataclass as JSON-ready dicts and lists, copied (not `dataclasses.asdict`: it deep-copies every
+    string, a quarter of a busy scheduling pass)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _plain(v) for k, v in vars(value).items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,7 @@ class NodeTask:
         return not any(not p.daemon for p in self.processes)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return _plain(self)
 
     @classmethod
     def from_json(cls, data: dict) -> NodeTask:

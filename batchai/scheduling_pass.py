@@ -18,6 +18,7 @@ each node is taken once, and a claim without a running job is only ever left by 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -194,6 +195,7 @@ def run_pass(svc: Services, cluster: Record, *, thorough: bool = True) -> list[s
         return []
     started = svc.store.start_jobs(cluster.id, [launch for launch, _ in launches])
     now = time.time()
+    _busy_now(cluster.id, now, [(r, launch) for r, (launch, _) in zip(started, launches, strict=True) if r is not None])
     answering = (_answering.get() or ("", ""))[0]
     started_arrays = set()
     for record, (_, nodes) in zip(started, launches, strict=True):
@@ -206,6 +208,20 @@ def run_pass(svc: Services, cluster: Record, *, thorough: bool = True) -> list[s
                 svc.defer(partial(_start_lifecycle, svc, record), due)
     arrays.tasks_started(svc, started_arrays)
     return [r.id for r in started if r is not None]
+
+
+def _busy_now(cluster_id: str, now: float, started: list[tuple[Record, Launch]]) -> None:
+    """The nodes of the jobs just started are busy until their maxWallClockTime: the ends that quick passes
+    reuse say so from now (see `ENDS_REUSE_SECONDS`)."""
+    key = ids.key(cluster_id)
+    if key not in _ends or not started:
+        return
+    read_at, ends = _ends[key]
+    for record, launch in started:
+        if launch.gpus is None:  # a whole-node job (GPU sharers free a node only with its other sharers)
+            seconds = wall_clock_seconds((record.properties.get("constraints") or {}).get("maxWallClockTime"))
+            ends = ends + [seconds + now - read_at] * len(launch.node_ids)
+    _ends[key] = (read_at, sorted(ends))
 
 
 def _taken_by_answering(launch: Launch) -> Launch:
@@ -259,6 +275,14 @@ def plan_inputs(
 
 Decision = list[tuple[str, list[NodeRecord], dict[str, list[str]] | None]]
 
+# When each busy node of a cluster frees up, as the last thorough pass in this process read it: (read at,
+# seconds until each frees then). A quick pass whose head needs a reservation takes them, aged, for this
+# long instead of reading every node and running job again (most of a busy cluster's passes): a pass only
+# advises (a launch claims its nodes or fails), and a reservation off by this much holds the head back
+# little beside a job's maxWallClockTime.
+ENDS_REUSE_SECONDS = 1.0
+_ends: dict[str, tuple[float, list[float]]] = {}
+
 
 def decide(store: Store, cluster_id: str, now: float, timeout: float, *, thorough: bool = True) -> Decision:
     """What a pass starts, `(job id, its nodes, the GPUs it shares of each or None)` in start order.
@@ -266,7 +290,8 @@ def decide(store: Store, cluster_id: str, now: float, timeout: float, *, thoroug
     A thorough pass (the controller's) reads every node and the running jobs: it frees stale claims
     first, and knows when busy nodes free up, for the reservation of a head that does not fit yet.
     A quick one (a node report's: one per few job ends) reads only the nodes it may place on; where
-    the head of the queue needs a reservation, it is thorough after all, reusing what it read."""
+    the head of the queue needs a reservation, it takes the busy nodes' ends from the last thorough
+    pass if that was recent (`ENDS_REUSE_SECONDS`), else it is thorough after all, reusing what it read."""
     quick = None
     if not thorough:
         nodes = store.placeable_nodes(cluster_id)
@@ -277,6 +302,13 @@ def decide(store: Store, cluster_id: str, now: float, timeout: float, *, thoroug
         placements, shares = plan(quick.queued, quick.free, (), quick.gpus, why)
         if not any(reason == "reserved" for reason, _ in why.values()):
             return _decision(nodes, placements, shares)
+        read_at, ends = _ends.get(ids.key(cluster_id), (-math.inf, []))
+        if now - read_at <= ENDS_REUSE_SECONDS:
+            why.clear()
+            placements, shares = plan(quick.queued, quick.free, [max(0.0, e - (now - read_at)) for e in ends], quick.gpus, why)
+            # a head these ends say can never start may be one they are too old to know a node of: look
+            if not any(reason == "reserved" and math.isinf(at) for reason, at in why.values()):
+                return _decision(nodes, placements, shares)
     nodes = store.nodes(cluster_id)
     held = any(n.job or n.shares for n in nodes)
     active = {ids.key(j.id): j for j in store.job_summaries(cluster_id, ("running", "terminating"))} if held else {}
@@ -288,6 +320,7 @@ def decide(store: Store, cluster_id: str, now: float, timeout: float, *, thoroug
         inputs = plan_inputs(store, cluster_id, nodes, active, now, timeout)
     if inputs is None or not inputs.queued:
         return []
+    _ends[ids.key(cluster_id)] = (now, sorted(inputs.busy_until))
     placements, shares = plan(inputs.queued, inputs.free, inputs.busy_until, inputs.gpus)
     return _decision(nodes, placements, shares)
 

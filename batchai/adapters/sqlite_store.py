@@ -237,15 +237,16 @@ class SqliteStore(SqliteDb):
     def start_jobs(self, cluster: str, launches: Sequence[Launch]) -> list[Record | None]:
         """One transaction for the batch, a savepoint for each launch: it leaves all of itself or nothing."""
         started: list[Record | None] = []
+        rows = [self._task_rows(launch.tasks) for launch in launches]  # encoded before the write lock is taken
         with self._tx() as db:
-            for launch in launches:
+            for launch, task_rows in zip(launches, rows, strict=True):
                 db.execute("SAVEPOINT launch")
                 claimed = self._claim(db, cluster, launch.job, launch.node_ids, launch.gpus)
                 record = self._mutate(db, launch.job, launch.change) if claimed else None
                 if record is None:
                     db.execute("ROLLBACK TO launch")  # the claim given back
                 else:
-                    self._put_tasks(db, launch.tasks)
+                    self._insert_tasks(db, task_rows)
                 db.execute("RELEASE launch")
                 started.append(record)
         return started
@@ -470,19 +471,24 @@ class SqliteStore(SqliteDb):
         return TaskRecord(**values)
 
     def put_tasks(self, tasks: list[TaskRecord]) -> None:
+        rows = self._task_rows(tasks)
         with self._tx() as db:
-            self._put_tasks(db, tasks)
+            self._insert_tasks(db, rows)
 
     @staticmethod
-    def _put_tasks(db: sqlite3.Connection, tasks: list[TaskRecord]) -> None:
+    def _task_rows(tasks: list[TaskRecord]) -> list[list]:
+        """The tasks as rows of the tasks table (not asdict: it deep-copies the spec)."""
+        rows = []
         for t in tasks:
-            row = {f: getattr(t, f) for f in _TASK_FIELDS}  # not asdict: it deep-copies the spec
+            row = {f: getattr(t, f) for f in _TASK_FIELDS}
             row["job"] = ids.key(t.job)
             row["spec"] = _dumps(t.spec)
-            db.execute(
-                f"INSERT INTO tasks ({','.join(_TASK_FIELDS)}) VALUES ({','.join('?' * len(_TASK_FIELDS))})",
-                [row[f] for f in _TASK_FIELDS],
-            )
+            rows.append([row[f] for f in _TASK_FIELDS])
+        return rows
+
+    @staticmethod
+    def _insert_tasks(db: sqlite3.Connection, rows: list[list]) -> None:
+        db.executemany(f"INSERT INTO tasks ({','.join(_TASK_FIELDS)}) VALUES ({','.join('?' * len(_TASK_FIELDS))})", rows)
 
     def tasks(self, *, job: str | None = None, node: str | None = None, states: Iterable[str] | None = None) -> list[TaskRecord]:
         sql, args = "SELECT * FROM tasks WHERE 1=1", []

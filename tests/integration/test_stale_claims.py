@@ -105,6 +105,32 @@ def test_a_node_reports_quick_pass_decides_as_a_thorough_one_when_the_head_needs
     assert [(j, [n.id for n in nodes]) for j, nodes, _ in thorough] == [(job_id(host, "short"), free)]
 
 
+def test_a_quick_pass_soon_after_a_thorough_one_reuses_when_its_busy_nodes_free_up(host, monkeypatch):
+    """Behind a head that needs a reservation, a quick pass within ENDS_REUSE_SECONDS of a thorough one decides
+    as it did without reading every node again; later, it reads them (a thorough pass after all)."""
+    http = paused_cluster(host)
+    cluster_id = cluster(host)
+    submit(host, "running", node_count=1, command="sleep 600")
+    http.post(f"{cluster_id}/resume", params=V).raise_for_status()
+    until(lambda: host.store.get(job_id(host, "running")).properties["executionState"] == "running", 60, "a job on one node")
+    http.post(f"{cluster_id}/pause", params=V).raise_for_status()
+    submit(host, "head", node_count=2, schedulingPriority="high")
+    submit(host, "long", node_count=1)
+    submit(host, "short", node_count=1, constraints={"maxWallClockTime": "00:01:00"})
+    timeout = host.services.settings.node_timeout_seconds
+    thorough = scheduling.decide(host.store, cluster_id, time.time(), timeout)
+    assert [j for j, _, _ in thorough] == [job_id(host, "short")]
+
+    def every_node(*args, **kwargs):
+        raise AssertionError("a quick pass read every node")
+
+    monkeypatch.setattr(host.store, "nodes", every_node)
+    assert scheduling.decide(host.store, cluster_id, time.time(), timeout, thorough=False) == thorough
+    monkeypatch.setattr(scheduling, "ENDS_REUSE_SECONDS", 0.0)
+    with pytest.raises(AssertionError, match="read every node"):
+        scheduling.decide(host.store, cluster_id, time.time(), timeout, thorough=False)
+
+
 def test_a_queued_job_holding_a_node_is_freed_and_runs(host):
     http = paused_cluster(host)
     cluster_id = cluster(host)

@@ -398,14 +398,19 @@ def launch_context(
         )
         for n in nodes
     )
+    mount_root, job_dir, data_dir = (
+        str(svc.settings.cluster_mount_root(cluster.internal["uuid"])),
+        str(svc.settings.job_dir(record.internal["uuid"])),
+        str(svc.settings.data_dir),
+    )
     return LaunchContext(
         job_id=record.id,
         job_name=record.name,
         job_uuid=record.internal["uuid"],
         attempt=record.internal["attempt"],
         output_segment=record.properties["jobOutputDirectoryPathSegment"],
-        cluster_mount_root=str(svc.settings.cluster_mount_root(cluster.internal["uuid"])),
-        job_dir=str(svc.settings.job_dir(record.internal["uuid"])),
+        cluster_mount_root=mount_root,
+        job_dir=job_dir,
         nodes=placed,
         master_port=_free_port(),
         gpus_per_node=min(len(p.gpus) for p in placed),
@@ -414,12 +419,7 @@ def launch_context(
         exec_secret=secrets.token_hex(16),
         # a container sees the job's own directories and the shared storage its mounts link to, never the
         # rest of the data dir (the token, the databases, other jobs' directories)
-        container_binds=(
-            str(svc.settings.cluster_mount_root(cluster.internal["uuid"])),
-            str(svc.settings.job_dir(record.internal["uuid"])),
-            str(svc.settings.data_dir / "storage"),
-            str(svc.settings.data_dir / "fileservers"),
-        ),
+        container_binds=(mount_root, job_dir, f"{data_dir}/storage", f"{data_dir}/fileservers"),
         node_local=elsewhere,
         shared_volume=shared_volume(cluster) if elsewhere else None,
     )

@@ -99,11 +99,12 @@ def main(argv=None) -> int:
     print(f"[sim] {args.nodes} simulated nodes idle after {ready:.1f} s; submitting {args.jobs} jobs", file=sys.stderr, flush=True)
     http.post(f"{cluster_id}/pause", params=V).raise_for_status()
     submitted: dict[str, float] = {}
+    experiment_id = ids.child_id(ids.workspace_id(SUB, RG, WS), "experiments", EXP)
     node_seconds = 0.0  # the work the jobs hold nodes for: the cluster cannot end them faster than nodes / this per job
     t_submit = time.time()
     for i in range(args.jobs):
         name = f"j{i:06d}"
-        job_id = ids.child_id(ids.child_id(ids.workspace_id(SUB, RG, WS), "experiments", EXP), "jobs", name)
+        job_id = ids.child_id(experiment_id, "jobs", name)
         node_count, seconds = rng.choice([1, 1, 1, 2, 2, 4]), rng.randint(1, args.max_seconds) if args.max_seconds else 0
         node_seconds += node_count * seconds
         params = JobCreateParameters.model_validate(
@@ -126,7 +127,8 @@ def main(argv=None) -> int:
     deadline = t_resume + args.timeout
     last_report = 0.0
     while True:
-        done = len(store.job_summaries(cluster_id, ("succeeded", "failed")))  # summaries: no job bodies decoded
+        counts = store.job_counts(experiment_id)  # one indexed count: the watcher must not load the control plane
+        done = counts.get("succeeded", 0) + counts.get("failed", 0)
         if done >= args.jobs or time.time() > deadline:
             break
         if time.time() - last_report > 10:

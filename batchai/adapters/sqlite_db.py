@@ -12,7 +12,8 @@ holder lets go.
 Checkpoints (the WAL copied back into the database, with its fsync) run after a commit has let go of
 the write lock, in the committing thread, every `CHECKPOINT_EVERY` commits of the process, and passive:
 SQLite's own ran inside COMMIT, so every writer queued behind each fsync (a third of the simulated
-cluster's throughput).
+cluster's throughput). One in `RESTART_EVERY` is a restart, under the write lock, so that the WAL
+starts over instead of growing for as long as reads go on.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 CHECKPOINT_EVERY = 200  # commits; SQLite's default is 1,000 pages, and a commit here writes a few
+# A passive checkpoint copies the WAL back but never starts it over while any reader is at work, and a busy
+# control plane always has one: the simulated cluster's WAL grew past 700 MB, every read slower for it. A
+# restart checkpoint, every this many, holds the writers until the readers of old frames are done (they
+# are short) and makes the next commit write the WAL from its start.
+RESTART_EVERY = 10
+RESTART_WAIT_MS = 1000
+BUSY_TIMEOUT_MS = 30_000
 
 
 class _WriterLock:
@@ -70,7 +78,7 @@ class SqliteDb:
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -89,33 +97,37 @@ class SqliteDb:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-            checkpoint = self._committed()
-        if checkpoint:
-            self._checkpoint(db)
+            passive = self._committed(db)
+        if passive:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # busy (another one running) is no error here
 
     def _write(self, sql: str, args: Sequence = ()) -> tuple[int, list[sqlite3.Row]]:
         """One statement as its own transaction (autocommit): (rows changed, rows it returns). A statement is
         atomic by itself, and the write lock is held for one call into SQLite instead of three (BEGIN and
-        COMMIT too): each call gives up the GIL, and getting it back, while the other writers queue behind
-        the lock, was most of a small write's time under load."""
+        COMMIT too): each call gives up the GIL, and the other writers queue behind the lock while it is
+        won back."""
         db = self._db()
         with self._writer:
             cursor = db.execute(sql, args)
             rows = cursor.fetchall()  # a RETURNING statement commits when its last row is read
             changed = cursor.rowcount
-            checkpoint = self._committed()
-        if checkpoint:
-            self._checkpoint(db)
+            passive = self._committed(db)
+        if passive:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # busy (another one running) is no error here
         return changed, rows
 
-    def _committed(self) -> bool:
-        """Counts a commit (under the write lock); whether a checkpoint is due."""
+    def _committed(self, db: sqlite3.Connection) -> bool:
+        """Counts a commit (under the write lock); whether a passive checkpoint is due after it lets go. One in
+        `RESTART_EVERY` is a restart, run here: passive ones never let the WAL start over while reads go on."""
         self._writer.commits += 1
+        if self._writer.commits % (CHECKPOINT_EVERY * RESTART_EVERY) == 0:
+            db.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")  # a reader that stays longer: it waits for the next one
+            try:
+                db.execute("PRAGMA wal_checkpoint(RESTART)")
+            finally:
+                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            return False
         return self._writer.commits % CHECKPOINT_EVERY == 0
-
-    @staticmethod
-    def _checkpoint(db: sqlite3.Connection) -> None:
-        db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # busy (another one running) is no error here
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

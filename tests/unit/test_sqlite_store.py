@@ -132,3 +132,33 @@ def test_writers_in_several_processes_lose_no_update(store, tmp_path):
     ]
     assert [p.wait(60) for p in procs] == [0, 0, 0]
     assert store.get(EXP).properties["n"] == 300
+
+
+def test_the_wal_starts_over_while_reads_go_on(tmp_path, monkeypatch):
+    """Passive checkpoints alone let the WAL grow for as long as some reader is at work (a busy control plane
+    always has one: with RESTART_EVERY out of reach this WAL ends over 2 MB); a restart checkpoint now and
+    then keeps it to a few checkpoints' worth."""
+    from batchai.adapters import sqlite_db
+
+    monkeypatch.setattr(sqlite_db, "CHECKPOINT_EVERY", 10)
+    monkeypatch.setattr(sqlite_db, "RESTART_EVERY", 2)
+    store = SqliteStore(tmp_path / "store.db")
+    store.put_node(NodeRecord("n0", CL, "node-0", "idle"))
+    stop = threading.Event()
+
+    def read():
+        while not stop.is_set():
+            store.nodes(CL)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        for i in range(1500):
+            store.update_node("n0", last_seen=float(i))
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    wal = (tmp_path / "store.db-wal").stat().st_size
+    assert wal < 500_000, wal  # 20 commits' worth, and a margin

@@ -85,18 +85,25 @@ def submit(host, name: str, node_count: int = 2, command: str = "sleep 0.1", **p
     )
 
 
-def test_a_node_reports_quick_pass_decides_as_a_thorough_one_when_the_head_needs_a_reservation(host):
-    """The quick pass sees only free nodes; behind a head that cannot start yet it must still protect the head's
-    reservation (only a job short enough is backfilled), as the controller's pass does."""
+def head_behind_a_running_job(host) -> str:
+    """One node runs a long job; queued behind it: a 2-node head that waits for it (one node is free), a job
+    that would delay the head, and one that ends before the head can start. The cluster's id (paused)."""
     http = paused_cluster(host)
     cluster_id = cluster(host)
     submit(host, "running", node_count=1, command="sleep 600")
     http.post(f"{cluster_id}/resume", params=V).raise_for_status()
     until(lambda: host.store.get(job_id(host, "running")).properties["executionState"] == "running", 60, "a job on one node")
     http.post(f"{cluster_id}/pause", params=V).raise_for_status()
-    submit(host, "head", node_count=2, schedulingPriority="high")  # one node is free: it waits for the running job
-    submit(host, "long", node_count=1)  # would delay the head: waits
-    submit(host, "short", node_count=1, constraints={"maxWallClockTime": "00:01:00"})  # ends before the head can start
+    submit(host, "head", node_count=2, schedulingPriority="high")
+    submit(host, "long", node_count=1)
+    submit(host, "short", node_count=1, constraints={"maxWallClockTime": "00:01:00"})
+    return cluster_id
+
+
+def test_a_node_reports_quick_pass_decides_as_a_thorough_one_when_the_head_needs_a_reservation(host):
+    """The quick pass sees only free nodes; behind a head that cannot start yet it must still protect the head's
+    reservation (only a job short enough is backfilled), as the controller's pass does."""
+    cluster_id = head_behind_a_running_job(host)
     free = [n.id for n in host.store.nodes(cluster_id) if n.job is None]
     timeout = host.services.settings.node_timeout_seconds
     quick = scheduling.decide(host.store, cluster_id, time.time(), timeout, thorough=False)
@@ -108,15 +115,7 @@ def test_a_node_reports_quick_pass_decides_as_a_thorough_one_when_the_head_needs
 def test_a_quick_pass_soon_after_a_thorough_one_reuses_when_its_busy_nodes_free_up(host, monkeypatch):
     """Behind a head that needs a reservation, a quick pass within ENDS_REUSE_SECONDS of a thorough one decides
     as it did without reading every node again; later, it reads them (a thorough pass after all)."""
-    http = paused_cluster(host)
-    cluster_id = cluster(host)
-    submit(host, "running", node_count=1, command="sleep 600")
-    http.post(f"{cluster_id}/resume", params=V).raise_for_status()
-    until(lambda: host.store.get(job_id(host, "running")).properties["executionState"] == "running", 60, "a job on one node")
-    http.post(f"{cluster_id}/pause", params=V).raise_for_status()
-    submit(host, "head", node_count=2, schedulingPriority="high")
-    submit(host, "long", node_count=1)
-    submit(host, "short", node_count=1, constraints={"maxWallClockTime": "00:01:00"})
+    cluster_id = head_behind_a_running_job(host)
     timeout = host.services.settings.node_timeout_seconds
     thorough = scheduling.decide(host.store, cluster_id, time.time(), timeout)
     assert [j for j, _, _ in thorough] == [job_id(host, "short")]

@@ -190,12 +190,12 @@ class EmbeddedHost:
             self.inbox.stop()
             if self.output_sync is not None:
                 self.output_sync.stop()
+            self.deferred.stop()  # engine calls: before the engine stops
+            self.engine.stop()  # first: a controller pass while the nodes stop would start new ones in their place
             self.stop_local_nodes()
-            self.deferred.stop()
             self.last_seen.close()
             self.wakes.close()
-            self.engine.stop()
-            self.services.compute.close()  # after the engine: its activities use it to the end
+            self.services.compute.close()
 
     def serve_api(self, sock: socket.socket, lifeline: int) -> None:
         """Run as an API worker of the primary process (`engine_address` given) until SIGTERM or until the

@@ -398,9 +398,8 @@ class SqliteStore(SqliteDb):
         rows = db.execute(f"SELECT * FROM nodes WHERE {_SHARED_BY}", (_shared_by(job_key),)).fetchall()
         return [n for n in map(self._node, rows) if job_key in n.share_map()]
 
-    def _release(self, db: sqlite3.Connection, job_keys: list[str], *, shared: bool = True) -> list[str]:
-        """The jobs' nodes, whole or shared (unless not `shared`: the jobs took whole nodes), freed (now: auto
-        scale counts idleness from here)."""
+    def _release(self, db: sqlite3.Connection, job_keys: list[str]) -> list[str]:
+        """The jobs' nodes, whole or shared, freed (now: auto scale counts idleness from here)."""
         now, freed = time.time(), []
         for key in job_keys:
             rows = db.execute(
@@ -408,7 +407,7 @@ class SqliteStore(SqliteDb):
                 (now, key),
             ).fetchall()
             freed += [r["id"] for r in rows]
-            for node in self._sharing(db, key) if shared else ():
+            for node in self._sharing(db, key):
                 shares = {j: g for j, g in node.share_map().items() if j != key}
                 state = "idle" if not shares and node.state == "running" else node.state
                 db.execute(
@@ -451,7 +450,7 @@ class SqliteStore(SqliteDb):
                 db.execute(
                     f"UPDATE tasks SET state='killing' WHERE id IN ({','.join('?' * len(killing))}) AND state='running'", list(killing)
                 )
-            return ended, self._release(db, [ids.key(job)], shared=bool(ended.properties.get("gpusPerNode")))
+            return ended, self._release(db, [ids.key(job)])
 
     def delete_node(self, node_id: str) -> None:
         with self._tx() as db:
@@ -478,13 +477,7 @@ class SqliteStore(SqliteDb):
     @staticmethod
     def _task_rows(tasks: list[TaskRecord]) -> list[list]:
         """The tasks as rows of the tasks table (not asdict: it deep-copies the spec)."""
-        rows = []
-        for t in tasks:
-            row = {f: getattr(t, f) for f in _TASK_FIELDS}
-            row["job"] = ids.key(t.job)
-            row["spec"] = _dumps(t.spec)
-            rows.append([row[f] for f in _TASK_FIELDS])
-        return rows
+        return [[ids.key(t.job) if f == "job" else _dumps(t.spec) if f == "spec" else getattr(t, f) for f in _TASK_FIELDS] for t in tasks]
 
     @staticmethod
     def _insert_tasks(db: sqlite3.Connection, rows: list[list]) -> None:

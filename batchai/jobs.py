@@ -192,9 +192,14 @@ def requeue(svc: Services, job_id: str, outcome: dict) -> Record | None:
 
 
 def fail_tasks_of_node(svc: Services, node_id: str, error: str, states: tuple[str, ...] = ("pending", "running", "killing")) -> None:
-    """The node is gone (silent, evicted, deallocated; `states`: its tasks that went with it): those tasks
-    are void, and their jobs' lifecycles look (a node setup task's "job" is its cluster: nothing to look)."""
-    for t in svc.store.tasks(node=node_id, states=states):
+    """The node is gone (silent, evicted, deallocated; `states`: its tasks that went with it)."""
+    lose_tasks(svc, svc.store.tasks(node=node_id, states=states), error, states)
+
+
+def lose_tasks(svc: Services, tasks: list[TaskRecord], error: str, states: tuple[str, ...]) -> None:
+    """The tasks (as read, in one of `states`) went with their node or its boot: they are void, and their jobs'
+    lifecycles look (a node setup task's "job" is its cluster: nothing to look)."""
+    for t in tasks:
         if svc.store.update_task(t.id, only_if_state=states, state="finished", error=error, end_time=utcnow()):
             job = svc.store.get(t.job)
             if job is not None and job.type == "jobs":

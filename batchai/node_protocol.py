@@ -206,23 +206,38 @@ def _record_warnings(svc: Services, job_id: str, node_id: str, warnings: list[st
 
 
 def _orders(svc: Services, node_id: str, body: dict) -> tuple[list[dict], list[str]]:
-    """Tasks to start (new ones, and ones the agent never confirmed) and tasks to kill: its own that are
-    to stop, and what it runs that is not its own (a task that ended meanwhile is killed on its next beat)."""
+    """Tasks to start and tasks to kill. To start: those given to this boot (a launch gives them to the boot
+    it found) that it does not report, and pending ones (a node's setup task), given to it now. To kill: its
+    own that are to stop, and what it runs that is not its own (a task that ended meanwhile is killed on its
+    next beat). A task to stop that this boot does not report never reached it (an agent reports each start
+    on its next beat): it ends now. Tasks given to an earlier boot were lost with it."""
     boot = body["bootId"]
     reported = set(body.get("running", [])) | {f["taskId"] for f in body.get("finished", [])}
-    start, kill, own = [], [], set()
+    start: list[dict] = []
+    own: set[str] = set()
+    kill: list[TaskRecord] = []
+    unstarted: list[TaskRecord] = []
+    lost: list[TaskRecord] = []
     for t in svc.store.tasks(node=node_id, states=["pending", "running", "killing"]):
         if t.state == "pending":
             if svc.store.update_task(t.id, only_if_state=["pending"], state="running", boot_id=boot):
                 start.append(t.spec)
                 own.add(t.id)
             continue
+        if t.boot_id != boot:
+            lost.append(t)
+            continue
         own.add(t.id)
-        if t.state == "running" and t.boot_id == boot and t.id not in reported:
+        if t.state == "running" and t.id not in reported:
             start.append(t.spec)
         elif t.state == "killing":
-            kill.append(t.id)
-    return start, kill + sorted(set(body.get("running", [])) - own)
+            (kill if t.id in reported else unstarted).append(t)
+    for t in unstarted:  # as its report of them killed would
+        if svc.store.update_task(t.id, only_if_state=["killing"], state="finished", error="terminated", end_time=utcnow()):
+            if t.attempt != SETUP_ATTEMPT:
+                jobs.settle(svc, t.job)
+    jobs.lose_tasks(svc, lost, NODE_LOST, ("running", "killing"))
+    return start, [t.id for t in kill] + sorted(set(body.get("running", [])) - own)
 
 
 def beat(svc: Services, node_id: str, body: dict) -> dict:
@@ -238,7 +253,7 @@ def beat(svc: Services, node_id: str, body: dict) -> dict:
         else:
             svc.store.update_node(node_id, last_seen=now)
     _record_metrics(svc, node_id, body.get("metrics") or [])  # first: a job that ends below has all it reported
-    with scheduling_pass.answering(node_id, body["bootId"]):  # the orders below answer for what it starts here
+    with scheduling_pass.answering(node_id):  # the orders below answer for what it starts here
         acked = _record_results(svc, node_id, body)
     start, kill = _orders(svc, node_id, body)
     return {"start": start, "kill": kill, "ack": acked, "action": "ok"}

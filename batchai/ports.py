@@ -86,8 +86,10 @@ class TaskRecord:
     node: str  # node id
     attempt: int
     spec: dict  # NodeTask JSON
-    state: str = "pending"  # pending | running | killing | finished
-    boot_id: str | None = None  # agent boot that accepted it
+    # pending (given to no boot yet: a node's setup task) | running (given to `boot_id`; a launch gives a job's
+    # tasks to the boot it found, and that boot's reports start it) | killing | finished
+    state: str = "pending"
+    boot_id: str | None = None  # the agent boot it was given to
     exit_code: int | None = None
     error: str | None = None
     start_time: str | None = None

@@ -54,15 +54,15 @@ log = logging.getLogger("batchai.scheduling")
 QUEUE_DEPTH = 100
 
 
-# The node whose report runs this pass (in this thread), and its boot: what it launches there rides back
-# on the report's answer, so waking the node's long poll too would only cost both sides a round trip, and
-# the node is placed on first, its tasks stored as taken by that boot (as its answer's orders would mark them).
-_answering: ContextVar[tuple[str, str] | None] = ContextVar("answering", default=None)
+# The node whose report runs this pass (in this thread): what it launches there rides back on the report's
+# answer, so waking the node's long poll too would only cost both sides a round trip, and the node is placed on
+# first, so that its next task is that answer's.
+_answering: ContextVar[str | None] = ContextVar("answering", default=None)
 
 
 @contextmanager
-def answering(node_id: str, boot_id: str) -> Iterator[None]:
-    token = _answering.set((node_id, boot_id))
+def answering(node_id: str) -> Iterator[None]:
+    token = _answering.set(node_id)
     try:
         yield
     finally:
@@ -190,13 +190,13 @@ def run_pass(svc: Services, cluster: Record, *, thorough: bool = True) -> list[s
             log.exception("preparing the launch of %s failed; it stays queued", job_id)
             continue
         if prepared is not None:
-            launches.append((_taken_by_answering(prepared), nodes))
+            launches.append((_handed(prepared, nodes), nodes))
     if not launches:
         return []
     started = svc.store.start_jobs(cluster.id, [launch for launch, _ in launches])
     now = time.time()
     _busy_now(cluster.id, now, [(r, launch) for r, (launch, _) in zip(started, launches, strict=True) if r is not None])
-    answering = (_answering.get() or ("", ""))[0]
+    answering = _answering.get()
     started_arrays = set()
     for record, (_, nodes) in zip(started, launches, strict=True):
         if record is not None:
@@ -224,14 +224,12 @@ def _busy_now(cluster_id: str, now: float, started: list[tuple[Record, Launch]])
     _ends[key] = (read_at, sorted(ends))
 
 
-def _taken_by_answering(launch: Launch) -> Launch:
-    """The launch with its tasks on the answering node stored as running under its boot: its answer carries
-    them (and a lost answer is no loss: the node's next report does not list them, and they are sent again)."""
-    if (answering := _answering.get()) is None:
-        return launch
-    node_id, boot_id = answering
-    tasks = [replace(t, state="running", boot_id=boot_id) if t.node == node_id else t for t in launch.tasks]
-    return launch._replace(tasks=tasks)
+def _handed(launch: Launch, nodes: list[NodeRecord]) -> Launch:
+    """The launch with each task stored as given to the boot its node had when this pass read it: the node's
+    next report (the answering node's own, or the one its wake asks for) carries it in its answer, and it costs
+    no write of its own (`node_protocol._orders`). A task given to a boot that is gone by then is lost with it."""
+    boots = {n.id: n.boot_id for n in nodes}
+    return launch._replace(tasks=[replace(t, state="running", boot_id=boots[t.node]) if boots.get(t.node) else t for t in launch.tasks])
 
 
 def _start_lifecycle(svc: Services, launched: Record) -> None:
@@ -260,9 +258,9 @@ def plan_inputs(
     """What a pass hands `plan`; None when no node or GPU is free, where a pass has nothing to place and
     reads no queue (unless `busy`: the queue view wants the queue all the same)."""
     free = [n.id for n in nodes if usable(n, now, timeout)]
-    if (answering := _answering.get()) is not None and answering[0] in free:  # its tasks need no second write
-        free.remove(answering[0])
-        free.insert(0, answering[0])
+    if (answering := _answering.get()) is not None and answering in free:  # its next task rides back on its answer
+        free.remove(answering)
+        free.insert(0, answering)
     gpus = {n.id: n.free_gpus() for n in nodes if shareable(n, now, timeout)}
     if not free and not any(gpus.values()) and not busy:
         return None

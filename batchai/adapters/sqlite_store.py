@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from operator import itemgetter
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -88,6 +89,17 @@ _SUMMARY_COLUMNS = ("id", "seq", "parent", "state", "node_count", "priority", "w
 def _columns(record: Record) -> dict:
     """The columns derived from a record's body, written with it."""
     return {"state": state_of(record), "cluster": cluster_of(record), **dict(zip(_SCHEDULING_COLUMNS, scheduling_of(record), strict=True))}
+
+
+def _row_of(record: Record) -> dict:
+    """The record's values as its row of the resources table stores them."""
+    return {"body": _dumps(record.body), "internal": _dumps(record.internal), "etag": record.etag, **_columns(record)}
+
+
+class _Prepared(NamedTuple):
+    etag: str  # of the record the change was applied to
+    record: Record
+    row: dict
 
 
 def _like(text: str) -> str:
@@ -183,10 +195,7 @@ class SqliteStore(SqliteDb):
                     "name": record.name,
                     "parent": ids.key(record.parent) if record.parent else None,
                     "seq": record.seq,
-                    "etag": record.etag,
-                    "body": _dumps(record.body),
-                    "internal": _dumps(record.internal),
-                    **_columns(record),
+                    **_row_of(record),
                 }
                 db.execute(f"INSERT INTO resources ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values()))
         return list(records)
@@ -219,30 +228,57 @@ class SqliteStore(SqliteDb):
         return [self._record(r) for r in rows]
 
     def mutate(self, resource_id: str, change: Mutation) -> Record | None:
+        prepared = self._prepare({resource_id: change})
         with self._tx() as db:
-            return self._mutate(db, resource_id, change)
+            return self._mutate(db, resource_id, change, prepared.get(ids.key(resource_id)))
 
-    def _mutate(self, db: sqlite3.Connection, resource_id: str, change: Mutation) -> Record | None:
-        row = db.execute("SELECT * FROM resources WHERE key=?", (ids.key(resource_id),)).fetchone()
+    def _prepare(self, changes: Mapping[str, Mutation]) -> dict[str, _Prepared]:
+        """Each resource's change applied to it as read now, and encoded, before the write lock is taken (decoding,
+        changing and encoding a job took most of the time its end held the lock): by key, those that changed.
+        Under the lock, `_mutate` writes one only if its etag still holds."""
+        by_key = {ids.key(r): change for r, change in changes.items()}
+        rows = self._db().execute(f"SELECT * FROM resources WHERE key IN ({','.join('?' * len(by_key))})", list(by_key)).fetchall()
+        prepared = {}
+        for row in rows:
+            updated = by_key[row["key"]](self._record(row))
+            if updated is not None:
+                updated.etag = uuid.uuid4().hex
+                prepared[row["key"]] = _Prepared(row["etag"], updated, _row_of(updated))
+        return prepared
+
+    def _mutate(self, db: sqlite3.Connection, resource_id: str, change: Mutation, prepared: _Prepared | None = None) -> Record | None:
+        """The change, compare-and-set: `prepared` (see `_prepare`) if the record is still what it was made from,
+        else applied to the record as it is now."""
+        key = ids.key(resource_id)
+        if prepared is not None:
+            values = prepared.row
+            cursor = db.execute(
+                f"UPDATE resources SET {', '.join(f'{c}=?' for c in values)} WHERE key=? AND etag=?", [*values.values(), key, prepared.etag]
+            )
+            if cursor.rowcount == 1:
+                return prepared.record
+        row = db.execute("SELECT * FROM resources WHERE key=?", (key,)).fetchone()
         if row is None:
             return None
         updated = change(self._record(row))
         if updated is None:
             return None
         updated.etag = uuid.uuid4().hex
-        row = {"body": _dumps(updated.body), "internal": _dumps(updated.internal), "etag": updated.etag, **_columns(updated)}
-        db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in row)} WHERE key=?", [*row.values(), ids.key(resource_id)])
+        values = _row_of(updated)
+        db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in values)} WHERE key=?", [*values.values(), key])
         return updated
 
     def start_jobs(self, cluster: str, launches: Sequence[Launch]) -> list[Record | None]:
         """One transaction for the batch, a savepoint for each launch: it leaves all of itself or nothing."""
         started: list[Record | None] = []
-        rows = [self._task_rows(launch.tasks) for launch in launches]  # encoded before the write lock is taken
+        # encoded before the write lock is taken
+        rows = [self._task_rows(launch.tasks) for launch in launches]
+        prepared = self._prepare({launch.job: launch.change for launch in launches})
         with self._tx() as db:
             for launch, task_rows in zip(launches, rows, strict=True):
                 db.execute("SAVEPOINT launch")
                 claimed = self._claim(db, cluster, launch.job, launch.node_ids, launch.gpus)
-                record = self._mutate(db, launch.job, launch.change) if claimed else None
+                record = self._mutate(db, launch.job, launch.change, prepared.get(ids.key(launch.job))) if claimed else None
                 if record is None:
                     db.execute("ROLLBACK TO launch")  # the claim given back
                 else:
@@ -436,8 +472,9 @@ class SqliteStore(SqliteDb):
     def end_job(
         self, job: str, change: Mutation, *, ending: Sequence[str] = (), killing: Sequence[str] = ()
     ) -> tuple[Record | None, list[str]]:
+        prepared = self._prepare({job: change})
         with self._tx() as db:
-            ended = self._mutate(db, job, change)
+            ended = self._mutate(db, job, change, prepared.get(ids.key(job)))
             if ended is None:
                 return None, []
             if ending:

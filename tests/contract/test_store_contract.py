@@ -131,6 +131,34 @@ def test_mutate_is_compare_and_set_with_one_winner_of_eight(store):
     assert store.mutate(f"{EXP}/jobs/absent", lambda r: r) is None
 
 
+@pytest.mark.parametrize("write", ["mutate", "end_job", "start_jobs"])
+def test_a_change_is_applied_to_the_record_as_written_not_as_first_read(store, write):
+    """A write that lands between the read a change was first applied to and the change's own write is kept:
+    the change is applied again, to the record as it is then."""
+    jid = f"{EXP}/jobs/j"
+    store.create(job("j"))
+    store.put_node(NodeRecord("n1", CL, "n1", "idle"))
+    calls = []
+
+    def change(r: Record) -> Record:
+        if not calls:  # another writer, between this change's read and its write
+            other = threading.Thread(target=store.mutate, args=(jid, lambda o: (o.internal.update(other=True), o)[1]))
+            other.start()
+            other.join(10)
+        calls.append(dict(r.internal))
+        r.internal["mine"] = True
+        return r
+
+    if write == "mutate":
+        after = store.mutate(jid, change)
+    elif write == "end_job":
+        after, _ = store.end_job(jid, change)
+    else:
+        [after] = store.start_jobs(CL, [Launch(jid, ["n1"], change, [TaskRecord("t1", jid, "n1", 1, {})])])
+    assert after is not None and after.internal == {"other": True, "mine": True}
+    assert store.get(jid).internal == after.internal and calls[-1] == {"other": True}
+
+
 def test_mutate_keeps_the_indexed_fields_current(store):
     store.create(job("j"))
     store.mutate(f"{EXP}/jobs/j", lambda r: (r.properties.update(executionState="running"), r)[1])

@@ -5,7 +5,8 @@ it registers when started, heartbeats, takes its tasks when woken, "runs" each o
 time its command says (`sleep N` anywhere in the command line; `default_seconds` otherwise)
 and reports it finished with exit code 0 (or 137 when killed). So the controller, the
 scheduling pass, the job lifecycles and the store all run for real, on thousands of nodes,
-without a process per node. One thread drives every node from a time-ordered queue.
+without a process per node. One thread drives their timers (heartbeats, ends of tasks) from a
+time-ordered queue; a wake goes to the threads the nodes act on at once.
 
 Like a cloud adapter, it knows a node by the machine it answered from `start_node`, which the
 control plane keeps in the store and hands back (`NodeRecord.handle()`): a call site that lost
@@ -73,6 +74,7 @@ class SimulatedCompute:
         self._machine_numbers = itertools.count()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="simnode")
         self._timers = TimerThread("simulated-compute", logging.getLogger("batchai.simulated"))
+        self._closed = False
 
     # ----- the Compute port -----------------------------------------------------------------
 
@@ -126,12 +128,12 @@ class SimulatedCompute:
 
     def wake(self, node_ids: list[str]) -> None:
         """Something changed for these nodes (a task, a kill): they heartbeat now."""
-        now = time.time()
         for node_id in node_ids:
-            self._at(now, "beat", node_id)
+            self._dispatch("beat", node_id)
 
     def close(self) -> None:
         """Stops the thread that drives the nodes (they stop acting: simulated machines die with it)."""
+        self._closed = True
         self._timers.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -142,7 +144,7 @@ class SimulatedCompute:
 
     def _dispatch(self, action: str, node_id: str) -> None:
         node = self._nodes.get(node_id)
-        if node is not None and node.alive:
+        if node is not None and node.alive and not self._closed:
             self._pool.submit(self._act, action, node)
 
     def _act(self, action: str, node) -> None:
@@ -186,7 +188,7 @@ class SimulatedCompute:
                 end = node.running.pop(task_id, -1.0)
                 if end >= 0:  # a killed holding task ends with 0, as on a real node
                     node.finished.append(_result(task_id, 0 if end == float("inf") else 137, None if end == float("inf") else "terminated"))
-                    self._at(time.time(), "beat", node.id)
+                    self._dispatch("beat", node.id)
         if answer.get("action") == "register":
             node_protocol.register(svc, node.id, {"bootId": node.boot, "address": "127.0.0.1", "pid": None})
 

@@ -269,23 +269,36 @@ class SqliteStore(SqliteDb):
         return updated
 
     def start_jobs(self, cluster: str, launches: Sequence[Launch]) -> list[Record | None]:
-        """One transaction for the batch, a savepoint for each launch: it leaves all of itself or nothing."""
+        """One transaction for the batch; each launch leaves all of itself or nothing (`_launch`)."""
         started: list[Record | None] = []
         # encoded before the write lock is taken
         rows = [self._task_rows(launch.tasks) for launch in launches]
         prepared = self._prepare({launch.job: launch.change for launch in launches})
         with self._tx() as db:
             for launch, task_rows in zip(launches, rows, strict=True):
-                db.execute("SAVEPOINT launch")
-                claimed = self._claim(db, cluster, launch.job, launch.node_ids, launch.gpus)
-                record = self._mutate(db, launch.job, launch.change, prepared.get(ids.key(launch.job))) if claimed else None
-                if record is None:
-                    db.execute("ROLLBACK TO launch")  # the claim given back
-                else:
-                    self._insert_tasks(db, task_rows)
-                db.execute("RELEASE launch")
-                started.append(record)
+                started.append(self._launch(db, cluster, launch, task_rows, prepared.get(ids.key(launch.job))))
         return started
+
+    def _launch(
+        self, db: sqlite3.Connection, cluster: str, launch: Launch, task_rows: list[list], prepared: _Prepared | None
+    ) -> Record | None:
+        """Claim, change, tasks: all of the launch or nothing of it. A claim of whole nodes is one statement,
+        given back by another if the change is refused; one of GPU shares is several, and a savepoint gives it
+        back (each call into SQLite under the write lock waits for the GIL again: the fewer, the shorter)."""
+        shares = launch.gpus is not None
+        if shares:
+            db.execute("SAVEPOINT launch")
+        claimed = self._claim(db, cluster, launch.job, launch.node_ids, launch.gpus)
+        record = self._mutate(db, launch.job, launch.change, prepared) if claimed else None
+        if record is not None:
+            self._insert_tasks(db, task_rows)
+        elif shares:
+            db.execute("ROLLBACK TO launch")
+        elif claimed:
+            db.execute("UPDATE nodes SET state='idle', job=NULL WHERE job=?", (ids.key(launch.job),))
+        if shares:
+            db.execute("RELEASE launch")
+        return record
 
     def delete_tree(self, resource_id: str) -> list[Record]:
         k = ids.key(resource_id)
@@ -401,19 +414,18 @@ class SqliteStore(SqliteDb):
 
     def _claim(self, db: sqlite3.Connection, cluster: str, job: str, node_ids: list[str], gpus: dict[str, list[str]] | None = None) -> bool:
         job_key = ids.key(job)
-        if db.execute("SELECT 1 FROM nodes WHERE job=?", (job_key,)).fetchone() or self._sharing(db, job_key):
+        if self._holds(db, job_key):
             return False
         if gpus is not None:
             return self._claim_gpus(db, cluster, job_key, gpus)
-        marks = ",".join("?" * len(node_ids))
-        free = db.execute(
-            f"SELECT COUNT(*) FROM nodes WHERE cluster=? AND state='idle' AND job IS NULL AND shares IS NULL AND id IN ({marks})",
-            [ids.key(cluster), *node_ids],
-        ).fetchone()[0]
-        if free != len(node_ids):
-            return False
-        db.execute(f"UPDATE nodes SET state='running', job=? WHERE id IN ({marks})", [job_key, *node_ids])
-        return True
+        free = f"cluster=? AND state='idle' AND job IS NULL AND shares IS NULL AND id IN ({','.join('?' * len(node_ids))})"
+        args = [ids.key(cluster), *node_ids]
+        # all or none in one statement: its subquery counts the nodes as they were before it
+        cursor = db.execute(
+            f"UPDATE nodes SET state='running', job=? WHERE {free} AND (SELECT COUNT(*) FROM nodes WHERE {free})=?",
+            [job_key, *args, *args, len(node_ids)],
+        )
+        return cursor.rowcount == len(node_ids)
 
     def _claim_gpus(self, db: sqlite3.Connection, cluster: str, job_key: str, gpus: dict[str, list[str]]) -> bool:
         """Each node's GPUs of `gpus`, shared with the jobs already there, or nothing."""
@@ -429,6 +441,15 @@ class SqliteStore(SqliteDb):
         db.executemany("UPDATE nodes SET state='running', shares=? WHERE id=?", updates)
         return True
 
+    @staticmethod
+    def _holds(db: sqlite3.Connection, job_key: str) -> bool:
+        """Whether the job holds a node or a share of one, in one statement (a shares value names its jobs as JSON
+        keys, quoted: the pattern matches only the key)."""
+        row = db.execute(
+            f"SELECT 1 FROM nodes WHERE job=? UNION ALL SELECT 1 FROM nodes WHERE {_SHARED_BY} LIMIT 1", (job_key, _shared_by(job_key))
+        ).fetchone()
+        return row is not None
+
     def _sharing(self, db: sqlite3.Connection, job_key: str) -> list[NodeRecord]:
         """The nodes whose GPUs the job shares."""
         rows = db.execute(f"SELECT * FROM nodes WHERE {_SHARED_BY}", (_shared_by(job_key),)).fetchall()
@@ -443,6 +464,8 @@ class SqliteStore(SqliteDb):
                 (now, key),
             ).fetchall()
             freed += [r["id"] for r in rows]
+            if rows:  # a job takes whole nodes or shares of nodes, never both (`_claim`)
+                continue
             for node in self._sharing(db, key):
                 shares = {j: g for j, g in node.share_map().items() if j != key}
                 state = "idle" if not shares and node.state == "running" else node.state
@@ -455,16 +478,7 @@ class SqliteStore(SqliteDb):
 
     def release_nodes(self, job: str) -> list[str]:
         key = ids.key(job)
-        # most calls find nothing to free (each node's report of a job that ended asks): no write lock for them
-        holds = (
-            self._db()
-            .execute(
-                f"SELECT 1 FROM nodes WHERE job=? UNION ALL SELECT 1 FROM nodes WHERE {_SHARED_BY} LIMIT 1",
-                (key, _shared_by(key)),
-            )
-            .fetchone()
-        )
-        if holds is None:
+        if not self._holds(self._db(), key):  # most calls find nothing (each node's report of an ended job asks): no write lock
             return []
         with self._tx() as db:
             return self._release(db, [key])

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from batchai import node_protocol
@@ -72,9 +72,14 @@ class SimulatedCompute:
         self._machines: dict[str, str] = {}  # machine -> node id
         self._evicted: set[str] = set()  # machines an eviction took, until stop_node
         self._machine_numbers = itertools.count()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="simnode")
-        self._timers = TimerThread("simulated-compute", logging.getLogger("batchai.simulated"))
         self._closed = False
+        # what the nodes do, done by `workers` threads (a plain queue: submitting to an executor cost the
+        # scheduling pass, which wakes the nodes it launched on, more than the waking itself)
+        self._actions: queue.SimpleQueue[tuple[str, _Node] | None] = queue.SimpleQueue()
+        self._workers = [threading.Thread(target=self._work, name=f"simnode_{i}", daemon=True) for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
+        self._timers = TimerThread("simulated-compute", logging.getLogger("batchai.simulated"))
 
     # ----- the Compute port -----------------------------------------------------------------
 
@@ -132,10 +137,11 @@ class SimulatedCompute:
             self._dispatch("beat", node_id)
 
     def close(self) -> None:
-        """Stops the thread that drives the nodes (they stop acting: simulated machines die with it)."""
+        """Stops the threads that drive the nodes (they stop acting: simulated machines die with them)."""
         self._closed = True
         self._timers.stop()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self._workers:
+            self._actions.put(None)
 
     # ----- the nodes ------------------------------------------------------------------------
 
@@ -145,7 +151,12 @@ class SimulatedCompute:
     def _dispatch(self, action: str, node_id: str) -> None:
         node = self._nodes.get(node_id)
         if node is not None and node.alive and not self._closed:
-            self._pool.submit(self._act, action, node)
+            self._actions.put((action, node))
+
+    def _work(self) -> None:
+        while (item := self._actions.get()) is not None:
+            if not self._closed:
+                self._act(*item)
 
     def _act(self, action: str, node) -> None:
         try:

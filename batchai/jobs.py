@@ -9,13 +9,14 @@ exactly once: the transitions are compare-and-set, and the follow-ups are idempo
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
 from batchai import arrays, job_state, scheduling_pass
 from batchai.job_state import JobState, state_of
 from batchai.lifecycle import EVICTED, NODE_LOST, NODE_SILENT, holds_only, task_outcome, utcnow
-from batchai.ports import Record, TaskRecord
+from batchai.ports import REPORTABLE, Record, TaskRecord
 from batchai.wake import start_lifecycle, wake_cluster, wake_ended_job, wake_trial_sweep
 
 if TYPE_CHECKING:
@@ -67,6 +68,30 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
             return _retry(svc, record, tasks, outcome)
     elif outcome is None and not force and not all(t.state == "finished" for t in tasks):
         return record
+    ended = _end(svc, record, tasks, outcome)
+    return ended if ended is not None else svc.store.get(record.id)  # None: someone else ended it first
+
+
+def finish_task(svc: Services, task: TaskRecord, result: dict) -> None:
+    """Its node reported the task finished (`result`: the task's fields as reported): the result is stored and
+    the job settles. A result that decides its running job is stored with the job's end, in one transaction
+    (a job's end waits for the write lock once, not twice); any other is stored first, then the job settles."""
+    record = svc.store.get(task.job)
+    if record is not None and state_of(record) is JobState.RUNNING and task.attempt == job_state.attempt_of(record):
+        tasks = [replace(t, **result) if t.id == task.id else t for t in attempt_tasks(svc, record)]
+        outcome = task_outcome(tasks)
+        if outcome is not None and not outcome.get("nodeLost") and not arrays.retries_left(record, outcome):
+            if _end(svc, record, tasks, outcome, finished=(task.id, result)) is not None:
+                return
+    svc.store.update_task(task.id, only_if_state=REPORTABLE, **result)
+    settle(svc, task.job)
+
+
+def _end(
+    svc: Services, record: Record, tasks: list[TaskRecord], outcome: dict | None, finished: tuple[str, dict] | None = None
+) -> Record | None:
+    """The job ends with `outcome` (its attempt's `tasks` as read; `finished`: a task's reported result stored
+    with the end, see `Store.end_job`): the job as ended, or None if that was refused."""
     svc.sync_job_files(record)  # before the job shows as ended: then all it wrote is in storage
     # its tasks stop with it: what never started and what only held its node end now; processes still running
     # are killed by their nodes (which take new tasks beside them meanwhile), as any task no longer theirs is
@@ -77,9 +102,10 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
         job_state.change(job_state.finish, now=utcnow(), outcome=outcome or {}),
         ending=[t.id for t in ending],
         killing=[t.id for t in killing],
+        finished=finished,
     )
-    if ended is None:  # someone else ended it first
-        return svc.store.get(record.id)
+    if ended is None:
+        return None
     if woken := sorted({t.node for t in ending if t.state == "running"} | {t.node for t in killing}):
         svc.wake_nodes(woken)
     unmount_job_volumes(svc, ended)

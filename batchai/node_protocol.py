@@ -34,7 +34,7 @@ from batchai.frameworks import PlacedNode
 from batchai.frameworks.node_setup import plan_node_setup
 from batchai.lifecycle import NODE_LOST, utcnow
 from batchai.mounting import file_server_address, mount_plan, render
-from batchai.ports import NodeRecord, TaskRecord
+from batchai.ports import REPORTABLE, NodeRecord, TaskRecord
 from batchai.wake import wake_cluster, wake_trial_sweep
 
 if TYPE_CHECKING:
@@ -168,24 +168,19 @@ def _record_results(svc: Services, node_id: str, body: dict) -> list[str]:
     for result in body.get("finished", []):
         task_id = result["taskId"]
         known = _own_task(svc, node_id, task_id)
-        if (
-            known is not None
-            and known.state != "finished"
-            and svc.store.update_task(  # finished: its job's end stopped it
-                task_id,
-                only_if_state=["pending", "running", "killing"],
-                state="finished",
-                exit_code=result.get("exitCode"),
-                error=result.get("error"),
-                start_time=result.get("startTime"),
-                end_time=result.get("endTime"),
-            )
-        ):
-            if known.attempt == SETUP_ATTEMPT:
-                _setup_finished(svc, node_id, result)
-            else:
+        if known is not None and known.state != "finished":  # finished: its job's end stopped it
+            fields = {
+                "state": "finished",
+                "exit_code": result.get("exitCode"),
+                "error": result.get("error"),
+                "start_time": result.get("startTime"),
+                "end_time": result.get("endTime"),
+            }
+            if known.attempt != SETUP_ATTEMPT:
                 _record_warnings(svc, known.job, node_id, result.get("warnings") or [])
-                jobs.settle(svc, known.job)  # the job ends now if this decided it
+                jobs.finish_task(svc, known, fields)  # the job ends now if this decided it
+            elif svc.store.update_task(task_id, only_if_state=REPORTABLE, **fields):
+                _setup_finished(svc, node_id, result)
         acked.append(task_id)
     return acked
 

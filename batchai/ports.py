@@ -79,6 +79,10 @@ class NodeRecord:
         return {"id": self.id, "pid": self.pid, "root": self.root, "machine": self.machine}
 
 
+# a task's states from which a node's report of its end is taken (a finished one keeps its first result)
+REPORTABLE = ("pending", "running", "killing")
+
+
 @dataclass
 class TaskRecord:
     id: str
@@ -156,9 +160,17 @@ class Store(Protocol):
     # a job's end: its change and, when the change applies, its nodes released and its tasks stopped, as one
     # operation (SQLite: one transaction; Cosmos: the change, then the rest): of the tasks `ending`, those still
     # pending or running are finished ("terminated", ended now), of `killing` those running are to be killed;
-    # answers the job as changed (None: refused, nothing else done) and the freed nodes
+    # answers the job as changed (None: refused, nothing else done) and the freed nodes. `finished`: (a task id,
+    # its result's fields) a node reported and that decides the job, stored first, if the task is still pending,
+    # running or killing; if it is not, nothing else is done (None), and a refused change leaves it stored
     def end_job(
-        self, job: str, change: Mutation, *, ending: Sequence[str] = (), killing: Sequence[str] = ()
+        self,
+        job: str,
+        change: Mutation,
+        *,
+        ending: Sequence[str] = (),
+        killing: Sequence[str] = (),
+        finished: tuple[str, dict] | None = None,
     ) -> tuple[Record | None, list[str]]: ...
     def delete_node(self, node_id: str) -> None: ...
     def delete_nodes(self, cluster: str) -> list[NodeRecord]: ...

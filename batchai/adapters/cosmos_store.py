@@ -39,7 +39,7 @@ from azure.cosmos.exceptions import (
 from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
 from batchai.lifecycle import utcnow
-from batchai.ports import Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
+from batchai.ports import REPORTABLE, Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
 from batchai.scheduling import head_limits
 
 CONTAINERS = {  # name -> partition key
@@ -472,8 +472,16 @@ class CosmosStore:
         return [n["ref"] for n in held]
 
     def end_job(
-        self, job: str, change: Mutation, *, ending: Sequence[str] = (), killing: Sequence[str] = ()
+        self,
+        job: str,
+        change: Mutation,
+        *,
+        ending: Sequence[str] = (),
+        killing: Sequence[str] = (),
+        finished: tuple[str, dict] | None = None,
     ) -> tuple[Record | None, list[str]]:
+        if finished is not None and not self.update_task(finished[0], only_if_state=REPORTABLE, **finished[1]):
+            return None, []
         ended = self.mutate(job, change)
         if ended is None:
             return None, []

@@ -23,7 +23,7 @@ from batchai import ids
 from batchai.adapters.record_fields import cluster_of, scheduling_of, state_of
 from batchai.adapters.sqlite_db import SqliteDb
 from batchai.lifecycle import utcnow
-from batchai.ports import Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
+from batchai.ports import REPORTABLE, Conflict, JobSummary, Launch, Mutation, NodeRecord, Record, TaskRecord
 from batchai.scheduling import head_limits
 
 _SCHEMA = """
@@ -89,6 +89,19 @@ _SUMMARY_COLUMNS = ("id", "seq", "parent", "state", "node_count", "priority", "w
 def _columns(record: Record) -> dict:
     """The columns derived from a record's body, written with it."""
     return {"state": state_of(record), "cluster": cluster_of(record), **dict(zip(_SCHEDULING_COLUMNS, scheduling_of(record), strict=True))}
+
+
+def _task_update(task_id: str, only_if_state: Iterable[str] | None, changes: dict) -> tuple[str, list]:
+    """The statement that changes a task's `changes` fields (in one of `only_if_state`, if given)."""
+    unknown = set(changes) - set(_TASK_FIELDS)
+    assert not unknown and changes, unknown
+    sql = f"UPDATE tasks SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?"
+    args = [*changes.values(), task_id]
+    if only_if_state is not None:
+        allowed = list(only_if_state)
+        sql += f" AND state IN ({','.join('?' * len(allowed))})"
+        args += allowed
+    return sql, args
 
 
 def _row_of(record: Record) -> dict:
@@ -484,10 +497,18 @@ class SqliteStore(SqliteDb):
             return self._release(db, [key])
 
     def end_job(
-        self, job: str, change: Mutation, *, ending: Sequence[str] = (), killing: Sequence[str] = ()
+        self,
+        job: str,
+        change: Mutation,
+        *,
+        ending: Sequence[str] = (),
+        killing: Sequence[str] = (),
+        finished: tuple[str, dict] | None = None,
     ) -> tuple[Record | None, list[str]]:
         prepared = self._prepare({job: change})
         with self._tx() as db:
+            if finished is not None and db.execute(*_task_update(finished[0], REPORTABLE, finished[1])).rowcount != 1:
+                return None, []
             ended = self._mutate(db, job, change, prepared.get(ids.key(job)))
             if ended is None:
                 return None, []
@@ -553,15 +574,7 @@ class SqliteStore(SqliteDb):
         return self._task(row) if row else None
 
     def update_task(self, task_id: str, *, only_if_state: Iterable[str] | None = None, **changes) -> bool:
-        unknown = set(changes) - set(_TASK_FIELDS)
-        assert not unknown and changes, unknown
-        sql = f"UPDATE tasks SET {', '.join(f'{k}=?' for k in changes)} WHERE id=?"
-        args = [*changes.values(), task_id]
-        if only_if_state is not None:
-            allowed = list(only_if_state)
-            sql += f" AND state IN ({','.join('?' * len(allowed))})"
-            args += allowed
-        return self._write(sql, args)[0] == 1
+        return self._write(*_task_update(task_id, only_if_state, changes))[0] == 1
 
     # -- operations ---------------------------------------------------------------------
     def create_operation(self, op_id: str, kind: str, resource_id: str) -> None:

@@ -391,6 +391,32 @@ def test_end_job_stops_the_tasks_it_is_given_only_when_its_change_applies(store)
     assert after["done"].error is None and after["done"].end_time is None
 
 
+def test_end_job_stores_the_deciding_result_first_and_nothing_when_the_task_was_finished_already(store):
+    job = f"{EXP}/jobs/a"
+    store.create(Record(id=job, type="jobs", name="a", parent=EXP, body={"properties": {"executionState": "running"}}))
+    store.put_node(NodeRecord("n0", CL, "node-0", "idle"))
+    assert store.claim_nodes(CL, job, ["n0"])
+    store.put_tasks([TaskRecord("t", job, "n0", 1, {}, state="running", boot_id="b")])
+    result = {"state": "finished", "exit_code": 0, "error": None, "end_time": "2026-01-01T00:00:00.000Z"}
+
+    def finish(record):
+        record.properties["executionState"] = "succeeded"
+        return record
+
+    ended, freed = store.end_job(job, finish, finished=("t", result))
+    assert ended.properties["executionState"] == "succeeded" and freed == ["n0"]
+    stored = store.get_task("t")
+    assert (stored.state, stored.exit_code, stored.end_time) == ("finished", 0, result["end_time"])
+    # the same report again (an answer lost on the way): the task keeps its first result, and nothing else is done
+    store.create(Record(id=f"{EXP}/jobs/b", type="jobs", name="b", parent=EXP, body={"properties": {"executionState": "running"}}))
+    assert store.end_job(f"{EXP}/jobs/b", finish, finished=("t", {**result, "exit_code": 3})) == (None, [])
+    assert store.get(f"{EXP}/jobs/b").properties["executionState"] == "running" and store.get_task("t").exit_code == 0
+    # a refused change leaves the result stored
+    store.put_tasks([TaskRecord("u", job, "n0", 1, {}, state="killing", boot_id="b")])
+    assert store.end_job(job, lambda r: None, finished=("u", result)) == (None, [])
+    assert store.get_task("u").state == "finished"
+
+
 # -- tasks -------------------------------------------------------------------------------------
 def test_tasks_query_and_conditional_updates(store):
     a, b = f"{EXP}/jobs/a", f"{EXP}/jobs/b"

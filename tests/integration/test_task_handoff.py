@@ -90,3 +90,22 @@ def test_a_task_handed_to_a_boot_that_is_gone_is_lost_with_it(launched):
     assert beat(host, task, boot="the-next-boot")["start"] == []
     after = host.store.get_task(task.id)
     assert (after.state, after.error) == ("finished", NODE_LOST)
+
+
+def test_the_report_that_decides_the_job_ends_it_and_a_report_sent_again_changes_nothing(launched):
+    host, job, task = launched
+    beat(host, task)
+    result = {
+        "taskId": task.id,
+        "exitCode": 0,
+        "error": None,
+        "startTime": "2026-01-01T00:00:00.000Z",
+        "endTime": "2026-01-01T00:00:01.000Z",
+    }
+    assert beat(host, task, finished=[result])["ack"] == [task.id]
+    after = host.store.get_task(task.id)
+    assert (after.state, after.exit_code, after.end_time) == ("finished", 0, result["endTime"])
+    ended = host.store.get(job.id)
+    assert ended.properties["executionState"] == "succeeded" and host.store.get_node(task.node).job is None
+    assert beat(host, task, finished=[{**result, "exitCode": 1}])["ack"] == [task.id]  # its answer was lost: sent again
+    assert host.store.get_task(task.id).exit_code == 0 and host.store.get(job.id).etag == ended.etag

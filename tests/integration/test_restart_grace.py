@@ -13,7 +13,7 @@ from activities.clusters import control_cluster
 from batchai.adapters.simulated_compute import SimulatedCompute
 from batchai.services import Settings
 from function_app.embedded import EmbeddedHost
-from tests.support.paused_host import V, workspace_path
+from tests.support.paused_host import V, simulated_job, workspace_path
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(90)
@@ -71,18 +71,7 @@ def test_a_restart_longer_than_the_node_timeout_fails_no_job_and_deletes_no_node
         ).raise_for_status()
         http.put(exp, params=V).raise_for_status()
         for name in ("j1", "j2"):
-            http.put(
-                f"{exp}/jobs/{name}",
-                params=V,
-                json={
-                    "properties": {
-                        "cluster": {"id": cluster},
-                        "nodeCount": 1,
-                        "stdOutErrPathPrefix": "/sim",
-                        "customToolkitSettings": {"commandLine": "sleep 600"},
-                    }
-                },
-            ).raise_for_status()
+            http.put(f"{exp}/jobs/{name}", params=V, json=simulated_job(cluster, "sleep 600")).raise_for_status()
         store = first.store
         jobs = until(lambda: (js := store.jobs(states=["running"])) and len(js) == 2 and js, 30, "both jobs to run, one on each node")
         before = {n.id: n.name for n in store.nodes()}

@@ -20,7 +20,7 @@ from batchai import scheduling_pass as scheduling
 from batchai.lifecycle import job_instance, lifecycle_input
 from batchai.model import JobCreateParameters
 from batchai.submission import submit_job
-from tests.support.paused_host import simulated_host
+from tests.support.paused_host import simulated_host, simulated_job
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
@@ -71,17 +71,7 @@ def submit(host, name: str, node_count: int = 2, command: str = "sleep 0.1", **p
     submit_job(
         host.services,
         job_id(host, name),
-        JobCreateParameters.model_validate(
-            {
-                "properties": {
-                    "cluster": {"id": cluster(host)},
-                    "nodeCount": node_count,
-                    "stdOutErrPathPrefix": "/sim",
-                    "customToolkitSettings": {"commandLine": command},
-                    **properties,
-                }
-            }
-        ),
+        JobCreateParameters.model_validate(simulated_job(cluster(host), command, node_count, **properties)),
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 from batchai import jobs, node_protocol, scheduling_pass
 from batchai.lifecycle import NODE_LOST
 from tests.support.naming import unique_name
-from tests.support.paused_host import V, paused_host, workspace_path
+from tests.support.paused_host import V, paused_host, simulated_job, workspace_path
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,18 +29,7 @@ def launched(tmp_path) -> Iterator[tuple]:
         until(lambda: sum(n.state == "idle" for n in host.store.nodes(cluster_id)) == 2, 30, "both nodes idle")
         host.compute.close()  # from here on, the test is the node
         job_id = f"{workspace_path(workspace)}/experiments/{experiment}/jobs/j"
-        host.http.put(
-            job_id,
-            params=V,
-            json={
-                "properties": {
-                    "cluster": {"id": cluster_id},
-                    "nodeCount": 1,
-                    "stdOutErrPathPrefix": "/sim",
-                    "customToolkitSettings": {"commandLine": "sleep 30"},
-                }
-            },
-        ).raise_for_status()
+        host.http.put(job_id, params=V, json=simulated_job(cluster_id, "sleep 30")).raise_for_status()
         assert scheduling_pass.run_pass(host.services, host.store.get(cluster_id)) == [host.store.get(job_id).id]
         [task] = jobs.attempt_tasks(host.services, host.store.get(job_id))
         yield host, host.store.get(job_id), task

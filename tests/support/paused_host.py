@@ -65,6 +65,20 @@ def paused_host(data_dir: Path, workspace: str, experiment: str) -> Iterator[Emb
         yield host
 
 
+def simulated_job(cluster_id: str, command: str, node_count: int = 1, **properties) -> dict:
+    """A job's body for simulated nodes: a custom toolkit running `command` (its `sleep N` is how long it runs
+    there) on `node_count` nodes; `properties`: more of its properties."""
+    return {
+        "properties": {
+            "cluster": {"id": cluster_id},
+            "nodeCount": node_count,
+            "stdOutErrPathPrefix": "/sim",
+            "customToolkitSettings": {"commandLine": command},
+            **properties,
+        }
+    }
+
+
 def job_names(host: EmbeddedHost, workspace: str, experiment: str) -> list[str]:
     """The experiment's job names in creation order (the list pages in submission order)."""
     page = host.http.get(f"{workspace_path(workspace)}/experiments/{experiment}/jobs", params=V).json()

@@ -75,7 +75,8 @@ def settle(svc: Services, job_id: str, *, force: bool = False) -> Record | None:
 def finish_task(svc: Services, task: TaskRecord, result: dict) -> None:
     """Its node reported the task finished (`result`: the task's fields as reported): the result is stored and
     the job settles. A result that decides its running job is stored with the job's end, in one transaction
-    (a job's end waits for the write lock once, not twice); any other is stored first, then the job settles."""
+    (a job's end waits for the write lock once, not twice); any other is stored first, then the job settles,
+    reading its tasks again: another of them that finished meanwhile may decide it with this one."""
     record = svc.store.get(task.job)
     if record is not None and state_of(record) is JobState.RUNNING and task.attempt == job_state.attempt_of(record):
         tasks = [replace(t, **result) if t.id == task.id else t for t in attempt_tasks(svc, record)]

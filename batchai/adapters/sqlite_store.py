@@ -109,6 +109,12 @@ def _row_of(record: Record) -> dict:
     return {"body": _dumps(record.body), "internal": _dumps(record.internal), "etag": record.etag, **_columns(record)}
 
 
+def _update_row(db: sqlite3.Connection, key: str, values: dict, etag: str) -> bool:
+    """The resource's row set to `values` (see `_row_of`) if its etag is still `etag`; whether it was."""
+    sql = f"UPDATE resources SET {', '.join(f'{c}=?' for c in values)} WHERE key=? AND etag=?"
+    return db.execute(sql, [*values.values(), key, etag]).rowcount == 1
+
+
 class _Prepared(NamedTuple):
     etag: str  # of the record the change was applied to
     record: Record
@@ -263,13 +269,8 @@ class SqliteStore(SqliteDb):
         """The change, compare-and-set: `prepared` (see `_prepare`) if the record is still what it was made from,
         else applied to the record as it is now."""
         key = ids.key(resource_id)
-        if prepared is not None:
-            values = prepared.row
-            cursor = db.execute(
-                f"UPDATE resources SET {', '.join(f'{c}=?' for c in values)} WHERE key=? AND etag=?", [*values.values(), key, prepared.etag]
-            )
-            if cursor.rowcount == 1:
-                return prepared.record
+        if prepared is not None and _update_row(db, key, prepared.row, prepared.etag):
+            return prepared.record
         row = db.execute("SELECT * FROM resources WHERE key=?", (key,)).fetchone()
         if row is None:
             return None
@@ -277,8 +278,7 @@ class SqliteStore(SqliteDb):
         if updated is None:
             return None
         updated.etag = uuid.uuid4().hex
-        values = _row_of(updated)
-        db.execute(f"UPDATE resources SET {', '.join(f'{c}=?' for c in values)} WHERE key=?", [*values.values(), key])
+        _update_row(db, key, _row_of(updated), row["etag"])
         return updated
 
     def start_jobs(self, cluster: str, launches: Sequence[Launch]) -> list[Record | None]:

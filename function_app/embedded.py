@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import signal
 import socket
 import subprocess
@@ -169,19 +170,22 @@ class EmbeddedHost:
     def serve(self, sock: socket.socket | None = None) -> None:
         """Run in the foreground until SIGINT/SIGTERM (`build()` first)."""
         sock = sock or self.bind_socket()
-        self.control_plane_file.write_text(json.dumps({"url": self.url}))
         self.engine.start()
         self.wakes.start()
         workers = ApiWorkers(self, sock)
         try:
+            if self.simulated_nodes is None and isinstance(self.engine, DurableTaskEngine) and self.engine.runs_backend:
+                workers.start(self.services.settings.api_workers, self.engine.address)
+            # announced once its workers serve: a burst of requests right after the start would otherwise
+            # meet the primary alone, with the workers' imports taking the CPU it needs
+            ready = workers.wait_ready()
+            self.control_plane_file.write_text(json.dumps({"url": self.url}))
             self.reconcile()
             self.consumer.start()
             self.inbox.start()
             if self.output_sync is not None:
                 self.output_sync.start()
-            if self.simulated_nodes is None and isinstance(self.engine, DurableTaskEngine) and self.engine.runs_backend:
-                workers.start(self.services.settings.api_workers, self.engine.address)
-            log.info("Batch AI control plane on %s (data dir %s, %d API workers)", self.url, self.data_dir, len(workers.procs))
+            log.info("Batch AI control plane on %s (data dir %s, %d API workers serving)", self.url, self.data_dir, ready)
             self._run_server(sock)
         finally:
             workers.stop()
@@ -197,23 +201,24 @@ class EmbeddedHost:
             self.wakes.close()
             self.services.compute.close()
 
-    def serve_api(self, sock: socket.socket, lifeline: int) -> None:
+    def serve_api(self, sock: socket.socket, lifeline: int, ready: int) -> None:
         """Run as an API worker of the primary process (`engine_address` given) until SIGTERM or until the
-        primary is gone (its end of the `lifeline` pipe closes, however it ended)."""
+        primary is gone (its end of the `lifeline` pipe closes, however it ended). A byte on the `ready`
+        pipe tells the primary that it serves."""
         self.engine.start()
         self.wakes.start()
         threading.Thread(target=_exit_when_closed, args=(lifeline,), name="lifeline", daemon=True).start()
         try:
-            self._run_server(sock)
+            self._run_server(sock, ready)
         finally:
             self.deferred.stop()
             self.last_seen.close()
             self.wakes.close()
             self.engine.stop()
 
-    def _run_server(self, sock: socket.socket) -> None:
+    def _run_server(self, sock: socket.socket, ready: int | None = None) -> None:
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
-        server = uvicorn.Server(config)
+        server = _Server(config, ready)
         if threading.current_thread() is threading.main_thread():
             # uvicorn raises the SIGTERM it handled again once it has shut down: with the default
             # action that would end this process before the cleanup after it (the nodes stopped)
@@ -233,6 +238,22 @@ class EmbeddedHost:
                 self.store.update_node(node.id, state="starting", boot_id=None, pid=None)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server that writes a byte to the `ready` pipe (if any) once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, ready: int | None):
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._ready is not None:
+            if self.started:
+                os.write(self._ready, b"r")
+            os.close(self._ready)
+            self._ready = None
+
+
 class ApiWorkers:
     """Processes beside the primary that serve the same listening socket (the kernel hands each new
     connection to one of them): the ARM API and the node door, over the same store, with the
@@ -244,19 +265,39 @@ class ApiWorkers:
         self.host, self.sock = host, sock
         self.procs: list[subprocess.Popen] = []
         self._lifelines: list[int] = []
+        self._ready: list[int] = []
 
     def start(self, count: int, engine_address: str) -> None:
         for _ in range(count):
             lifeline, keep = os.pipe()
+            ready, tell = os.pipe()
+            fds = {"BATCHAI_LISTEN_FD": self.sock.fileno(), "BATCHAI_LIFELINE_FD": lifeline, "BATCHAI_READY_FD": tell}
             self.procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "function_app.embedded", "--api-worker", str(self.host.data_dir), engine_address],
-                    pass_fds=(self.sock.fileno(), lifeline),
-                    env={**os.environ, "BATCHAI_LISTEN_FD": str(self.sock.fileno()), "BATCHAI_LIFELINE_FD": str(lifeline)},
+                    pass_fds=tuple(fds.values()),
+                    env={**os.environ, **{name: str(fd) for name, fd in fds.items()}},
                 )
             )
             os.close(lifeline)
+            os.close(tell)
             self._lifelines.append(keep)
+            self._ready.append(ready)
+
+    def wait_ready(self, timeout: float = 60.0) -> int:
+        """Wait until every worker serves, or has ended, or `timeout` passed; returns how many serve. One
+        that did not is left to the primary's lifeline (the others and the primary serve without it)."""
+        deadline = time.monotonic() + timeout
+        serving = 0
+        for fd in self._ready:
+            readable, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if readable and os.read(fd, 1):
+                serving += 1
+            else:
+                log.warning("an API worker did not start serving; the others go on without it")
+            os.close(fd)
+        self._ready = []
+        return serving
 
     def stop(self, timeout: float = 10.0) -> None:
         for proc in self.procs:
@@ -284,7 +325,7 @@ def _api_worker(data_dir: str, engine_address: str) -> None:
     host = EmbeddedHost(Path(data_dir), engine_address=engine_address)
     host.build()
     sock = socket.socket(fileno=int(os.environ.pop("BATCHAI_LISTEN_FD")))
-    host.serve_api(sock, int(os.environ.pop("BATCHAI_LIFELINE_FD")))
+    host.serve_api(sock, int(os.environ.pop("BATCHAI_LIFELINE_FD")), int(os.environ.pop("BATCHAI_READY_FD")))
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--api-worker"]:

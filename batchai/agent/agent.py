@@ -264,6 +264,7 @@ class Agent:
         self._finished: dict[str, dict] = {}  # results not yet acknowledged
         self._seen: set[str] = set()  # every task id this boot has accepted
         self._metrics: dict[str, MetricsTail] = {}  # tasks' metrics files, until all their lines are delivered
+        self._pids_written: list[int] | None = None  # what agent.pids holds (None: a file of an earlier boot)
         self._stopping = False
         self._stop_reason: str | None = None  # set by the signal handler or the worker
         self._stop = threading.Event()  # set by the main thread once it shuts down
@@ -636,11 +637,14 @@ class Agent:
         """`{root}/agent.pids`: the pid (= process group id) of every running task process."""
         with self._lock:
             pids = sorted({pid for r in self._runners.values() for pid in r.pids()})
+            if pids == self._pids_written:  # a file made and renamed costs the node more than a short task
+                return
             path = os.path.join(self.root, PIDS_FILE)
             tmp = f"{path}.{os.getpid()}.tmp"
             try:
                 with open(tmp, "w", encoding="utf-8") as f:
                     f.write("".join(f"{pid}\n" for pid in pids))
                 os.replace(tmp, path)
+                self._pids_written = pids
             except OSError as e:
                 log.warning("cannot write %s: %s", path, e)

@@ -264,6 +264,7 @@ class Agent:
         self._finished: dict[str, dict] = {}  # results not yet acknowledged
         self._seen: set[str] = set()  # every task id this boot has accepted
         self._metrics: dict[str, MetricsTail] = {}  # tasks' metrics files, until all their lines are delivered
+        self._changes = 0  # tasks finished and answers acted on: a heartbeat sees whether any came while it was out
         self._pids_written: list[int] | None = None  # what agent.pids holds (None: a file of an earlier boot)
         self._stopping = False
         self._stop_reason: str | None = None  # set by the signal handler or the worker
@@ -432,6 +433,7 @@ class Agent:
             running = sorted(self._runners)
             finished = list(self._finished.values())
             reports = self._metric_reports()
+            changes = self._changes
         sent = time.monotonic()
         body = {"bootId": self.boot_id, "running": running, "finished": finished, "metrics": reports, "waitSeconds": self.interval}
         try:
@@ -444,7 +446,10 @@ class Agent:
             return
         except Unreachable:
             return
-        if self._apply(answer):
+        # Also when a task finished or a report's answer changed something while this call was out: its
+        # answer may be orders carried out already (a start, the acks of results both carried), given
+        # without holding the poll, and a wait would leave the node deaf to its next start.
+        if self._apply(answer) or self._changes != changes:
             self._wake.clear()
             return
         remaining = self.interval - (time.monotonic() - sent)
@@ -470,7 +475,11 @@ class Agent:
         if action == "register":
             log.info("the control plane asked this node to register again")
             self._registered = False
-        return bool(acked) or any(started) or any(killed) or action != "ok"
+        changed = bool(acked) or any(started) or any(killed) or action != "ok"
+        if changed:
+            with self._lock:
+                self._changes += 1
+        return changed
 
     # ----- tasks ------------------------------------------------------------------------------
 
@@ -562,6 +571,7 @@ class Agent:
         with self._lock:
             self._runners.pop(runner.task_id, None)
             self._finished[runner.task_id] = result
+            self._changes += 1
         log.info(
             "task %s finished with exit code %s%s",
             runner.task_id,

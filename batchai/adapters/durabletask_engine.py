@@ -115,6 +115,13 @@ class LoopbackBackend(InMemoryOrchestrationBackend):
         self._timers.stop()
         super().stop(grace)
 
+    def _enqueue_orchestration(self, instance_id: str) -> None:
+        """As the backend's own, but the work-item streams are told even when the instance is queued already.
+        A stream that found it in flight put it back in the queue and slept until its next 0.1 s look: the
+        backend's own told nobody of the events that came meanwhile, and a controller's wake waited 100 ms."""
+        super()._enqueue_orchestration(instance_id)
+        self._work_available.set()
+
     def _process_create_timer_action(self, instance, action) -> None:
         """As the backend's own, but the timer is an entry in one heap, not a thread."""
         timer_id, fire_at = action.id, action.createTimer.fireAt.ToDatetime(tzinfo=UTC)

@@ -27,7 +27,7 @@ from urllib.parse import unquote
 import pytest
 
 from batchai.adapters.local_compute import LocalCompute
-from batchai.agent.agent import ControlPlane
+from batchai.agent.agent import Agent, ControlPlane
 from batchai.agent.runner import TaskRunner
 from batchai.frameworks.plan import NodeTask, Process
 from tests.support.waiting import until
@@ -708,3 +708,43 @@ def test_a_job_run_as_another_user_owns_its_dirs_and_cannot_read_the_agents_file
     finally:
         os.umask(umask)
         shutil.rmtree(base, ignore_errors=True)
+
+
+class _ReportWinsFirst:
+    """A control plane whose heartbeat answer arrives after the immediate report's: the report, sent while the
+    heartbeat was out with the same result, took the ack (as `Agent._report_finished` applies its answer)."""
+
+    agent: Agent
+
+    def post(self, path: str, body: dict, timeout: float) -> dict:
+        answer = {"start": [], "kill": [], "ack": [f["taskId"] for f in body["finished"]], "action": "ok"}
+        self.agent._apply(answer)  # the report's answer, acted on while this call was out
+        return answer
+
+
+def test_a_heartbeat_whose_acks_a_report_took_first_polls_again_at_once(tmp_path):
+    """Its answer carries nothing new, and came without the poll being held: waiting out the interval here
+    would leave the node with no poll open, deaf to the start of its next task (a second-long stall per job)."""
+    cp = _ReportWinsFirst()
+    agent = Agent(node_id="n", cluster_id=CLUSTER_ID, name="node-0", root=str(tmp_path), control_plane=cp, heartbeat=300.0)
+    cp.agent = agent
+    agent._registered = True
+    agent._finished["t1"] = {"taskId": "t1", "exitCode": 0}
+    beat = threading.Thread(target=agent._heartbeat, daemon=True)
+    beat.start()
+    beat.join(timeout=10)
+    assert not beat.is_alive(), "the heartbeat waited out its interval with no poll open"
+    assert agent._finished == {}
+
+
+def test_runner_ending_with_no_process_left_reads_no_process_table(tmp_path, monkeypatch):
+    """Reading every process's stat is most of what a short task's end costs the node: only a task with
+    processes left to kill pays it."""
+    from batchai.agent import runner as runner_module
+
+    def no_scan():
+        raise AssertionError("the process table was read")
+
+    monkeypatch.setattr(runner_module, "_process_table", no_scan)
+    result = TaskRunner(make_task(tmp_path, "t-short", [("", "true")]), node_name="n").run()
+    assert result["exitCode"] == 0 and result["error"] is None

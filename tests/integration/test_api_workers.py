@@ -28,7 +28,10 @@ def test_api_workers_answer_beside_the_primary_and_jobs_through_any_of_them_run_
     server = Server(tmp_path, env={"BATCHAI_API_WORKERS": "2"}).start()
     base = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.BatchAI/workspaces/{unique_name('workers')}"
     try:
-        workers = until(lambda: len(pids := worker_pids(tmp_path)) == 2 and pids, 30, "two API workers")
+        # the control plane announces itself (its control-plane file) once its workers serve, not before
+        assert "2 API workers serving" in (tmp_path / "serve.log").read_text()
+        workers = worker_pids(tmp_path)
+        assert len(workers) == 2
         answered: set[int] = set()
         # a new connection each time: the kernel hands it to any process on the socket
         until(

@@ -30,7 +30,8 @@ V = {"api-version": "2018-05-01"}
 
 @pytest.fixture
 def host(tmp_path, unique_name):
-    with simulated_host(tmp_path) as host:
+    # launched jobs' lifecycles due a second after launch, not 30 s: the tests' 30 s waits for them raced that
+    with simulated_host(tmp_path, lifecycle_start_delay_seconds=1.0) as host:
         host.workspace = unique_name("claims")
         yield host
 

@@ -16,8 +16,9 @@ from tests.support.waiting import until
 
 RG, WS, EXP, CONTAINER = "rg", unique_name("blobs"), "exp", "job-outputs"
 LINES = [f"line {i}" for i in range(1, 9)]
+# half the lines, then the rest once the test has seen the log in the blob (a file it makes), however slow the machine
 COMMAND = (
-    "for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.5; done; "
+    "for i in 1 2 3 4; do echo line $i; done; until [ -e {release} ]; do sleep 0.1; done; for i in 5 6 7 8; do echo line $i; done; "
     "echo weights > $AZ_BATCHAI_OUTPUT_OUT/model.bin; "
     "mkdir $AZ_BATCHAI_OUTPUT_OUT/sub && echo deep > $AZ_BATCHAI_OUTPUT_OUT/sub/deep.txt"
 )
@@ -76,7 +77,7 @@ def wait_job(sdk, job: str, timeout: float = 60):
     )
 
 
-def test_logs_and_outputs_are_in_blob_storage_while_and_after_the_job_runs(sdk, cluster, azurite_connection):
+def test_logs_and_outputs_are_in_blob_storage_while_and_after_the_job_runs(sdk, cluster, azurite_connection, tmp_path):
     sdk.jobs.begin_create(
         RG,
         WS,
@@ -87,7 +88,7 @@ def test_logs_and_outputs_are_in_blob_storage_while_and_after_the_job_runs(sdk, 
             node_count=1,
             std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/logs",
             output_directories=[models.OutputDirectory(id="OUT", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT/out")],
-            custom_toolkit_settings=models.CustomToolkitSettings(command_line=COMMAND),
+            custom_toolkit_settings=models.CustomToolkitSettings(command_line=COMMAND.format(release=tmp_path / "release")),
         ),
     ).result()
     blobs = AzureBlobStore(azurite_connection, CONTAINER)
@@ -95,6 +96,7 @@ def test_logs_and_outputs_are_in_blob_storage_while_and_after_the_job_runs(sdk, 
     partial = wait_for_log_while_running(sdk, blobs, "j1")
     assert partial.decode().splitlines() == LINES[: len(partial.decode().splitlines())]
     assert len(partial.decode().splitlines()) < len(LINES)
+    (tmp_path / "release").touch()
 
     job = wait_job(sdk, "j1")
     assert job.execution_state == "succeeded", job.execution_info.as_dict()

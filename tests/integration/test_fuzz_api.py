@@ -34,6 +34,8 @@ SUB, RG = "00000000-0000-0000-0000-000000000000", "rg"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("fuzz")
+    env = pytest.MonkeyPatch()
+    env.setenv("BATCHAI_STREAM_SECONDS", "0")  # a drawn GET of a live stream answers its snapshot and ends, not after 300 s
     host = EmbeddedHost(data_dir, settings=Settings(data_dir=data_dir), simulated_nodes={"heartbeat_seconds": 0.5})
     host.build()
     host.engine.start()
@@ -72,6 +74,7 @@ def served(tmp_path_factory):
     thread.join(30)
     host.engine.stop()
     host.compute.close()
+    env.undo()
 
 
 def _templates(app) -> list[tuple[str, list[str]]]:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def host(tmp_path, unique_name):
-    with simulated_host(tmp_path, lifecycle_start_delay_seconds=5.0) as host:
+    with simulated_host(tmp_path, lifecycle_start_delay_seconds=10.0) as host:  # the short job ends well within it
         host.workspace = unique_name("lifecycle")
         yield host
 

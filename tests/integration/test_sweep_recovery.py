@@ -54,7 +54,7 @@ def test_a_recorded_trial_gets_its_job_and_a_retried_step_makes_none_twice(tmp_p
 
         svc.store.mutate(record.id, append)
         wake_sweep(svc, record.internal["uuid"])
-        until(lambda: job_names(host, ws, "e") == ["s-0", "s-1", "s-2"], 30, "the recorded trial's job")
+        until(lambda: job_names(host, ws, "e") == ["s-0", "s-1", "s-2"], 60, "the recorded trial's job")
         job = host.http.get(f"{base}/experiments/e/jobs/s-2", params=V).json()
         assert {v["name"]: v["value"] for v in job["properties"]["environmentVariables"]}["AZ_BATCHAI_PARAM_X"] == str(trial["params"]["x"])
 

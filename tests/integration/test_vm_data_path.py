@@ -22,7 +22,8 @@ from tests.support.waiting import until
 pytestmark = pytest.mark.timeout(180)
 RG, EXP, CONTAINER = "rg", "exp", "vm-outputs"
 SUB = "00000000-0000-0000-0000-000000000000"
-COMMAND = "for i in 1 2 3 4 5 6; do echo step $i; sleep 0.5; done; echo trained > $AZ_BATCHAI_OUTPUT_MODEL/model.bin"
+# the job runs until the test has seen its log in the blob (`release`: a file the test makes), however slow the machine
+COMMAND = "for i in 1 2 3 4 5 6; do echo step $i; done; until [ -e {release} ]; do sleep 0.1; done; echo trained > $AZ_BATCHAI_OUTPUT_MODEL/model.bin"
 
 
 def test_an_agent_elsewhere_streams_its_log_and_uploads_outputs_to_blob_storage(tmp_path, azurite_connection, unique_name):
@@ -59,7 +60,7 @@ def test_an_agent_elsewhere_streams_its_log_and_uploads_outputs_to_blob_storage(
             node_count=1,
             std_out_err_path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT",
             output_directories=[models.OutputDirectory(id="MODEL", path_prefix="$AZ_BATCHAI_JOB_MOUNT_ROOT")],
-            custom_toolkit_settings=models.CustomToolkitSettings(command_line=COMMAND),
+            custom_toolkit_settings=models.CustomToolkitSettings(command_line=COMMAND.format(release=tmp_path / "release")),
         )
         sdk.jobs.begin_create(RG, ws, EXP, "train", params)
         blobs = AzureBlobStore(azurite_connection, CONTAINER)
@@ -73,6 +74,7 @@ def test_an_agent_elsewhere_streams_its_log_and_uploads_outputs_to_blob_storage(
             return content if content and sdk.jobs.get(RG, ws, EXP, "train").execution_state == "running" else None
 
         assert until(streamed_while_running, 60, "stdout.txt in the blob while the job runs", interval=0.1).startswith(b"step 1\n")
+        (tmp_path / "release").touch()
         until(lambda: sdk.jobs.get(RG, ws, EXP, "train").execution_state == "succeeded", 60, "the job to succeed")
 
         def listed(output_id: str) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from batchai.agent import exec_server
 from batchai.agent.exec_server import HOSTS_ENV, REFUSED, SECRET_ENV, ExecServer, read_frame
 from batchai.agent.rsh import WAIT_ENV, parse_hosts
 from batchai.agent.runner import TaskRunner
@@ -130,8 +131,9 @@ def test_an_unknown_secret_is_refused_at_once_for_the_caller_to_retry(tmp_path):
         server.stop()
 
 
-def test_connections_beyond_the_cap_are_refused(node, tmp_path):
+def test_connections_beyond_the_cap_are_refused(node, tmp_path, monkeypatch):
     runner, _ = node
+    monkeypatch.setattr(exec_server, "HEADER_TIMEOUT", 120.0)  # the silent connections hold their slots throughout
     server = ExecServer("127.0.0.1", lambda: [runner], max_connections=2)
     server.start()
     held = [socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(2)]  # silent: each holds a slot

@@ -179,13 +179,14 @@ class EmbeddedHost:
             # announced once its workers serve: a burst of requests right after the start would otherwise
             # meet the primary alone, with the workers' imports taking the CPU it needs
             ready = workers.wait_ready()
+            # logged before the announcement: whoever finds the control plane finds this line written
+            log.info("Batch AI control plane on %s (data dir %s, %d API workers serving)", self.url, self.data_dir, ready)
             self.control_plane_file.write_text(json.dumps({"url": self.url}))
             self.reconcile()
             self.consumer.start()
             self.inbox.start()
             if self.output_sync is not None:
                 self.output_sync.start()
-            log.info("Batch AI control plane on %s (data dir %s, %d API workers serving)", self.url, self.data_dir, ready)
             self._run_server(sock)
         finally:
             workers.stop()
